@@ -1,0 +1,1 @@
+"""Talking to Label Studio (and, later, other tools)."""

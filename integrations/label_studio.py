@@ -1,0 +1,199 @@
+"""The Label Studio glue: authentication and the few API calls this backend makes.
+
+Authentication accepts both kinds of Label Studio API keys:
+
+* personal access tokens (the 1.23 default): a JWT *refresh* token, exchanged at
+  ``/api/token/refresh/`` for short-lived access tokens sent as ``Authorization: Bearer``;
+* legacy tokens, sent as ``Authorization: Token``.
+
+The exchange and the refresh-before-expiry are label-studio-sdk's (``TokensClientExt``); this
+module only decides where credentials may go (the Label Studio host, nowhere else) and keeps the
+key out of every error message.
+
+Example:
+    >>> token_kind("0123456789abcdef0123456789abcdef01234567")
+    'legacy'
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from typing import Any, Iterable, Mapping
+
+import requests
+
+log = logging.getLogger(__name__)
+
+
+class LabelStudioError(RuntimeError):
+    """A Label Studio API call failed; the message says which and why (never the key)."""
+
+
+def token_kind(key: str) -> str:
+    """``personal`` for a JWT personal access token, ``legacy`` otherwise."""
+    parts = key.split(".")
+    if len(parts) == 3:
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+            if isinstance(payload, dict) and "exp" in payload:
+                return "personal"
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return "legacy"
+
+
+class LabelStudioAuth:
+    """Produces the ``Authorization`` header for Label Studio, refreshing PAT access tokens.
+
+    Args:
+        url: Label Studio base URL.
+        api_key: personal access token or legacy token.
+    """
+
+    def __init__(self, url: str, api_key: str):
+        self.url = url.rstrip("/")
+        self._key = api_key
+        self.kind = token_kind(api_key) if api_key else "none"
+        self._tokens = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never show the key
+        return f"LabelStudioAuth(url={self.url!r}, kind={self.kind!r})"
+
+    def headers(self) -> dict[str, str]:
+        """Headers to send to the Label Studio host (and only there)."""
+        if self.kind == "none":
+            return {}
+        if self.kind == "legacy":
+            return {"Authorization": f"Token {self._key}"}
+        with self._lock:
+            if self._tokens is None:
+                from label_studio_sdk.tokens.client_ext import TokensClientExt
+
+                self._tokens = TokensClientExt(base_url=self.url, api_key=self._key)
+            try:
+                access = self._tokens.api_key  # refreshes when expired
+            except Exception as exc:
+                raise LabelStudioError(
+                    f"Label Studio at {self.url} did not accept the personal access token "
+                    f"({type(exc).__name__}): create a new one in Account & Settings and set LABEL_STUDIO_API_KEY"
+                ) from None
+        return {"Authorization": f"Bearer {access}"}
+
+
+class LabelStudioClient:
+    """The Label Studio API calls this project makes, over one authenticated session.
+
+    Args:
+        url: Label Studio base URL, e.g. ``http://localhost:8080``.
+        api_key: personal access token or legacy token.
+        timeout: seconds per request.
+    """
+
+    def __init__(self, url: str, api_key: str, timeout: float = 30.0):
+        if not url:
+            raise LabelStudioError("LABEL_STUDIO_URL is not set")
+        self.url = url.rstrip("/")
+        self.auth = LabelStudioAuth(self.url, api_key)
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.trust_env = False
+
+    # -- transport ------------------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call ``path`` (relative to the base URL) and return the decoded JSON (or None)."""
+        url = f"{self.url}/{path.lstrip('/')}"
+        headers = {**self.auth.headers(), **kwargs.pop("headers", {})}
+        try:
+            resp = self.session.request(method, url, headers=headers, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+        except requests.RequestException as exc:
+            raise LabelStudioError(f"{method} {path}: cannot reach Label Studio at {self.url} ({type(exc).__name__})") from None
+        if resp.status_code >= 400:
+            body = resp.text[:500]
+            raise LabelStudioError(f"{method} {path} -> HTTP {resp.status_code}: {body}")
+        if not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            return resp.text
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        return self.request("POST", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> Any:
+        return self.request("PATCH", path, **kw)
+
+    # -- projects and tasks ---------------------------------------------------------------
+    def create_project(self, title: str, label_config: str, **fields: Any) -> dict:
+        return self.post("/api/projects", json={"title": title, "label_config": label_config, **fields})
+
+    def get_project(self, project_id: int) -> dict:
+        return self.get(f"/api/projects/{int(project_id)}")
+
+    def import_tasks(self, project_id: int, tasks: Iterable[Mapping[str, Any]]) -> dict:
+        return self.post(f"/api/projects/{int(project_id)}/import", json=list(tasks), params={"commit_to_project": "true"})
+
+    def upload_files(self, project_id: int, paths: Iterable[str]) -> dict:
+        """Upload image files; Label Studio makes one task per file (``/data/upload/...``)."""
+        files = []
+        handles = []
+        try:
+            for p in paths:
+                fh = open(p, "rb")
+                handles.append(fh)
+                files.append(("file", (str(p).rsplit("/", 1)[-1], fh)))
+            return self.post(f"/api/projects/{int(project_id)}/import", files=files, timeout=max(self.timeout, 120))
+        finally:
+            for fh in handles:
+                fh.close()
+
+    def list_tasks(self, project_id: int, fields: str = "all") -> list[dict]:
+        """Every task of a project (paged)."""
+        out: list[dict] = []
+        page = 1
+        while True:
+            try:
+                data = self.get("/api/tasks", params={"project": int(project_id), "page": page, "page_size": 500, "fields": fields})
+            except LabelStudioError as exc:
+                if "404" in str(exc) and page > 1:
+                    break
+                raise
+            tasks = data.get("tasks", []) if isinstance(data, dict) else data
+            out.extend(tasks)
+            total = data.get("total") if isinstance(data, dict) else None
+            if not tasks or (total is not None and len(out) >= total):
+                break
+            page += 1
+        return out
+
+    def task_predictions(self, task_id: int) -> list[dict]:
+        return self.get("/api/predictions", params={"task": int(task_id)})
+
+    # -- ML backends ----------------------------------------------------------------------
+    def list_ml_backends(self, project_id: int) -> list[dict]:
+        return self.get("/api/ml", params={"project": int(project_id)})
+
+    def add_ml_backend(self, project_id: int, url: str, title: str = "YOLO active learning", **fields: Any) -> dict:
+        """Connect a backend to a project; reuses an existing connection to the same URL."""
+        for b in self.list_ml_backends(project_id):
+            if b.get("url", "").rstrip("/") == url.rstrip("/"):
+                return b
+        return self.post("/api/ml", json={"project": int(project_id), "url": url, "title": title, **fields})
+
+    def retrieve_predictions(self, project_id: int, task_ids: Iterable[int] | None = None) -> dict:
+        """Ask Label Studio to fetch predictions from its connected backend (the Data Manager action)."""
+        ids = list(task_ids) if task_ids is not None else None
+        selected = {"all": False, "included": ids} if ids is not None else {"all": True, "excluded": []}
+        return self.post(
+            "/api/dm/actions",
+            params={"id": "retrieve_tasks_predictions", "project": int(project_id)},
+            json={"selectedItems": selected},
+            timeout=max(self.timeout, 300),
+        )

@@ -1,0 +1,202 @@
+"""A real Label Studio on this machine, for the demo and the end-to-end tests.
+
+Label Studio is installed from the package registry into its own virtual environment (its
+dependencies clash with ours), runs on SQLite on a loopback port, and is started with
+``USE_DEFAULT_BANNED_SUBNETS=false``: without it Label Studio refuses ML backend URLs on
+loopback, private or docker networks. A personal access token (the 1.23 default; legacy tokens
+are off for new organizations) is created by logging in as the admin user.
+
+Example:
+    >>> ls = LocalLabelStudio(data_dir="/tmp/ls", port=8080)  # doctest: +SKIP
+    >>> ls.start(); token = ls.personal_access_token()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+log = logging.getLogger(__name__)
+
+LABEL_STUDIO_VERSION = "1.23.2"
+DEFAULT_VENV = Path(os.environ.get("LABEL_STUDIO_VENV", Path.home() / ".cache" / "al-backend" / f"label-studio-{LABEL_STUDIO_VERSION}"))
+
+
+class LocalLabelStudioError(RuntimeError):
+    """Label Studio could not be installed or started; the message says what to look at."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_installed(venv: Path = DEFAULT_VENV) -> Path:
+    """Install Label Studio into ``venv`` if needed; return its ``label-studio`` executable."""
+    exe = venv / "bin" / "label-studio"
+    marker = venv / f".installed-{LABEL_STUDIO_VERSION}"
+    if exe.exists() and marker.exists():
+        return exe
+    log.info("installing label-studio==%s into %s (one time, about a minute)", LABEL_STUDIO_VERSION, venv)
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    for cmd in (
+        [base_python, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", f"label-studio=={LABEL_STUDIO_VERSION}"],
+    ):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+            raise LocalLabelStudioError(f"`{' '.join(cmd)}` failed:\n{tail}")
+    marker.touch()
+    return exe
+
+
+class LocalLabelStudio:
+    """One Label Studio server process.
+
+    Args:
+        data_dir: SQLite database, media and logs.
+        port: loopback port.
+        username: admin e-mail (created on first start).
+        password: admin password.
+        files_root: folder served as local-files storage (``/data/local-files/?d=...``).
+        venv: where Label Studio is installed.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        port: int | None = None,
+        username: str = "admin@example.com",
+        password: str = "admin12345",
+        files_root: str | Path | None = None,
+        venv: Path = DEFAULT_VENV,
+    ):
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port or free_port()
+        self.username = username
+        self.password = password
+        self.files_root = Path(files_root).resolve() if files_root else self.data_dir / "files"
+        self.venv = venv
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "label-studio.log"
+
+    def healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def start(self, timeout: float = 300.0) -> "LocalLabelStudio":
+        exe = ensure_installed(self.venv)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.files_root.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
+            "USE_DEFAULT_BANNED_SUBNETS": "false",  # else Label Studio refuses a backend on loopback/private networks
+            "LOCAL_FILES_SERVING_ENABLED": "true",
+            "LOCAL_FILES_DOCUMENT_ROOT": str(self.files_root),
+            "LABEL_STUDIO_USERNAME": self.username,
+            "LABEL_STUDIO_PASSWORD": self.password,
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            "COLLECT_ANALYTICS": "false",
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+        }
+        for k in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "VIRTUAL_ENV", "PYTHONPATH"):
+            env.pop(k, None)
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(exe), "start", "--no-browser", "--port", str(self.port), "--internal-host", "127.0.0.1", "--data-dir", str(self.data_dir)],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.data_dir,
+            start_new_session=True,
+        )
+        logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LocalLabelStudioError(f"Label Studio exited with code {self.proc.returncode}; see {self.log_path}")
+            if self.healthy():
+                log.info("Label Studio %s up at %s", LABEL_STUDIO_VERSION, self.url)
+                return self
+            time.sleep(1.0)
+        self.stop()
+        raise LocalLabelStudioError(f"Label Studio did not answer /health within {timeout:.0f}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def __enter__(self) -> "LocalLabelStudio":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- accounts -------------------------------------------------------------------------
+    def login(self) -> requests.Session:
+        """A browser-like session logged in as the admin user."""
+        s = requests.Session()
+        s.trust_env = False
+        s.get(f"{self.url}/user/login/", timeout=30)
+        r = s.post(
+            f"{self.url}/user/login/",
+            data={"email": self.username, "password": self.password, "csrfmiddlewaretoken": s.cookies.get("csrftoken", "")},
+            headers={"Referer": f"{self.url}/user/login/"},
+            allow_redirects=False,
+            timeout=30,
+        )
+        if r.status_code not in (301, 302):
+            raise LocalLabelStudioError(f"could not log in to Label Studio as {self.username} (HTTP {r.status_code})")
+        return s
+
+    def personal_access_token(self) -> str:
+        """The admin's personal access token (created once, kept in ``data_dir``)."""
+        path = self.data_dir / "personal-access-token"
+        if path.exists():
+            return path.read_text().strip()
+        s = self.login()
+        r = s.post(f"{self.url}/api/token/", headers={"X-CSRFToken": s.cookies.get("csrftoken", ""), "Referer": self.url + "/"}, timeout=30)
+        if r.status_code != 201:
+            raise LocalLabelStudioError(f"could not create a personal access token (HTTP {r.status_code}): {r.text[:200]}")
+        token = r.json()["token"]
+        path.write_text(token)
+        path.chmod(0o600)
+        return token
+
+    def legacy_token(self, enable: bool = True) -> str:
+        """The admin's legacy token, turning legacy tokens on for the organization if asked."""
+        s = self.login()
+        headers = {"X-CSRFToken": s.cookies.get("csrftoken", ""), "Referer": self.url + "/"}
+        if enable:
+            current = s.get(f"{self.url}/api/jwt/settings", timeout=30).json()
+            r = s.post(f"{self.url}/api/jwt/settings", json={**current, "legacy_api_tokens_enabled": True}, headers=headers, timeout=30)
+            if r.status_code >= 400:
+                raise LocalLabelStudioError(f"could not enable legacy tokens (HTTP {r.status_code}): {r.text[:200]}")
+        return s.get(f"{self.url}/api/current-user/token", timeout=30).json()["token"]

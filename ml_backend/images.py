@@ -1,0 +1,267 @@
+"""Fetch task images safely: URL rules, Label Studio credentials, a disk cache, EXIF orientation.
+
+Where an image URL comes from decides how it is fetched:
+
+* ``/data/upload/...``, ``/data/local-files/?d=...``, ``/storage-data/...``: relative to the
+  Label Studio host, fetched with its credentials;
+* ``s3://``, ``gs://``, ``azure-blob://``: presigned by Label Studio
+  (``/tasks/<id>/presign/?fileuri=...``), then fetched from the storage without credentials;
+* ``http(s)://``: fetched directly; credentials only when the host is Label Studio's.
+
+Any URL (and every redirect hop) whose host resolves to a private, loopback, link-local or
+otherwise reserved address is refused unless it is the Label Studio host or on
+``ALLOWED_HOSTS``: no server-side request forgery through task data.
+
+Example:
+    >>> is_public_address("8.8.8.8"), is_public_address("10.0.0.1"), is_public_address("169.254.169.254")
+    (True, False, False)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import ipaddress
+import logging
+import os
+import socket
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+from urllib.parse import urljoin, urlsplit
+
+import numpy as np
+import requests
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")
+LS_RELATIVE_PREFIXES = ("/data/", "/storage-data/", "data/upload/", "/tasks/")
+MAX_REDIRECTS = 5
+
+
+class ImageError(Exception):
+    """One task's image could not be had; the message says why and what to fix."""
+
+
+def is_public_address(ip: str) -> bool:
+    """True when ``ip`` is a globally routable unicast address."""
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return addr.is_global and not (addr.is_multicast or addr.is_reserved or addr.is_unspecified)
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    p = urlsplit(url)
+    port = p.port or (443 if p.scheme == "https" else 80)
+    return (p.scheme, (p.hostname or "").lower(), port)
+
+
+Resolver = Callable[[str], list[str]]
+
+
+def system_resolver(host: str) -> list[str]:
+    """All addresses ``host`` resolves to."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise ImageError(f"cannot resolve host {host!r}: {exc.strerror or exc}") from None
+    return sorted({str(i[4][0]).split("%")[0] for i in infos})
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    """Which hosts this backend may fetch from.
+
+    Args:
+        label_studio_url: the Label Studio base URL (always allowed, gets credentials).
+        allowed_hosts: host names or CIDR ranges allowed even though they are not public.
+        resolver: host -> addresses (injectable for tests).
+    """
+
+    label_studio_url: str = ""
+    allowed_hosts: tuple[str, ...] = ()
+    resolver: Resolver = system_resolver
+
+    def is_label_studio(self, url: str) -> bool:
+        return bool(self.label_studio_url) and _origin(url) == _origin(self.label_studio_url)
+
+    def check(self, url: str) -> None:
+        """Raise :class:`ImageError` if ``url`` must not be fetched."""
+        p = urlsplit(url)
+        if p.scheme not in ("http", "https"):
+            raise ImageError(f"unsupported URL scheme {p.scheme!r} in {url!r}: use http(s), Label Studio uploads or cloud storage")
+        host = (p.hostname or "").lower()
+        if not host:
+            raise ImageError(f"URL has no host: {url!r}")
+        if self.is_label_studio(url) or host in self.allowed_hosts:
+            return
+        addresses = self.resolver(host)
+        if not addresses:
+            raise ImageError(f"host {host!r} resolves to no address")
+        for a in addresses:
+            if is_public_address(a):
+                continue
+            if any(ipaddress.ip_address(a) in ipaddress.ip_network(c, strict=False) for c in self.allowed_hosts if "/" in c):
+                continue
+            raise ImageError(
+                f"refusing to fetch {host!r}: it resolves to {a}, a private, loopback or link-local address. "
+                "If this is your own image server, add it to ALLOWED_HOSTS."
+            )
+
+
+def cache_key(uri: str) -> str:
+    return hashlib.sha256(uri.encode("utf-8")).hexdigest()
+
+
+class ImageFetcher:
+    """Downloads, caches and decodes task images.
+
+    Args:
+        policy: URL rules.
+        cache_dir: folder for downloaded bytes (content kept by source URI).
+        auth_headers: returns the headers that authenticate to Label Studio (called per request,
+            so refreshed access tokens are used); ``None`` for no credentials.
+        timeout: seconds per download.
+        max_bytes: largest accepted download.
+        max_pixels: largest accepted decoded image.
+        session: a ``requests.Session`` (injectable).
+    """
+
+    def __init__(
+        self,
+        policy: UrlPolicy,
+        cache_dir: Path,
+        auth_headers: Callable[[], Mapping[str, str]] | None = None,
+        timeout: float = 15.0,
+        max_bytes: int = 50 * 1024 * 1024,
+        max_pixels: int = 100_000_000,
+        session: requests.Session | None = None,
+    ):
+        self.policy = policy
+        self.cache_dir = Path(cache_dir)
+        self.auth_headers = auth_headers
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
+        self.session = session or requests.Session()
+        self.session.trust_env = False  # never route task URLs through a proxy from the environment
+
+    # -- URL resolution -------------------------------------------------------------------
+    def resolve(self, uri: str, task_id: int | None = None) -> str:
+        """Absolute http(s) URL to download ``uri`` from."""
+        if not isinstance(uri, str) or not uri.strip():
+            raise ImageError("the task has no image URL")
+        uri = uri.strip()
+        scheme = urlsplit(uri).scheme.lower()
+        if scheme in CLOUD_SCHEMES:
+            from label_studio_sdk._extensions.label_studio_tools.core.utils.io import encode_presign_fileuri
+
+            if task_id is None:
+                raise ImageError(f"cannot presign {uri!r} without a task id")
+            return self._ls_url(f"/tasks/{int(task_id)}/presign/?fileuri={encode_presign_fileuri(uri)}", uri)
+        if scheme in ("http", "https"):
+            return uri
+        if scheme == "" and uri.startswith(LS_RELATIVE_PREFIXES):
+            return self._ls_url(uri if uri.startswith("/") else "/" + uri, uri)
+        if scheme == "":
+            raise ImageError(f"{uri!r} is not a URL: images must be Label Studio uploads, local-files/cloud storage or http(s) URLs")
+        raise ImageError(f"unsupported URL scheme {scheme!r} in {uri!r}")
+
+    def _ls_url(self, path: str, uri: str) -> str:
+        if not self.policy.label_studio_url:
+            raise ImageError(f"{uri!r} lives in Label Studio: set LABEL_STUDIO_URL (and LABEL_STUDIO_API_KEY) so the backend can download it")
+        return urljoin(self.policy.label_studio_url + "/", path.lstrip("/"))
+
+    # -- download -------------------------------------------------------------------------
+    def fetch_bytes(self, uri: str, task_id: int | None = None) -> bytes:
+        """The image file's bytes, from the cache or downloaded (and then cached)."""
+        key = cache_key(uri)
+        path = self.cache_dir / key[:2] / key
+        if path.is_file():
+            return path.read_bytes()
+        data = self._download(self.resolve(uri, task_id))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return data
+
+    def _download(self, url: str) -> bytes:
+        for _ in range(MAX_REDIRECTS + 1):
+            self.policy.check(url)
+            headers = dict(self.auth_headers() or {}) if (self.auth_headers and self.policy.is_label_studio(url)) else {}
+            try:
+                resp = self.session.get(url, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False)
+            except requests.RequestException as exc:
+                raise ImageError(f"could not download {_redact(url)}: {type(exc).__name__}") from None
+            with resp:
+                if resp.is_redirect:
+                    url = urljoin(url, resp.headers.get("Location", ""))
+                    continue
+                if resp.status_code in (401, 403) and self.policy.is_label_studio(url):
+                    raise ImageError(
+                        f"Label Studio refused the image download ({resp.status_code}): set LABEL_STUDIO_API_KEY to a valid personal access token"
+                    )
+                if resp.status_code == 404:
+                    raise ImageError(f"image not found (404) at {_redact(url)}")
+                if resp.status_code >= 400:
+                    raise ImageError(f"image download failed with HTTP {resp.status_code} at {_redact(url)}")
+                size = int(resp.headers.get("Content-Length") or 0)
+                if size > self.max_bytes:
+                    raise ImageError(f"image is {size} bytes, over MAX_IMAGE_BYTES={self.max_bytes}")
+                buf = io.BytesIO()
+                try:
+                    for chunk in resp.iter_content(1 << 16):
+                        buf.write(chunk)
+                        if buf.tell() > self.max_bytes:
+                            raise ImageError(f"image is over MAX_IMAGE_BYTES={self.max_bytes}")
+                except requests.RequestException as exc:
+                    raise ImageError(f"download of {_redact(url)} broke off: {type(exc).__name__}") from None
+                return buf.getvalue()
+        raise ImageError(f"too many redirects (more than {MAX_REDIRECTS})")
+
+    # -- decode ---------------------------------------------------------------------------
+    def load(self, uri: str, task_id: int | None = None) -> np.ndarray:
+        """RGB image (H, W, 3) uint8, EXIF orientation applied."""
+        return decode_image(self.fetch_bytes(uri, task_id), self.max_pixels)
+
+
+def decode_image(data: bytes, max_pixels: int = 100_000_000) -> np.ndarray:
+    """Decode bytes to an RGB array with EXIF orientation applied.
+
+    Raises:
+        ImageError: not an image, truncated, or larger than ``max_pixels``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(f"image is {w}x{h} pixels, over MAX_IMAGE_PIXELS={max_pixels}")
+            img = ImageOps.exif_transpose(img)
+            img = img.convert("RGB")
+            arr = np.asarray(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"image is too large to decode safely (over MAX_IMAGE_PIXELS={max_pixels})") from None
+    except UnidentifiedImageError:
+        raise ImageError("the file is not an image Pillow can read (corrupt, or not an image)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"the image is corrupt or truncated: {exc}") from None
+    except Exception:  # plugins (e.g. Ultralytics' HEIF hook) can fail in their own ways
+        raise ImageError("the file is not an image Pillow can read (corrupt, or not an image)") from None
+    return arr
+
+
+def _redact(url: str) -> str:
+    """The URL without its query string (presigned URLs carry credentials there)."""
+    p = urlsplit(url)
+    return f"{p.scheme}://{p.netloc}{p.path}" + ("?…" if p.query else "")

@@ -1,0 +1,155 @@
+"""Which part of a Label Studio labeling config this backend fills, and with which labels.
+
+The config is parsed with label-studio-sdk's ``LabelInterface``. A model's task picks the
+control it needs: ``detect`` -> ``<RectangleLabels>``, ``segment`` -> ``<PolygonLabels>``
+(or boxes when the config only has rectangles), ``classify`` -> ``<Choices>``, ``obb`` ->
+``<RectangleLabels>`` with rotation. Model class names map to config labels by the
+``predicted_values`` attribute of ``<Label>``, then by exact name, then case-insensitively;
+classes that map to no label are dropped.
+
+Example:
+    >>> cfg = '''<View><Image name="img" value="$image"/>
+    ...   <RectangleLabels name="box" toName="img">
+    ...     <Label value="Car" predicted_values="car,truck"/><Label value="person"/>
+    ...   </RectangleLabels></View>'''
+    >>> target = select_target(cfg, "detect")
+    >>> (target.from_name, target.to_name, target.value_key, target.kind)
+    ('box', 'img', 'image', 'rectangle')
+    >>> build_label_map({0: "person", 1: "car", 2: "truck", 3: "dog"}, target)
+    {0: 'person', 1: 'Car', 2: 'Car'}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from label_studio_sdk.label_interface import LabelInterface
+
+# Control tag -> the geometry kind it holds, per model task, in order of preference.
+_CONTROLS_FOR_TASK: dict[str, tuple[tuple[str, str], ...]] = {
+    "detect": (("RectangleLabels", "rectangle"),),
+    "segment": (("PolygonLabels", "polygon"), ("RectangleLabels", "rectangle")),
+    "obb": (("RectangleLabels", "obb"),),
+    "classify": (("Choices", "choices"),),
+}
+
+RESULT_TYPES = {"rectangle": "rectanglelabels", "obb": "rectanglelabels", "polygon": "polygonlabels", "choices": "choices"}
+
+
+class LabelConfigError(ValueError):
+    """The labeling config cannot be served by this model; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """The control this backend writes predictions into."""
+
+    from_name: str
+    to_name: str
+    value_key: str  # key in task["data"] that holds the image URL
+    kind: str  # rectangle | obb | polygon | choices
+    labels: tuple[str, ...]
+    predicted_values: Mapping[str, tuple[str, ...]]  # label -> model class names
+
+    @property
+    def result_type(self) -> str:
+        return RESULT_TYPES[self.kind]
+
+
+def select_target(label_config: str, model_task: str) -> Target:
+    """Find the control of ``label_config`` that a ``model_task`` model can fill.
+
+    Raises:
+        LabelConfigError: the config is not XML, has no ``<Image>``, or no control that fits.
+    """
+    if model_task not in _CONTROLS_FOR_TASK:
+        raise LabelConfigError(f"Model task {model_task!r} is not supported; use a detect, segment, obb or classify YOLO model.")
+    if not label_config or not label_config.strip():
+        raise LabelConfigError("The project has no labeling config.")
+    try:
+        li = LabelInterface(label_config)
+    except Exception as exc:  # the SDK raises several exception types on bad XML
+        raise LabelConfigError(f"The labeling config could not be parsed: {exc}") from None
+
+    images = {o.name: o for o in li.objects if o.tag == "Image"}
+    if not images:
+        found = sorted({o.tag for o in li.objects}) or ["no data tags"]
+        raise LabelConfigError(
+            f"This backend labels images: the labeling config needs an <Image> tag (it has {', '.join(found)})."
+        )
+    wanted = _CONTROLS_FOR_TASK[model_task]
+    for tag, kind in wanted:
+        for control in li.controls:
+            if control.tag != tag:
+                continue
+            to = [n for n in control.to_name if n in images]
+            if not to:
+                continue
+            if kind == "obb" and str(control.attr.get("canRotate", "true")).lower() == "false":
+                raise LabelConfigError(
+                    f'<RectangleLabels name="{control.name}"> has canRotate="false", but an oriented-box (OBB) '
+                    "model predicts rotated boxes: remove canRotate=\"false\" or serve a detect model."
+                )
+            labels = tuple(control.labels)
+            if not labels:
+                raise LabelConfigError(f'<{tag} name="{control.name}"> has no labels: add <Label>/<Choice> values.')
+            predicted = {}
+            for value, label_tag in (control.labels_attrs or {}).items():
+                raw = label_tag.attr.get("predicted_values") or ""
+                names = tuple(x.strip() for x in raw.split(",") if x.strip())
+                if names:
+                    predicted[value] = names
+            image = images[to[0]]
+            return Target(
+                from_name=control.name,
+                to_name=image.name,
+                value_key=image.value_name,
+                kind=kind,
+                labels=labels,
+                predicted_values=predicted,
+            )
+    have = sorted({c.tag for c in li.controls}) or ["no controls"]
+    need = " or ".join(f"<{t}>" for t, _ in wanted)
+    raise LabelConfigError(
+        f"A YOLO {model_task} model needs {need} on an <Image> in the labeling config; it has {', '.join(have)}. "
+        "Change the labeling config or MODEL_PATH."
+    )
+
+
+def build_label_map(model_names: Mapping[int, str], target: Target) -> dict[int, str]:
+    """Map model class ids to config labels (explicit, then exact, then case-insensitive).
+
+    Classes that match no label are left out, so their predictions are dropped.
+    """
+    explicit = {}
+    for label, names in target.predicted_values.items():
+        for name in names:
+            explicit.setdefault(name, label)
+    exact = {label: label for label in target.labels}
+    folded: dict[str, str] = {}
+    for label in target.labels:
+        folded.setdefault(label.casefold(), label)
+    mapping: dict[int, str] = {}
+    for cls_id, name in model_names.items():
+        label = explicit.get(name) or exact.get(name) or folded.get(str(name).casefold())
+        if label is not None:
+            mapping[int(cls_id)] = label
+    return mapping
+
+
+def check_label_map(model_names: Mapping[int, str], target: Target) -> dict[int, str]:
+    """Like :func:`build_label_map`, but raise when no class maps to any label.
+
+    Raises:
+        LabelConfigError: nothing the model predicts could ever be shown.
+    """
+    mapping = build_label_map(model_names, target)
+    if not mapping:
+        model_list = ", ".join(sorted(map(str, model_names.values()))[:20])
+        raise LabelConfigError(
+            f"None of the model's classes ({model_list}) match the labels of <{target.from_name}> "
+            f"({', '.join(target.labels)}). Rename the labels, or map them with "
+            f'predicted_values, e.g. <Label value="{target.labels[0]}" predicted_values="{next(iter(model_names.values()), "class")}"/>.'
+        )
+    return mapping

@@ -1,0 +1,246 @@
+"""The served YOLO model: lazy loading, a version that follows the weights, batched inference.
+
+Importing this module loads nothing. :class:`ModelHolder` loads the weights on first use (or
+when ``warm_up`` is called at server start) and reloads them when the file changes, so
+``model_version`` always names the weights actually served.
+
+Example:
+    >>> holder = ModelHolder("does-not-exist.pt", device="cpu")
+    >>> holder.status()["loaded"]
+    False
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def import_yolo():  # noqa: ANN201 - returns the ultralytics.YOLO class
+    """Import Ultralytics' ``YOLO`` lazily, with run-time ``pip install`` turned off.
+
+    Ultralytics otherwise tries to pip-install missing optional packages while serving.
+    """
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ.setdefault("YOLO_VERBOSE", "false")
+    from ultralytics import YOLO
+
+    return YOLO
+
+
+class ModelUnavailableError(RuntimeError):
+    """The weights could not be had; the message says which and what to do."""
+
+
+@dataclass
+class ImagePrediction:
+    """What the model said about one image, in pixels of the (EXIF-corrected) image.
+
+    Detection-like models fill ``boxes_xyxy``, ``class_ids`` and ``scores`` (one row per object);
+    segmentation adds ``polygons``; oriented boxes fill ``obb_xywhr`` (centre, size, radians);
+    classifiers fill ``probs`` (one per class).
+    """
+
+    width: int
+    height: int
+    class_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=float))
+    boxes_xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=float))
+    polygons: list[np.ndarray] = field(default_factory=list)
+    obb_xywhr: np.ndarray = field(default_factory=lambda: np.zeros((0, 5), dtype=float))
+    probs: np.ndarray | None = None
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _looks_like_hub_name(path: str) -> bool:
+    return os.sep not in path and "/" not in path and path.endswith((".pt", ".onnx", ".yaml"))
+
+
+class LoadedModel:
+    """Ultralytics weights plus what the backend needs to know about them."""
+
+    def __init__(self, yolo: Any, path: Path | str, version: str):
+        self.yolo = yolo
+        self.path = path
+        self.version = version
+        self.task: str = yolo.task
+        self.names: dict[int, str] = {int(k): str(v) for k, v in dict(yolo.names).items()}
+
+    def predict(
+        self,
+        images: Sequence[np.ndarray],
+        conf: float,
+        imgsz: int,
+        device: str | None,
+        batch: int = 16,
+    ) -> list[ImagePrediction]:
+        """Run the model on RGB images, ``batch`` at a time, and return one result per image."""
+        out: list[ImagePrediction] = []
+        for start in range(0, len(images), batch):
+            chunk = [np.ascontiguousarray(img[:, :, ::-1]) for img in images[start : start + batch]]  # RGB -> BGR
+            results = self.yolo.predict(chunk, conf=conf, imgsz=imgsz, device=device, verbose=False, batch=len(chunk))
+            out.extend(_to_prediction(r) for r in results)
+        return out
+
+
+def _to_prediction(r: Any) -> ImagePrediction:
+    h, w = r.orig_shape[:2]
+    pred = ImagePrediction(width=int(w), height=int(h))
+    if r.probs is not None:
+        pred.probs = r.probs.data.detach().cpu().numpy().astype(float)
+        return pred
+    if getattr(r, "obb", None) is not None and len(r.obb):
+        pred.obb_xywhr = r.obb.xywhr.detach().cpu().numpy().astype(float)
+        pred.class_ids = r.obb.cls.detach().cpu().numpy().astype(int)
+        pred.scores = r.obb.conf.detach().cpu().numpy().astype(float)
+        return pred
+    if r.boxes is not None and len(r.boxes):
+        pred.boxes_xyxy = r.boxes.xyxy.detach().cpu().numpy().astype(float)
+        pred.class_ids = r.boxes.cls.detach().cpu().numpy().astype(int)
+        pred.scores = r.boxes.conf.detach().cpu().numpy().astype(float)
+    if r.masks is not None:
+        pred.polygons = [np.asarray(p, dtype=float) for p in r.masks.xy]
+    return pred
+
+
+def load_weights(model_path: str, cache_dir: Path | None = None) -> LoadedModel:
+    """Load ``model_path`` with Ultralytics.
+
+    A local file is loaded as is. A bare name such as ``yolo11n.pt`` that is not a local file is
+    handed to Ultralytics, which downloads it when online.
+
+    Raises:
+        ModelUnavailableError: the file is missing, unreadable, or the download failed.
+    """
+    YOLO = import_yolo()  # heavy: imported only when a model is really loaded
+
+    path = Path(model_path).expanduser()
+    if path.is_file():
+        try:
+            yolo = YOLO(str(path), task=None)
+            _ = yolo.names
+        except Exception as exc:
+            raise ModelUnavailableError(f"MODEL_PATH={model_path} exists but could not be loaded as YOLO weights: {exc}") from None
+        digest = file_digest(path)
+        return LoadedModel(yolo, path, f"{path.stem}-{digest[:12]}")
+    if not _looks_like_hub_name(model_path):
+        raise ModelUnavailableError(
+            f"MODEL_PATH={model_path} does not exist. Mount your weights there, or set MODEL_PATH to an Ultralytics "
+            "model name such as yolo11n.pt (needs internet on first start)."
+        )
+    target = (cache_dir or Path.cwd()) / model_path
+    if target.is_file():
+        return load_weights(str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cwd = os.getcwd()
+    try:
+        os.chdir(target.parent)  # Ultralytics downloads bare names into the working directory
+        yolo = YOLO(model_path)
+        _ = yolo.names
+    except Exception as exc:
+        raise ModelUnavailableError(
+            f"Could not get weights {model_path!r}: the download failed ({type(exc).__name__}: {exc}). "
+            "This machine may be offline: put a .pt file on disk and set MODEL_PATH to its path."
+        ) from None
+    finally:
+        os.chdir(cwd)
+    if target.is_file():
+        return LoadedModel(yolo, target, f"{target.stem}-{file_digest(target)[:12]}")
+    return LoadedModel(yolo, model_path, Path(model_path).stem)
+
+
+class ModelHolder:
+    """Thread-safe, lazily loaded model that reloads when its weights file changes.
+
+    Args:
+        model_path: as ``MODEL_PATH``.
+        device: Ultralytics device string, or ``None`` for auto.
+        cache_dir: where downloaded hub weights are kept.
+    """
+
+    def __init__(self, model_path: str, device: str | None = None, cache_dir: Path | None = None):
+        self.model_path = model_path
+        self.device = device
+        self.cache_dir = cache_dir
+        self._lock = threading.Lock()
+        self._model: LoadedModel | None = None
+        self._stat: tuple[int, int] | None = None
+        self._error: str | None = None
+
+    def _file_stat(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.model_path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def get(self) -> LoadedModel:
+        """Return the loaded model, loading or reloading it if needed.
+
+        Raises:
+            ModelUnavailableError: the weights cannot be had.
+        """
+        stat = self._file_stat()
+        model = self._model
+        if model is not None and (stat is None or stat == self._stat):
+            return model
+        with self._lock:
+            if self._model is not None and (stat is None or stat == self._stat):
+                return self._model
+            try:
+                loaded = load_weights(self.model_path, self.cache_dir)
+            except ModelUnavailableError as exc:
+                self._error = str(exc)
+                if self._model is not None:  # keep serving what we have
+                    log.error("reload failed, still serving %s: %s", self._model.version, exc)
+                    return self._model
+                raise
+            if self._model is not None and loaded.version != self._model.version:
+                log.info("weights changed: %s -> %s", self._model.version, loaded.version)
+            self._model, self._stat, self._error = loaded, stat, None
+            return loaded
+
+    def warm_up(self) -> None:
+        """Load now and log a clear error if the weights cannot be had (never raises)."""
+        try:
+            m = self.get()
+            log.info("model %s loaded (task=%s, %d classes)", m.version, m.task, len(m.names))
+        except ModelUnavailableError as exc:
+            log.error("%s", exc)
+
+    def warm_up_in_background(self) -> threading.Thread:
+        t = threading.Thread(target=self.warm_up, name="model-warm-up", daemon=True)
+        t.start()
+        return t
+
+    @property
+    def version(self) -> str | None:
+        return self._model.version if self._model else None
+
+    def status(self) -> dict[str, Any]:
+        """A cheap snapshot for ``/health``: never loads anything."""
+        m = self._model
+        return {
+            "loaded": m is not None,
+            "model_version": m.version if m else None,
+            "model_task": m.task if m else None,
+            "model_path": str(self.model_path),
+            "model_error": self._error,
+        }

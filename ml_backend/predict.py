@@ -1,0 +1,137 @@
+"""Predictions for a batch of Label Studio tasks: images in, Label Studio regions out.
+
+One bad task never sinks the batch: each task whose image cannot be fetched or decoded gets
+its own error entry (``{"task": id, "error": "..."}``, no ``result``: Label Studio skips it and
+asks again next time) while the others are predicted in one batched forward pass.
+
+Example:
+    >>> from ml_backend.predict import task_image_uri
+    >>> task_image_uri({"id": 1, "data": {"image": "/data/upload/1/a.jpg"}}, "image")
+    '/data/upload/1/a.jpg'
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ml_backend.images import ImageError, ImageFetcher
+from ml_backend.label_config import LabelConfigError, Target, check_label_map, select_target
+from ml_backend.ls_results import to_ls_results
+from ml_backend.model import LoadedModel, ModelHolder
+from ml_backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(ValueError):
+    """The request itself is wrong (HTTP 400); the message says how."""
+
+
+def task_image_uri(task: Mapping[str, Any], value_key: str) -> str:
+    """The image URL of ``task`` under ``data[value_key]``.
+
+    Raises:
+        ImageError: the task has no such field.
+    """
+    data = task.get("data") if isinstance(task, Mapping) else None
+    if not isinstance(data, Mapping):
+        raise ImageError("the task has no 'data' object")
+    uri = data.get(value_key)
+    if not isinstance(uri, str) or not uri.strip():
+        keys = ", ".join(sorted(map(str, data))) or "none"
+        raise ImageError(f"the task has no image under data.{value_key} (its data keys: {keys})")
+    return uri
+
+
+@lru_cache(maxsize=64)
+def _target_for(label_config: str, model_task: str) -> Target:
+    return select_target(label_config, model_task)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A model paired with the config target and label map it serves a project with."""
+
+    model: LoadedModel
+    target: Target
+    label_map: dict[int, str]
+
+
+class Predictor:
+    """Glue between tasks, images and the model. Holds no per-request state.
+
+    Args:
+        settings: backend settings.
+        holder: the served model.
+        fetcher: image downloader.
+    """
+
+    def __init__(self, settings: Settings, holder: ModelHolder, fetcher: ImageFetcher):
+        self.settings = settings
+        self.holder = holder
+        self.fetcher = fetcher
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="image-fetch")
+
+    def serve(self, label_config: str) -> Served:
+        """Check that the model can serve ``label_config``.
+
+        Raises:
+            ModelUnavailableError: no weights.
+            LabelConfigError: the config does not fit the model.
+        """
+        model = self.holder.get()
+        target = _target_for(label_config, model.task)
+        return Served(model, target, check_label_map(model.names, target))
+
+    def _load(self, task: Mapping[str, Any], target: Target) -> np.ndarray:
+        uri = task_image_uri(task, target.value_key)
+        return self.fetcher.load(uri, task.get("id"))
+
+    def predict(self, tasks: Sequence[Mapping[str, Any]], label_config: str) -> list[dict]:
+        """One Label Studio prediction (or error entry) per task, in task order."""
+        if not isinstance(tasks, Sequence) or isinstance(tasks, (str, bytes)) or not tasks:
+            raise BadRequest("'tasks' must be a non-empty list of Label Studio tasks")
+        served = self.serve(label_config)
+        futures = [self._pool.submit(self._load, t, served.target) for t in tasks]
+        images: list[np.ndarray] = []
+        where: list[int] = []
+        out: list[dict | None] = [None] * len(tasks)
+        for i, (task, fut) in enumerate(zip(tasks, futures)):
+            try:
+                images.append(fut.result())
+                where.append(i)
+            except ImageError as exc:
+                out[i] = self._error(task, str(exc))
+            except Exception as exc:  # a bug or an odd library error: still only this task fails
+                log.exception("task %s: unexpected error while loading its image", _task_id(task))
+                out[i] = self._error(task, f"unexpected error while loading the image: {type(exc).__name__}")
+        if images:
+            preds = served.model.predict(
+                images,
+                conf=self.settings.score_threshold,
+                imgsz=self.settings.imgsz,
+                device=self.settings.ultralytics_device,
+                batch=self.settings.predict_batch,
+            )
+            for i, pred in zip(where, preds):
+                regions, score = to_ls_results(pred, served.target, served.label_map, self.settings.score_threshold)
+                out[i] = {"result": regions, "score": score, "model_version": served.model.version}
+        return [o for o in out if o is not None]
+
+    def _error(self, task: Mapping[str, Any], message: str) -> dict:
+        task_id = _task_id(task)
+        log.warning("task %s: %s", task_id, message)
+        return {"task": task_id, "error": message, "model_version": self.holder.version}
+
+
+def _task_id(task: Any) -> Any:
+    return task.get("id") if isinstance(task, Mapping) else None
+
+
+__all__ = ["BadRequest", "LabelConfigError", "Predictor", "task_image_uri"]

@@ -1,0 +1,210 @@
+"""The HTTP layer: Label Studio's ML backend protocol, served by Flask (gunicorn in production).
+
+Routes and JSON match the official ``label-studio-ml`` backend, so Label Studio cannot tell the
+difference: ``GET /health`` (and ``/``), ``POST /setup``, ``POST /predict``, ``POST /webhook``,
+``GET /versions``, ``GET /metrics``. The handlers only parse, delegate and answer.
+
+Errors carry their message twice: in the JSON body (``{"error": ...}``) and in the HTTP reason
+phrase, because Label Studio shows the reason phrase (not the body) when a connection fails.
+
+Production::
+
+    gunicorn 'ml_backend.server:create_app()' --bind 0.0.0.0:9090 --workers 1 --threads 8
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from integrations.label_studio import LabelStudioAuth, LabelStudioError
+from ml_backend.images import ImageFetcher, UrlPolicy
+from ml_backend.label_config import LabelConfigError
+from ml_backend.model import ModelHolder, ModelUnavailableError
+from ml_backend.predict import BadRequest, Predictor
+from ml_backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+MODEL_CLASS = "YoloActiveLearningBackend"
+
+
+def make_fetcher(settings: Settings, ls_url: str, api_key: str) -> ImageFetcher:
+    """An image fetcher that authenticates to ``ls_url`` (only) with ``api_key``."""
+    auth = LabelStudioAuth(ls_url, api_key) if ls_url and api_key else None
+    return ImageFetcher(
+        UrlPolicy(label_studio_url=ls_url, allowed_hosts=settings.allowed_hosts),
+        cache_dir=settings.image_cache_dir,
+        auth_headers=auth.headers if auth else None,
+        timeout=settings.image_timeout,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+    )
+
+
+@dataclass
+class BackendState:
+    """Everything the routes need, built once per process."""
+
+    settings: Settings
+    holder: ModelHolder
+    predictor: Predictor
+    project_configs: dict[str, str] = field(default_factory=dict)
+
+
+def _reason(message: str) -> str:
+    """An HTTP reason phrase: one line of printable ASCII."""
+    text = re.sub(r"[^\x20-\x7e]", "?", " ".join(message.split()))
+    return text[:400]
+
+
+def error_response(status: int, message: str) -> Response:
+    resp = jsonify({"status": "error", "error": message})
+    resp.status = f"{status} {_reason(message)}"
+    return resp
+
+
+def _json_body() -> dict[str, Any]:
+    data = request.get_json(silent=True, force=True)
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object (Content-Type: application/json)")
+    return data
+
+
+def _project_key(project: Any) -> str:
+    """Label Studio sends ``"<id>.<created-timestamp>"``; we key by the id."""
+    return str(project).split(".", 1)[0] if project not in (None, "") else ""
+
+
+def create_app(settings: Settings | None = None, holder: ModelHolder | None = None, warm_up: bool = False) -> Flask:
+    """Build the Flask app. Loads no model unless ``warm_up`` (then in a background thread).
+
+    Args:
+        settings: defaults to :meth:`Settings.from_env`.
+        holder: the model holder (defaults to one for ``settings.model_path``).
+        warm_up: start loading the model now, in the background.
+    """
+    settings = settings or Settings.from_env()
+    holder = holder or ModelHolder(settings.model_path, settings.ultralytics_device, settings.model_dir / "weights")
+    fetcher = make_fetcher(settings, settings.label_studio_url, settings.label_studio_api_key)
+    state = BackendState(settings, holder, Predictor(settings, holder, fetcher))
+    if warm_up:
+        holder.warm_up_in_background()
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.extensions["ml_backend"] = state
+
+    @app.before_request
+    def _basic_auth() -> Response | None:
+        if not settings.basic_auth_user or request.path in ("/health", "/"):
+            return None
+        auth = request.authorization
+        ok = (
+            auth is not None
+            and hmac.compare_digest((auth.username or "").encode(), settings.basic_auth_user.encode())
+            and hmac.compare_digest((auth.password or "").encode(), settings.basic_auth_pass.encode())
+        )
+        if ok:
+            return None
+        resp = error_response(401, "basic auth required: set the same user and password in Label Studio's model connection")
+        resp.headers["WWW-Authenticate"] = 'Basic realm="ml-backend"'
+        return resp
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> Response:
+        st = holder.status()
+        return jsonify(
+            {
+                "status": "UP",
+                "model_class": MODEL_CLASS,
+                "model_version": st["model_version"],
+                "model_loaded": st["loaded"],
+                "model_task": st["model_task"],
+                "model_error": st["model_error"],
+            }
+        )
+
+    @app.post("/setup")
+    def setup() -> Response:
+        data = _json_body()
+        schema = data.get("schema")
+        if not isinstance(schema, str) or not schema.strip():
+            raise BadRequest("'schema' (the project's labeling config) is required")
+        project = _project_key(data.get("project"))
+        hostname, token = data.get("hostname"), data.get("access_token")
+        if not settings.label_studio_url and isinstance(hostname, str) and hostname.startswith(("http://", "https://")):
+            # No LABEL_STUDIO_URL configured: use the host and token Label Studio tells us about.
+            state.predictor.fetcher = make_fetcher(settings, hostname.rstrip("/"), token if isinstance(token, str) else "")
+        served = state.predictor.serve(schema)
+        if project:
+            state.project_configs[project] = schema
+        log.info("setup project=%s model=%s target=%s (%s)", project or "?", served.model.version, served.target.from_name, served.target.kind)
+        return jsonify({"model_version": served.model.version})
+
+    @app.post("/predict")
+    def predict() -> Response:
+        data = _json_body()
+        tasks = data.get("tasks")
+        project = _project_key(data.get("project"))
+        label_config = data.get("label_config") or state.project_configs.get(project)
+        if not isinstance(label_config, str) or not label_config.strip():
+            raise BadRequest("'label_config' is required (or call /setup for this project first)")
+        results = state.predictor.predict(tasks, label_config)
+        return jsonify({"results": results, "model_version": holder.version})
+
+    @app.post("/webhook")
+    def webhook() -> Response:
+        data = _json_body()
+        action = data.get("action")
+        if not isinstance(action, str) or not action:
+            raise BadRequest("'action' (the Label Studio event name) is required")
+        log.debug("webhook %s", action)
+        return jsonify({"status": "ok", "action": action})
+
+    @app.get("/versions")
+    def versions() -> Response:
+        try:
+            current = holder.get().version
+        except ModelUnavailableError as exc:
+            return error_response(503, str(exc))
+        return jsonify({"versions": [current], "model_version": current})
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return jsonify({})
+
+    @app.errorhandler(BadRequest)
+    def _bad_request(exc: BadRequest) -> Response:
+        return error_response(400, str(exc))
+
+    @app.errorhandler(LabelConfigError)
+    def _bad_config(exc: LabelConfigError) -> Response:
+        return error_response(422, str(exc))
+
+    @app.errorhandler(ModelUnavailableError)
+    def _no_model(exc: ModelUnavailableError) -> Response:
+        return error_response(503, str(exc))
+
+    @app.errorhandler(LabelStudioError)
+    def _ls_error(exc: LabelStudioError) -> Response:
+        return error_response(502, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        return error_response(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, f"internal error ({type(exc).__name__}); see the backend log")
+
+    return app

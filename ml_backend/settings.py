@@ -1,0 +1,167 @@
+"""Backend settings, read once from the environment into a frozen, typed object.
+
+Every setting is an environment variable; the README's settings table lists them all.
+Bad values raise :class:`SettingsError` naming the variable and what to put there.
+
+Example:
+    >>> s = Settings.from_env({"SCORE_THRESHOLD": "0.4", "MODEL_DIR": "/tmp/state"})
+    >>> s.score_threshold
+    0.4
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One environment variable: its default and what it means (rendered in the README)."""
+
+    name: str
+    default: str
+    help: str
+
+
+# The single list of settings. ``Settings.from_env`` reads exactly these, and a test checks that
+# the README's table names every one.
+SPECS: tuple[SettingSpec, ...] = (
+    SettingSpec("LABEL_STUDIO_URL", "", "Base URL of Label Studio as this backend reaches it, e.g. `http://label-studio:8080`. Needed to download uploaded and local-files images and to talk to the API."),
+    SettingSpec("LABEL_STUDIO_API_KEY", "", "Label Studio personal access token (a JWT refresh token, the 1.23 default) or legacy token. Sent only to `LABEL_STUDIO_URL`; never logged."),
+    SettingSpec("MODEL_PATH", "yolo11n.pt", "Weights to serve: a local `.pt`/`.onnx` file, or an Ultralytics name such as `yolo11n.pt` (downloads when online)."),
+    SettingSpec("MODEL_DIR", "./ml_state", "Where this backend keeps its state: image cache, model versions, databases. Put it on a volume."),
+    SettingSpec("SCORE_THRESHOLD", "0.25", "Minimum confidence of a predicted object (or class, for classifiers) to be sent to Label Studio, 0..1."),
+    SettingSpec("DEVICE", "auto", "Inference device: `auto` (GPU when present), `cpu`, `cuda`, `cuda:0`, `mps`."),
+    SettingSpec("IMGSZ", "640", "Inference image size in pixels (longest side)."),
+    SettingSpec("PREDICT_BATCH", "16", "Images per batched forward pass in `/predict`."),
+    SettingSpec("BASIC_AUTH_USER", "", "With `BASIC_AUTH_PASS`: require HTTP basic auth on every route but `/health`. Enter the same pair in Label Studio's model connection."),
+    SettingSpec("BASIC_AUTH_PASS", "", "Password for `BASIC_AUTH_USER`."),
+    SettingSpec("ALLOWED_HOSTS", "", "Comma-separated host names or CIDR ranges this backend may download images from even though they resolve to private, loopback or link-local addresses (the Label Studio host is always allowed)."),
+    SettingSpec("IMAGE_TIMEOUT", "15", "Seconds to wait for one image download."),
+    SettingSpec("MAX_IMAGE_BYTES", "52428800", "Largest image download accepted, in bytes (default 50 MiB)."),
+    SettingSpec("MAX_IMAGE_PIXELS", "100000000", "Largest decoded image accepted, in pixels (decompression-bomb guard)."),
+    SettingSpec("LOG_LEVEL", "INFO", "Python logging level: DEBUG, INFO, WARNING, ERROR."),
+)
+
+_SPEC_BY_NAME = {s.name: s for s in SPECS}
+
+
+def _parse(env: Mapping[str, str], name: str, convert: Callable[[str], T], what: str) -> T:
+    raw = env.get(name, _SPEC_BY_NAME[name].default).strip()
+    try:
+        return convert(raw)
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(f"{name}={raw!r} is not valid: expected {what}. {exc}".strip()) from None
+
+
+def _bounded_float(lo: float, hi: float) -> Callable[[str], float]:
+    def convert(raw: str) -> float:
+        value = float(raw)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return convert
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _url(raw: str) -> str:
+    if not raw:
+        return ""
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return raw.rstrip("/")
+
+
+def _allowed_hosts(raw: str) -> tuple[str, ...]:
+    items = tuple(x.strip().lower() for x in raw.split(",") if x.strip())
+    for item in items:
+        if "/" in item:
+            ipaddress.ip_network(item, strict=False)  # raises ValueError with a clear message
+    return items
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All backend settings. Build with :meth:`from_env`; never mutated afterwards."""
+
+    label_studio_url: str = ""
+    label_studio_api_key: str = field(default="", repr=False)
+    model_path: str = "yolo11n.pt"
+    model_dir: Path = Path("./ml_state")
+    score_threshold: float = 0.25
+    device: str = "auto"
+    imgsz: int = 640
+    predict_batch: int = 16
+    basic_auth_user: str = ""
+    basic_auth_pass: str = field(default="", repr=False)
+    allowed_hosts: tuple[str, ...] = ()
+    image_timeout: float = 15.0
+    max_image_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = 100_000_000
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read settings from ``env`` (default: ``os.environ``).
+
+        Raises:
+            SettingsError: a value is malformed; the message names the variable.
+        """
+        env = os.environ if env is None else env
+        user = env.get("BASIC_AUTH_USER", "").strip()
+        password = env.get("BASIC_AUTH_PASS", "")
+        if bool(user) != bool(password):
+            raise SettingsError("BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together (or both left empty).")
+        model_path = env.get("MODEL_PATH", _SPEC_BY_NAME["MODEL_PATH"].default).strip()
+        if not model_path:
+            raise SettingsError("MODEL_PATH is empty: set it to a .pt/.onnx file or an Ultralytics name such as yolo11n.pt.")
+        return cls(
+            label_studio_url=_parse(env, "LABEL_STUDIO_URL", _url, "an http(s) URL"),
+            label_studio_api_key=env.get("LABEL_STUDIO_API_KEY", "").strip(),
+            model_path=model_path,
+            model_dir=Path(_parse(env, "MODEL_DIR", str, "a folder path") or "./ml_state").expanduser(),
+            score_threshold=_parse(env, "SCORE_THRESHOLD", _bounded_float(0.0, 1.0), "a number between 0 and 1"),
+            device=_parse(env, "DEVICE", lambda r: r.lower() or "auto", "a device name"),
+            imgsz=_parse(env, "IMGSZ", _positive_int, "a positive integer"),
+            predict_batch=_parse(env, "PREDICT_BATCH", _positive_int, "a positive integer"),
+            basic_auth_user=user,
+            basic_auth_pass=password,
+            allowed_hosts=_parse(env, "ALLOWED_HOSTS", _allowed_hosts, "comma-separated host names or CIDR ranges"),
+            image_timeout=_parse(env, "IMAGE_TIMEOUT", _bounded_float(0.1, 600.0), "seconds between 0.1 and 600"),
+            max_image_bytes=_parse(env, "MAX_IMAGE_BYTES", _positive_int, "a positive number of bytes"),
+            max_image_pixels=_parse(env, "MAX_IMAGE_PIXELS", _positive_int, "a positive number of pixels"),
+            log_level=_parse(env, "LOG_LEVEL", _log_level, "a logging level"),
+        )
+
+    @property
+    def image_cache_dir(self) -> Path:
+        return self.model_dir / "cache" / "images"
+
+    @property
+    def ultralytics_device(self) -> str | None:
+        """The device string Ultralytics takes; ``None`` lets it pick (GPU when present)."""
+        return None if self.device == "auto" else self.device
