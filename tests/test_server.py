@@ -1,0 +1,299 @@
+"""The real Flask app with real (tiny) YOLO weights trained in this test session."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ml_backend.model import ModelHolder, ModelUnavailableError, load_weights
+from ml_backend.server import create_app
+from ml_backend.settings import Settings
+from ml_backend.synthetic import CLASS_NAMES, make_image
+
+RECT_CFG = (
+    '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+    '<Label value="Circle"/><Label value="square"/><Label value="Tri" predicted_values="triangle"/>'
+    "</RectangleLabels></View>"
+)
+POLY_CFG = RECT_CFG.replace("RectangleLabels", "PolygonLabels")
+CHOICES_CFG = (
+    '<View><Image name="image" value="$image"/><Choices name="shape" toName="image">'
+    + "".join(f'<Choice value="{n}"/>' for n in CLASS_NAMES)
+    + "</Choices></View>"
+)
+
+
+def make_settings(tmp_path, model_path, **extra) -> Settings:
+    env = {"MODEL_PATH": str(model_path), "MODEL_DIR": str(tmp_path / "state"), "ALLOWED_HOSTS": "127.0.0.1", "IMGSZ": "96", "SCORE_THRESHOLD": "0.05"}
+    env.update({k: str(v) for k, v in extra.items()})
+    return Settings.from_env(env)
+
+
+@pytest.fixture(scope="module")
+def shapes(image_server):
+    """Synthetic images with known shapes, served over HTTP: list of (url, SyntheticImage)."""
+    root, base = image_server
+    rng = np.random.default_rng(123)
+    out = []
+    for i in range(6):
+        s = make_image(rng, 96, 80)
+        s.image.save(root / f"shape_{i}.jpg", quality=95)
+        out.append((f"{base}/shape_{i}.jpg", s))
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: displayed as 80 x 96
+    shapes_img = make_image(np.random.default_rng(5), 96, 80).image
+    shapes_img.save(buf, "JPEG", exif=exif)
+    (root / "exif6.jpg").write_bytes(buf.getvalue())
+    return base, out
+
+
+def tasks_for(urls: list[str]) -> list[dict]:
+    return [{"id": 100 + i, "data": {"image": u}} for i, u in enumerate(urls)]
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_health_is_instant_and_loads_nothing(tmp_path, detect_weights) -> None:
+    app = create_app(make_settings(tmp_path, detect_weights))
+    client = app.test_client()
+    t0 = time.perf_counter()
+    for path in ("/health", "/"):
+        body = client.get(path).get_json()
+        assert body["status"] == "UP"
+        assert body["model_loaded"] is False
+    assert time.perf_counter() - t0 < 1.0
+    assert app.extensions["ml_backend"].holder.version is None
+
+
+def test_detect_predictions_match_the_shapes(tmp_path, detect_weights, shapes) -> None:
+    base, items = shapes
+    client = create_app(make_settings(tmp_path, detect_weights, SCORE_THRESHOLD=0.3)).test_client()
+    version = client.post("/setup", json={"project": "3.1700000000", "schema": RECT_CFG}).get_json()["model_version"]
+    assert version.startswith("detect-")
+    resp = client.post("/predict", json={"tasks": tasks_for([u for u, _ in items]), "project": "3.1700000000", "label_config": RECT_CFG})
+    assert resp.status_code == 200
+    results = resp.get_json()["results"]
+    assert len(results) == len(items)
+    label_of = {"circle": "Circle", "square": "square", "triangle": "Tri"}
+    matched = total = 0
+    for entry, (_, synth) in zip(results, items):
+        assert entry["model_version"] == version
+        for r in entry["result"]:
+            v = r["value"]
+            assert r["type"] == "rectanglelabels" and r["from_name"] == "label" and r["to_name"] == "image"
+            assert (r["original_width"], r["original_height"]) == synth.image.size
+            assert 0 <= v["x"] <= 100 and 0 <= v["y"] <= 100 and 0 < v["width"] <= 100 and 0 < v["height"] <= 100
+            assert v["rectanglelabels"][0] in {"Circle", "square", "Tri"}
+            assert r["score"] >= 0.3
+        w, h = synth.image.size
+        for shape in synth.shapes:
+            total += 1
+            gt = shape.xyxy
+            for r in entry["result"]:
+                v = r["value"]
+                box = (v["x"] * w / 100, v["y"] * h / 100, (v["x"] + v["width"]) * w / 100, (v["y"] + v["height"]) * h / 100)
+                if iou(box, gt) > 0.5 and v["rectanglelabels"][0] == label_of[CLASS_NAMES[shape.cls]]:
+                    matched += 1
+                    break
+        if entry["result"]:
+            assert entry["score"] == pytest.approx(np.mean([r["score"] for r in entry["result"]]))
+    assert matched >= total // 2, f"only {matched} of {total} shapes found with the right label"
+
+
+def test_one_batched_forward_pass(tmp_path, detect_weights, shapes) -> None:
+    base, items = shapes
+    app = create_app(make_settings(tmp_path, detect_weights, PREDICT_BATCH=16))
+    holder = app.extensions["ml_backend"].holder
+    model = holder.get()
+    calls = []
+    original = model.yolo.predict
+
+    def spy(source, **kw):
+        calls.append(len(source))
+        return original(source, **kw)
+
+    model.yolo.predict = spy
+    client = app.test_client()
+    resp = client.post("/predict", json={"tasks": tasks_for([u for u, _ in items]), "label_config": RECT_CFG})
+    assert resp.status_code == 200
+    assert calls == [len(items)]
+
+
+def test_a_broken_task_fails_alone(tmp_path, detect_weights, shapes) -> None:
+    base, items = shapes
+    client = create_app(make_settings(tmp_path, detect_weights)).test_client()
+    tasks = [
+        {"id": 1, "data": {"image": items[0][0]}},
+        {"id": 2, "data": {"image": f"{base}/broken.jpg"}},
+        {"id": 3, "data": {"image": f"{base}/missing.jpg"}},
+        {"id": 4, "data": {"text": "no image here"}},
+        {"id": 5, "data": {"image": "http://169.254.169.254/latest/meta-data/"}},
+        {"id": 6, "data": {"image": "http://127.0.0.1:1/unreachable.jpg"}},
+        {"id": 7, "data": {"image": items[1][0]}},
+    ]
+    results = client.post("/predict", json={"tasks": tasks, "label_config": RECT_CFG}).get_json()["results"]
+    assert len(results) == 7
+    assert "result" in results[0] and "result" in results[6]
+    errors = {r["task"]: r["error"] for r in results if "error" in r}
+    assert set(errors) == {2, 3, 4, 5, 6}
+    assert "corrupt" in errors[2]
+    assert "not found" in errors[3]
+    assert "no image under data.image" in errors[4]
+    assert "ALLOWED_HOSTS" in errors[5]
+    assert "could not download" in errors[6]
+    assert all("result" not in r for r in results if "error" in r)  # Label Studio skips these and asks again later
+    assert client.get("/health").get_json()["status"] == "UP"
+
+
+def test_exif_orientation_sets_displayed_size(tmp_path, detect_weights, shapes) -> None:
+    base, _ = shapes
+    client = create_app(make_settings(tmp_path, detect_weights, SCORE_THRESHOLD=0.0)).test_client()
+    entry = client.post("/predict", json={"tasks": tasks_for([f"{base}/exif6.jpg"]), "label_config": RECT_CFG}).get_json()["results"][0]
+    assert entry["result"], "expected at least one box at threshold 0"
+    assert {(r["original_width"], r["original_height"]) for r in entry["result"]} == {(80, 96)}
+
+
+@pytest.mark.parametrize(
+    ("kind", "config", "rtype"),
+    [("segment", POLY_CFG, "polygonlabels"), ("segment", RECT_CFG, "rectanglelabels"), ("obb", RECT_CFG, "rectanglelabels"), ("classify", CHOICES_CFG, "choices")],
+)
+def test_other_model_tasks(tmp_path, tiny_weights, shapes, kind, config, rtype) -> None:
+    base, items = shapes
+    client = create_app(make_settings(tmp_path, tiny_weights(kind), SCORE_THRESHOLD=0.0, IMGSZ=64)).test_client()
+    assert client.post("/setup", json={"project": "1.1", "schema": config}).status_code == 200
+    results = client.post("/predict", json={"tasks": tasks_for([u for u, _ in items[:3]]), "label_config": config}).get_json()["results"]
+    assert len(results) == 3
+    regions = [r for e in results for r in e["result"]]
+    assert regions, f"a {kind} model at threshold 0 should say something"
+    assert {r["type"] for r in regions} == {rtype}
+    for r in regions:
+        v = r["value"]
+        if rtype == "polygonlabels":
+            assert len(v["points"]) >= 3 and all(0 <= c <= 100 for p in v["points"] for c in p)
+        elif rtype == "choices":
+            assert v["choices"][0] in CLASS_NAMES
+        else:
+            assert "rotation" in v
+    if kind == "classify":
+        assert all(len(e["result"]) == 1 for e in results)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ("{not json", 400, "JSON object"),
+        ("[1, 2]", 400, "JSON object"),
+        ('{"tasks": [], "label_config": "<View/>"}', 400, "non-empty list"),
+        ('{"tasks": "abc", "label_config": "<View/>"}', 400, "non-empty list"),
+        ('{"tasks": [{"id": 1}]}', 400, "label_config"),
+    ],
+)
+def test_bad_predict_requests(tmp_path, detect_weights, body, status, fragment) -> None:
+    client = create_app(make_settings(tmp_path, detect_weights)).test_client()
+    resp = client.post("/predict", data=body, content_type="application/json")
+    assert resp.status_code == status
+    assert fragment in resp.get_json()["error"]
+
+
+def test_unservable_config_is_a_4xx_whose_reason_label_studio_shows(tmp_path, detect_weights) -> None:
+    client = create_app(make_settings(tmp_path, detect_weights)).test_client()
+    text_cfg = '<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>'
+    resp = client.post("/setup", json={"project": "1.2", "schema": text_cfg})
+    assert resp.status_code == 422
+    assert "needs an <Image> tag" in resp.get_json()["error"]
+    assert "needs an <Image> tag" in resp.status  # the reason phrase, which Label Studio displays
+    unmapped = '<View><Image name="i" value="$i"/><RectangleLabels name="b" toName="i"><Label value="Dog"/></RectangleLabels></View>'
+    resp = client.post("/setup", json={"project": "1.2", "schema": unmapped})
+    assert resp.status_code == 422 and "predicted_values" in resp.get_json()["error"]
+    resp = client.post("/predict", json={"tasks": [{"id": 1, "data": {"t": "x"}}], "label_config": text_cfg})
+    assert resp.status_code == 422
+
+
+def test_predict_uses_config_from_setup(tmp_path, detect_weights, shapes) -> None:
+    _, items = shapes
+    client = create_app(make_settings(tmp_path, detect_weights)).test_client()
+    client.post("/setup", json={"project": "9.123", "schema": RECT_CFG})
+    resp = client.post("/predict", json={"tasks": tasks_for([items[0][0]]), "project": "9.123"})
+    assert resp.status_code == 200 and "result" in resp.get_json()["results"][0]
+
+
+def test_missing_weights_keep_the_server_up_and_say_which(tmp_path) -> None:
+    client = create_app(make_settings(tmp_path, tmp_path / "nowhere" / "best.pt")).test_client()
+    resp = client.post("/setup", json={"project": "1.1", "schema": RECT_CFG})
+    assert resp.status_code == 503
+    assert "nowhere/best.pt does not exist" in resp.get_json()["error"]
+    health = client.get("/health").get_json()
+    assert health["status"] == "UP" and "best.pt" in health["model_error"]
+    assert client.get("/versions").status_code == 503
+
+
+def test_unknown_hub_weights_fail_clearly(tmp_path) -> None:
+    with pytest.raises(ModelUnavailableError, match="yolo-no-such-model-xyz.pt"):
+        load_weights("yolo-no-such-model-xyz.pt", cache_dir=tmp_path)
+
+
+def test_corrupt_weights_file(tmp_path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelUnavailableError, match="could not be loaded"):
+        load_weights(str(bad))
+
+
+def test_model_version_follows_the_weights(tmp_path, detect_weights, tiny_weights) -> None:
+    served = tmp_path / "served.pt"
+    shutil.copyfile(detect_weights, served)
+    client = create_app(make_settings(tmp_path, served)).test_client()
+    v1 = client.post("/setup", json={"project": "1.1", "schema": RECT_CFG}).get_json()["model_version"]
+    assert client.get("/versions").get_json() == {"versions": [v1], "model_version": v1}
+    tmp = tmp_path / "next.pt"
+    shutil.copyfile(tiny_weights("detect"), tmp)
+    tmp.replace(served)  # atomic swap, as retraining will do
+    v2 = client.post("/setup", json={"project": "1.1", "schema": RECT_CFG}).get_json()["model_version"]
+    assert v2 != v1 and v2.startswith("served-")
+    assert client.get("/health").get_json()["model_version"] == v2
+
+
+def test_a_failed_reload_keeps_serving_the_old_model(tmp_path, detect_weights) -> None:
+    served = tmp_path / "served.pt"
+    shutil.copyfile(detect_weights, served)
+    holder = ModelHolder(str(served))
+    v1 = holder.get().version
+    served.write_bytes(b"half-written")
+    assert holder.get().version == v1
+    assert "could not be loaded" in holder.status()["model_error"]
+
+
+def test_basic_auth(tmp_path, detect_weights) -> None:
+    client = create_app(make_settings(tmp_path, detect_weights, BASIC_AUTH_USER="ann", BASIC_AUTH_PASS="s3cret")).test_client()
+    assert client.get("/health").status_code == 200  # liveness stays open
+    assert client.post("/setup", json={"schema": RECT_CFG}).status_code == 401
+    assert client.post("/setup", json={"schema": RECT_CFG}, auth=("ann", "wrong")).status_code == 401
+    assert client.post("/setup", json={"schema": RECT_CFG}, auth=("ann", "s3cret")).status_code == 200
+    assert client.get("/versions", auth=("ann", "s3cret")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [({"action": "ANNOTATION_CREATED", "project": {"id": 1}}, 200), ({"action": "SOMETHING_NEW"}, 200), ({"project": 1}, 400)],
+)
+def test_webhook_accepts_events(tmp_path, detect_weights, body, status) -> None:
+    client = create_app(make_settings(tmp_path, detect_weights)).test_client()
+    assert client.post("/webhook", json=body).status_code == status
+
+
+def test_huge_payload_is_refused(tmp_path, detect_weights) -> None:
+    client = create_app(make_settings(tmp_path, detect_weights)).test_client()
+    resp = client.post("/predict", data=b"{" + b" " * (33 * 1024 * 1024) + b"}", content_type="application/json")
+    assert resp.status_code == 413

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+
+from ml_backend.settings import SPECS, Settings, SettingsError
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s.model_path == "yolo11n.pt"
+    assert s.score_threshold == 0.25
+    assert s.model_dir == Path("./ml_state")
+    assert s.ultralytics_device is None
+    assert s.image_cache_dir == Path("./ml_state/cache/images")
+
+
+def test_reads_every_value() -> None:
+    env = {
+        "LABEL_STUDIO_URL": "http://ls:8080/",
+        "LABEL_STUDIO_API_KEY": "secret",
+        "MODEL_PATH": "/w/best.pt",
+        "MODEL_DIR": "/state",
+        "SCORE_THRESHOLD": "0.5",
+        "DEVICE": "CPU",
+        "IMGSZ": "320",
+        "PREDICT_BATCH": "4",
+        "BASIC_AUTH_USER": "u",
+        "BASIC_AUTH_PASS": "p",
+        "ALLOWED_HOSTS": "images.local, 10.0.0.0/8",
+        "IMAGE_TIMEOUT": "3",
+        "MAX_IMAGE_BYTES": "1000",
+        "MAX_IMAGE_PIXELS": "2000",
+        "LOG_LEVEL": "debug",
+    }
+    s = Settings.from_env(env)
+    assert s.label_studio_url == "http://ls:8080"
+    assert s.ultralytics_device == "cpu"
+    assert s.allowed_hosts == ("images.local", "10.0.0.0/8")
+    assert (s.imgsz, s.predict_batch, s.max_image_bytes, s.max_image_pixels) == (320, 4, 1000, 2000)
+    assert s.log_level == "DEBUG"
+    assert {spec.name for spec in SPECS} == set(env)
+
+
+def test_api_key_is_not_in_repr() -> None:
+    s = Settings.from_env({"LABEL_STUDIO_API_KEY": "very-secret-key", "BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "pw-secret"})
+    assert "very-secret-key" not in repr(s)
+    assert "pw-secret" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"SCORE_THRESHOLD": "high"}, "SCORE_THRESHOLD"),
+        ({"SCORE_THRESHOLD": "1.5"}, "between 0.0 and 1.0"),
+        ({"IMGSZ": "0"}, "IMGSZ"),
+        ({"PREDICT_BATCH": "-1"}, "PREDICT_BATCH"),
+        ({"LABEL_STUDIO_URL": "ls:8080"}, "http:// or https://"),
+        ({"BASIC_AUTH_USER": "only-user"}, "set together"),
+        ({"ALLOWED_HOSTS": "10.0.0.0/99"}, "ALLOWED_HOSTS"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"MODEL_PATH": "  "}, "MODEL_PATH"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict, fragment: str) -> None:
+    with pytest.raises(SettingsError, match=fragment.replace(".", r"\.")):
+        Settings.from_env(env)
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings.from_env({})
+    with pytest.raises(AttributeError):
+        s.score_threshold = 0.9  # type: ignore[misc]
+
+
+def test_readme_lists_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [spec.name for spec in SPECS if f"`{spec.name}`" not in readme]
+    assert not missing, f"README settings table lacks {missing}"
