@@ -6,9 +6,8 @@ Authentication accepts both kinds of Label Studio API keys:
   ``/api/token/refresh/`` for short-lived access tokens sent as ``Authorization: Bearer``;
 * legacy tokens, sent as ``Authorization: Token``.
 
-The exchange and the refresh-before-expiry are label-studio-sdk's (``TokensClientExt``); this
-module only decides where credentials may go (the Label Studio host, nowhere else) and keeps the
-key out of every error message.
+Credentials go to the Label Studio host and nowhere else, and the key never appears in an
+error message or a ``repr``.
 
 Example:
     >>> token_kind("0123456789abcdef0123456789abcdef01234567")
@@ -21,6 +20,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from typing import Any, Iterable, Mapping
 
 import requests
@@ -34,30 +34,40 @@ class LabelStudioError(RuntimeError):
 
 def token_kind(key: str) -> str:
     """``personal`` for a JWT personal access token, ``legacy`` otherwise."""
-    parts = key.split(".")
-    if len(parts) == 3:
-        try:
-            payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-            if isinstance(payload, dict) and "exp" in payload:
-                return "personal"
-        except (ValueError, UnicodeDecodeError):
-            pass
-    return "legacy"
+    return "personal" if key.count(".") == 2 and "exp" in _jwt_payload(key) else "legacy"
+
+
+def _jwt_payload(token: str) -> dict:
+    try:
+        part = token.split(".")[1]
+        payload = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
 
 
 class LabelStudioAuth:
     """Produces the ``Authorization`` header for Label Studio, refreshing PAT access tokens.
 
+    A personal access token is a long-lived JWT refresh token; it is exchanged at
+    ``/api/token/refresh/`` for an access token (minutes), which is cached until shortly before
+    it expires. Legacy tokens are sent as they are.
+
     Args:
         url: Label Studio base URL.
         api_key: personal access token or legacy token.
+        timeout: seconds for the token exchange.
     """
 
-    def __init__(self, url: str, api_key: str):
+    REFRESH_MARGIN_S = 30.0
+
+    def __init__(self, url: str, api_key: str, timeout: float = 10.0):
         self.url = url.rstrip("/")
         self._key = api_key
         self.kind = token_kind(api_key) if api_key else "none"
-        self._tokens = None
+        self.timeout = timeout
+        self._access: str | None = None
+        self._expires_at = 0.0
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # never show the key
@@ -70,18 +80,23 @@ class LabelStudioAuth:
         if self.kind == "legacy":
             return {"Authorization": f"Token {self._key}"}
         with self._lock:
-            if self._tokens is None:
-                from label_studio_sdk.tokens.client_ext import TokensClientExt
+            if self._access is None or time.time() > self._expires_at - self.REFRESH_MARGIN_S:
+                self._refresh()
+        return {"Authorization": f"Bearer {self._access}"}
 
-                self._tokens = TokensClientExt(base_url=self.url, api_key=self._key)
-            try:
-                access = self._tokens.api_key  # refreshes when expired
-            except Exception as exc:
-                raise LabelStudioError(
-                    f"Label Studio at {self.url} did not accept the personal access token "
-                    f"({type(exc).__name__}): create a new one in Account & Settings and set LABEL_STUDIO_API_KEY"
-                ) from None
-        return {"Authorization": f"Bearer {access}"}
+    def _refresh(self) -> None:
+        try:
+            resp = requests.post(f"{self.url}/api/token/refresh/", json={"refresh": self._key}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise LabelStudioError(f"cannot reach Label Studio at {self.url} to refresh the access token ({type(exc).__name__})") from None
+        access = resp.json().get("access") if resp.status_code == 200 and resp.headers.get("content-type", "").startswith("application/json") else None
+        if not access:
+            raise LabelStudioError(
+                f"Label Studio at {self.url} did not accept the personal access token (HTTP {resp.status_code}): "
+                "create a new one in Account & Settings and set LABEL_STUDIO_API_KEY"
+            )
+        self._access = access
+        self._expires_at = float(_jwt_payload(access).get("exp", time.time() + 60))
 
 
 class LabelStudioClient:
@@ -145,10 +160,10 @@ class LabelStudioClient:
         files = []
         handles = []
         try:
-            for p in paths:
+            for i, p in enumerate(paths):
                 fh = open(p, "rb")
                 handles.append(fh)
-                files.append(("file", (str(p).rsplit("/", 1)[-1], fh)))
+                files.append((f"file{i}", (str(p).rsplit("/", 1)[-1], fh)))  # one field per file: Label Studio keeps one file per name
             return self.post(f"/api/projects/{int(project_id)}/import", files=files, timeout=max(self.timeout, 120))
         finally:
             for fh in handles:
@@ -175,6 +190,23 @@ class LabelStudioClient:
 
     def task_predictions(self, task_id: int) -> list[dict]:
         return self.get("/api/predictions", params={"task": int(task_id)})
+
+    def add_local_storage(self, project_id: int, path: str, title: str = "local files", regex: str = r".*", timeout: float = 120.0) -> dict:
+        """Connect a local-files storage to a project and import its files as tasks (waits for the sync)."""
+        st = self.post(
+            "/api/storages/localfiles",
+            json={"project": int(project_id), "path": path, "use_blob_urls": True, "title": title, "regex_filter": regex},
+        )
+        self.post(f"/api/storages/localfiles/{st['id']}/sync")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.get(f"/api/storages/localfiles/{st['id']}")
+            if st.get("status") == "completed":
+                return st
+            if st.get("status") == "failed":
+                raise LabelStudioError(f"local storage sync failed: {st.get('traceback') or st}")
+            time.sleep(0.5)
+        raise LabelStudioError(f"local storage sync did not finish within {timeout:.0f}s")
 
     # -- ML backends ----------------------------------------------------------------------
     def list_ml_backends(self, project_id: int) -> list[dict]:

@@ -22,7 +22,6 @@ def serve(host: str, port: int, threads: int = 8) -> None:
 
     settings = Settings.from_env()
     _logging(settings.log_level)
-    app = create_app(settings, warm_up=True)
 
     class _App(BaseApplication):
         def load_config(self) -> None:
@@ -34,8 +33,8 @@ def serve(host: str, port: int, threads: int = 8) -> None:
             self.cfg.set("accesslog", "-")
             self.cfg.set("loglevel", settings.log_level.lower())
 
-        def load(self):  # noqa: ANN202 - gunicorn's interface
-            return app
+        def load(self):  # noqa: ANN202 - gunicorn's interface; runs in the worker, after the fork
+            return create_app(settings)
 
     _App().run()
 

@@ -41,6 +41,10 @@ class ModelUnavailableError(RuntimeError):
     """The weights could not be had; the message says which and what to do."""
 
 
+class ModelNotReadyError(ModelUnavailableError):
+    """The weights are still loading; asking again in a few seconds will work."""
+
+
 @dataclass
 class ImagePrediction:
     """What the model said about one image, in pixels of the (EXIF-corrected) image.
@@ -180,8 +184,11 @@ class ModelHolder:
         self.device = device
         self.cache_dir = cache_dir
         self._lock = threading.Lock()
+        self._loader_lock = threading.Lock()
+        self._loader: threading.Thread | None = None
         self._model: LoadedModel | None = None
         self._stat: tuple[int, int] | None = None
+        self._failed_stat: tuple[int, int] | None = None
         self._error: str | None = None
 
     def _file_stat(self) -> tuple[int, int] | None:
@@ -191,44 +198,79 @@ class ModelHolder:
             return None
         return (st.st_mtime_ns, st.st_size)
 
-    def get(self) -> LoadedModel:
+    def _fresh(self) -> LoadedModel | None:
+        """The loaded model if its file has not changed since (or failed to load since)."""
+        model = self._model
+        if model is None:
+            return None
+        stat = self._file_stat()
+        return model if stat is None or stat in (self._stat, self._failed_stat) else None
+
+    def get(self, wait: float | None = None) -> LoadedModel:
         """Return the loaded model, loading or reloading it if needed.
 
+        Args:
+            wait: at most this many seconds to wait for loading (``None``: as long as it takes).
+                Label Studio gives ``/setup`` 3 s; a load cut short goes on in the background.
+
         Raises:
+            ModelNotReadyError: still loading after ``wait`` seconds.
             ModelUnavailableError: the weights cannot be had.
         """
-        stat = self._file_stat()
-        model = self._model
-        if model is not None and (stat is None or stat == self._stat):
-            return model
+        fresh = self._fresh()
+        if fresh is not None:
+            return fresh
+        if wait is None:
+            return self._load()
+        loader = self._start_loader()
+        loader.join(wait)
+        fresh = self._fresh()
+        if fresh is not None:
+            return fresh
+        if self._model is not None:
+            return self._model  # a reload is under way or failed: keep serving the current weights
+        if loader.is_alive():
+            raise ModelNotReadyError(f"the model ({self.model_path}) is still loading; try again in a few seconds")
+        raise ModelUnavailableError(self._error or f"could not load {self.model_path}")
+
+    def _load(self) -> LoadedModel:
         with self._lock:
-            if self._model is not None and (stat is None or stat == self._stat):
-                return self._model
+            fresh = self._fresh()
+            if fresh is not None:
+                return fresh
+            stat = self._file_stat()
             try:
                 loaded = load_weights(self.model_path, self.cache_dir)
             except ModelUnavailableError as exc:
                 self._error = str(exc)
-                if self._model is not None:  # keep serving what we have
+                if self._model is not None:  # keep serving what we have until the file changes again
+                    self._failed_stat = stat
                     log.error("reload failed, still serving %s: %s", self._model.version, exc)
                     return self._model
                 raise
             if self._model is not None and loaded.version != self._model.version:
                 log.info("weights changed: %s -> %s", self._model.version, loaded.version)
-            self._model, self._stat, self._error = loaded, stat, None
+            self._model, self._stat, self._failed_stat, self._error = loaded, stat, None, None
             return loaded
+
+    def _start_loader(self) -> threading.Thread:
+        with self._loader_lock:
+            if self._loader is None or not self._loader.is_alive():
+                self._loader = threading.Thread(target=self.warm_up, name="model-loader", daemon=True)
+                self._loader.start()
+            return self._loader
 
     def warm_up(self) -> None:
         """Load now and log a clear error if the weights cannot be had (never raises)."""
         try:
-            m = self.get()
+            m = self._load()
             log.info("model %s loaded (task=%s, %d classes)", m.version, m.task, len(m.names))
         except ModelUnavailableError as exc:
             log.error("%s", exc)
 
     def warm_up_in_background(self) -> threading.Thread:
-        t = threading.Thread(target=self.warm_up, name="model-warm-up", daemon=True)
-        t.start()
-        return t
+        """Start loading in a background thread (at most one at a time)."""
+        return self._start_loader()
 
     @property
     def version(self) -> str | None:

@@ -78,14 +78,18 @@ class Predictor:
         self.fetcher = fetcher
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="image-fetch")
 
-    def serve(self, label_config: str) -> Served:
+    def serve(self, label_config: str, wait: float | None = None) -> Served:
         """Check that the model can serve ``label_config``.
+
+        Args:
+            label_config: the project's labeling config.
+            wait: at most this many seconds to wait for the model to load.
 
         Raises:
             ModelUnavailableError: no weights.
             LabelConfigError: the config does not fit the model.
         """
-        model = self.holder.get()
+        model = self.holder.get(wait)
         target = _target_for(label_config, model.task)
         return Served(model, target, check_label_map(model.names, target))
 

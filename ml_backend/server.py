@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 MODEL_CLASS = "YoloActiveLearningBackend"
+SETUP_WAIT_S = 2.0  # Label Studio gives /setup 3 s
 
 
 def make_fetcher(settings: Settings, ls_url: str, api_key: str) -> ImageFetcher:
@@ -83,13 +84,16 @@ def _project_key(project: Any) -> str:
     return str(project).split(".", 1)[0] if project not in (None, "") else ""
 
 
-def create_app(settings: Settings | None = None, holder: ModelHolder | None = None, warm_up: bool = False) -> Flask:
-    """Build the Flask app. Loads no model unless ``warm_up`` (then in a background thread).
+def create_app(settings: Settings | None = None, holder: ModelHolder | None = None, warm_up: bool = True) -> Flask:
+    """Build the Flask app (gunicorn calls this in each worker, after the fork).
+
+    The model starts loading in a background thread (``warm_up``), so ``/health`` answers at
+    once and a missing weights file is reported in the log and in ``/health`` right away.
 
     Args:
         settings: defaults to :meth:`Settings.from_env`.
         holder: the model holder (defaults to one for ``settings.model_path``).
-        warm_up: start loading the model now, in the background.
+        warm_up: start loading the model now, in the background; ``False`` loads on first use.
     """
     settings = settings or Settings.from_env()
     holder = holder or ModelHolder(settings.model_path, settings.ultralytics_device, settings.model_dir / "weights")
@@ -144,7 +148,7 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         if not settings.label_studio_url and isinstance(hostname, str) and hostname.startswith(("http://", "https://")):
             # No LABEL_STUDIO_URL configured: use the host and token Label Studio tells us about.
             state.predictor.fetcher = make_fetcher(settings, hostname.rstrip("/"), token if isinstance(token, str) else "")
-        served = state.predictor.serve(schema)
+        served = state.predictor.serve(schema, wait=SETUP_WAIT_S)
         if project:
             state.project_configs[project] = schema
         log.info("setup project=%s model=%s target=%s (%s)", project or "?", served.model.version, served.target.from_name, served.target.kind)

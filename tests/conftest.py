@@ -16,6 +16,11 @@ os.environ.setdefault("YOLO_OFFLINE", "true")
 
 @pytest.fixture(scope="session")
 def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Per-session folder for tiny weights; ``AL_TEST_WEIGHTS_CACHE`` keeps them across runs (local use)."""
+    cached = os.environ.get("AL_TEST_WEIGHTS_CACHE")
+    if cached:
+        Path(cached).mkdir(parents=True, exist_ok=True)
+        return Path(cached)
     return tmp_path_factory.mktemp("weights")
 
 

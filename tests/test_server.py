@@ -54,6 +54,10 @@ def shapes(image_server):
     return base, out
 
 
+def new_app(settings: Settings):
+    return create_app(settings, warm_up=False)
+
+
 def tasks_for(urls: list[str]) -> list[dict]:
     return [{"id": 100 + i, "data": {"image": u}} for i, u in enumerate(urls)]
 
@@ -66,7 +70,7 @@ def iou(a, b) -> float:
 
 
 def test_health_is_instant_and_loads_nothing(tmp_path, detect_weights) -> None:
-    app = create_app(make_settings(tmp_path, detect_weights))
+    app = new_app(make_settings(tmp_path, detect_weights))
     client = app.test_client()
     t0 = time.perf_counter()
     for path in ("/health", "/"):
@@ -79,7 +83,7 @@ def test_health_is_instant_and_loads_nothing(tmp_path, detect_weights) -> None:
 
 def test_detect_predictions_match_the_shapes(tmp_path, detect_weights, shapes) -> None:
     base, items = shapes
-    client = create_app(make_settings(tmp_path, detect_weights, SCORE_THRESHOLD=0.3)).test_client()
+    client = new_app(make_settings(tmp_path, detect_weights, SCORE_THRESHOLD=0.3)).test_client()
     version = client.post("/setup", json={"project": "3.1700000000", "schema": RECT_CFG}).get_json()["model_version"]
     assert version.startswith("detect-")
     resp = client.post("/predict", json={"tasks": tasks_for([u for u, _ in items]), "project": "3.1700000000", "label_config": RECT_CFG})
@@ -114,7 +118,7 @@ def test_detect_predictions_match_the_shapes(tmp_path, detect_weights, shapes) -
 
 def test_one_batched_forward_pass(tmp_path, detect_weights, shapes) -> None:
     base, items = shapes
-    app = create_app(make_settings(tmp_path, detect_weights, PREDICT_BATCH=16))
+    app = new_app(make_settings(tmp_path, detect_weights, PREDICT_BATCH=16))
     holder = app.extensions["ml_backend"].holder
     model = holder.get()
     calls = []
@@ -133,7 +137,7 @@ def test_one_batched_forward_pass(tmp_path, detect_weights, shapes) -> None:
 
 def test_a_broken_task_fails_alone(tmp_path, detect_weights, shapes) -> None:
     base, items = shapes
-    client = create_app(make_settings(tmp_path, detect_weights)).test_client()
+    client = new_app(make_settings(tmp_path, detect_weights)).test_client()
     tasks = [
         {"id": 1, "data": {"image": items[0][0]}},
         {"id": 2, "data": {"image": f"{base}/broken.jpg"}},
@@ -159,7 +163,7 @@ def test_a_broken_task_fails_alone(tmp_path, detect_weights, shapes) -> None:
 
 def test_exif_orientation_sets_displayed_size(tmp_path, detect_weights, shapes) -> None:
     base, _ = shapes
-    client = create_app(make_settings(tmp_path, detect_weights, SCORE_THRESHOLD=0.0)).test_client()
+    client = new_app(make_settings(tmp_path, detect_weights, SCORE_THRESHOLD=0.0)).test_client()
     entry = client.post("/predict", json={"tasks": tasks_for([f"{base}/exif6.jpg"]), "label_config": RECT_CFG}).get_json()["results"][0]
     assert entry["result"], "expected at least one box at threshold 0"
     assert {(r["original_width"], r["original_height"]) for r in entry["result"]} == {(80, 96)}
@@ -171,7 +175,7 @@ def test_exif_orientation_sets_displayed_size(tmp_path, detect_weights, shapes) 
 )
 def test_other_model_tasks(tmp_path, tiny_weights, shapes, kind, config, rtype) -> None:
     base, items = shapes
-    client = create_app(make_settings(tmp_path, tiny_weights(kind), SCORE_THRESHOLD=0.0, IMGSZ=64)).test_client()
+    client = new_app(make_settings(tmp_path, tiny_weights(kind), SCORE_THRESHOLD=0.0, IMGSZ=64)).test_client()
     assert client.post("/setup", json={"project": "1.1", "schema": config}).status_code == 200
     results = client.post("/predict", json={"tasks": tasks_for([u for u, _ in items[:3]]), "label_config": config}).get_json()["results"]
     assert len(results) == 3
@@ -201,14 +205,14 @@ def test_other_model_tasks(tmp_path, tiny_weights, shapes, kind, config, rtype) 
     ],
 )
 def test_bad_predict_requests(tmp_path, detect_weights, body, status, fragment) -> None:
-    client = create_app(make_settings(tmp_path, detect_weights)).test_client()
+    client = new_app(make_settings(tmp_path, detect_weights)).test_client()
     resp = client.post("/predict", data=body, content_type="application/json")
     assert resp.status_code == status
     assert fragment in resp.get_json()["error"]
 
 
 def test_unservable_config_is_a_4xx_whose_reason_label_studio_shows(tmp_path, detect_weights) -> None:
-    client = create_app(make_settings(tmp_path, detect_weights)).test_client()
+    client = new_app(make_settings(tmp_path, detect_weights)).test_client()
     text_cfg = '<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>'
     resp = client.post("/setup", json={"project": "1.2", "schema": text_cfg})
     assert resp.status_code == 422
@@ -223,14 +227,14 @@ def test_unservable_config_is_a_4xx_whose_reason_label_studio_shows(tmp_path, de
 
 def test_predict_uses_config_from_setup(tmp_path, detect_weights, shapes) -> None:
     _, items = shapes
-    client = create_app(make_settings(tmp_path, detect_weights)).test_client()
+    client = new_app(make_settings(tmp_path, detect_weights)).test_client()
     client.post("/setup", json={"project": "9.123", "schema": RECT_CFG})
     resp = client.post("/predict", json={"tasks": tasks_for([items[0][0]]), "project": "9.123"})
     assert resp.status_code == 200 and "result" in resp.get_json()["results"][0]
 
 
 def test_missing_weights_keep_the_server_up_and_say_which(tmp_path) -> None:
-    client = create_app(make_settings(tmp_path, tmp_path / "nowhere" / "best.pt")).test_client()
+    client = new_app(make_settings(tmp_path, tmp_path / "nowhere" / "best.pt")).test_client()
     resp = client.post("/setup", json={"project": "1.1", "schema": RECT_CFG})
     assert resp.status_code == 503
     assert "nowhere/best.pt does not exist" in resp.get_json()["error"]
@@ -254,7 +258,7 @@ def test_corrupt_weights_file(tmp_path) -> None:
 def test_model_version_follows_the_weights(tmp_path, detect_weights, tiny_weights) -> None:
     served = tmp_path / "served.pt"
     shutil.copyfile(detect_weights, served)
-    client = create_app(make_settings(tmp_path, served)).test_client()
+    client = new_app(make_settings(tmp_path, served)).test_client()
     v1 = client.post("/setup", json={"project": "1.1", "schema": RECT_CFG}).get_json()["model_version"]
     assert client.get("/versions").get_json() == {"versions": [v1], "model_version": v1}
     tmp = tmp_path / "next.pt"
@@ -275,8 +279,28 @@ def test_a_failed_reload_keeps_serving_the_old_model(tmp_path, detect_weights) -
     assert "could not be loaded" in holder.status()["model_error"]
 
 
+def test_setup_answers_within_label_studios_timeout_while_the_model_loads(tmp_path, detect_weights, monkeypatch) -> None:
+    import ml_backend.model as model_mod
+
+    real = model_mod.load_weights
+
+    def slow(path, cache_dir=None):
+        time.sleep(3.0)
+        return real(path, cache_dir)
+
+    monkeypatch.setattr(model_mod, "load_weights", slow)
+    app = new_app(make_settings(tmp_path, detect_weights))
+    client = app.test_client()
+    t0 = time.perf_counter()
+    resp = client.post("/setup", json={"project": "1.1", "schema": RECT_CFG})
+    assert time.perf_counter() - t0 < 3.0  # Label Studio's /setup timeout
+    assert resp.status_code == 503 and "still loading" in resp.get_json()["error"]
+    app.extensions["ml_backend"].holder.warm_up_in_background().join(10)
+    assert client.post("/setup", json={"project": "1.1", "schema": RECT_CFG}).status_code == 200
+
+
 def test_basic_auth(tmp_path, detect_weights) -> None:
-    client = create_app(make_settings(tmp_path, detect_weights, BASIC_AUTH_USER="ann", BASIC_AUTH_PASS="s3cret")).test_client()
+    client = new_app(make_settings(tmp_path, detect_weights, BASIC_AUTH_USER="ann", BASIC_AUTH_PASS="s3cret")).test_client()
     assert client.get("/health").status_code == 200  # liveness stays open
     assert client.post("/setup", json={"schema": RECT_CFG}).status_code == 401
     assert client.post("/setup", json={"schema": RECT_CFG}, auth=("ann", "wrong")).status_code == 401
@@ -289,11 +313,11 @@ def test_basic_auth(tmp_path, detect_weights) -> None:
     [({"action": "ANNOTATION_CREATED", "project": {"id": 1}}, 200), ({"action": "SOMETHING_NEW"}, 200), ({"project": 1}, 400)],
 )
 def test_webhook_accepts_events(tmp_path, detect_weights, body, status) -> None:
-    client = create_app(make_settings(tmp_path, detect_weights)).test_client()
+    client = new_app(make_settings(tmp_path, detect_weights)).test_client()
     assert client.post("/webhook", json=body).status_code == status
 
 
 def test_huge_payload_is_refused(tmp_path, detect_weights) -> None:
-    client = create_app(make_settings(tmp_path, detect_weights)).test_client()
+    client = new_app(make_settings(tmp_path, detect_weights)).test_client()
     resp = client.post("/predict", data=b"{" + b" " * (33 * 1024 * 1024) + b"}", content_type="application/json")
     assert resp.status_code == 413
