@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--ls-port", type=int, default=8080)
     p_demo.add_argument("--backend-port", type=int, default=9090)
     p_demo.add_argument("--images", type=int, default=12)
+    p_demo.add_argument("--epochs", type=int, default=60, help="starter model training epochs")
     p_demo.add_argument("--no-wait", action="store_true", help="set everything up, print, and stop (no serving)")
     args = parser.parse_args(argv)
     try:
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             from ml_backend.demo import run_demo
 
             _logging("INFO")
-            run_demo(args.dir, ls_port=args.ls_port, backend_port=args.backend_port, n_images=args.images, wait=not args.no_wait)
+            run_demo(args.dir, ls_port=args.ls_port, backend_port=args.backend_port, n_images=args.images, epochs=args.epochs, wait=not args.no_wait)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

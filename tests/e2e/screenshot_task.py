@@ -1,0 +1,56 @@
+"""Screenshot one task in Label Studio, as an annotator sees it, with headless Chromium.
+
+Not part of the test suite (it needs Debian's ``chromium`` and the ``playwright`` package);
+run it against the demo to check what annotators see::
+
+    make demo   # in another terminal, leaves Label Studio on :8080
+    .venv/bin/pip install playwright && apt-get install chromium
+    .venv/bin/python tests/e2e/screenshot_task.py --project 1 --out task.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--url", default="http://127.0.0.1:8080")
+    ap.add_argument("--email", default="admin@example.com")
+    ap.add_argument("--password", default="admin12345")
+    ap.add_argument("--project", type=int, required=True)
+    ap.add_argument("--task", type=int, help="task id (default: the project's first task)")
+    ap.add_argument("--out", default="task.png")
+    ap.add_argument("--chromium", default="/usr/bin/chromium")
+    args = ap.parse_args(argv)
+
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=args.chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{args.url}/user/login/")
+        page.fill("input[name=email]", args.email)
+        page.fill("input[name=password]", args.password)
+        page.click("button[type=submit], input[type=submit]")
+        page.wait_for_load_state("networkidle")
+        task = args.task
+        if task is None:
+            resp = page.request.get(f"{args.url}/api/tasks?project={args.project}&page_size=1")
+            task = resp.json()["tasks"][0]["id"]
+        page.goto(f"{args.url}/projects/{args.project}/data?task={task}")
+        page.wait_for_selector("canvas", timeout=60_000)
+        page.wait_for_timeout(4000)  # let the image and the regions render
+        page.screenshot(path=args.out)
+        browser.close()
+    print(f"wrote {args.out} (project {args.project}, task {task})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
