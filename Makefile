@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
-PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: setup demo test serve
 

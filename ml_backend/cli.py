@@ -32,6 +32,8 @@ def serve(host: str, port: int, threads: int = 8) -> None:
             self.cfg.set("timeout", 300)
             self.cfg.set("accesslog", "-")
             self.cfg.set("loglevel", settings.log_level.lower())
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1: one shared socket path otherwise
+                self.cfg.set("control_socket_disable", True)
 
         def load(self):  # noqa: ANN202 - gunicorn's interface; runs in the worker, after the fork
             return create_app(settings)

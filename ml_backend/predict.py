@@ -98,35 +98,46 @@ class Predictor:
         return self.fetcher.load(uri, task.get("id"))
 
     def predict(self, tasks: Sequence[Mapping[str, Any]], label_config: str) -> list[dict]:
-        """One Label Studio prediction (or error entry) per task, in task order."""
+        """One Label Studio prediction (or error entry) per task, in task order.
+
+        Tasks go through in chunks of ``PREDICT_BATCH``: the images of the next chunk download
+        while the model runs on the current one, and no more than two chunks of decoded images
+        are held in memory, however many tasks Label Studio sends.
+        """
         if not isinstance(tasks, Sequence) or isinstance(tasks, (str, bytes)) or not tasks:
             raise BadRequest("'tasks' must be a non-empty list of Label Studio tasks")
         served = self.serve(label_config)
-        futures = [self._pool.submit(self._load, t, served.target) for t in tasks]
-        images: list[np.ndarray] = []
-        where: list[int] = []
-        out: list[dict | None] = [None] * len(tasks)
-        for i, (task, fut) in enumerate(zip(tasks, futures)):
-            try:
-                images.append(fut.result())
-                where.append(i)
-            except ImageError as exc:
-                out[i] = self._error(task, str(exc))
-            except Exception as exc:  # a bug or an odd library error: still only this task fails
-                log.exception("task %s: unexpected error while loading its image", _task_id(task))
-                out[i] = self._error(task, f"unexpected error while loading the image: {type(exc).__name__}")
-        if images:
+        size = self.settings.predict_batch
+        chunks = [list(range(i, min(i + size, len(tasks)))) for i in range(0, len(tasks), size)]
+        out: list[dict] = [{} for _ in tasks]
+        pending = [self._pool.submit(self._load, tasks[i], served.target) for i in chunks[0]]
+        for k, idx in enumerate(chunks):
+            current = pending
+            if k + 1 < len(chunks):  # prefetch the next chunk's images
+                pending = [self._pool.submit(self._load, tasks[i], served.target) for i in chunks[k + 1]]
+            images, where = [], []
+            for i, fut in zip(idx, current):
+                try:
+                    images.append(fut.result())
+                    where.append(i)
+                except ImageError as exc:
+                    out[i] = self._error(tasks[i], str(exc))
+                except Exception as exc:  # a bug or an odd library error: still only this task fails
+                    log.exception("task %s: unexpected error while loading its image", _task_id(tasks[i]))
+                    out[i] = self._error(tasks[i], f"unexpected error while loading the image: {type(exc).__name__}")
+            if not images:
+                continue
             preds = served.model.predict(
                 images,
                 conf=self.settings.score_threshold,
                 imgsz=self.settings.imgsz,
                 device=self.settings.ultralytics_device,
-                batch=self.settings.predict_batch,
+                batch=size,
             )
             for i, pred in zip(where, preds):
                 regions, score = to_ls_results(pred, served.target, served.label_map, self.settings.score_threshold)
                 out[i] = {"result": regions, "score": score, "model_version": served.model.version}
-        return [o for o in out if o is not None]
+        return out
 
     def _error(self, task: Mapping[str, Any], message: str) -> dict:
         task_id = _task_id(task)

@@ -135,6 +135,20 @@ def test_one_batched_forward_pass(tmp_path, detect_weights, shapes) -> None:
     assert calls == [len(items)]
 
 
+def test_large_requests_go_through_in_chunks(tmp_path, detect_weights, shapes) -> None:
+    _, items = shapes
+    app = new_app(make_settings(tmp_path, detect_weights, PREDICT_BATCH=4))
+    model = app.extensions["ml_backend"].holder.get()
+    calls = []
+    original = model.yolo.predict
+    model.yolo.predict = lambda source, **kw: calls.append(len(source)) or original(source, **kw)
+    urls = [u for u, _ in items] * 2  # 12 tasks
+    results = app.test_client().post("/predict", json={"tasks": tasks_for(urls), "label_config": RECT_CFG}).get_json()["results"]
+    assert calls == [4, 4, 4]
+    assert len(results) == 12 and all("result" in r for r in results)
+    assert [len(r["result"]) for r in results[:6]] == [len(r["result"]) for r in results[6:]]  # same images, same answers, same order
+
+
 def test_a_broken_task_fails_alone(tmp_path, detect_weights, shapes) -> None:
     base, items = shapes
     client = new_app(make_settings(tmp_path, detect_weights)).test_client()
@@ -194,6 +208,20 @@ def test_other_model_tasks(tmp_path, tiny_weights, shapes, kind, config, rtype) 
         assert all(len(e["result"]) == 1 for e in results)
 
 
+def test_onnx_weights(tmp_path, tiny_weights, shapes) -> None:
+    from ml_backend.model import import_yolo
+
+    onnx_path = import_yolo()(str(tiny_weights("detect"))).export(format="onnx", imgsz=64, verbose=False)
+    served = tmp_path / "model.onnx"
+    shutil.copyfile(onnx_path, served)
+    client = new_app(make_settings(tmp_path, served, IMGSZ=64, SCORE_THRESHOLD=0.0)).test_client()
+    version = client.post("/setup", json={"project": "1.1", "schema": RECT_CFG}).get_json()["model_version"]
+    assert version.startswith("model-")
+    results = client.post("/predict", json={"tasks": tasks_for([u for u, _ in shapes[1][:2]]), "label_config": RECT_CFG}).get_json()["results"]
+    assert [r["model_version"] for r in results] == [version, version]
+    assert all(r["result"] and r["result"][0]["type"] == "rectanglelabels" for r in results)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
@@ -231,6 +259,30 @@ def test_predict_uses_config_from_setup(tmp_path, detect_weights, shapes) -> Non
     client.post("/setup", json={"project": "9.123", "schema": RECT_CFG})
     resp = client.post("/predict", json={"tasks": tasks_for([items[0][0]]), "project": "9.123"})
     assert resp.status_code == 200 and "result" in resp.get_json()["results"][0]
+
+
+def test_without_label_studio_url_setup_hostname_and_token_are_used(tmp_path, detect_weights, shapes, image_server) -> None:
+    root, base = image_server
+    (root / "data" / "upload" / "7").mkdir(parents=True, exist_ok=True)
+    shutil.copy(root / "shape_0.jpg", root / "data" / "upload" / "7" / "a.jpg")
+    settings = Settings.from_env({"MODEL_PATH": str(detect_weights), "MODEL_DIR": str(tmp_path), "IMGSZ": "96"})
+    app = new_app(settings)
+    client = app.test_client()
+    task = {"id": 1, "data": {"image": "/data/upload/7/a.jpg"}}
+    before = client.post("/predict", json={"tasks": [task], "label_config": RECT_CFG}).get_json()["results"][0]
+    assert "LABEL_STUDIO_URL" in before["error"]
+    assert client.post("/setup", json={"project": "1.1", "schema": RECT_CFG, "hostname": base, "access_token": "0123abcd"}).status_code == 200
+    fetcher = app.extensions["ml_backend"].predictor.fetcher
+    assert fetcher.policy.label_studio_url == base
+    assert fetcher.auth_headers() == {"Authorization": "Token 0123abcd"}
+    after = client.post("/predict", json={"tasks": [task], "label_config": RECT_CFG}).get_json()["results"][0]
+    assert "result" in after
+
+
+def test_configured_label_studio_url_is_not_overridden_by_setup(tmp_path, detect_weights) -> None:
+    app = new_app(make_settings(tmp_path, detect_weights, LABEL_STUDIO_URL="http://ls.example:8080"))
+    app.test_client().post("/setup", json={"project": "1.1", "schema": RECT_CFG, "hostname": "http://attacker.example", "access_token": "x"})
+    assert app.extensions["ml_backend"].predictor.fetcher.policy.label_studio_url == "http://ls.example:8080"
 
 
 def test_missing_weights_keep_the_server_up_and_say_which(tmp_path) -> None:
