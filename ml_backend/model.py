@@ -51,7 +51,9 @@ class ImagePrediction:
 
     Detection-like models fill ``boxes_xyxy``, ``class_ids`` and ``scores`` (one row per object);
     segmentation adds ``polygons``; oriented boxes fill ``obb_xywhr`` (centre, size, radians);
-    classifiers fill ``probs`` (one per class).
+    classifiers fill ``probs`` (one per class). With scoring on, ``class_scores`` holds every
+    kept object's score for each class (n, C), read from the head's output before NMS kept only
+    the top class, and ``embedding`` a pooled feature vector of the image from the same pass.
     """
 
     width: int
@@ -62,6 +64,8 @@ class ImagePrediction:
     polygons: list[np.ndarray] = field(default_factory=list)
     obb_xywhr: np.ndarray = field(default_factory=lambda: np.zeros((0, 5), dtype=float))
     probs: np.ndarray | None = None
+    class_scores: np.ndarray | None = None
+    embedding: np.ndarray | None = None
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
@@ -86,6 +90,7 @@ class LoadedModel:
         self.version = version
         self.task: str = yolo.task
         self.names: dict[int, str] = {int(k): str(v) for k, v in dict(yolo.names).items()}
+        self._lock = threading.Lock()
 
     def predict(
         self,
@@ -94,14 +99,114 @@ class LoadedModel:
         imgsz: int,
         device: str | None,
         batch: int = 16,
+        with_scores: bool = False,
     ) -> list[ImagePrediction]:
-        """Run the model on RGB images, ``batch`` at a time, and return one result per image."""
+        """Run the model on RGB images, ``batch`` at a time, and return one result per image.
+
+        Args:
+            with_scores: also return per-class scores of the kept objects and an image
+                embedding, captured from the same forward pass (PyTorch weights only; exported
+                weights return neither).
+        """
         out: list[ImagePrediction] = []
-        for start in range(0, len(images), batch):
-            chunk = [np.ascontiguousarray(img[:, :, ::-1]) for img in images[start : start + batch]]  # RGB -> BGR
-            results = self.yolo.predict(chunk, conf=conf, imgsz=imgsz, device=device, verbose=False, batch=len(chunk))
-            out.extend(_to_prediction(r) for r in results)
+        with self._lock:  # Ultralytics predictors are not thread-safe
+            capture = _HeadCapture(self.yolo) if with_scores else None
+            try:
+                for start in range(0, len(images), batch):
+                    chunk = [np.ascontiguousarray(img[:, :, ::-1]) for img in images[start : start + batch]]  # RGB -> BGR
+                    kw = {"conf": conf, "imgsz": imgsz, "device": device, "verbose": False, "batch": len(chunk)}
+                    if capture is not None and capture.active:
+                        capture.start()
+                        results = self.yolo.predict(chunk, predictor=capture.predictor_class(self.yolo), **kw)
+                        extra = capture.finish(len(chunk), len(self.names))
+                    else:
+                        results = self.yolo.predict(chunk, **kw)
+                        extra = [(None, None)] * len(chunk)
+                    for r, (scores, emb) in zip(results, extra):
+                        pred = _to_prediction(r)
+                        pred.embedding = emb
+                        if pred.probs is not None:
+                            pred.class_scores = pred.probs[None, :]
+                        elif scores is not None and len(scores) == len(pred.class_ids):
+                            pred.class_scores = scores
+                        out.append(pred)
+            finally:
+                if capture is not None:
+                    capture.close()
         return out
+
+
+class _HeadCapture:
+    """Hooks on the model's head that capture, during one ``predict``, the feature maps it reads,
+    its raw (pre-NMS) output, and the indices NMS keeps: per-class scores and embeddings from the
+    very forward pass that made the predictions."""
+
+    def __init__(self, yolo: Any):
+        self.yolo = yolo
+        self.feats: list[Any] = []
+        self.raw: list[Any] = []
+        self.idxs: list[Any] = []
+        self.hooks: list[Any] = []
+        net = getattr(yolo, "model", None)
+        layers = getattr(net, "model", None)
+        self.active = hasattr(layers, "__getitem__") and hasattr(layers[-1], "register_forward_hook")
+        if self.active:
+            head = layers[-1]
+            self.hooks.append(head.register_forward_pre_hook(lambda m, inp: self.feats.append(inp[0])))
+            self.hooks.append(head.register_forward_hook(lambda m, inp, out: self.raw.append(_first_tensor(out))))
+
+    def start(self) -> None:
+        self.feats.clear(), self.raw.clear(), self.idxs.clear()
+
+    def predictor_class(self, yolo: Any) -> type:
+        base = yolo._smart_load("predictor")
+        capture = self
+
+        class ScoringPredictor(base):  # type: ignore[misc, valid-type]
+            def postprocess(self, preds, img, orig_imgs, **kwargs):  # noqa: ANN001, ANN202
+                if capture.feats and yolo.task != "classify":
+                    self._feats = list(capture.feats[-1])  # turns on NMS's return_idxs
+                return super().postprocess(preds, img, orig_imgs, **kwargs)
+
+            def get_obj_feats(self, feat_maps, idxs):  # noqa: ANN001, ANN202
+                capture.idxs.append(idxs)
+                return super().get_obj_feats(feat_maps, idxs)
+
+        return ScoringPredictor
+
+    def finish(self, n: int, nc: int) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+        out: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+        for b in range(n):
+            emb = _pooled(self.feats[-1], b) if self.feats else None
+            scores = None
+            if self.raw and self.idxs and b < len(self.idxs[-1]):
+                raw = self.raw[-1]
+                if raw.ndim == 3 and raw.shape[1] >= 4 + nc:
+                    idx = self.idxs[-1][b].long().reshape(-1)
+                    scores = raw[b, 4 : 4 + nc, :][:, idx].T.detach().float().cpu().numpy().astype(np.float64)
+            out.append((scores, emb))
+        return out
+
+    def close(self) -> None:
+        for h in self.hooks:
+            h.remove()
+        self.hooks.clear()
+        if getattr(self.yolo, "predictor", None) is not None:
+            self.yolo.predictor = None  # the next plain predict builds a plain predictor
+
+
+def _first_tensor(out: Any) -> Any:
+    while isinstance(out, (list, tuple)):
+        out = out[0]
+    return out
+
+
+def _pooled(feats: Any, b: int) -> np.ndarray:
+    maps = feats if isinstance(feats, (list, tuple)) else [feats]
+    vecs = [m[b].float().mean(dim=(-2, -1)) if m.ndim == 4 else m[b].float().reshape(-1) for m in maps]
+    import torch
+
+    return torch.cat(vecs).detach().cpu().numpy().astype(np.float32)
 
 
 def _to_prediction(r: Any) -> ImagePrediction:
