@@ -208,6 +208,55 @@ class LabelStudioClient:
             time.sleep(0.5)
         raise LabelStudioError(f"local storage sync did not finish within {timeout:.0f}s")
 
+    # -- predictions and the queue --------------------------------------------------------
+    def delete_model_version(self, project_id: int, model_version: str) -> int:
+        """Delete every prediction of ``model_version`` in a project (one request); returns the count."""
+        data = self.request("DELETE", f"/api/projects/{int(project_id)}/model-versions/", json={"model_version": model_version})
+        return int((data or {}).get("count", 0)) if isinstance(data, dict) else 0
+
+    def import_predictions(self, project_id: int, predictions: list[dict], chunk: int = 1000) -> int:
+        """Create predictions in bulk (``/import/predictions``, ``chunk`` per request)."""
+        created = 0
+        for start in range(0, len(predictions), chunk):
+            part = predictions[start : start + chunk]
+            self.post(f"/api/projects/{int(project_id)}/import/predictions", json=part, timeout=max(self.timeout, 300))
+            created += len(part)
+        return created
+
+    def create_predictions(self, predictions: list[dict], workers: int = 4) -> int:
+        """Create predictions one request each (``POST /api/predictions``), ``workers`` at a time.
+
+        Slower than :meth:`import_predictions`, but keeps each prediction's ``cluster``: Label
+        Studio 1.23's bulk import stores only task, result, score and model version.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda p: self.post("/api/predictions", json=p), predictions))
+        return len(predictions)
+
+    def use_uncertainty_sampling(self, project_id: int, model_version: str) -> dict:
+        """Serve annotators the task with the lowest prediction score of ``model_version`` first."""
+        return self.patch(
+            f"/api/projects/{int(project_id)}",
+            json={"sampling": "Uncertainty sampling", "model_version": model_version, "show_collab_predictions": True},
+        )
+
+    def ensure_view(self, project_id: int, title: str, ordering: list[str], hidden: dict | None = None) -> dict:
+        """A Data Manager tab with this title and ordering (created once, then updated)."""
+        data = {"title": title, "ordering": ordering, "hiddenColumns": hidden or {"explore": [], "labeling": []}}
+        for view in self.get("/api/dm/views", params={"project": int(project_id)}):
+            if view.get("data", {}).get("title") == title:
+                return self.patch(f"/api/dm/views/{view['id']}", json={"project": int(project_id), "data": {**view.get("data", {}), **data}})
+        return self.post("/api/dm/views", json={"project": int(project_id), "data": data})
+
+    def next_task(self, project_id: int) -> dict:
+        """The task Label Studio hands the calling user next (its labeling queue)."""
+        return self.get(f"/api/projects/{int(project_id)}/next")
+
+    def create_annotation(self, task_id: int, result: list[dict], **fields: Any) -> dict:
+        return self.post(f"/api/tasks/{int(task_id)}/annotations", json={"result": result, **fields})
+
     # -- ML backends ----------------------------------------------------------------------
     def list_ml_backends(self, project_id: int) -> list[dict]:
         return self.get("/api/ml", params={"project": int(project_id)})

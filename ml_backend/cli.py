@@ -41,6 +41,31 @@ def serve(host: str, port: int, threads: int = 8) -> None:
     _App().run()
 
 
+def score(project_id: int) -> int:
+    """``python -m ml_backend score --project ID``."""
+    from integrations.label_studio import LabelStudioClient, LabelStudioError
+    from ml_backend.label_config import LabelConfigError
+    from ml_backend.model import ModelUnavailableError
+    from ml_backend.predict import make_predictor
+    from ml_backend.scoring import score_project
+
+    settings = Settings.from_env()
+    _logging(settings.log_level)
+    if not settings.label_studio_url or not settings.label_studio_api_key:
+        print("error: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to score a project", file=sys.stderr)
+        return 2
+    try:
+        pooled = score_project(LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key), project_id, make_predictor(settings), settings)
+    except (LabelStudioError, LabelConfigError, ModelUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    unlabeled = [s for s in pooled.scores if not s.labeled]
+    print(f"project {project_id}: scored {len(pooled.scores)} tasks ({len(unlabeled)} unlabeled), {len(pooled.errors)} failed; queue reordered ({settings.al_strategy})")
+    for s in sorted(unlabeled, key=lambda s: -s.priority)[:5]:
+        print(f"  task {s.task}: priority {s.priority:.3f}  uncertainty {s.uncertainty:.3f}  diversity {s.diversity:.3f}  cluster {s.cluster}  {s.difficulty}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml_backend", description="Active-learning YOLO backend for Label Studio")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,10 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--images", type=int, default=12)
     p_demo.add_argument("--epochs", type=int, default=60, help="starter model training epochs")
     p_demo.add_argument("--no-wait", action="store_true", help="set everything up, print, and stop (no serving)")
+    p_score = sub.add_parser("score", help="score every task of a project and reorder its queue in Label Studio")
+    p_score.add_argument("--project", type=int, required=True, help="Label Studio project id")
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             serve(args.host, args.port, args.threads)
+        elif args.command == "score":
+            return score(args.project)
         elif args.command == "demo":
             from ml_backend.demo import run_demo
 

@@ -16,14 +16,15 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ml_backend.images import ImageError, ImageFetcher
+from integrations.label_studio import LabelStudioAuth
+from ml_backend.images import ImageError, ImageFetcher, UrlPolicy
 from ml_backend.label_config import LabelConfigError, Target, check_label_map, select_target
 from ml_backend.ls_results import to_ls_results
-from ml_backend.model import LoadedModel, ModelHolder
+from ml_backend.model import ImagePrediction, LoadedModel, ModelHolder
 from ml_backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,46 +99,58 @@ class Predictor:
         return self.fetcher.load(uri, task.get("id"))
 
     def predict(self, tasks: Sequence[Mapping[str, Any]], label_config: str) -> list[dict]:
-        """One Label Studio prediction (or error entry) per task, in task order.
-
-        Tasks go through in chunks of ``PREDICT_BATCH``: the images of the next chunk download
-        while the model runs on the current one, and no more than two chunks of decoded images
-        are held in memory, however many tasks Label Studio sends.
-        """
+        """One Label Studio prediction (or error entry) per task, in task order."""
         if not isinstance(tasks, Sequence) or isinstance(tasks, (str, bytes)) or not tasks:
             raise BadRequest("'tasks' must be a non-empty list of Label Studio tasks")
         served = self.serve(label_config)
+        out: list[dict] = []
+        for task, pred in zip(tasks, self.run(tasks, served)):
+            if isinstance(pred, str):
+                out.append(self._error(task, pred))
+            else:
+                regions, score = to_ls_results(pred, served.target, served.label_map, self.settings.score_threshold)
+                out.append({"result": regions, "score": score, "model_version": served.model.version})
+        return out
+
+    def run(
+        self, tasks: Sequence[Mapping[str, Any]], served: Served, with_scores: bool = False, conf: float | None = None
+    ) -> Iterator[ImagePrediction | str]:
+        """Model output (or an error message) per task, in task order.
+
+        Tasks go through in chunks of ``PREDICT_BATCH``: the images of the next chunk download
+        while the model runs on the current one, and no more than two chunks of decoded images
+        are held in memory, however many tasks there are.
+
+        Args:
+            with_scores: also capture per-class scores and embeddings (for active learning).
+            conf: lowest confidence kept (default ``SCORE_THRESHOLD``).
+        """
         size = self.settings.predict_batch
+        conf = self.settings.score_threshold if conf is None else conf
         chunks = [list(range(i, min(i + size, len(tasks)))) for i in range(0, len(tasks), size)]
-        out: list[dict] = [{} for _ in tasks]
-        pending = [self._pool.submit(self._load, tasks[i], served.target) for i in chunks[0]]
+        pending = [self._pool.submit(self._load, tasks[i], served.target) for i in chunks[0]] if chunks else []
         for k, idx in enumerate(chunks):
             current = pending
             if k + 1 < len(chunks):  # prefetch the next chunk's images
                 pending = [self._pool.submit(self._load, tasks[i], served.target) for i in chunks[k + 1]]
+            results: dict[int, ImagePrediction | str] = {}
             images, where = [], []
             for i, fut in zip(idx, current):
                 try:
                     images.append(fut.result())
                     where.append(i)
                 except ImageError as exc:
-                    out[i] = self._error(tasks[i], str(exc))
+                    results[i] = str(exc)
                 except Exception as exc:  # a bug or an odd library error: still only this task fails
                     log.exception("task %s: unexpected error while loading its image", _task_id(tasks[i]))
-                    out[i] = self._error(tasks[i], f"unexpected error while loading the image: {type(exc).__name__}")
-            if not images:
-                continue
-            preds = served.model.predict(
-                images,
-                conf=self.settings.score_threshold,
-                imgsz=self.settings.imgsz,
-                device=self.settings.ultralytics_device,
-                batch=size,
-            )
-            for i, pred in zip(where, preds):
-                regions, score = to_ls_results(pred, served.target, served.label_map, self.settings.score_threshold)
-                out[i] = {"result": regions, "score": score, "model_version": served.model.version}
-        return out
+                    results[i] = f"unexpected error while loading the image: {type(exc).__name__}"
+            if images:
+                preds = served.model.predict(
+                    images, conf=conf, imgsz=self.settings.imgsz, device=self.settings.ultralytics_device, batch=size, with_scores=with_scores
+                )
+                results.update(zip(where, preds))
+            for i in idx:
+                yield results[i]
 
     def _error(self, task: Mapping[str, Any], message: str) -> dict:
         task_id = _task_id(task)
@@ -145,8 +158,30 @@ class Predictor:
         return {"task": task_id, "error": message, "model_version": self.holder.version}
 
 
+def make_fetcher(settings: Settings, ls_url: str, api_key: str) -> ImageFetcher:
+    """An image fetcher that authenticates to ``ls_url`` (only) with ``api_key``."""
+    auth = LabelStudioAuth(ls_url, api_key) if ls_url and api_key else None
+    return ImageFetcher(
+        UrlPolicy(label_studio_url=ls_url, allowed_hosts=settings.allowed_hosts),
+        cache_dir=settings.image_cache_dir,
+        auth_headers=auth.headers if auth else None,
+        timeout=settings.image_timeout,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+    )
+
+
+def make_holder(settings: Settings) -> ModelHolder:
+    return ModelHolder(settings.model_path, settings.ultralytics_device, settings.model_dir / "weights")
+
+
+def make_predictor(settings: Settings, holder: ModelHolder | None = None) -> Predictor:
+    """A predictor for ``settings``, fetching images from ``LABEL_STUDIO_URL``."""
+    return Predictor(settings, holder or make_holder(settings), make_fetcher(settings, settings.label_studio_url, settings.label_studio_api_key))
+
+
 def _task_id(task: Any) -> Any:
     return task.get("id") if isinstance(task, Mapping) else None
 
 
-__all__ = ["BadRequest", "LabelConfigError", "Predictor", "task_image_uri"]
+__all__ = ["BadRequest", "LabelConfigError", "Predictor", "make_fetcher", "make_holder", "make_predictor", "task_image_uri"]

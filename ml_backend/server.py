@@ -23,11 +23,11 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from integrations.label_studio import LabelStudioAuth, LabelStudioError
-from ml_backend.images import ImageFetcher, UrlPolicy
+from integrations.label_studio import LabelStudioError
 from ml_backend.label_config import LabelConfigError
 from ml_backend.model import ModelHolder, ModelUnavailableError
-from ml_backend.predict import BadRequest, Predictor
+from ml_backend.predict import BadRequest, Predictor, make_fetcher, make_holder
+from ml_backend.scoring import ScoreStore
 from ml_backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,19 +35,6 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 MODEL_CLASS = "YoloActiveLearningBackend"
 SETUP_WAIT_S = 2.0  # Label Studio gives /setup 3 s
-
-
-def make_fetcher(settings: Settings, ls_url: str, api_key: str) -> ImageFetcher:
-    """An image fetcher that authenticates to ``ls_url`` (only) with ``api_key``."""
-    auth = LabelStudioAuth(ls_url, api_key) if ls_url and api_key else None
-    return ImageFetcher(
-        UrlPolicy(label_studio_url=ls_url, allowed_hosts=settings.allowed_hosts),
-        cache_dir=settings.image_cache_dir,
-        auth_headers=auth.headers if auth else None,
-        timeout=settings.image_timeout,
-        max_bytes=settings.max_image_bytes,
-        max_pixels=settings.max_image_pixels,
-    )
 
 
 @dataclass
@@ -96,7 +83,7 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         warm_up: start loading the model now, in the background; ``False`` loads on first use.
     """
     settings = settings or Settings.from_env()
-    holder = holder or ModelHolder(settings.model_path, settings.ultralytics_device, settings.model_dir / "weights")
+    holder = holder or make_holder(settings)
     fetcher = make_fetcher(settings, settings.label_studio_url, settings.label_studio_api_key)
     state = BackendState(settings, holder, Predictor(settings, holder, fetcher))
     if warm_up:
@@ -181,6 +168,16 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         except ModelUnavailableError as exc:
             return error_response(503, str(exc))
         return jsonify({"versions": [current], "model_version": current})
+
+    @app.get("/scores")
+    def scores() -> Response:
+        project = request.args.get("project", "")
+        if not project.isdigit():
+            raise BadRequest("'project' (a Label Studio project id) is required: /scores?project=ID")
+        stored = ScoreStore(settings.model_dir / "scores").load(int(project))
+        if stored is None:
+            return error_response(404, f"project {project} has not been scored yet: run `python -m ml_backend score --project {project}`")
+        return jsonify({"project": int(project), "scores": stored})
 
     @app.get("/metrics")
     def metrics() -> Response:

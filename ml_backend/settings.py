@@ -51,6 +51,16 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("MAX_IMAGE_BYTES", "52428800", "Largest image download accepted, in bytes (default 50 MiB)."),
     SettingSpec("MAX_IMAGE_PIXELS", "100000000", "Largest decoded image accepted, in pixels (decompression-bomb guard)."),
     SettingSpec("LOG_LEVEL", "INFO", "Python logging level: DEBUG, INFO, WARNING, ERROR."),
+    SettingSpec("AL_STRATEGY", "hybrid", "Queue order: `random`, `uncertainty`, `diversity` or `hybrid` (uncertainty-weighted k-center). Formulas in `ml_backend/strategies.py`."),
+    SettingSpec("UNCERTAINTY_MEASURE", "entropy", "Per-object uncertainty: `entropy`, `margin` or `least_confidence`."),
+    SettingSpec("UNCERTAINTY_AGGREGATION", "max", "Per-image uncertainty from its objects: `max`, `mean` or `sum`."),
+    SettingSpec("CANDIDATE_THRESHOLD", "0.05", "Lowest confidence of a candidate object counted in uncertainty (below `SCORE_THRESHOLD` it is scored but not shown), 0..1."),
+    SettingSpec("AL_UNCERTAINTY_WEIGHT", "1.0", "Strength of the uncertainty term in `hybrid` (exponent, >= 0)."),
+    SettingSpec("AL_DIVERSITY_WEIGHT", "1.0", "Strength of the diversity term in `hybrid` (exponent, >= 0)."),
+    SettingSpec("AL_CLASS_BALANCE_WEIGHT", "0.5", "Strength of the rare-class term (exponent, >= 0; 0 turns it off)."),
+    SettingSpec("AL_BATCH", "100", "How many tasks k-center orders at the top of the queue per scoring round."),
+    SettingSpec("AL_CLUSTERS", "8", "k-means clusters written as each prediction's `cluster` (Label Studio spreads annotators over clusters). `1` turns clusters off and pushes predictions in bulk."),
+    SettingSpec("AL_SEED", "0", "Seed for every random choice in scoring (same seed, same queue)."),
 )
 
 _SPEC_BY_NAME = {s.name: s for s in SPECS}
@@ -97,6 +107,16 @@ def _allowed_hosts(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def convert(raw: str) -> str:
+        value = raw.lower()
+        if value not in choices:
+            raise ValueError(f"one of {', '.join(choices)}")
+        return value
+
+    return convert
+
+
 def _log_level(raw: str) -> str:
     level = raw.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -123,6 +143,16 @@ class Settings:
     max_image_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 100_000_000
     log_level: str = "INFO"
+    al_strategy: str = "hybrid"
+    uncertainty_measure: str = "entropy"
+    uncertainty_aggregation: str = "max"
+    candidate_threshold: float = 0.05
+    al_uncertainty_weight: float = 1.0
+    al_diversity_weight: float = 1.0
+    al_class_balance_weight: float = 0.5
+    al_batch: int = 100
+    al_clusters: int = 8
+    al_seed: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -155,6 +185,16 @@ class Settings:
             max_image_bytes=_parse(env, "MAX_IMAGE_BYTES", _positive_int, "a positive number of bytes"),
             max_image_pixels=_parse(env, "MAX_IMAGE_PIXELS", _positive_int, "a positive number of pixels"),
             log_level=_parse(env, "LOG_LEVEL", _log_level, "a logging level"),
+            al_strategy=_parse(env, "AL_STRATEGY", _one_of("random", "uncertainty", "diversity", "hybrid"), "a strategy name"),
+            uncertainty_measure=_parse(env, "UNCERTAINTY_MEASURE", _one_of("entropy", "margin", "least_confidence"), "a measure name"),
+            uncertainty_aggregation=_parse(env, "UNCERTAINTY_AGGREGATION", _one_of("max", "mean", "sum"), "an aggregation"),
+            candidate_threshold=_parse(env, "CANDIDATE_THRESHOLD", _bounded_float(0.0, 1.0), "a number between 0 and 1"),
+            al_uncertainty_weight=_parse(env, "AL_UNCERTAINTY_WEIGHT", _bounded_float(0.0, 100.0), "a number >= 0"),
+            al_diversity_weight=_parse(env, "AL_DIVERSITY_WEIGHT", _bounded_float(0.0, 100.0), "a number >= 0"),
+            al_class_balance_weight=_parse(env, "AL_CLASS_BALANCE_WEIGHT", _bounded_float(0.0, 100.0), "a number >= 0"),
+            al_batch=_parse(env, "AL_BATCH", _positive_int, "a positive integer"),
+            al_clusters=_parse(env, "AL_CLUSTERS", _positive_int, "a positive integer"),
+            al_seed=_parse(env, "AL_SEED", int, "an integer"),
         )
 
     @property

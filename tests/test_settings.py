@@ -31,6 +31,16 @@ def test_reads_every_value() -> None:
         "MAX_IMAGE_BYTES": "1000",
         "MAX_IMAGE_PIXELS": "2000",
         "LOG_LEVEL": "debug",
+        "AL_STRATEGY": "Uncertainty",
+        "UNCERTAINTY_MEASURE": "margin",
+        "UNCERTAINTY_AGGREGATION": "sum",
+        "CANDIDATE_THRESHOLD": "0.01",
+        "AL_UNCERTAINTY_WEIGHT": "2",
+        "AL_DIVERSITY_WEIGHT": "0.5",
+        "AL_CLASS_BALANCE_WEIGHT": "0",
+        "AL_BATCH": "20",
+        "AL_CLUSTERS": "4",
+        "AL_SEED": "7",
     }
     s = Settings.from_env(env)
     assert s.label_studio_url == "http://ls:8080"
@@ -38,6 +48,8 @@ def test_reads_every_value() -> None:
     assert s.allowed_hosts == ("images.local", "10.0.0.0/8")
     assert (s.imgsz, s.predict_batch, s.max_image_bytes, s.max_image_pixels) == (320, 4, 1000, 2000)
     assert s.log_level == "DEBUG"
+    assert (s.al_strategy, s.uncertainty_measure, s.uncertainty_aggregation) == ("uncertainty", "margin", "sum")
+    assert (s.al_uncertainty_weight, s.al_diversity_weight, s.al_class_balance_weight, s.al_batch, s.al_clusters, s.al_seed) == (2.0, 0.5, 0.0, 20, 4, 7)
     assert {spec.name for spec in SPECS} == set(env)
 
 
@@ -59,6 +71,10 @@ def test_api_key_is_not_in_repr() -> None:
         ({"ALLOWED_HOSTS": "10.0.0.0/99"}, "ALLOWED_HOSTS"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"MODEL_PATH": "  "}, "MODEL_PATH"),
+        ({"AL_STRATEGY": "smart"}, "random, uncertainty, diversity, hybrid"),
+        ({"UNCERTAINTY_MEASURE": "variance"}, "UNCERTAINTY_MEASURE"),
+        ({"AL_DIVERSITY_WEIGHT": "-1"}, "AL_DIVERSITY_WEIGHT"),
+        ({"AL_SEED": "x"}, "AL_SEED"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict, fragment: str) -> None:

@@ -1,0 +1,231 @@
+"""Pool scoring: per-task uncertainty, diversity, priority and cluster, pushed to Label Studio.
+
+One pass of the model over a project's tasks (images come from the disk cache after the first
+time) gives, per task, the pre-annotation, the per-class scores of every object and candidate,
+and an image embedding. From these:
+
+* ``uncertainty``: :func:`ml_backend.uncertainty.image_uncertainty` over objects and candidates
+  (confidence >= ``CANDIDATE_THRESHOLD``), ``UNCERTAINTY_MEASURE`` and ``UNCERTAINTY_AGGREGATION``;
+* ``diversity``: distance to the nearest labeled task's embedding / 2 (1 when none is labeled);
+* ``priority``: the ``AL_STRATEGY`` strategy over the unlabeled tasks (labeled tasks get 0);
+* ``cluster``: faiss k-means over all tasks' embeddings (``AL_CLUSTERS``);
+* ``difficulty``: ``easy`` / ``medium`` / ``hard`` for uncertainty below 1/3, below 2/3, above.
+
+Label Studio orders the queue by prediction score, lowest first, so each task's prediction is
+written with ``score = 1 - priority`` and its ``cluster``, replacing this model version's
+previous predictions (one bulk delete); the project is switched to uncertainty sampling on this
+version. Label Studio 1.23.2's bulk prediction import drops ``cluster``, so with
+``AL_CLUSTERS > 1`` predictions are created one request each (four at a time); with
+``AL_CLUSTERS=1`` they go in bulk, 1,000 per request. With ``sum`` aggregation, uncertainty is
+divided by the pool's largest so that it stays in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ml_backend.diversity import diversity_scores, kmeans_clusters
+from ml_backend.ls_results import to_ls_results
+from ml_backend.model import ImagePrediction
+from ml_backend.predict import Predictor, Served
+from ml_backend.settings import Settings
+from ml_backend.strategies import Pool, StrategyParams, get_strategy
+from ml_backend.uncertainty import image_uncertainty
+
+log = logging.getLogger(__name__)
+
+QUEUE_VIEW_TITLE = "Active learning queue"
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """What ``GET /scores`` returns per task."""
+
+    task: int
+    uncertainty: float
+    diversity: float
+    priority: float
+    cluster: int
+    difficulty: str
+    labeled: bool
+    model_version: str
+
+
+def difficulty(u: float) -> str:
+    return "easy" if u < 1 / 3 else ("medium" if u < 2 / 3 else "hard")
+
+
+def _xyxy(pred: ImagePrediction) -> np.ndarray | None:
+    if len(pred.boxes_xyxy):
+        return pred.boxes_xyxy
+    if len(pred.obb_xywhr):
+        cx, cy, w, h = (pred.obb_xywhr[:, i] for i in range(4))
+        r = np.hypot(w, h) / 2  # bounding square of the rotated box: enough for overlap tests
+        return np.stack([cx - r, cy - r, cx + r, cy + r], axis=1)
+    return None
+
+
+def image_scores(pred: ImagePrediction, settings: Settings, n_classes: int) -> tuple[float, np.ndarray]:
+    """(uncertainty, predicted objects per model class) of one image."""
+    counts = np.zeros(n_classes)
+    if pred.probs is not None:
+        P = pred.probs[None, :]
+        counts[int(np.argmax(pred.probs))] += 1
+        return image_uncertainty(P, None, settings.uncertainty_measure, "max"), counts
+    P = pred.class_scores if pred.class_scores is not None else pred.scores[:, None]
+    keep = pred.scores >= settings.candidate_threshold
+    shown = pred.scores >= settings.score_threshold
+    np.add.at(counts, pred.class_ids[shown].astype(int), 1)
+    boxes = _xyxy(pred)
+    u = image_uncertainty(P[keep], None if boxes is None else boxes[keep], settings.uncertainty_measure, settings.uncertainty_aggregation)
+    return u, counts
+
+
+def is_labeled(task: Mapping[str, Any]) -> bool:
+    """A task counts as labeled when it has an annotation that was not cancelled (skipped)."""
+    return any(not a.get("was_cancelled") for a in task.get("annotations") or [])
+
+
+def labeled_class_counts(tasks: Sequence[Mapping[str, Any]], served: Served, n_classes: int) -> np.ndarray:
+    """Objects per model class in the current annotations (labels mapped back to class ids)."""
+    label_to_class: dict[str, int] = {}
+    for cls, label in served.label_map.items():
+        label_to_class.setdefault(label, cls)
+    counts = np.zeros(n_classes)
+    key = served.target.result_type
+    for t in tasks:
+        for a in t.get("annotations") or []:
+            if a.get("was_cancelled"):
+                continue
+            for r in a.get("result") or []:
+                for label in (r.get("value") or {}).get(key, []):
+                    if label in label_to_class:
+                        counts[label_to_class[label]] += 1
+    return counts
+
+
+@dataclass
+class ScoredPool:
+    scores: list[TaskScore]
+    predictions: list[dict]
+    errors: dict[int, str]
+
+
+def score_tasks(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: Predictor, settings: Settings, progress: bool = False) -> ScoredPool:
+    """Run the model over ``tasks`` and compute every score (no Label Studio calls)."""
+    n_classes = len(served.model.names)
+    conf = min(settings.candidate_threshold, settings.score_threshold)
+    ids, preds_out, errors = [], [], {}
+    unc, counts, embs, labeled, regions_of = [], [], [], [], []
+    iterator = predictor.run(tasks, served, with_scores=True, conf=conf)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, total=len(tasks), desc="scoring", unit="task")
+    for task, pred in zip(tasks, iterator):
+        tid = int(task["id"])
+        if isinstance(pred, str):
+            errors[tid] = pred
+            continue
+        u, c = image_scores(pred, settings, n_classes)
+        regions, _ = to_ls_results(pred, served.target, served.label_map, settings.score_threshold)
+        ids.append(tid)
+        unc.append(u)
+        counts.append(c)
+        embs.append(pred.embedding)
+        labeled.append(is_labeled(task))
+        regions_of.append(regions)
+    if not ids:
+        return ScoredPool([], [], errors)
+    unc_a = np.clip(np.array(unc), 0, 1) if settings.uncertainty_aggregation != "sum" else np.array(unc)
+    unc_norm = unc_a / max(1.0, float(unc_a.max())) if settings.uncertainty_aggregation == "sum" else unc_a
+    lab = np.array(labeled)
+    has_emb = all(e is not None for e in embs)
+    E = np.stack(embs) if has_emb else None
+    pool_idx = np.flatnonzero(~lab)
+    priority = np.zeros(len(ids))
+    diversity = np.ones(len(ids))
+    strategy = settings.al_strategy if has_emb or settings.al_strategy in ("random", "uncertainty") else "uncertainty"
+    if E is not None:
+        diversity = diversity_scores(E, E[lab] if lab.any() else None)
+    if len(pool_idx):
+        params = StrategyParams(
+            uncertainty_weight=settings.al_uncertainty_weight,
+            diversity_weight=settings.al_diversity_weight,
+            class_balance_weight=settings.al_class_balance_weight,
+            batch_size=settings.al_batch,
+            seed=settings.al_seed,
+        )
+        pool = Pool(
+            uncertainty=unc_norm[pool_idx],
+            embeddings=E[pool_idx] if E is not None else None,
+            labeled_embeddings=E[lab] if E is not None and lab.any() else None,
+            class_counts=np.stack(counts)[pool_idx],
+            labeled_class_counts=labeled_class_counts(tasks, served, n_classes),
+        )
+        priority[pool_idx] = get_strategy(strategy)(pool, params)
+    clusters = kmeans_clusters(E, settings.al_clusters, seed=settings.al_seed) if E is not None else np.zeros(len(ids), dtype=int)
+    version = served.model.version
+    scores, predictions = [], []
+    for j, tid in enumerate(ids):
+        scores.append(TaskScore(tid, float(unc_norm[j]), float(diversity[j]), float(priority[j]), int(clusters[j]), difficulty(float(unc_norm[j])), bool(lab[j]), version))
+        predictions.append(
+            {"task": tid, "result": regions_of[j], "score": float(1.0 - priority[j]) if not lab[j] else 1.0, "model_version": version, "cluster": int(clusters[j])}
+        )
+    return ScoredPool(scores, predictions, errors)
+
+
+class ScoreStore:
+    """Last scores per project, as JSON files under ``MODEL_DIR/scores`` (written atomically)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, project_id: int) -> Path:
+        return self.root / f"project-{int(project_id)}.json"
+
+    def save(self, project_id: int, scores: Sequence[TaskScore]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump([asdict(s) for s in scores], f)
+        os.replace(tmp, self.path(project_id))
+
+    def load(self, project_id: int) -> list[dict] | None:
+        p = self.path(project_id)
+        return json.loads(p.read_text()) if p.exists() else None
+
+
+def score_project(client: Any, project_id: int, predictor: Predictor, settings: Settings, progress: bool = True) -> ScoredPool:
+    """Score every task of a project and reorder its queue in Label Studio.
+
+    Steps: fetch the project and all its tasks; score them (:func:`score_tasks`); replace this
+    model version's predictions in bulk; switch the project to uncertainty sampling on this
+    version; make sure the "Active learning queue" Data Manager tab exists; store the scores for
+    ``GET /scores``.
+    """
+    project = client.get_project(project_id)
+    served = predictor.serve(project["label_config"])
+    tasks = client.list_tasks(project_id)
+    pooled = score_tasks(tasks, served, predictor, settings, progress=progress)
+    version = served.model.version
+    if pooled.predictions:
+        client.delete_model_version(project_id, version)
+        if settings.al_clusters > 1:
+            client.create_predictions(pooled.predictions)  # keeps `cluster` (the bulk import drops it)
+        else:
+            client.import_predictions(project_id, pooled.predictions)
+        client.use_uncertainty_sampling(project_id, version)
+        client.ensure_view(project_id, QUEUE_VIEW_TITLE, ordering=["tasks:predictions_score"])
+    ScoreStore(settings.model_dir / "scores").save(project_id, pooled.scores)
+    for tid, err in pooled.errors.items():
+        log.warning("task %s not scored: %s", tid, err)
+    return pooled

@@ -1,0 +1,109 @@
+"""Scores and queue order against a real Label Studio: its /next follows our priority."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ml_backend.predict import make_predictor
+from ml_backend.scoring import QUEUE_VIEW_TITLE, score_project
+from ml_backend.server import create_app
+from ml_backend.settings import Settings
+from ml_backend.synthetic import make_image
+
+from .conftest import ROOT
+from .test_label_studio import CONFIG
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture()
+def queue_project(ls_client, tmp_path):
+    rng = np.random.default_rng(11)
+    paths = []
+    for i in range(7):
+        p = tmp_path / f"q_{i}.jpg"
+        make_image(rng, 96, 80).image.save(p, quality=95)
+        paths.append(str(p))
+    blank = tmp_path / "q_blank.jpg"
+    Image.new("RGB", (96, 80), (20, 20, 20)).save(blank)
+    paths.append(str(blank))
+    pid = ls_client.create_project("e2e queue", CONFIG)["id"]
+    ls_client.upload_files(pid, paths)
+    return pid
+
+
+def settings_for(label_studio, pat, detect_weights, state) -> Settings:
+    return Settings.from_env({
+        "MODEL_PATH": str(detect_weights), "MODEL_DIR": str(state), "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": pat, "IMGSZ": "96", "SCORE_THRESHOLD": "0.3", "AL_STRATEGY": "hybrid", "AL_CLUSTERS": "3",
+    })
+
+
+def expected_next(scores: list[dict], solved_clusters: dict[int, int]) -> int:
+    """Label Studio's rule: least-solved cluster first, then lowest prediction score (1 - priority)."""
+    todo = [s for s in scores if not s["labeled"]]
+    return min(todo, key=lambda s: (solved_clusters.get(s["cluster"], 0), 1 - s["priority"]))["task"]
+
+
+def test_queue_follows_our_priority(ls_client, label_studio, pat, detect_weights, queue_project, tmp_path) -> None:
+    pid = queue_project
+    settings = settings_for(label_studio, pat, detect_weights, tmp_path / "state")
+    pooled = score_project(ls_client, pid, make_predictor(settings), settings, progress=False)
+    assert len(pooled.scores) == 8 and not pooled.errors
+    scores = [s.__dict__ for s in pooled.scores]
+    for s in scores:
+        assert 0 <= s["uncertainty"] <= 1 and 0 <= s["diversity"] <= 1 and 0 <= s["priority"] <= 1
+        assert s["difficulty"] in {"easy", "medium", "hard"}
+
+    project = ls_client.get_project(pid)
+    assert project["sampling"] == "Uncertainty sampling"
+    assert project["model_version"] == pooled.scores[0].model_version
+    views = [v for v in ls_client.get("/api/dm/views", params={"project": pid}) if v["data"].get("title") == QUEUE_VIEW_TITLE]
+    assert len(views) == 1 and views[0]["data"]["ordering"] == ["tasks:predictions_score"]
+
+    # Every task: exactly one prediction of our version, score = 1 - priority, our cluster.
+    by_task = {s["task"]: s for s in scores}
+    for tid, s in by_task.items():
+        preds = [p for p in ls_client.task_predictions(tid) if p["model_version"] == s["model_version"]]
+        assert len(preds) == 1
+        assert preds[0]["score"] == pytest.approx(1 - s["priority"], abs=1e-6)
+        assert preds[0]["cluster"] == s["cluster"]
+
+    first = ls_client.next_task(pid)
+    assert first["id"] == expected_next(scores, {}) == max(scores, key=lambda s: s["priority"])["task"]
+
+    ls_client.create_annotation(first["id"], [])  # the annotator submits it
+    second = ls_client.next_task(pid)
+    scores_after = [dict(s, labeled=s["labeled"] or s["task"] == first["id"]) for s in scores]
+    assert second["id"] == expected_next(scores_after, {by_task[first["id"]]["cluster"]: 1})
+    assert second["id"] != first["id"]
+
+    # Re-scoring replaces our predictions (no duplicates) and sees the new label.
+    pooled2 = score_project(ls_client, pid, make_predictor(settings), settings, progress=False)
+    assert {s.task for s in pooled2.scores if s.labeled} == {first["id"]}
+    assert next(s for s in pooled2.scores if s.task == first["id"]).priority == 0.0
+    for tid in by_task:
+        assert len([p for p in ls_client.task_predictions(tid) if p["model_version"] == pooled2.scores[0].model_version]) == 1
+
+
+def test_score_command_and_scores_route(ls_client, label_studio, pat, detect_weights, queue_project, tmp_path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "MODEL_PATH": str(detect_weights), "MODEL_DIR": str(tmp_path / "state"),
+           "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat, "IMGSZ": "96", "AL_STRATEGY": "uncertainty", "AL_CLASS_BALANCE_WEIGHT": "0"}
+    proc = subprocess.run([sys.executable, "-m", "ml_backend", "score", "--project", str(queue_project)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"project {queue_project}: scored 8 tasks (8 unlabeled), 0 failed" in proc.stdout
+    assert pat not in proc.stdout + proc.stderr
+    client = create_app(Settings.from_env({k: v for k, v in env.items() if k not in ("PATH", "PYTHONPATH")}), warm_up=False).test_client()
+    body = client.get(f"/scores?project={queue_project}").get_json()
+    assert len(body["scores"]) == 8
+    assert set(body["scores"][0]) == {"task", "uncertainty", "diversity", "priority", "cluster", "difficulty", "labeled", "model_version"}
+    ranked = sorted(body["scores"], key=lambda s: -s["priority"])
+    assert ls_client.next_task(queue_project)["id"] == ranked[0]["task"]
+    assert all(s["priority"] == pytest.approx(s["uncertainty"]) for s in body["scores"])  # uncertainty strategy, no class term
+    assert client.get("/scores?project=999").status_code == 404
+    assert client.get("/scores").status_code == 400
