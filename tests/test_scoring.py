@@ -1,0 +1,144 @@
+"""Scoring with a fake model whose outputs are fixed: every number is known in advance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ml_backend.label_config import select_target
+from ml_backend.model import ImagePrediction
+from ml_backend.predict import Served
+from ml_backend.scoring import ScoreStore, difficulty, image_scores, is_labeled, labeled_class_counts, score_tasks
+from ml_backend.settings import Settings
+
+CFG = '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image"><Label value="a"/><Label value="b"/></RectangleLabels></View>'
+
+
+class FakeModel:
+    task = "detect"
+    names = {0: "a", 1: "b"}
+    version = "fake-1"
+
+
+class FakePredictor:
+    """Returns a fixed ImagePrediction (or error) per task id."""
+
+    def __init__(self, outputs: dict[int, ImagePrediction | str]):
+        self.outputs = outputs
+        self.calls = []
+
+    def run(self, tasks, served, with_scores=False, conf=None):
+        self.calls.append((with_scores, conf))
+        for t in tasks:
+            yield self.outputs[t["id"]]
+
+
+def det(scores_by_class: list[list[float]], boxes: list[list[float]], emb: list[float]) -> ImagePrediction:
+    P = np.array(scores_by_class, dtype=float).reshape(len(scores_by_class), 2)
+    return ImagePrediction(
+        width=100, height=100,
+        class_ids=P.argmax(1) if len(P) else np.zeros(0, dtype=int),
+        scores=P.max(1) if len(P) else np.zeros(0),
+        boxes_xyxy=np.array(boxes, dtype=float).reshape(-1, 4),
+        class_scores=P,
+        embedding=np.array(emb, dtype=np.float32),
+    )
+
+
+SERVED = Served(FakeModel(), select_target(CFG, "detect"), {0: "a", 1: "b"})  # type: ignore[arg-type]
+
+
+def settings(**env) -> Settings:
+    base = {"SCORE_THRESHOLD": "0.5", "CANDIDATE_THRESHOLD": "0.1", "UNCERTAINTY_MEASURE": "least_confidence", "UNCERTAINTY_AGGREGATION": "max",
+            "AL_STRATEGY": "uncertainty", "AL_CLASS_BALANCE_WEIGHT": "0", "AL_CLUSTERS": "2"}
+    base.update(env)
+    return Settings.from_env(base)
+
+
+@pytest.mark.parametrize(("u", "bucket"), [(0.0, "easy"), (0.33, "easy"), (0.34, "medium"), (0.66, "medium"), (0.67, "hard"), (1.0, "hard")])
+def test_difficulty(u, bucket) -> None:
+    assert difficulty(u) == bucket
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected_u", "expected_counts"),
+    [
+        ([[0.9, 0.1]], 0.1, [1, 0]),  # one sure object
+        ([[0.9, 0.1], [0.05, 0.3]], 0.7, [1, 0]),  # a faint candidate (0.3 < SCORE_THRESHOLD) counts in uncertainty, not in counts
+        ([[0.9, 0.1], [0.02, 0.05]], 0.1, [1, 0]),  # below CANDIDATE_THRESHOLD: ignored
+        ([], 0.0, [0, 0]),  # nothing at all
+    ],
+)
+def test_image_scores(scores, expected_u, expected_counts) -> None:
+    boxes = [[i * 20, 0, i * 20 + 10, 10] for i in range(len(scores))]
+    u, counts = image_scores(det(scores, boxes, [1, 0]), settings(), 2)
+    assert u == pytest.approx(expected_u)
+    assert counts.tolist() == expected_counts
+
+
+def test_classification_image_scores() -> None:
+    pred = ImagePrediction(width=10, height=10, probs=np.array([0.2, 0.8]))
+    u, counts = image_scores(pred, settings(UNCERTAINTY_MEASURE="margin"), 2)
+    assert u == pytest.approx(1 - 0.6) and counts.tolist() == [0, 1]
+
+
+def test_labeled_tasks_and_their_class_counts() -> None:
+    tasks = [
+        {"id": 1, "annotations": [{"was_cancelled": False, "result": [{"value": {"rectanglelabels": ["b"]}}, {"value": {"rectanglelabels": ["b"]}}]}]},
+        {"id": 2, "annotations": [{"was_cancelled": True, "result": [{"value": {"rectanglelabels": ["a"]}}]}]},
+        {"id": 3, "annotations": []},
+    ]
+    assert [is_labeled(t) for t in tasks] == [True, False, False]
+    assert labeled_class_counts(tasks, SERVED, 2).tolist() == [0, 2]
+
+
+def _pool() -> tuple[list[dict], FakePredictor]:
+    outputs = {
+        1: det([[0.95, 0.05]], [[0, 0, 10, 10]], [1, 0, 0]),  # labeled
+        2: det([[0.6, 0.4]], [[0, 0, 10, 10]], [1, 0.05, 0]),  # unsure, close to the labeled one
+        3: det([[0.8, 0.2]], [[0, 0, 10, 10]], [0, 0, 1]),  # fairly sure, far away
+        4: "image not found (404)",
+        5: det([[0.7, 0.3]], [[0, 0, 10, 10]], [0, 1, 0]),
+    }
+    tasks = [{"id": i, "data": {"image": f"/data/upload/{i}.jpg"}, "annotations": [{"result": []}] if i == 1 else []} for i in outputs]
+    return tasks, FakePredictor(outputs)
+
+
+def test_score_tasks_with_a_fake_model() -> None:
+    tasks, predictor = _pool()
+    pooled = score_tasks(tasks, SERVED, predictor, settings())  # type: ignore[arg-type]
+    assert predictor.calls == [(True, 0.1)]  # scores on, candidates down to CANDIDATE_THRESHOLD
+    assert pooled.errors == {4: "image not found (404)"}
+    by = {s.task: s for s in pooled.scores}
+    assert set(by) == {1, 2, 3, 5}
+    assert by[1].labeled and by[1].priority == 0.0
+    assert [by[t].uncertainty for t in (2, 3, 5)] == pytest.approx([0.4, 0.2, 0.3])
+    assert [by[t].priority for t in (2, 3, 5)] == pytest.approx([0.4, 0.2, 0.3])  # uncertainty strategy, no class term
+    assert by[1].diversity == pytest.approx(0.0)
+    assert by[3].diversity == pytest.approx(np.sqrt(2) / 2, abs=1e-5)
+    assert by[2].diversity < by[5].diversity
+    preds = {p["task"]: p for p in pooled.predictions}
+    assert preds[2]["score"] == pytest.approx(0.6) and preds[1]["score"] == 1.0
+    assert all(p["model_version"] == "fake-1" and p["cluster"] in (0, 1) for p in preds.values())
+    assert preds[2]["result"][0]["value"]["rectanglelabels"] == ["a"]  # the pre-annotation rides along
+    assert preds[3]["result"][0]["value"]["rectanglelabels"] == ["a"]
+
+
+@pytest.mark.parametrize("strategy", ["random", "uncertainty", "diversity", "hybrid"])
+def test_every_strategy_scores_the_pool_deterministically(strategy) -> None:
+    tasks, _ = _pool()
+    runs = [score_tasks(tasks, SERVED, _pool()[1], settings(AL_STRATEGY=strategy)) for _ in range(2)]  # type: ignore[arg-type]
+    assert [s.priority for s in runs[0].scores] == [s.priority for s in runs[1].scores]
+    assert all(0 <= s.priority <= 1 for s in runs[0].scores)
+
+
+def test_score_store_round_trip(tmp_path) -> None:
+    tasks, predictor = _pool()
+    pooled = score_tasks(tasks, SERVED, predictor, settings())  # type: ignore[arg-type]
+    store = ScoreStore(tmp_path / "scores")
+    assert store.load(7) is None
+    store.save(7, pooled.scores)
+    assert store.load(7) == json.loads(json.dumps([s.__dict__ for s in pooled.scores]))
+    assert not list((tmp_path / "scores").glob(".tmp-*"))
