@@ -235,6 +235,14 @@ class LabelStudioClient:
             list(pool.map(lambda p: self.post("/api/predictions", json=p), predictions))
         return len(predictions)
 
+    def update_task_data(self, updates: dict[int, dict], workers: int = 4) -> int:
+        """Set ``data`` of several tasks (``{task_id: full new data}``), ``workers`` requests at a time."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda item: self.patch(f"/api/tasks/{int(item[0])}", json={"data": item[1]}), updates.items()))
+        return len(updates)
+
     def use_uncertainty_sampling(self, project_id: int, model_version: str) -> dict:
         """Serve annotators the task with the lowest prediction score of ``model_version`` first."""
         return self.patch(

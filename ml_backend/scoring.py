@@ -14,7 +14,10 @@ and an image embedding. From these:
 Label Studio orders the queue by prediction score, lowest first, so each task's prediction is
 written with ``score = 1 - priority`` and its ``cluster``, replacing this model version's
 previous predictions (one bulk delete); the project is switched to uncertainty sampling on this
-version. Label Studio 1.23.2's bulk prediction import drops ``cluster``, so with
+version. The scores are also written into each task's data (``al_priority``, ``al_uncertainty``,
+``al_diversity``, ``al_difficulty``), which Label Studio's Data Manager shows as sortable,
+filterable columns; only tasks whose values changed are updated, and their own data is kept.
+Label Studio 1.23.2's bulk prediction import drops ``cluster``, so with
 ``AL_CLUSTERS > 1`` predictions are created one request each (four at a time); with
 ``AL_CLUSTERS=1`` they go in bulk, 1,000 per request. With ``sum`` aggregation, uncertainty is
 divided by the pool's largest so that it stays in ``[0, 1]``.
@@ -43,6 +46,8 @@ from ml_backend.uncertainty import image_uncertainty
 log = logging.getLogger(__name__)
 
 QUEUE_VIEW_TITLE = "Active learning queue"
+# Task data keys that show the scores as Data Manager columns (sortable, filterable).
+DATA_KEYS = {"priority": "al_priority", "uncertainty": "al_uncertainty", "diversity": "al_diversity", "difficulty": "al_difficulty"}
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,29 @@ def score_tasks(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: P
     return ScoredPool(scores, predictions, errors)
 
 
+def score_columns(tasks: Sequence[Mapping[str, Any]], scores: Sequence[TaskScore]) -> dict[int, dict]:
+    """New ``data`` for each task whose score columns changed (rounded to 3 decimals).
+
+    The task's own data is kept as it is; only the ``al_*`` keys are added or replaced.
+    """
+    by_id = {int(t["id"]): t for t in tasks}
+    out: dict[int, dict] = {}
+    for s in scores:
+        task = by_id.get(s.task)
+        if task is None:
+            continue
+        data = dict(task.get("data") or {})
+        new = {
+            DATA_KEYS["priority"]: round(s.priority, 3),
+            DATA_KEYS["uncertainty"]: round(s.uncertainty, 3),
+            DATA_KEYS["diversity"]: round(s.diversity, 3),
+            DATA_KEYS["difficulty"]: s.difficulty,
+        }
+        if any(data.get(k) != v for k, v in new.items()):
+            out[s.task] = {**data, **new}
+    return out
+
+
 class ScoreStore:
     """Last scores per project, as JSON files under ``MODEL_DIR/scores`` (written atomically)."""
 
@@ -225,6 +253,9 @@ def score_project(client: Any, project_id: int, predictor: Predictor, settings: 
             client.import_predictions(project_id, pooled.predictions)
         client.use_uncertainty_sampling(project_id, version)
         client.ensure_view(project_id, QUEUE_VIEW_TITLE, ordering=["tasks:predictions_score"])
+    columns = score_columns(tasks, pooled.scores)
+    if columns:
+        client.update_task_data(columns)
     ScoreStore(settings.model_dir / "scores").save(project_id, pooled.scores)
     for tid, err in pooled.errors.items():
         log.warning("task %s not scored: %s", tid, err)

@@ -10,7 +10,7 @@ import pytest
 from ml_backend.label_config import select_target
 from ml_backend.model import ImagePrediction
 from ml_backend.predict import Served
-from ml_backend.scoring import ScoreStore, difficulty, image_scores, is_labeled, labeled_class_counts, score_tasks
+from ml_backend.scoring import ScoreStore, difficulty, score_columns, image_scores, is_labeled, labeled_class_counts, score_tasks
 from ml_backend.settings import Settings
 
 CFG = '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image"><Label value="a"/><Label value="b"/></RectangleLabels></View>'
@@ -132,6 +132,16 @@ def test_every_strategy_scores_the_pool_deterministically(strategy) -> None:
     runs = [score_tasks(tasks, SERVED, _pool()[1], settings(AL_STRATEGY=strategy)) for _ in range(2)]  # type: ignore[arg-type]
     assert [s.priority for s in runs[0].scores] == [s.priority for s in runs[1].scores]
     assert all(0 <= s.priority <= 1 for s in runs[0].scores)
+
+
+def test_score_columns_keep_the_task_data_and_skip_unchanged() -> None:
+    tasks, predictor = _pool()
+    pooled = score_tasks(tasks, SERVED, predictor, settings())  # type: ignore[arg-type]
+    cols = score_columns(tasks, pooled.scores)
+    assert set(cols) == {1, 2, 3, 5}
+    assert cols[2] == {"image": "/data/upload/2.jpg", "al_priority": 0.4, "al_uncertainty": 0.4, "al_diversity": cols[2]["al_diversity"], "al_difficulty": "medium"}
+    tasks_after = [dict(t, data=cols.get(t["id"], t["data"])) for t in tasks]
+    assert score_columns(tasks_after, pooled.scores) == {}
 
 
 def test_score_store_round_trip(tmp_path) -> None:

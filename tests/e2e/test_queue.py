@@ -74,6 +74,12 @@ def test_queue_follows_our_priority(ls_client, label_studio, pat, detect_weights
         assert preds[0]["score"] == pytest.approx(1 - s["priority"], abs=1e-6)
         assert preds[0]["cluster"] == s["cluster"]
 
+    # The scores are Data Manager columns: task data, next to the task's own image.
+    for t in ls_client.list_tasks(pid):
+        s = by_task[t["id"]]
+        assert t["data"]["image"].startswith("/data/upload/")
+        assert (t["data"]["al_priority"], t["data"]["al_difficulty"]) == (round(s["priority"], 3), s["difficulty"])
+
     first = ls_client.next_task(pid)
     assert first["id"] == expected_next(scores, {}) == max(scores, key=lambda s: s["priority"])["task"]
 
