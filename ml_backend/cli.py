@@ -82,12 +82,23 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--no-wait", action="store_true", help="set everything up, print, and stop (no serving)")
     p_score = sub.add_parser("score", help="score every task of a project and reorder its queue in Label Studio")
     p_score.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    p_bench = sub.add_parser("bench", help="benchmarks: scoring overhead, k-center, pushing predictions (not tests)")
+    p_bench.add_argument("--only", nargs="*", choices=["scoring", "kcenter", "push"], help="run only these")
+    p_bench.add_argument("--repeat", type=int, default=5, help="runs per figure (the median is reported)")
+    p_bench.add_argument("--out", default="bench.json")
+    p_bench.add_argument("--dir", default=".cache/bench", help="scratch folder (model, Label Studio)")
+    p_bench.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             serve(args.host, args.port, args.threads)
         elif args.command == "score":
             return score(args.project)
+        elif args.command == "bench":
+            from ml_backend.bench import run_bench
+
+            _logging("WARNING")
+            run_bench(args.out, args.only, args.repeat, args.dir, args.device)
         elif args.command == "demo":
             from ml_backend.demo import run_demo
 
