@@ -3,7 +3,8 @@
 Everything is made here (no downloads besides the Label Studio package itself): images of
 circles, squares and triangles; a YOLO detector trained on similar images from its yaml; a Label
 Studio project holding the images; this backend serving the detector, connected to the project;
-and pre-annotations fetched for every task. Open the printed URL and log in to see them.
+pre-annotations fetched for every task; and every task scored (uncertainty, diversity, priority)
+with the annotation queue ordered by priority. Open the printed URL and log in to see them.
 
 Run it with ``python -m ml_backend demo`` (or ``make demo``).
 """
@@ -51,6 +52,7 @@ class DemoResult:
     regions: int
     model_version: str
     token: str
+    queue: list[int]
 
 
 def _start_backend(workdir: Path, port: int, env_extra: dict[str, str]) -> subprocess.Popen:
@@ -99,10 +101,10 @@ def run_demo(
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    print("1/5 training the starter model (first run only) ...", flush=True)
+    print("1/6 training the starter model (first run only) ...", flush=True)
     weights = train_starter_model(workdir / "starter", kind="detect", epochs=epochs, imgsz=128, n_train=160, n_val=40)
 
-    print("2/5 starting Label Studio (installs it on first run) ...", flush=True)
+    print("2/6 starting Label Studio (installs it on first run) ...", flush=True)
     ls = LocalLabelStudio(workdir / "label-studio", port=ls_port or free_port())
     ls.start()
     backend_proc = None
@@ -110,7 +112,7 @@ def run_demo(
         token = ls.personal_access_token()
         client = LabelStudioClient(ls.url, token)
 
-        print("3/5 creating the project and its images ...", flush=True)
+        print("3/6 creating the project and its images ...", flush=True)
         existing = [p for p in client.get("/api/projects", params={"page_size": 100})["results"] if p["title"] == DEMO_TITLE]
         if existing:
             pid = existing[0]["id"]
@@ -127,31 +129,35 @@ def run_demo(
                 paths.append(str(p))
             client.upload_files(pid, paths)
 
-        print("4/5 starting this backend and connecting it ...", flush=True)
+        print("4/6 starting this backend and connecting it ...", flush=True)
         b_port = backend_port or free_port()
         backend_url = f"http://127.0.0.1:{b_port}"
-        backend_proc = _start_backend(
-            workdir,
-            b_port,
-            {
-                "MODEL_PATH": str(weights),
-                "MODEL_DIR": str(workdir / "backend-state"),
-                "LABEL_STUDIO_URL": ls.url,
-                "LABEL_STUDIO_API_KEY": token,
-                "IMGSZ": "128",
-                "SCORE_THRESHOLD": "0.35",
-            },
-        )
+        backend_env = {
+            "MODEL_PATH": str(weights),
+            "MODEL_DIR": str(workdir / "backend-state"),
+            "LABEL_STUDIO_URL": ls.url,
+            "LABEL_STUDIO_API_KEY": token,
+            "IMGSZ": "128",
+            "SCORE_THRESHOLD": "0.35",
+        }
+        backend_proc = _start_backend(workdir, b_port, backend_env)
         health = _wait_model(backend_url, backend_proc)
         for b in client.list_ml_backends(pid):  # a previous run's backend may have had another port
             if b["url"].rstrip("/") != backend_url:
                 client.request("DELETE", f"/api/ml/{b['id']}")
         client.add_ml_backend(pid, backend_url, title="YOLO active learning (demo)", is_interactive=True)
 
-        print("5/5 asking Label Studio for pre-annotations ...", flush=True)
+        print("5/6 asking Label Studio for pre-annotations ...", flush=True)
         client.retrieve_predictions(pid)
         # Show this version's predictions to annotators (the project's "use predictions" setting).
         client.patch(f"/api/projects/{pid}", json={"model_version": health["model_version"], "show_collab_predictions": True})
+        print("6/6 scoring every task and ordering the annotation queue ...", flush=True)
+        from ml_backend.predict import make_predictor
+        from ml_backend.scoring import score_project
+        from ml_backend.settings import Settings
+
+        score_settings = Settings.from_env({**backend_env, "AL_CLUSTERS": "3"})
+        pooled = score_project(client, pid, make_predictor(score_settings), score_settings, progress=False)
         tasks = client.list_tasks(pid)
         version = health["model_version"]
         ours = [[p for p in t.get("predictions", []) if p.get("model_version") == version] for t in tasks]
@@ -164,10 +170,13 @@ def run_demo(
             regions=sum(len(o[0]["result"]) for o in ours if o),
             model_version=version,
             token=token,
+            queue=[sc.task for sc in sorted((sc for sc in pooled.scores if not sc.labeled), key=lambda sc: -sc.priority)],
         )
         print(
             f"\nDemo ready: {result.predicted}/{result.tasks} tasks pre-annotated ({result.regions} boxes) by {version}.\n"
             f"  Label Studio: {ls.url}/projects/{pid}/data  (log in as {ls.username} / {ls.password})\n"
+            f"  Queue:        the Data Manager tab 'Active learning queue'; Label (the button) serves tasks {result.queue[:5]} first\n"
+            f"  Scores:       {backend_url}/scores?project={pid}\n"
             f"  Backend:      {backend_url}/health\n"
             f"  API token:    {workdir / 'label-studio' / 'personal-access-token'}\n",
             flush=True,

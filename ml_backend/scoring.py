@@ -31,16 +31,16 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ml_backend.diversity import diversity_scores, kmeans_clusters
+from ml_backend.diversity import diversity_scores, kmeans_clusters, normalize
 from ml_backend.ls_results import to_ls_results
 from ml_backend.model import ImagePrediction
 from ml_backend.predict import Predictor, Served
 from ml_backend.settings import Settings
-from ml_backend.strategies import Pool, StrategyParams, get_strategy
+from ml_backend.strategies import Pool, StrategyParams, class_rarity, get_strategy
 from ml_backend.uncertainty import image_uncertainty
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,8 @@ class ScoredPool:
     scores: list[TaskScore]
     predictions: list[dict]
     errors: dict[int, str]
+    embeddings: np.ndarray | None = None  # (n, d), rows in ``scores`` order
+    labeled_counts: np.ndarray | None = None  # (C,) labeled objects per model class
 
 
 def score_tasks(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: Predictor, settings: Settings, progress: bool = False) -> ScoredPool:
@@ -185,7 +187,7 @@ def score_tasks(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: P
         predictions.append(
             {"task": tid, "result": regions_of[j], "score": float(1.0 - priority[j]) if not lab[j] else 1.0, "model_version": version, "cluster": int(clusters[j])}
         )
-    return ScoredPool(scores, predictions, errors)
+    return ScoredPool(scores, predictions, errors, E, labeled_class_counts(tasks, served, n_classes))
 
 
 def score_columns(tasks: Sequence[Mapping[str, Any]], scores: Sequence[TaskScore]) -> dict[int, dict]:
@@ -211,6 +213,79 @@ def score_columns(tasks: Sequence[Mapping[str, Any]], scores: Sequence[TaskScore
     return out
 
 
+def stream_priority(u: np.ndarray, d: np.ndarray, r: np.ndarray, settings: Settings, task_ids: np.ndarray) -> np.ndarray:
+    """Priority of tasks arriving between full scorings, from their own scores alone.
+
+    ``uncertainty``: ``u * r^c``, exactly as in a full scoring. ``random``: a seeded draw per task
+    id. ``diversity`` / ``hybrid``: ``0.5 * d^(2b) * (eps + u)^a * r^c`` (``a = 0`` for
+    diversity; ``d`` the diversity score): the same objective as the k-center step, placed in the
+    lower half of the queue, below the batch the last full scoring spread out with k-center; the
+    next full scoring places them exactly.
+    """
+    c = settings.al_class_balance_weight
+    if settings.al_strategy == "uncertainty":
+        return np.clip(u, 0, 1) * r**c
+    if settings.al_strategy == "random":
+        return np.array([np.random.default_rng([settings.al_seed, int(t)]).random() for t in task_ids])
+    a = settings.al_uncertainty_weight if settings.al_strategy == "hybrid" else 0.0
+    value = np.clip(d, 0, 1) ** (2 * settings.al_diversity_weight) * (1e-6 + np.clip(u, 0, 1)) ** a * r**c
+    return 0.5 * np.clip(value, 0, 1)
+
+
+def score_new_tasks(
+    client: Any, project_id: int, tasks: Sequence[Mapping[str, Any]], predictor: Predictor, settings: Settings, store: "ScoreStore"
+) -> ScoredPool:
+    """Score tasks imported after the last full scoring and put them in the queue (no full re-score).
+
+    Uses the embeddings and cluster centres kept by the last full scoring; a project never scored
+    gets a full scoring instead.
+    """
+    state = store.load_state(project_id)
+    if state is None:
+        return score_project(client, project_id, predictor, settings, progress=False)
+    project = client.get_project(project_id)
+    served = predictor.serve(project["label_config"])
+    n_classes = len(served.model.names)
+    conf = min(settings.candidate_threshold, settings.score_threshold)
+    rows, errors = [], {}
+    for task, pred in zip(tasks, predictor.run(tasks, served, with_scores=True, conf=conf)):
+        if isinstance(pred, str):
+            errors[int(task["id"])] = pred
+            continue
+        u, counts = image_scores(pred, settings, n_classes)
+        regions, _ = to_ls_results(pred, served.target, served.label_map, settings.score_threshold)
+        rows.append((int(task["id"]), u, counts, pred.embedding, regions))
+    if not rows:
+        return ScoredPool([], [], errors)
+    ids = np.array([r[0] for r in rows])
+    u = np.array([r[1] for r in rows], dtype=np.float64)
+    if settings.uncertainty_aggregation == "sum":
+        u = u / max(1.0, float(state["max_uncertainty"]))
+    u = np.clip(u, 0, 1)
+    labeled_emb = state["embeddings"][state["labeled"]] if state["labeled"].any() else None
+    has_emb = all(r[3] is not None for r in rows)
+    E = np.stack([r[3] for r in rows]) if has_emb else None
+    d = diversity_scores(E, labeled_emb) if E is not None else np.ones(len(rows))
+    rarity = class_rarity(np.stack([r[2] for r in rows]), state["labeled_counts"] if len(state["labeled_counts"]) else None, len(rows))
+    prio = stream_priority(u, d, rarity, settings, ids)
+    if E is not None and len(state["centroids"]):
+        clusters = np.argmax(normalize(E) @ state["centroids"].T, axis=1)
+    else:
+        clusters = np.zeros(len(rows), dtype=int)
+    version = served.model.version
+    scores = [TaskScore(int(t), float(u[j]), float(d[j]), float(prio[j]), int(clusters[j]), difficulty(float(u[j])), False, version) for j, t in enumerate(ids)]
+    predictions = [
+        {"task": int(t), "result": rows[j][4], "score": float(1 - prio[j]), "model_version": version, "cluster": int(clusters[j])} for j, t in enumerate(ids)
+    ]
+    client.create_predictions(predictions)
+    columns = score_columns(tasks, scores)
+    if columns:
+        client.update_task_data(columns)
+    pooled = ScoredPool(scores, predictions, errors, E)
+    store.append(project_id, pooled)
+    return pooled
+
+
 class ScoreStore:
     """Last scores per project, as JSON files under ``MODEL_DIR/scores`` (written atomically)."""
 
@@ -220,16 +295,55 @@ class ScoreStore:
     def path(self, project_id: int) -> Path:
         return self.root / f"project-{int(project_id)}.json"
 
-    def save(self, project_id: int, scores: Sequence[TaskScore]) -> None:
+    def state_path(self, project_id: int) -> Path:
+        return self.root / f"project-{int(project_id)}.npz"
+
+    def _atomic(self, target: Path, write: Callable[[Any], None], mode: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            json.dump([asdict(s) for s in scores], f)
-        os.replace(tmp, self.path(project_id))
+        with os.fdopen(fd, mode) as f:
+            write(f)
+        os.replace(tmp, target)
+
+    def save(self, project_id: int, scores: Sequence[TaskScore], pooled: "ScoredPool | None" = None, n_clusters: int = 8) -> None:
+        """Keep the scores (for ``/scores``) and, with ``pooled``, what stream scoring needs."""
+        self._atomic(self.path(project_id), lambda f: json.dump([asdict(s) for s in scores], f), "w")
+        if pooled is not None and pooled.embeddings is not None and len(pooled.scores):
+            E = normalize(pooled.embeddings)
+            clusters = np.array([s.cluster for s in pooled.scores])
+            centroids = np.stack([E[clusters == c].mean(axis=0) for c in sorted(set(clusters.tolist()))])
+            arrays = {
+                "task_ids": np.array([s.task for s in pooled.scores]),
+                "embeddings": E,
+                "labeled": np.array([s.labeled for s in pooled.scores]),
+                "centroids": normalize(centroids),
+                "labeled_counts": pooled.labeled_counts if pooled.labeled_counts is not None else np.zeros(0),
+                "max_uncertainty": np.array(max(1.0, max(s.uncertainty for s in pooled.scores))),
+            }
+            self._atomic(self.state_path(project_id), lambda f: np.savez(f, **arrays), "wb")
 
     def load(self, project_id: int) -> list[dict] | None:
         p = self.path(project_id)
         return json.loads(p.read_text()) if p.exists() else None
+
+    def load_state(self, project_id: int) -> dict[str, np.ndarray] | None:
+        p = self.state_path(project_id)
+        if not p.exists():
+            return None
+        with np.load(p) as z:
+            return {k: z[k] for k in z.files}
+
+    def append(self, project_id: int, pooled: "ScoredPool") -> None:
+        """Add newly scored tasks to the stored scores and embeddings."""
+        old = {s["task"]: s for s in self.load(project_id) or []}
+        old.update({s.task: asdict(s) for s in pooled.scores})
+        self._atomic(self.path(project_id), lambda f: json.dump(list(old.values()), f), "w")
+        state = self.load_state(project_id)
+        if state is not None and pooled.embeddings is not None:
+            state["task_ids"] = np.concatenate([state["task_ids"], [s.task for s in pooled.scores]])
+            state["embeddings"] = np.concatenate([state["embeddings"], normalize(pooled.embeddings)])
+            state["labeled"] = np.concatenate([state["labeled"], np.zeros(len(pooled.scores), dtype=bool)])
+            self._atomic(self.state_path(project_id), lambda f: np.savez(f, **state), "wb")
 
 
 def score_project(client: Any, project_id: int, predictor: Predictor, settings: Settings, progress: bool = True) -> ScoredPool:
@@ -256,7 +370,7 @@ def score_project(client: Any, project_id: int, predictor: Predictor, settings: 
     columns = score_columns(tasks, pooled.scores)
     if columns:
         client.update_task_data(columns)
-    ScoreStore(settings.model_dir / "scores").save(project_id, pooled.scores)
+    ScoreStore(settings.model_dir / "scores").save(project_id, pooled.scores, pooled)
     for tid, err in pooled.errors.items():
         log.warning("task %s not scored: %s", tid, err)
     return pooled

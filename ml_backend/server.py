@@ -28,6 +28,7 @@ from ml_backend.label_config import LabelConfigError
 from ml_backend.model import ModelHolder, ModelUnavailableError
 from ml_backend.predict import BadRequest, Predictor, make_fetcher, make_holder
 from ml_backend.scoring import ScoreStore
+from ml_backend.scoring_jobs import ScoringJobs
 from ml_backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -152,12 +153,27 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         results = state.predictor.predict(tasks, label_config)
         return jsonify({"results": results, "model_version": holder.version})
 
+    def ls_client():  # noqa: ANN202
+        if not settings.label_studio_url or not settings.label_studio_api_key:
+            return None
+        from integrations.label_studio import LabelStudioClient
+
+        return LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
+
+    jobs = ScoringJobs(settings, state.predictor, ls_client)
+    app.extensions["scoring_jobs"] = jobs
+
     @app.post("/webhook")
     def webhook() -> Response:
         data = _json_body()
         action = data.get("action")
         if not isinstance(action, str) or not action:
             raise BadRequest("'action' (the Label Studio event name) is required")
+        project = data.get("project")
+        project_id = project.get("id") if isinstance(project, dict) else project
+        if action == "TASKS_CREATED" and isinstance(project_id, int) and isinstance(data.get("tasks"), list):
+            pending = jobs.add_tasks(project_id, data["tasks"])
+            return jsonify({"status": "ok", "action": action, "queued_for_scoring": pending})
         log.debug("webhook %s", action)
         return jsonify({"status": "ok", "action": action})
 

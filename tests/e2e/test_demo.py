@@ -12,6 +12,7 @@ def test_demo_sets_everything_up_and_is_idempotent(tmp_path) -> None:
     assert first.tasks == 3
     assert first.predicted == 3  # Label Studio stored a prediction of our version for every task
     assert first.model_version.startswith("detect-")
+    assert sorted(first.queue) == list(range(1, 4))  # every task scored and placed in the queue
     again = run_demo(tmp_path / "demo", ls_port=0, backend_port=0, n_images=3, epochs=2, wait=False)
     assert (again.project_id, again.tasks, again.model_version) == (first.project_id, 3, first.model_version)
     assert again.predicted == 3

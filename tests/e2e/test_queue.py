@@ -113,3 +113,50 @@ def test_score_command_and_scores_route(ls_client, label_studio, pat, detect_wei
     assert all(s["priority"] == pytest.approx(s["uncertainty"]) for s in body["scores"])  # uncertainty strategy, no class term
     assert client.get("/scores?project=999").status_code == 404
     assert client.get("/scores").status_code == 400
+
+
+def _wait(predicate, timeout: float = 120.0, step: float = 1.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out waiting")
+
+
+def test_imported_tasks_are_scored_as_they_arrive(ls_client, backend, tmp_path) -> None:
+    import requests
+
+    rng = np.random.default_rng(21)
+
+    def images(prefix: str, n: int) -> list[str]:
+        out = []
+        for i in range(n):
+            p = tmp_path / f"{prefix}_{i}.jpg"
+            make_image(rng, 96, 80).image.save(p, quality=95)
+            out.append(str(p))
+        return out
+
+    pid = ls_client.create_project("e2e stream", CONFIG)["id"]
+    ls_client.add_ml_backend(pid, backend.url, title="stream")
+    version = requests.get(f"{backend.url}/health", timeout=1).json()["model_version"]
+
+    def scored_ids() -> set[int]:
+        r = requests.get(f"{backend.url}/scores", params={"project": pid}, timeout=5)
+        return {s["task"] for s in r.json()["scores"]} if r.status_code == 200 else set()
+
+    ls_client.upload_files(pid, images("first", 4))  # never scored: the first event scores the whole project
+    first_ids = {t["id"] for t in ls_client.list_tasks(pid)}
+    _wait(lambda: first_ids <= scored_ids())
+    ls_client.upload_files(pid, images("later", 2))  # stream-based: only the new tasks
+    all_ids = {t["id"] for t in ls_client.list_tasks(pid)}
+    _wait(lambda: all_ids <= scored_ids())
+    for t in ls_client.list_tasks(pid):
+        ours = [p for p in ls_client.task_predictions(t["id"]) if p["model_version"] == version]
+        assert len(ours) == 1 and ours[0]["cluster"] is not None
+        assert 0.0 <= t["data"]["al_priority"] <= 1.0
+    assert ls_client.get_project(pid)["sampling"] == "Uncertainty sampling"
+    assert ls_client.next_task(pid)["id"] in all_ids

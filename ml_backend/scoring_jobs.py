@@ -1,0 +1,80 @@
+"""Scoring in the background of the server: webhook handlers only enqueue, one thread works.
+
+``TASKS_CREATED`` events add tasks to a per-project pending set; the worker scores them
+against the last full scoring (stream-based selection, :func:`ml_backend.scoring.score_new_tasks`)
+and puts them in the queue. Events that arrive while the worker is busy coalesce: each project's
+pending tasks go in one run. Nothing here blocks a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Mapping
+
+from ml_backend.predict import Predictor
+from ml_backend.scoring import ScoreStore, score_new_tasks
+from ml_backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ScoringJobs:
+    """A single background worker with per-project coalescing.
+
+    Args:
+        settings: backend settings.
+        predictor: the served model.
+        client_factory: returns a Label Studio client (``None`` when not configured).
+    """
+
+    def __init__(self, settings: Settings, predictor: Predictor, client_factory: Callable[[], Any]):
+        self.settings = settings
+        self.predictor = predictor
+        self.client_factory = client_factory
+        self.store = ScoreStore(settings.model_dir / "scores")
+        self._pending: dict[int, dict[int, Mapping[str, Any]]] = {}
+        self._cond = threading.Condition()
+        self._busy = False
+        self.runs = 0
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._loop, name="scoring-jobs", daemon=True)
+        self._thread.start()
+
+    def add_tasks(self, project_id: int, tasks: list[Mapping[str, Any]]) -> int:
+        """Queue new tasks of a project for stream scoring; returns how many are pending."""
+        with self._cond:
+            pending = self._pending.setdefault(int(project_id), {})
+            for t in tasks:
+                if isinstance(t, Mapping) and "id" in t:
+                    pending[int(t["id"])] = t
+            self._cond.notify()
+            return len(pending)
+
+    def idle(self, timeout: float = 0.0) -> bool:
+        """True when nothing is pending or running (waits up to ``timeout`` seconds)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout=timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending))
+                project_id, tasks = self._pending.popitem()
+                self._busy = True
+            try:
+                client = self.client_factory()
+                if client is None:
+                    log.warning("TASKS_CREATED for project %s ignored: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY", project_id)
+                else:
+                    pooled = score_new_tasks(client, project_id, list(tasks.values()), self.predictor, self.settings, self.store)
+                    log.info("project %s: %d new tasks scored and queued", project_id, len(pooled.scores))
+                self.last_error = None
+            except Exception as exc:  # keep the worker alive; the next event retries
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("stream scoring of project %s failed", project_id)
+            finally:
+                with self._cond:
+                    self.runs += 1
+                    self._busy = False
+                    self._cond.notify_all()
