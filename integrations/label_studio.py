@@ -250,9 +250,17 @@ class LabelStudioClient:
             json={"sampling": "Uncertainty sampling", "model_version": model_version, "show_collab_predictions": True},
         )
 
-    def ensure_view(self, project_id: int, title: str, ordering: list[str], hidden: dict | None = None) -> dict:
-        """A Data Manager tab with this title and ordering (created once, then updated)."""
+    def ensure_view(
+        self, project_id: int, title: str, ordering: list[str], hidden: dict | None = None, display_types: dict[str, str] | None = None
+    ) -> dict:
+        """A Data Manager tab with this title and ordering (created once, then updated).
+
+        ``display_types`` maps column ids to Data Manager types (e.g. ``"Number"``), so that task
+        data columns sort and filter as numbers rather than text.
+        """
         data = {"title": title, "ordering": ordering, "hiddenColumns": hidden or {"explore": [], "labeling": []}}
+        if display_types:
+            data["columnsDisplayType"] = display_types
         for view in self.get("/api/dm/views", params={"project": int(project_id)}):
             if view.get("data", {}).get("title") == title:
                 return self.patch(f"/api/dm/views/{view['id']}", json={"project": int(project_id), "data": {**view.get("data", {}), **data}})

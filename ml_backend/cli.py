@@ -12,6 +12,7 @@ from ml_backend.settings import Settings, SettingsError
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs failed CPU-specific builds at INFO
 
 
 def serve(host: str, port: int, threads: int = 8) -> None:

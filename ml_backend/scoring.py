@@ -46,6 +46,14 @@ from ml_backend.uncertainty import image_uncertainty
 log = logging.getLogger(__name__)
 
 QUEUE_VIEW_TITLE = "Active learning queue"
+# Columns the queue tab hides so that the score columns fit on screen.
+QUEUE_VIEW_HIDDEN = {
+    "explore": [f"tasks:{c}" for c in (
+        "inner_id", "annotators", "annotations_results", "annotations_ids", "predictions_results", "predictions_model_versions",
+        "file_upload", "storage_filename", "created_at", "updated_at", "updated_by", "avg_lead_time", "draft_exists", "completed_at",
+    )],
+    "labeling": [],
+}
 # Task data keys that show the scores as Data Manager columns (sortable, filterable).
 DATA_KEYS = {"priority": "al_priority", "uncertainty": "al_uncertainty", "diversity": "al_diversity", "difficulty": "al_difficulty"}
 
@@ -366,7 +374,13 @@ def score_project(client: Any, project_id: int, predictor: Predictor, settings: 
         else:
             client.import_predictions(project_id, pooled.predictions)
         client.use_uncertainty_sampling(project_id, version)
-        client.ensure_view(project_id, QUEUE_VIEW_TITLE, ordering=["tasks:predictions_score"])
+        client.ensure_view(
+            project_id,
+            QUEUE_VIEW_TITLE,
+            ordering=["tasks:predictions_score"],
+            hidden=QUEUE_VIEW_HIDDEN,
+            display_types={f"tasks:data.{DATA_KEYS[k]}": "Number" for k in ("priority", "uncertainty", "diversity")},
+        )
     columns = score_columns(tasks, pooled.scores)
     if columns:
         client.update_task_data(columns)

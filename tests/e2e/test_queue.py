@@ -65,6 +65,7 @@ def test_queue_follows_our_priority(ls_client, label_studio, pat, detect_weights
     assert project["model_version"] == pooled.scores[0].model_version
     views = [v for v in ls_client.get("/api/dm/views", params={"project": pid}) if v["data"].get("title") == QUEUE_VIEW_TITLE]
     assert len(views) == 1 and views[0]["data"]["ordering"] == ["tasks:predictions_score"]
+    assert views[0]["data"]["columnsDisplayType"]["tasks:data.al_priority"] == "Number"  # sorts and filters as a number
 
     # Every task: exactly one prediction of our version, score = 1 - priority, our cluster.
     by_task = {s["task"]: s for s in scores}
