@@ -2,8 +2,11 @@
 
 ``TASKS_CREATED`` events add tasks to a per-project pending set; the worker scores them
 against the last full scoring (stream-based selection, :func:`ml_backend.scoring.score_new_tasks`)
-and puts them in the queue. Events that arrive while the worker is busy coalesce: each project's
-pending tasks go in one run. Nothing here blocks a request.
+and puts them in the queue. Label events (annotations created, updated or deleted) are counted
+per project; every ``RESCORE_MIN_NEW_LABELS`` of them the whole project is re-scored, so the
+diversity of the rest follows the labels. Events that arrive while the worker is busy coalesce:
+each project's pending work goes in one run. Nothing here blocks a request. (The counts live in
+memory; the retraining milestone makes them durable.)
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import threading
 from typing import Any, Callable, Mapping
 
 from ml_backend.predict import Predictor
-from ml_backend.scoring import ScoreStore, score_new_tasks
+from ml_backend.scoring import ScoreStore, score_new_tasks, score_project
 from ml_backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,8 @@ class ScoringJobs:
         self.client_factory = client_factory
         self.store = ScoreStore(settings.model_dir / "scores")
         self._pending: dict[int, dict[int, Mapping[str, Any]]] = {}
+        self._full: set[int] = set()
+        self._labels: dict[int, int] = {}
         self._cond = threading.Condition()
         self._busy = False
         self.runs = 0
@@ -51,21 +56,39 @@ class ScoringJobs:
             self._cond.notify()
             return len(pending)
 
+    def add_labels(self, project_id: int, count: int = 1) -> int:
+        """Count label events; at ``RESCORE_MIN_NEW_LABELS`` a full re-score is queued. Returns the count."""
+        with self._cond:
+            n = self._labels.get(int(project_id), 0) + max(1, count)
+            if n >= self.settings.rescore_min_new_labels:
+                self._full.add(int(project_id))
+                self._pending.pop(int(project_id), None)  # a full scoring covers new tasks too
+                n = 0
+                self._cond.notify()
+            self._labels[int(project_id)] = n
+            return n
+
     def idle(self, timeout: float = 0.0) -> bool:
         """True when nothing is pending or running (waits up to ``timeout`` seconds)."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout=timeout)
+            return self._cond.wait_for(lambda: not self._pending and not self._full and not self._busy, timeout=timeout)
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._pending))
-                project_id, tasks = self._pending.popitem()
+                self._cond.wait_for(lambda: bool(self._pending or self._full))
+                if self._full:
+                    project_id, tasks, full = self._full.pop(), {}, True
+                else:
+                    (project_id, tasks), full = self._pending.popitem(), False
                 self._busy = True
             try:
                 client = self.client_factory()
                 if client is None:
-                    log.warning("TASKS_CREATED for project %s ignored: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY", project_id)
+                    log.warning("scoring for project %s skipped: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY", project_id)
+                elif full:
+                    pooled = score_project(client, project_id, self.predictor, self.settings, progress=False)
+                    log.info("project %s re-scored after new labels: %d tasks", project_id, len(pooled.scores))
                 else:
                     pooled = score_new_tasks(client, project_id, list(tasks.values()), self.predictor, self.settings, self.store)
                     log.info("project %s: %d new tasks scored and queued", project_id, len(pooled.scores))

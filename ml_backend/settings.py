@@ -61,6 +61,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("AL_BATCH", "100", "How many tasks k-center orders at the top of the queue per scoring round."),
     SettingSpec("AL_CLUSTERS", "8", "k-means clusters written as each prediction's `cluster` (Label Studio spreads annotators over clusters). `1` turns clusters off and pushes predictions in bulk."),
     SettingSpec("AL_SEED", "0", "Seed for every random choice in scoring (same seed, same queue)."),
+    SettingSpec("RESCORE_MIN_NEW_LABELS", "20", "Re-score the whole project in the background after this many label events (webhooks), so diversity follows the labels."),
 )
 
 _SPEC_BY_NAME = {s.name: s for s in SPECS}
@@ -153,6 +154,7 @@ class Settings:
     al_batch: int = 100
     al_clusters: int = 8
     al_seed: int = 0
+    rescore_min_new_labels: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -195,6 +197,7 @@ class Settings:
             al_batch=_parse(env, "AL_BATCH", _positive_int, "a positive integer"),
             al_clusters=_parse(env, "AL_CLUSTERS", _positive_int, "a positive integer"),
             al_seed=_parse(env, "AL_SEED", int, "an integer"),
+            rescore_min_new_labels=_parse(env, "RESCORE_MIN_NEW_LABELS", _positive_int, "a positive integer"),
         )
 
     @property

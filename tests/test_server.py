@@ -369,6 +369,18 @@ def test_webhook_accepts_events(tmp_path, detect_weights, body, status) -> None:
     assert client.post("/webhook", json=body).status_code == status
 
 
+def test_webhook_counts_label_events_and_queues_new_tasks(tmp_path, detect_weights) -> None:
+    app = new_app(make_settings(tmp_path, detect_weights, RESCORE_MIN_NEW_LABELS=50))
+    client = app.test_client()
+    r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 4}, "annotation": {"id": 1}}).get_json()
+    assert r["labels_since_scoring"] == 1
+    r = client.post("/webhook", json={"action": "ANNOTATIONS_CREATED", "project": {"id": 4}, "annotations": [{"id": 2}, {"id": 3}]}).get_json()
+    assert r["labels_since_scoring"] == 3
+    r = client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 4}, "tasks": [{"id": 10}, {"id": 11}]}).get_json()
+    assert r["queued_for_scoring"] in (1, 2)  # the worker may already have taken some
+    assert app.extensions["scoring_jobs"].idle(10)  # no Label Studio configured: skipped, worker alive
+
+
 def test_huge_payload_is_refused(tmp_path, detect_weights) -> None:
     client = new_app(make_settings(tmp_path, detect_weights)).test_client()
     resp = client.post("/predict", data=b"{" + b" " * (33 * 1024 * 1024) + b"}", content_type="application/json")

@@ -41,6 +41,7 @@ def test_reads_every_value() -> None:
         "AL_BATCH": "20",
         "AL_CLUSTERS": "4",
         "AL_SEED": "7",
+        "RESCORE_MIN_NEW_LABELS": "5",
     }
     s = Settings.from_env(env)
     assert s.label_studio_url == "http://ls:8080"

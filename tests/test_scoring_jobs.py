@@ -1,0 +1,80 @@
+"""The background scoring worker: enqueue-only webhooks, coalescing, label counting."""
+
+import threading
+
+import pytest
+
+import ml_backend.scoring_jobs as jobs_mod
+from ml_backend.scoring_jobs import ScoringJobs
+from ml_backend.settings import Settings
+
+
+@pytest.fixture()
+def recorded(monkeypatch):
+    calls = []
+    gate = threading.Event()
+
+    def fake_new(client, project_id, tasks, predictor, settings, store):
+        gate.wait(5)
+        calls.append(("new", project_id, sorted(t["id"] for t in tasks)))
+        return type("P", (), {"scores": tasks})()
+
+    def fake_full(client, project_id, predictor, settings, progress=False):
+        gate.wait(5)
+        calls.append(("full", project_id))
+        return type("P", (), {"scores": []})()
+
+    monkeypatch.setattr(jobs_mod, "score_new_tasks", fake_new)
+    monkeypatch.setattr(jobs_mod, "score_project", fake_full)
+    return calls, gate
+
+
+def make(tmp_path, client=object(), **env) -> ScoringJobs:
+    settings = Settings.from_env({"MODEL_DIR": str(tmp_path), **env})
+    return ScoringJobs(settings, predictor=None, client_factory=lambda: client)  # type: ignore[arg-type]
+
+
+def test_new_tasks_coalesce_while_the_worker_is_busy(tmp_path, recorded) -> None:
+    calls, gate = recorded
+    jobs = make(tmp_path)
+    jobs.add_tasks(1, [{"id": 1}])
+    assert not jobs.idle(0.2)  # the first run is held at the gate
+    jobs.add_tasks(1, [{"id": 2}, {"id": 3}])
+    jobs.add_tasks(1, [{"id": 3}, {"no": "id"}])
+    gate.set()
+    assert jobs.idle(5)
+    assert calls == [("new", 1, [1]), ("new", 1, [2, 3])]
+
+
+def test_labels_trigger_one_full_rescore_every_n(tmp_path, recorded) -> None:
+    calls, gate = recorded
+    gate.set()
+    jobs = make(tmp_path, RESCORE_MIN_NEW_LABELS="3")
+    assert [jobs.add_labels(7) for _ in range(2)] == [1, 2]
+    assert jobs.idle(2) and calls == []
+    assert jobs.add_labels(7) == 0
+    assert jobs.idle(5)
+    assert calls == [("full", 7)]
+    assert jobs.add_labels(7, count=5) == 0  # a bulk event counts all its labels
+    assert jobs.idle(5) and calls == [("full", 7), ("full", 7)]
+
+
+def test_without_label_studio_settings_nothing_runs_and_the_worker_survives(tmp_path, recorded) -> None:
+    calls, gate = recorded
+    gate.set()
+    jobs = make(tmp_path, client=None)
+    jobs.add_tasks(1, [{"id": 1}])
+    assert jobs.idle(5) and calls == []
+    assert jobs.runs == 1
+
+
+def test_a_failing_run_is_reported_and_the_next_one_runs(tmp_path, monkeypatch) -> None:
+    def boom(*a, **k):
+        raise RuntimeError("Label Studio is down")
+
+    monkeypatch.setattr(jobs_mod, "score_new_tasks", boom)
+    jobs = make(tmp_path)
+    jobs.add_tasks(1, [{"id": 1}])
+    assert jobs.idle(5) and "Label Studio is down" in jobs.last_error
+    jobs.add_tasks(1, [{"id": 2}])
+    assert jobs.idle(5) and jobs.runs == 2
