@@ -16,7 +16,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -77,6 +77,7 @@ class Predictor:
         self.settings = settings
         self.holder = holder
         self.fetcher = fetcher
+        self.embedder = load_embedder(settings.embedder) if settings.embedder else None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="image-fetch")
 
     def serve(self, label_config: str, wait: float | None = None) -> Served:
@@ -148,6 +149,12 @@ class Predictor:
                 preds = served.model.predict(
                     images, conf=conf, imgsz=self.settings.imgsz, device=self.settings.ultralytics_device, batch=size, with_scores=with_scores
                 )
+                if with_scores and self.embedder is not None:
+                    embeddings = np.asarray(self.embedder(images), dtype=np.float32)
+                    if embeddings.shape[0] != len(images) or embeddings.ndim != 2:
+                        raise ValueError(f"EMBEDDER returned shape {embeddings.shape} for {len(images)} images; expected (n, d)")
+                    for pred, emb in zip(preds, embeddings):
+                        pred.embedding = emb
                 results.update(zip(where, preds))
             for i in idx:
                 yield results[i]
@@ -156,6 +163,24 @@ class Predictor:
         task_id = _task_id(task)
         log.warning("task %s: %s", task_id, message)
         return {"task": task_id, "error": message, "model_version": self.holder.version}
+
+
+def load_embedder(path: str) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """The ``module:function`` named by ``EMBEDDER``.
+
+    Raises:
+        ValueError: it cannot be imported or is not callable.
+    """
+    import importlib
+
+    module_name, _, attr = path.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"EMBEDDER={path!r} could not be loaded: {exc}") from None
+    if not callable(fn):
+        raise ValueError(f"EMBEDDER={path!r} is not a function")
+    return fn
 
 
 def make_fetcher(settings: Settings, ls_url: str, api_key: str) -> ImageFetcher:

@@ -61,6 +61,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("AL_BATCH", "100", "How many tasks k-center orders at the top of the queue per scoring round."),
     SettingSpec("AL_CLUSTERS", "8", "k-means clusters written as each prediction's `cluster` (Label Studio spreads annotators over clusters). `1` turns clusters off and pushes predictions in bulk."),
     SettingSpec("AL_SEED", "0", "Seed for every random choice in scoring (same seed, same queue)."),
+    SettingSpec("EMBEDDER", "", "Optional `module:function` that embeds images for diversity instead of the model's own features: it takes a list of RGB arrays (H, W, 3) and returns an (n, d) array."),
     SettingSpec("RESCORE_MIN_NEW_LABELS", "20", "Re-score the whole project in the background after this many label events (webhooks), so diversity follows the labels."),
 )
 
@@ -106,6 +107,12 @@ def _allowed_hosts(raw: str) -> tuple[str, ...]:
         if "/" in item:
             ipaddress.ip_network(item, strict=False)  # raises ValueError with a clear message
     return items
+
+
+def _import_path(raw: str) -> str:
+    if raw and (raw.count(":") != 1 or not all(raw.split(":"))):
+        raise ValueError("write it as package.module:function")
+    return raw
 
 
 def _one_of(*choices: str) -> Callable[[str], str]:
@@ -155,6 +162,7 @@ class Settings:
     al_clusters: int = 8
     al_seed: int = 0
     rescore_min_new_labels: int = 20
+    embedder: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -198,6 +206,7 @@ class Settings:
             al_clusters=_parse(env, "AL_CLUSTERS", _positive_int, "a positive integer"),
             al_seed=_parse(env, "AL_SEED", int, "an integer"),
             rescore_min_new_labels=_parse(env, "RESCORE_MIN_NEW_LABELS", _positive_int, "a positive integer"),
+            embedder=_parse(env, "EMBEDDER", _import_path, "module:function"),
         )
 
     @property

@@ -152,3 +152,36 @@ def test_score_store_round_trip(tmp_path) -> None:
     store.save(7, pooled.scores)
     assert store.load(7) == json.loads(json.dumps([s.__dict__ for s in pooled.scores]))
     assert not list((tmp_path / "scores").glob(".tmp-*"))
+
+
+def mean_color_embedder(images):
+    """A stand-in user embedder: mean colour per image."""
+    return np.stack([im.reshape(-1, 3).mean(axis=0) for im in images])
+
+
+def test_a_pluggable_embedder_replaces_the_model_features(tmp_path, tiny_weights) -> None:
+    from ml_backend.predict import Predictor, make_fetcher, make_holder
+
+    s = Settings.from_env({"MODEL_PATH": str(tiny_weights("detect")), "MODEL_DIR": str(tmp_path), "EMBEDDER": "tests.test_scoring:mean_color_embedder", "IMGSZ": "64"})
+    predictor = Predictor(s, make_holder(s), make_fetcher(s, "", ""))
+    red = np.zeros((40, 50, 3), np.uint8)
+    red[..., 0] = 200
+    predictor._load = lambda task, target: red  # type: ignore[method-assign]
+    served = predictor.serve(CFG.replace('"a"', '"circle"').replace('"b"', '"square"'))
+    out = list(predictor.run([{"id": 1}], served, with_scores=True))
+    assert out[0].embedding.tolist() == [200.0, 0.0, 0.0]
+    plain = list(predictor.run([{"id": 1}], served))
+    assert plain[0].embedding is None
+
+
+@pytest.mark.parametrize(("value", "fragment"), [("nocolon", "module:function"), ("tests.nope:f", "could not be loaded"), ("json:__name__", "not a function")])
+def test_bad_embedder(tmp_path, value, fragment) -> None:
+    from ml_backend.predict import load_embedder
+    from ml_backend.settings import SettingsError
+
+    if ":" not in value:
+        with pytest.raises(SettingsError, match=fragment):
+            Settings.from_env({"EMBEDDER": value})
+    else:
+        with pytest.raises(ValueError, match=fragment):
+            load_embedder(value)
