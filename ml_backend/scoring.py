@@ -169,6 +169,8 @@ def score_tasks(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: P
     priority = np.zeros(len(ids))
     diversity = np.ones(len(ids))
     strategy = settings.al_strategy if has_emb or settings.al_strategy in ("random", "uncertainty") else "uncertainty"
+    if strategy != settings.al_strategy:
+        log.warning("AL_STRATEGY=%s needs embeddings, which these weights do not give (exported model?): using uncertainty", settings.al_strategy)
     if E is not None:
         diversity = diversity_scores(E, E[lab] if lab.any() else None)
     if len(pool_idx):
