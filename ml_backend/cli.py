@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p_score = sub.add_parser("score", help="score every task of a project and reorder its queue in Label Studio")
     p_score.add_argument("--project", type=int, required=True, help="Label Studio project id")
     p_bench = sub.add_parser("bench", help="benchmarks: scoring overhead, k-center, pushing predictions (not tests)")
-    p_bench.add_argument("--only", nargs="*", choices=["scoring", "kcenter", "push"], help="run only these")
+    p_bench.add_argument("--only", nargs="*", choices=["scoring", "kcenter", "push", "push-each"], help="run only these")
     p_bench.add_argument("--repeat", type=int, default=5, help="runs per figure (the median is reported)")
     p_bench.add_argument("--out", default="bench.json")
     p_bench.add_argument("--dir", default=".cache/bench", help="scratch folder (model, Label Studio)")

@@ -17,9 +17,9 @@ previous predictions (one bulk delete); the project is switched to uncertainty s
 version. The scores are also written into each task's data (``al_priority``, ``al_uncertainty``,
 ``al_diversity``, ``al_difficulty``), which Label Studio's Data Manager shows as sortable,
 filterable columns; only tasks whose values changed are updated, and their own data is kept.
-Label Studio 1.23.2's bulk prediction import drops ``cluster``, so with
-``AL_CLUSTERS > 1`` predictions are created one request each (four at a time); with
-``AL_CLUSTERS=1`` they go in bulk, 1,000 per request. With ``sum`` aggregation, uncertainty is
+Label Studio 1.23.2's bulk prediction import drops ``cluster``, so up to
+``AL_CLUSTER_PUSH_MAX`` predictions are created one request each (four at a time, measured about
+25 per second) to keep it; larger pushes go in bulk, 1,000 per request, without it. With ``sum`` aggregation, uncertainty is
 divided by the pool's largest so that it stays in ``[0, 1]``.
 """
 
@@ -200,6 +200,20 @@ def score_tasks(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: P
     return ScoredPool(scores, predictions, errors, E, labeled_class_counts(tasks, served, n_classes))
 
 
+def push_predictions(client: Any, project_id: int, predictions: list[dict], settings: Settings) -> str:
+    """Write predictions to Label Studio; returns ``"each"`` or ``"bulk"``.
+
+    Label Studio 1.23's bulk import stores task, result, score and model version but drops
+    ``cluster``; up to ``AL_CLUSTER_PUSH_MAX`` predictions (with clusters on) go one request each
+    to keep it, more go in bulk.
+    """
+    if settings.al_clusters > 1 and len(predictions) <= settings.al_cluster_push_max:
+        client.create_predictions(predictions)
+        return "each"
+    client.import_predictions(project_id, predictions)
+    return "bulk"
+
+
 def score_columns(tasks: Sequence[Mapping[str, Any]], scores: Sequence[TaskScore]) -> dict[int, dict]:
     """New ``data`` for each task whose score columns changed (rounded to 3 decimals).
 
@@ -287,7 +301,7 @@ def score_new_tasks(
     predictions = [
         {"task": int(t), "result": rows[j][4], "score": float(1 - prio[j]), "model_version": version, "cluster": int(clusters[j])} for j, t in enumerate(ids)
     ]
-    client.create_predictions(predictions)
+    push_predictions(client, project_id, predictions, settings)
     columns = score_columns(tasks, scores)
     if columns:
         client.update_task_data(columns)
@@ -371,10 +385,7 @@ def score_project(client: Any, project_id: int, predictor: Predictor, settings: 
     version = served.model.version
     if pooled.predictions:
         client.delete_model_version(project_id, version)
-        if settings.al_clusters > 1:
-            client.create_predictions(pooled.predictions)  # keeps `cluster` (the bulk import drops it)
-        else:
-            client.import_predictions(project_id, pooled.predictions)
+        push_predictions(client, project_id, pooled.predictions, settings)
         client.use_uncertainty_sampling(project_id, version)
         client.ensure_view(
             project_id,

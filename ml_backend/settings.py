@@ -59,7 +59,8 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("AL_DIVERSITY_WEIGHT", "1.0", "Strength of the diversity term in `hybrid` (exponent, >= 0)."),
     SettingSpec("AL_CLASS_BALANCE_WEIGHT", "0.5", "Strength of the rare-class term (exponent, >= 0; 0 turns it off)."),
     SettingSpec("AL_BATCH", "100", "How many tasks k-center orders at the top of the queue per scoring round."),
-    SettingSpec("AL_CLUSTERS", "8", "k-means clusters written as each prediction's `cluster` (Label Studio spreads annotators over clusters). `1` turns clusters off and pushes predictions in bulk."),
+    SettingSpec("AL_CLUSTERS", "8", "k-means clusters: each prediction's `cluster` (Label Studio spreads annotators over clusters), also in `/scores`."),
+    SettingSpec("AL_CLUSTER_PUSH_MAX", "2000", "Label Studio's bulk prediction import drops `cluster`: up to this many predictions are written one request each to keep it (about 25 a second), more go in bulk without it (10,000 in under a minute). 0: always bulk."),
     SettingSpec("AL_SEED", "0", "Seed for every random choice in scoring (same seed, same queue)."),
     SettingSpec("EMBEDDER", "", "Optional `module:function` that embeds images for diversity instead of the model's own features: it takes a list of RGB arrays (H, W, 3) and returns an (n, d) array."),
     SettingSpec("RESCORE_MIN_NEW_LABELS", "20", "Re-score the whole project in the background after this many label events (webhooks), so diversity follows the labels."),
@@ -90,6 +91,13 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
         raise ValueError("must be greater than 0")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be 0 or more")
     return value
 
 
@@ -160,6 +168,7 @@ class Settings:
     al_class_balance_weight: float = 0.5
     al_batch: int = 100
     al_clusters: int = 8
+    al_cluster_push_max: int = 2000
     al_seed: int = 0
     rescore_min_new_labels: int = 20
     embedder: str = ""
@@ -204,6 +213,7 @@ class Settings:
             al_class_balance_weight=_parse(env, "AL_CLASS_BALANCE_WEIGHT", _bounded_float(0.0, 100.0), "a number >= 0"),
             al_batch=_parse(env, "AL_BATCH", _positive_int, "a positive integer"),
             al_clusters=_parse(env, "AL_CLUSTERS", _positive_int, "a positive integer"),
+            al_cluster_push_max=_parse(env, "AL_CLUSTER_PUSH_MAX", _non_negative_int, "an integer >= 0"),
             al_seed=_parse(env, "AL_SEED", int, "an integer"),
             rescore_min_new_labels=_parse(env, "RESCORE_MIN_NEW_LABELS", _positive_int, "a positive integer"),
             embedder=_parse(env, "EMBEDDER", _import_path, "module:function"),

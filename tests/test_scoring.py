@@ -185,3 +185,27 @@ def test_bad_embedder(tmp_path, value, fragment) -> None:
     else:
         with pytest.raises(ValueError, match=fragment):
             load_embedder(value)
+
+
+class RecordingClient:
+    def __init__(self):
+        self.calls = []
+
+    def create_predictions(self, preds):
+        self.calls.append(("each", len(preds)))
+
+    def import_predictions(self, pid, preds):
+        self.calls.append(("bulk", len(preds)))
+
+
+@pytest.mark.parametrize(
+    ("clusters", "push_max", "n", "expected"),
+    [("8", "2000", 10, "each"), ("8", "2000", 2001, "bulk"), ("1", "2000", 10, "bulk"), ("8", "0", 1, "bulk")],
+)
+def test_push_keeps_clusters_only_where_affordable(clusters, push_max, n, expected) -> None:
+    from ml_backend.scoring import push_predictions
+
+    client = RecordingClient()
+    s = Settings.from_env({"AL_CLUSTERS": clusters, "AL_CLUSTER_PUSH_MAX": push_max})
+    assert push_predictions(client, 1, [{}] * n, s) == expected
+    assert client.calls == [(expected, n)]

@@ -43,6 +43,7 @@ def test_reads_every_value() -> None:
         "AL_SEED": "7",
         "RESCORE_MIN_NEW_LABELS": "5",
         "EMBEDDER": "my_pkg.embed:images",
+        "AL_CLUSTER_PUSH_MAX": "0",
     }
     s = Settings.from_env(env)
     assert s.label_studio_url == "http://ls:8080"
@@ -50,7 +51,7 @@ def test_reads_every_value() -> None:
     assert s.allowed_hosts == ("images.local", "10.0.0.0/8")
     assert (s.imgsz, s.predict_batch, s.max_image_bytes, s.max_image_pixels) == (320, 4, 1000, 2000)
     assert s.log_level == "DEBUG"
-    assert (s.rescore_min_new_labels, s.embedder) == (5, "my_pkg.embed:images")
+    assert (s.rescore_min_new_labels, s.embedder, s.al_cluster_push_max) == (5, "my_pkg.embed:images", 0)
     assert (s.al_strategy, s.uncertainty_measure, s.uncertainty_aggregation) == ("uncertainty", "margin", "sum")
     assert (s.al_uncertainty_weight, s.al_diversity_weight, s.al_class_balance_weight, s.al_batch, s.al_clusters, s.al_seed) == (2.0, 0.5, 0.0, 20, 4, 7)
     assert {spec.name for spec in SPECS} == set(env)
