@@ -69,6 +69,13 @@ SPECS: tuple[SettingSpec, ...] = (
 _SPEC_BY_NAME = {s.name: s for s in SPECS}
 
 
+def markdown_table() -> str:
+    """The README's settings table (``python -c 'from ml_backend.settings import markdown_table; print(markdown_table())'``)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{s.name}` | {f'`{s.default}`' if s.default else '(empty)'} | {s.help} |" for s in SPECS]
+    return "\n".join(rows)
+
+
 def _parse(env: Mapping[str, str], name: str, convert: Callable[[str], T], what: str) -> T:
     raw = env.get(name, _SPEC_BY_NAME[name].default).strip()
     try:

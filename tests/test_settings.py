@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_backend.settings import SPECS, Settings, SettingsError
+from ml_backend.settings import SPECS, Settings, SettingsError, markdown_table
 
 
 def test_defaults() -> None:
@@ -96,3 +96,4 @@ def test_readme_lists_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [spec.name for spec in SPECS if f"`{spec.name}`" not in readme]
     assert not missing, f"README settings table lacks {missing}"
+    assert markdown_table() in readme, "README settings table is stale: paste markdown_table() output"
