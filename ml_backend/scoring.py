@@ -132,47 +132,79 @@ class ScoredPool:
     errors: dict[int, str]
     embeddings: np.ndarray | None = None  # (n, d), rows in ``scores`` order
     labeled_counts: np.ndarray | None = None  # (C,) labeled objects per model class
+    uncertainty_scale: float = 1.0  # what ``sum`` uncertainties were divided by
 
 
-def score_tasks(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: Predictor, settings: Settings, progress: bool = False) -> ScoredPool:
-    """Run the model over ``tasks`` and compute every score (no Label Studio calls)."""
+@dataclass
+class Observed:
+    """What one pass of the model says about tasks: the rows of the tasks that did not fail."""
+
+    ids: np.ndarray  # (n,) task ids
+    uncertainty: np.ndarray  # (n,) as aggregated (not yet normalized for ``sum``)
+    class_counts: np.ndarray  # (n, C) shown objects per model class
+    embeddings: np.ndarray | None  # (n, d), None when the weights give none
+    regions: list[list[dict]]  # Label Studio result per task
+    errors: dict[int, str]
+
+
+def observe(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: Predictor, settings: Settings, progress: bool = False) -> Observed:
+    """Run the model over ``tasks`` (scores and embeddings on), one row per task that did not fail."""
     n_classes = len(served.model.names)
     conf = min(settings.candidate_threshold, settings.score_threshold)
-    ids, preds_out, errors = [], [], {}
-    unc, counts, embs, labeled, regions_of = [], [], [], [], []
     iterator = predictor.run(tasks, served, with_scores=True, conf=conf)
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(iterator, total=len(tasks), desc="scoring", unit="task")
+    ids, unc, counts, embs, regions, errors = [], [], [], [], [], {}
     for task, pred in zip(tasks, iterator):
-        tid = int(task["id"])
         if isinstance(pred, str):
-            errors[tid] = pred
+            errors[int(task["id"])] = pred
             continue
         u, c = image_scores(pred, settings, n_classes)
-        regions, _ = to_ls_results(pred, served.target, served.label_map, settings.score_threshold)
-        ids.append(tid)
+        ids.append(int(task["id"]))
         unc.append(u)
         counts.append(c)
         embs.append(pred.embedding)
-        labeled.append(is_labeled(task))
-        regions_of.append(regions)
-    if not ids:
-        return ScoredPool([], [], errors)
-    unc_a = np.clip(np.array(unc), 0, 1) if settings.uncertainty_aggregation != "sum" else np.array(unc)
-    unc_norm = unc_a / max(1.0, float(unc_a.max())) if settings.uncertainty_aggregation == "sum" else unc_a
-    lab = np.array(labeled)
-    has_emb = all(e is not None for e in embs)
-    E = np.stack(embs) if has_emb else None
-    pool_idx = np.flatnonzero(~lab)
-    priority = np.zeros(len(ids))
-    diversity = np.ones(len(ids))
-    strategy = settings.al_strategy if has_emb or settings.al_strategy in ("random", "uncertainty") else "uncertainty"
+        regions.append(to_ls_results(pred, served.target, served.label_map, settings.score_threshold)[0])
+    has_emb = bool(embs) and all(e is not None for e in embs)
+    return Observed(
+        ids=np.array(ids, dtype=int),
+        uncertainty=np.array(unc, dtype=np.float64),
+        class_counts=np.stack(counts) if counts else np.zeros((0, n_classes)),
+        embeddings=np.stack(embs) if has_emb else None,
+        regions=regions,
+        errors=errors,
+    )
+
+
+def _normalized_uncertainty(u: np.ndarray, settings: Settings, scale: float | None = None) -> np.ndarray:
+    """Uncertainty in [0, 1]: ``sum`` aggregation is divided by the pool's largest (or ``scale``)."""
+    if settings.uncertainty_aggregation == "sum":
+        return np.clip(u / max(1.0, scale if scale is not None else float(u.max(initial=0.0))), 0, 1)
+    return np.clip(u, 0, 1)
+
+
+def _prediction(task_id: int, regions: list[dict], priority: float, version: str, cluster: int) -> dict:
+    return {"task": int(task_id), "result": regions, "score": float(1.0 - priority), "model_version": version, "cluster": int(cluster)}
+
+
+def score_tasks(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: Predictor, settings: Settings, progress: bool = False) -> ScoredPool:
+    """Run the model over ``tasks`` and compute every score (no Label Studio calls)."""
+    obs = observe(tasks, served, predictor, settings, progress)
+    if not len(obs.ids):
+        return ScoredPool([], [], obs.errors)
+    u = _normalized_uncertainty(obs.uncertainty, settings)
+    labeled_ids = {int(t["id"]) for t in tasks if is_labeled(t)}
+    lab = np.array([i in labeled_ids for i in obs.ids])
+    E = obs.embeddings
+    labeled_counts = labeled_class_counts(tasks, served, len(served.model.names))
+    strategy = settings.al_strategy if E is not None or settings.al_strategy in ("random", "uncertainty") else "uncertainty"
     if strategy != settings.al_strategy:
         log.warning("AL_STRATEGY=%s needs embeddings, which these weights do not give (exported model?): using uncertainty", settings.al_strategy)
-    if E is not None:
-        diversity = diversity_scores(E, E[lab] if lab.any() else None)
+    diversity = diversity_scores(E, E[lab] if lab.any() else None) if E is not None else np.ones(len(u))
+    priority = np.zeros(len(u))
+    pool_idx = np.flatnonzero(~lab)
     if len(pool_idx):
         params = StrategyParams(
             uncertainty_weight=settings.al_uncertainty_weight,
@@ -182,22 +214,25 @@ def score_tasks(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: P
             seed=settings.al_seed,
         )
         pool = Pool(
-            uncertainty=unc_norm[pool_idx],
+            uncertainty=u[pool_idx],
             embeddings=E[pool_idx] if E is not None else None,
             labeled_embeddings=E[lab] if E is not None and lab.any() else None,
-            class_counts=np.stack(counts)[pool_idx],
-            labeled_class_counts=labeled_class_counts(tasks, served, n_classes),
+            class_counts=obs.class_counts[pool_idx],
+            labeled_class_counts=labeled_counts,
         )
         priority[pool_idx] = get_strategy(strategy)(pool, params)
-    clusters = kmeans_clusters(E, settings.al_clusters, seed=settings.al_seed) if E is not None else np.zeros(len(ids), dtype=int)
+    clusters = kmeans_clusters(E, settings.al_clusters, seed=settings.al_seed) if E is not None else np.zeros(len(u), dtype=int)
     version = served.model.version
-    scores, predictions = [], []
-    for j, tid in enumerate(ids):
-        scores.append(TaskScore(tid, float(unc_norm[j]), float(diversity[j]), float(priority[j]), int(clusters[j]), difficulty(float(unc_norm[j])), bool(lab[j]), version))
-        predictions.append(
-            {"task": tid, "result": regions_of[j], "score": float(1.0 - priority[j]) if not lab[j] else 1.0, "model_version": version, "cluster": int(clusters[j])}
-        )
-    return ScoredPool(scores, predictions, errors, E, labeled_class_counts(tasks, served, n_classes))
+    scores = [
+        TaskScore(int(t), float(u[j]), float(diversity[j]), float(priority[j]), int(clusters[j]), difficulty(float(u[j])), bool(lab[j]), version)
+        for j, t in enumerate(obs.ids)
+    ]
+    predictions = [_prediction(t, obs.regions[j], priority[j], version, clusters[j]) for j, t in enumerate(obs.ids)]
+    for p, labeled in zip(predictions, lab):
+        if labeled:
+            p["score"] = 1.0  # labeled tasks sit at the end of the queue
+    scale = max(1.0, float(obs.uncertainty.max())) if settings.uncertainty_aggregation == "sum" else 1.0
+    return ScoredPool(scores, predictions, obs.errors, E, labeled_counts, scale)
 
 
 def push_predictions(client: Any, project_id: int, predictions: list[dict], settings: Settings) -> str:
@@ -269,43 +304,24 @@ def score_new_tasks(
         return score_project(client, project_id, predictor, settings, progress=False)
     project = client.get_project(project_id)
     served = predictor.serve(project["label_config"])
-    n_classes = len(served.model.names)
-    conf = min(settings.candidate_threshold, settings.score_threshold)
-    rows, errors = [], {}
-    for task, pred in zip(tasks, predictor.run(tasks, served, with_scores=True, conf=conf)):
-        if isinstance(pred, str):
-            errors[int(task["id"])] = pred
-            continue
-        u, counts = image_scores(pred, settings, n_classes)
-        regions, _ = to_ls_results(pred, served.target, served.label_map, settings.score_threshold)
-        rows.append((int(task["id"]), u, counts, pred.embedding, regions))
-    if not rows:
-        return ScoredPool([], [], errors)
-    ids = np.array([r[0] for r in rows])
-    u = np.array([r[1] for r in rows], dtype=np.float64)
-    if settings.uncertainty_aggregation == "sum":
-        u = u / max(1.0, float(state["max_uncertainty"]))
-    u = np.clip(u, 0, 1)
+    obs = observe(tasks, served, predictor, settings)
+    if not len(obs.ids):
+        return ScoredPool([], [], obs.errors)
+    ids, E = obs.ids, obs.embeddings
+    u = _normalized_uncertainty(obs.uncertainty, settings, scale=float(state["max_uncertainty"]))
     labeled_emb = state["embeddings"][state["labeled"]] if state["labeled"].any() else None
-    has_emb = all(r[3] is not None for r in rows)
-    E = np.stack([r[3] for r in rows]) if has_emb else None
-    d = diversity_scores(E, labeled_emb) if E is not None else np.ones(len(rows))
-    rarity = class_rarity(np.stack([r[2] for r in rows]), state["labeled_counts"] if len(state["labeled_counts"]) else None, len(rows))
+    d = diversity_scores(E, labeled_emb) if E is not None else np.ones(len(ids))
+    rarity = class_rarity(obs.class_counts, state["labeled_counts"] if len(state["labeled_counts"]) else None, len(ids))
     prio = stream_priority(u, d, rarity, settings, ids)
-    if E is not None and len(state["centroids"]):
-        clusters = np.argmax(normalize(E) @ state["centroids"].T, axis=1)
-    else:
-        clusters = np.zeros(len(rows), dtype=int)
+    clusters = np.argmax(normalize(E) @ state["centroids"].T, axis=1) if E is not None and len(state["centroids"]) else np.zeros(len(ids), dtype=int)
     version = served.model.version
     scores = [TaskScore(int(t), float(u[j]), float(d[j]), float(prio[j]), int(clusters[j]), difficulty(float(u[j])), False, version) for j, t in enumerate(ids)]
-    predictions = [
-        {"task": int(t), "result": rows[j][4], "score": float(1 - prio[j]), "model_version": version, "cluster": int(clusters[j])} for j, t in enumerate(ids)
-    ]
+    predictions = [_prediction(t, obs.regions[j], prio[j], version, clusters[j]) for j, t in enumerate(ids)]
     push_predictions(client, project_id, predictions, settings)
     columns = score_columns(tasks, scores)
     if columns:
         client.update_task_data(columns)
-    pooled = ScoredPool(scores, predictions, errors, E)
+    pooled = ScoredPool(scores, predictions, obs.errors, E)
     store.append(project_id, pooled)
     return pooled
 
@@ -342,7 +358,7 @@ class ScoreStore:
                 "labeled": np.array([s.labeled for s in pooled.scores]),
                 "centroids": normalize(centroids),
                 "labeled_counts": pooled.labeled_counts if pooled.labeled_counts is not None else np.zeros(0),
-                "max_uncertainty": np.array(max(1.0, max(s.uncertainty for s in pooled.scores))),
+                "max_uncertainty": np.array(pooled.uncertainty_scale),
             }
             self._atomic(self.state_path(project_id), lambda f: np.savez(f, **arrays), "wb")
 
