@@ -1,0 +1,133 @@
+"""Label Studio annotations -> an Ultralytics dataset on disk (for retraining).
+
+Pure conversion: tasks with their annotations in, label lines out. Geometry comes back from
+Label Studio's percent coordinates (rectangles, rotated rectangles, polygons, choices) into
+Ultralytics' normalized formats:
+
+* detect: ``cls cx cy w h`` (a rotated rectangle becomes its axis-aligned bounds);
+* obb: ``cls x1 y1 x2 y2 x3 y3 x4 y4`` (the four corners, rotation about the top-left corner);
+* segment: ``cls x1 y1 x2 y2 ...`` (polygons; rectangles become 4-point polygons);
+* classify: the image goes into a folder named after its class.
+
+Skipped (cancelled) annotations are left out; a task's newest remaining annotation is used.
+The train/val split is deterministic by task id, so a task never moves between splits as the
+project grows.
+
+Example:
+    >>> rect = {"type": "rectanglelabels", "value": {"x": 10, "y": 20, "width": 30, "height": 40, "rotation": 0, "rectanglelabels": ["car"]}}
+    >>> region_to_line(rect, {"car": 0}, "detect")
+    '0 0.250000 0.400000 0.300000 0.400000'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Mapping
+
+LABEL_KEYS = ("rectanglelabels", "polygonlabels", "choices", "labels")
+
+
+def split_of(task_id: int, val_fraction: float = 0.2, salt: str = "al-split-v1") -> str:
+    """``train`` or ``val`` for a task id, the same on every run and every machine."""
+    h = int(hashlib.sha256(f"{salt}:{int(task_id)}".encode()).hexdigest()[:8], 16)
+    return "val" if (h % 10_000) / 10_000 < val_fraction else "train"
+
+
+def current_annotation(task: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The newest annotation of a task that was not cancelled (skipped), or None."""
+    kept = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    if not kept:
+        return None
+    return max(kept, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), int(a.get("id") or 0)))
+
+
+def _label_of(value: Mapping[str, Any]) -> str | None:
+    for key in LABEL_KEYS:
+        labels = value.get(key)
+        if labels:
+            return str(labels[0])
+    return None
+
+
+def _corners_px(value: Mapping[str, Any], width: float, height: float) -> list[tuple[float, float]]:
+    x, y = float(value["x"]) / 100 * width, float(value["y"]) / 100 * height
+    w, h = float(value["width"]) / 100 * width, float(value["height"]) / 100 * height
+    t = math.radians(float(value.get("rotation") or 0.0))
+    c, s = math.cos(t), math.sin(t)
+    return [(x + dx * c - dy * s, y + dx * s + dy * c) for dx, dy in ((0, 0), (w, 0), (w, h), (0, h))]
+
+
+def _clip01(v: float) -> float:
+    return min(1.0, max(0.0, v))
+
+
+def region_to_line(region: Mapping[str, Any], class_ids: Mapping[str, int], kind: str) -> str | None:
+    """One Ultralytics label line for a Label Studio region, or None if it does not apply.
+
+    Args:
+        region: a Label Studio result item.
+        class_ids: label -> class id.
+        kind: ``detect``, ``obb`` or ``segment``.
+    """
+    value = region.get("value") or {}
+    label = _label_of(value)
+    if label is None or label not in class_ids:
+        return None
+    cls = class_ids[label]
+    width = float(region.get("original_width") or 100.0)
+    height = float(region.get("original_height") or 100.0)
+    if "points" in value:
+        pts = [(float(px) / 100, float(py) / 100) for px, py in value["points"]]
+        if len(pts) < 3:
+            return None
+    elif {"x", "y", "width", "height"} <= set(value):
+        pts = [(px / width, py / height) for px, py in _corners_px(value, width, height)]
+    else:
+        return None
+    pts = [(_clip01(px), _clip01(py)) for px, py in pts]
+    if kind == "detect":
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        w, h = max(xs) - min(xs), max(ys) - min(ys)
+        if w <= 0 or h <= 0:
+            return None
+        return f"{cls} {(min(xs) + max(xs)) / 2:.6f} {(min(ys) + max(ys)) / 2:.6f} {w:.6f} {h:.6f}"
+    if kind == "obb":
+        if len(pts) != 4:
+            return None
+        return f"{cls} " + " ".join(f"{px:.6f} {py:.6f}" for px, py in pts)
+    if kind == "segment":
+        return f"{cls} " + " ".join(f"{px:.6f} {py:.6f}" for px, py in pts)
+    raise ValueError(f"kind must be detect, obb or segment, got {kind!r}")
+
+
+def task_label_lines(task: Mapping[str, Any], class_ids: Mapping[str, int], kind: str, from_name: str | None = None) -> list[str] | None:
+    """Label lines of a task's current annotation (an empty list is a labeled background image).
+
+    None when the task has no annotation to learn from.
+    """
+    ann = current_annotation(task)
+    if ann is None:
+        return None
+    lines = []
+    for region in ann.get("result") or []:
+        if from_name and region.get("from_name") != from_name:
+            continue
+        line = region_to_line(region, class_ids, kind)
+        if line is not None:
+            lines.append(line)
+    return lines
+
+
+def task_class(task: Mapping[str, Any], from_name: str | None = None) -> str | None:
+    """The chosen class of a classification task's current annotation."""
+    ann = current_annotation(task)
+    if ann is None:
+        return None
+    for region in ann.get("result") or []:
+        if from_name and region.get("from_name") != from_name:
+            continue
+        choices = (region.get("value") or {}).get("choices")
+        if choices:
+            return str(choices[0])
+    return None

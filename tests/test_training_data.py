@@ -1,0 +1,92 @@
+import math
+
+import numpy as np
+import pytest
+
+from ml_backend.ls_results import obb_percent, polygon_percent, rect_percent
+from ml_backend.training_data import current_annotation, region_to_line, split_of, task_class, task_label_lines
+
+W, H = 640, 480
+IDS = {"car": 0, "person": 1}
+
+
+def region(value: dict, rtype: str = "rectanglelabels", label: str = "car", from_name: str = "label") -> dict:
+    return {"from_name": from_name, "to_name": "image", "type": rtype, "original_width": W, "original_height": H, "value": {**value, rtype: [label]}}
+
+
+def floats(line: str) -> list[float]:
+    return [float(v) for v in line.split()[1:]]
+
+
+def test_rectangle_round_trips_to_yolo_detect() -> None:
+    v = rect_percent(np.array([64.0, 48.0, 320.0, 240.0]), W, H)
+    line = region_to_line(region(v), IDS, "detect")
+    assert line.split()[0] == "0"
+    assert floats(line) == pytest.approx([(64 + 320) / 2 / W, (48 + 240) / 2 / H, 256 / W, 192 / H], abs=1e-6)
+
+
+@pytest.mark.parametrize("theta", [0.0, 0.4, math.pi / 3])
+def test_rotated_rectangle_round_trips_to_obb_corners(theta: float) -> None:
+    cx, cy, w, h = 300.0, 200.0, 120.0, 60.0
+    v = obb_percent(np.array([cx, cy, w, h, theta]), W, H)
+    pts = np.array(floats(region_to_line(region(v), IDS, "obb"))).reshape(4, 2) * [W, H]
+    c, s = math.cos(theta), math.sin(theta)
+    expected = [(cx + dx * c - dy * s, cy + dx * s + dy * c) for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))]
+    np.testing.assert_allclose(pts, expected, atol=1e-3)
+
+
+def test_rotated_rectangle_for_a_detector_is_its_bounding_box() -> None:
+    v = obb_percent(np.array([320.0, 240.0, 100.0, 100.0, math.pi / 4]), W, H)
+    cx, cy, w, h = floats(region_to_line(region(v), IDS, "detect"))
+    assert (cx * W, cy * H) == pytest.approx((320, 240), abs=1e-3)
+    assert (w * W, h * H) == pytest.approx((100 * math.sqrt(2), 100 * math.sqrt(2)), abs=1e-3)
+
+
+def test_polygon_to_segment_and_to_box() -> None:
+    pts = np.array([[64.0, 48.0], [320.0, 48.0], [192.0, 240.0]])
+    v = {"points": polygon_percent(pts, W, H), "closed": True}
+    seg = floats(region_to_line(region(v, "polygonlabels", "person"), IDS, "segment"))
+    assert seg == pytest.approx((pts / [W, H]).ravel().tolist(), abs=1e-6)
+    box = floats(region_to_line(region(v, "polygonlabels", "person"), IDS, "detect"))
+    assert box == pytest.approx([192 / W, 144 / H, 256 / W, 192 / H], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("reg", "kind"),
+    [
+        (region({"x": 1, "y": 1, "width": 5, "height": 5, "rotation": 0}, label="boat"), "detect"),  # unknown label
+        (region({"x": 1, "y": 1, "width": 0, "height": 5, "rotation": 0}), "detect"),  # degenerate
+        (region({"points": [[1, 1], [2, 2]]}, "polygonlabels"), "segment"),  # not a polygon
+        ({"type": "textarea", "value": {"text": ["hi"]}}, "detect"),
+    ],
+)
+def test_regions_that_cannot_train_are_dropped(reg, kind) -> None:
+    assert region_to_line(reg, IDS, kind) is None
+
+
+def test_current_annotation_skips_cancelled_and_takes_the_newest() -> None:
+    task = {"annotations": [
+        {"id": 1, "updated_at": "2026-01-01T00:00:00Z", "result": []},
+        {"id": 2, "updated_at": "2026-03-01T00:00:00Z", "result": [], "was_cancelled": True},
+        {"id": 3, "updated_at": "2026-02-01T00:00:00Z", "result": []},
+    ]}
+    assert current_annotation(task)["id"] == 3
+    assert current_annotation({"annotations": [{"id": 9, "was_cancelled": True}]}) is None
+
+
+def test_task_lines_and_classes() -> None:
+    v = rect_percent(np.array([0.0, 0.0, 64.0, 48.0]), W, H)
+    task = {"annotations": [{"id": 1, "result": [region(v), region(v, label="person", from_name="other")]}]}
+    assert len(task_label_lines(task, IDS, "detect")) == 2
+    assert len(task_label_lines(task, IDS, "detect", from_name="label")) == 1
+    assert task_label_lines({"annotations": [{"id": 1, "result": []}]}, IDS, "detect") == []  # a labeled empty image
+    assert task_label_lines({"annotations": []}, IDS, "detect") is None
+    cls_task = {"annotations": [{"id": 1, "result": [{"from_name": "c", "type": "choices", "value": {"choices": ["cat"]}}]}]}
+    assert task_class(cls_task) == "cat"
+
+
+def test_split_is_deterministic_and_near_the_fraction() -> None:
+    splits = [split_of(i, 0.2) for i in range(5000)]
+    assert splits == [split_of(i, 0.2) for i in range(5000)]
+    assert 0.17 < splits.count("val") / 5000 < 0.23
+    assert split_of(123, 0.0) == "train" and split_of(123, 1.0) == "val"
