@@ -3,10 +3,11 @@
 ``TASKS_CREATED`` events add tasks to a per-project pending set; the worker scores them
 against the last full scoring (stream-based selection, :func:`ml_backend.scoring.score_new_tasks`)
 and puts them in the queue. Label events (annotations created, updated or deleted) are counted
-per project; every ``RESCORE_MIN_NEW_LABELS`` of them the whole project is re-scored, so the
-diversity of the rest follows the labels. Events that arrive while the worker is busy coalesce:
-each project's pending work goes in one run. Nothing here blocks a request. (The counts live in
-memory; the retraining milestone makes them durable.)
+per project in a durable store (:class:`ml_backend.label_events.LabelEventStore`: duplicates
+count once, a restart loses nothing); every ``RESCORE_MIN_NEW_LABELS`` of them the whole project
+is re-scored, so the diversity of the rest follows the labels. The count is reset only when a
+re-score succeeds. Events that arrive while the worker is busy coalesce: each project's pending
+work goes in one run. Nothing here blocks a request.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import threading
 from typing import Any, Callable, Mapping
 
+from ml_backend.label_events import LabelEventStore, event_project
 from ml_backend.predict import Predictor
 from ml_backend.scoring import ScoreStore, score_new_tasks, score_project
 from ml_backend.settings import Settings
@@ -38,7 +40,7 @@ class ScoringJobs:
         self.store = ScoreStore(settings.model_dir / "scores")
         self._pending: dict[int, dict[int, Mapping[str, Any]]] = {}
         self._full: set[int] = set()
-        self._labels: dict[int, int] = {}
+        self.events = LabelEventStore(settings.model_dir / "state.db")
         self._cond = threading.Condition()
         self._busy = False
         self.runs = 0
@@ -56,17 +58,19 @@ class ScoringJobs:
             self._cond.notify()
             return len(pending)
 
-    def add_labels(self, project_id: int, count: int = 1) -> int:
-        """Count label events; at ``RESCORE_MIN_NEW_LABELS`` a full re-score is queued. Returns the count."""
-        with self._cond:
-            n = self._labels.get(int(project_id), 0) + max(1, count)
-            if n >= self.settings.rescore_min_new_labels:
-                self._full.add(int(project_id))
-                self._pending.pop(int(project_id), None)  # a full scoring covers new tasks too
-                n = 0
+    def add_label_event(self, event: Mapping[str, Any]) -> int:
+        """Record a label webhook; at ``RESCORE_MIN_NEW_LABELS`` pending changes a full re-score is
+        queued. Returns the changes pending for the project's next re-score."""
+        self.events.record(event)
+        project_id = event_project(event)
+        if project_id is None:
+            return 0
+        n = self.events.pending(project_id, "scoring")
+        if n >= self.settings.rescore_min_new_labels:
+            with self._cond:
+                self._full.add(project_id)
                 self._cond.notify()
-            self._labels[int(project_id)] = n
-            return n
+        return n
 
     def idle(self, timeout: float = 0.0) -> bool:
         """True when nothing is pending or running (waits up to ``timeout`` seconds)."""
@@ -78,7 +82,8 @@ class ScoringJobs:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._pending or self._full))
                 if self._full:
-                    project_id, tasks, full = self._full.pop(), {}, True
+                    project_id, full = self._full.pop(), True
+                    tasks = self._pending.pop(project_id, {})  # a full scoring covers new tasks too
                 else:
                     (project_id, tasks), full = self._pending.popitem(), False
                 self._busy = True
@@ -87,7 +92,9 @@ class ScoringJobs:
                 if client is None:
                     log.warning("scoring for project %s skipped: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY", project_id)
                 elif full:
+                    seq = self.events.latest(project_id)
                     pooled = score_project(client, project_id, self.predictor, self.settings, progress=False)
+                    self.events.mark(project_id, "scoring", seq)  # only after success
                     log.info("project %s re-scored after new labels: %d tasks", project_id, len(pooled.scores))
                 else:
                     pooled = score_new_tasks(client, project_id, list(tasks.values()), self.predictor, self.settings, self.store)
@@ -95,7 +102,7 @@ class ScoringJobs:
                 self.last_error = None
             except Exception as exc:  # keep the worker alive; the next event retries
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("stream scoring of project %s failed", project_id)
+                log.exception("scoring of project %s failed", project_id)
             finally:
                 with self._cond:
                     self.runs += 1

@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 
 from integrations.label_studio import LabelStudioError
 from ml_backend.label_config import LabelConfigError
+from ml_backend.label_events import LABEL_ACTIONS
 from ml_backend.model import ModelHolder, ModelUnavailableError
 from ml_backend.predict import BadRequest, Predictor, make_fetcher, make_holder
 from ml_backend.scoring import ScoreStore
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 MODEL_CLASS = "YoloActiveLearningBackend"
 SETUP_WAIT_S = 2.0  # Label Studio gives /setup 3 s
-LABEL_EVENTS = {"ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"}
 
 
 @dataclass
@@ -175,9 +175,8 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         if action == "TASKS_CREATED" and isinstance(project_id, int) and isinstance(data.get("tasks"), list):
             pending = jobs.add_tasks(project_id, data["tasks"])
             return jsonify({"status": "ok", "action": action, "queued_for_scoring": pending})
-        if action in LABEL_EVENTS and isinstance(project_id, int):
-            many = data.get("annotations") if isinstance(data.get("annotations"), list) else None
-            count = jobs.add_labels(project_id, len(many) if many else 1)
+        if action in LABEL_ACTIONS:
+            count = jobs.add_label_event(data)
             return jsonify({"status": "ok", "action": action, "labels_since_scoring": count})
         log.debug("webhook %s", action)
         return jsonify({"status": "ok", "action": action})

@@ -46,17 +46,36 @@ def test_new_tasks_coalesce_while_the_worker_is_busy(tmp_path, recorded) -> None
     assert calls == [("new", 1, [1]), ("new", 1, [2, 3])]
 
 
+def label(aid: int, project: int = 7) -> dict:
+    return {"action": "ANNOTATION_CREATED", "project": {"id": project}, "annotation": {"id": aid, "updated_at": "t"}}
+
+
 def test_labels_trigger_one_full_rescore_every_n(tmp_path, recorded) -> None:
     calls, gate = recorded
     gate.set()
     jobs = make(tmp_path, RESCORE_MIN_NEW_LABELS="3")
-    assert [jobs.add_labels(7) for _ in range(2)] == [1, 2]
+    assert [jobs.add_label_event(label(i)) for i in range(2)] == [1, 2]
+    assert jobs.add_label_event(label(1)) == 2  # the same event again counts once
     assert jobs.idle(2) and calls == []
-    assert jobs.add_labels(7) == 0
+    assert jobs.add_label_event(label(2)) == 3
     assert jobs.idle(5)
     assert calls == [("full", 7)]
-    assert jobs.add_labels(7, count=5) == 0  # a bulk event counts all its labels
+    assert jobs.events.pending(7, "scoring") == 0  # reset after the successful re-score
+    bulk = {"action": "ANNOTATIONS_CREATED", "project": {"id": 7}, "annotations": [{"id": 10 + i, "updated_at": "t"} for i in range(5)]}
+    assert jobs.add_label_event(bulk) == 5  # a bulk event counts all its labels
     assert jobs.idle(5) and calls == [("full", 7), ("full", 7)]
+
+
+def test_a_failed_rescore_keeps_its_labels_pending(tmp_path, monkeypatch) -> None:
+    def boom(*a, **k):
+        raise RuntimeError("Label Studio is down")
+
+    monkeypatch.setattr(jobs_mod, "score_project", boom)
+    jobs = make(tmp_path, RESCORE_MIN_NEW_LABELS="2")
+    jobs.add_label_event(label(1))
+    jobs.add_label_event(label(2))
+    assert jobs.idle(5) and "down" in jobs.last_error
+    assert jobs.events.pending(7, "scoring") == 2
 
 
 def test_without_label_studio_settings_nothing_runs_and_the_worker_survives(tmp_path, recorded) -> None:
