@@ -22,8 +22,14 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import math
-from typing import Any, Mapping
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
 
 LABEL_KEYS = ("rectanglelabels", "polygonlabels", "choices", "labels")
 
@@ -131,3 +137,84 @@ def task_class(task: Mapping[str, Any], from_name: str | None = None) -> str | N
         if choices:
             return str(choices[0])
     return None
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What :func:`write_dataset` wrote."""
+
+    root: Path
+    data: Path  # what ``YOLO.train(data=...)`` takes
+    counts: dict[str, int]  # images per split
+    skipped: dict[int, str]  # task id -> why it was left out
+
+
+def write_dataset(
+    tasks: Sequence[Mapping[str, Any]],
+    names: Mapping[int, str],
+    kind: str,
+    load_image: Callable[[Mapping[str, Any]], np.ndarray],
+    out_dir: str | Path,
+    from_name: str | None = None,
+    val_fraction: float = 0.2,
+) -> DatasetSummary:
+    """Write the labeled tasks as an Ultralytics dataset.
+
+    Args:
+        tasks: Label Studio tasks with their annotations (unlabeled ones are ignored).
+        names: class id -> class name, as the model has them (labels are matched by name).
+        kind: ``detect``, ``segment``, ``obb`` or ``classify``.
+        load_image: task -> RGB image (H, W, 3); an exception leaves that task out.
+        out_dir: a new folder (written from scratch).
+        from_name: only regions of this control.
+        val_fraction: share of tasks in the validation split (by task id, deterministic).
+    """
+    from PIL import Image
+
+    root = Path(out_dir)
+    if root.exists():
+        shutil.rmtree(root)
+    class_ids = {str(n): int(i) for i, n in names.items()}
+    counts = {"train": 0, "val": 0}
+    skipped: dict[int, str] = {}
+    for task in tasks:
+        tid = int(task["id"])
+        if kind == "classify":
+            cls = task_class(task, from_name)
+            if cls is None:
+                continue
+            if cls not in class_ids:
+                skipped[tid] = f"class {cls!r} is not one of the model's classes"
+                continue
+        else:
+            lines = task_label_lines(task, class_ids, kind, from_name)
+            if lines is None:
+                continue
+        try:
+            image = load_image(task)
+        except Exception as exc:  # one broken image never sinks the dataset
+            skipped[tid] = f"image: {exc}"
+            continue
+        split = split_of(tid, val_fraction)
+        if kind == "classify":
+            path = root / split / cls / f"task_{tid}.jpg"
+        else:
+            path = root / "images" / split / f"task_{tid}.jpg"
+            label = root / "labels" / split / f"task_{tid}.txt"
+            label.parent.mkdir(parents=True, exist_ok=True)
+            label.write_text("".join(line + "\n" for line in lines))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path, quality=95)
+        counts[split] += 1
+    if kind == "classify":
+        for split in ("train", "val"):
+            for n in class_ids:
+                (root / split / n).mkdir(parents=True, exist_ok=True)
+        data = root
+    else:
+        for split in ("train", "val"):
+            (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        data = root / "data.yaml"
+        body = {"path": str(root.resolve()), "train": "images/train", "val": "images/val", "names": {int(i): str(n) for i, n in names.items()}}
+        data.write_text(json.dumps(body, indent=2))  # JSON is valid YAML
+    return DatasetSummary(root, data, counts, skipped)

@@ -90,3 +90,45 @@ def test_split_is_deterministic_and_near_the_fraction() -> None:
     assert splits == [split_of(i, 0.2) for i in range(5000)]
     assert 0.17 < splits.count("val") / 5000 < 0.23
     assert split_of(123, 0.0) == "train" and split_of(123, 1.0) == "val"
+
+
+def _tasks() -> list[dict]:
+    v = rect_percent(np.array([64.0, 48.0, 320.0, 240.0]), W, H)
+    tasks = [{"id": i, "data": {"image": f"/data/upload/{i}.jpg"}, "annotations": [{"id": i, "result": [region(v)]}]} for i in range(1, 21)]
+    tasks.append({"id": 50, "data": {}, "annotations": []})  # unlabeled: ignored
+    tasks.append({"id": 51, "data": {}, "annotations": [{"id": 99, "was_cancelled": True, "result": [region(v)]}]})  # skipped: ignored
+    tasks.append({"id": 52, "data": {"image": "broken"}, "annotations": [{"id": 98, "result": [region(v)]}]})
+    return tasks
+
+
+def _load(task):
+    if task["data"].get("image") == "broken":
+        raise ValueError("the image is corrupt")
+    return np.full((H, W, 3), 128, np.uint8)
+
+
+def test_write_dataset_trains_with_ultralytics_layout(tmp_path) -> None:
+    from ml_backend.training_data import write_dataset
+
+    summary = write_dataset(_tasks(), {0: "car", 1: "person"}, "detect", _load, tmp_path / "ds")
+    assert summary.counts["train"] + summary.counts["val"] == 20
+    assert summary.counts["val"] == sum(split_of(i) == "val" for i in range(1, 21))
+    assert summary.skipped == {52: "image: the image is corrupt"}
+    label = next((tmp_path / "ds" / "labels").rglob("*.txt")).read_text().split()
+    assert label[0] == "0" and [float(x) for x in label[1:]] == pytest.approx([0.3, 0.3, 0.4, 0.4])
+    import json
+
+    assert json.loads(summary.data.read_text())["names"] == {"0": "car", "1": "person"}
+    again = write_dataset(_tasks()[:3], {0: "car"}, "detect", _load, tmp_path / "ds")  # rewritten from scratch
+    assert again.counts["train"] + again.counts["val"] == 3
+
+
+def test_write_classification_dataset(tmp_path) -> None:
+    from ml_backend.training_data import write_dataset
+
+    tasks = [{"id": i, "data": {}, "annotations": [{"id": i, "result": [{"from_name": "c", "type": "choices", "value": {"choices": ["cat" if i % 2 else "dog"]}}]}]} for i in range(1, 9)]
+    tasks.append({"id": 99, "data": {}, "annotations": [{"id": 99, "result": [{"from_name": "c", "type": "choices", "value": {"choices": ["bird"]}}]}]})
+    summary = write_dataset(tasks, {0: "cat", 1: "dog"}, "classify", _load, tmp_path / "cls")
+    assert summary.data == tmp_path / "cls"
+    assert sum(summary.counts.values()) == 8 and 99 in summary.skipped
+    assert len(list((tmp_path / "cls").rglob("*.jpg"))) == 8
