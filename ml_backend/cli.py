@@ -19,10 +19,11 @@ def serve(host: str, port: int, threads: int = 8) -> None:
     """Run the backend with gunicorn (one worker, so the model is loaded once)."""
     from gunicorn.app.base import BaseApplication
 
-    from ml_backend.server import create_app
+    from ml_backend.server import check_model_dir, create_app
 
     settings = Settings.from_env()
     _logging(settings.log_level)
+    check_model_dir(settings.model_dir)  # fail here, with a one-line message, not in a worker
 
     class _App(BaseApplication):
         def load_config(self) -> None:

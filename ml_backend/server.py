@@ -18,6 +18,7 @@ import hmac
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -30,7 +31,7 @@ from ml_backend.model import ModelHolder, ModelUnavailableError
 from ml_backend.predict import BadRequest, Predictor, make_fetcher, make_holder
 from ml_backend.scoring import ScoreStore
 from ml_backend.scoring_jobs import ScoringJobs
-from ml_backend.settings import Settings
+from ml_backend.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,17 @@ def _project_key(project: Any) -> str:
     return str(project).split(".", 1)[0] if project not in (None, "") else ""
 
 
+def check_model_dir(folder: Path) -> None:
+    """Create ``MODEL_DIR`` if needed and make sure this process can write there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(f"MODEL_DIR={folder} is not writable ({exc.strerror or exc}): point it at a folder (volume) this user can write") from None
+
+
 def create_app(settings: Settings | None = None, holder: ModelHolder | None = None, warm_up: bool = True) -> Flask:
     """Build the Flask app (gunicorn calls this in each worker, after the fork).
 
@@ -85,6 +97,7 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         warm_up: start loading the model now, in the background; ``False`` loads on first use.
     """
     settings = settings or Settings.from_env()
+    check_model_dir(settings.model_dir)
     holder = holder or make_holder(settings)
     fetcher = make_fetcher(settings, settings.label_studio_url, settings.label_studio_api_key)
     state = BackendState(settings, holder, Predictor(settings, holder, fetcher))

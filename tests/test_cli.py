@@ -36,3 +36,15 @@ def test_server_starts_without_weights_and_says_which(tmp_path, model_path) -> N
     finally:
         stop_backend(backend)
     assert model_path in backend.log()
+
+
+def test_unwritable_model_dir_stops_the_start_with_a_clear_message(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ml_backend", "serve", "--port", str(free_port())],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "MODEL_DIR": str(blocker / "state")},
+    )
+    assert proc.returncode == 2
+    assert "error: MODEL_DIR=" in proc.stderr and "is not writable" in proc.stderr
