@@ -91,6 +91,7 @@ class LoadedModel:
         self.task: str = yolo.task
         self.names: dict[int, str] = {int(k): str(v) for k, v in dict(yolo.names).items()}
         self._lock = threading.Lock()
+        self._capture = _HeadCapture(yolo)
 
     def predict(
         self,
@@ -110,17 +111,19 @@ class LoadedModel:
         """
         out: list[ImagePrediction] = []
         with self._lock:  # Ultralytics predictors are not thread-safe
-            capture = _HeadCapture(self.yolo) if with_scores else None
+            capture = self._capture if self._capture.active else None
+            kw_pred = {"predictor": capture.predictor_class} if capture is not None else {}
+            if capture is not None and with_scores:
+                capture.attach()
             try:
                 for start in range(0, len(images), batch):
                     chunk = [np.ascontiguousarray(img[:, :, ::-1]) for img in images[start : start + batch]]  # RGB -> BGR
-                    kw = {"conf": conf, "imgsz": imgsz, "device": device, "verbose": False, "batch": len(chunk)}
-                    if capture is not None and capture.active:
-                        capture.start()
-                        results = self.yolo.predict(chunk, predictor=capture.predictor_class(self.yolo), **kw)
+                    if capture is not None:
+                        capture.clear()
+                    results = self.yolo.predict(chunk, conf=conf, imgsz=imgsz, device=device, verbose=False, batch=len(chunk), **kw_pred)
+                    if capture is not None and with_scores:
                         extra = capture.finish(len(chunk), len(self.names))
                     else:
-                        results = self.yolo.predict(chunk, **kw)
                         extra = [(None, None)] * len(chunk)
                     for r, (scores, emb) in zip(results, extra):
                         pred = _to_prediction(r)
@@ -132,40 +135,63 @@ class LoadedModel:
                         out.append(pred)
             finally:
                 if capture is not None:
-                    capture.close()
+                    capture.detach()
         return out
 
 
 class _HeadCapture:
-    """Hooks on the model's head that capture, during one ``predict``, the feature maps it reads,
-    its raw (pre-NMS) output, and the indices NMS keeps: per-class scores and embeddings from the
-    very forward pass that made the predictions."""
+    """Hooks on the model's head that capture, during a scoring ``predict``, the feature maps it
+    reads, its raw (pre-NMS) output, and the indices NMS keeps: per-class scores and embeddings
+    from the very forward pass that made the predictions.
+
+    One per model, with one predictor class, so Ultralytics builds its predictor once and reuses
+    it for plain and scoring calls alike; with the hooks detached it behaves as the plain one.
+    """
 
     def __init__(self, yolo: Any):
         self.yolo = yolo
         self.feats: list[Any] = []
         self.raw: list[Any] = []
         self.idxs: list[Any] = []
-        self.hooks: list[Any] = []
-        net = getattr(yolo, "model", None)
-        layers = getattr(net, "model", None)
+        self.recording = False
+        layers = getattr(getattr(yolo, "model", None), "model", None)
         self.active = hasattr(layers, "__getitem__") and hasattr(layers[-1], "register_forward_hook")
+        self.predictor_class = self._predictor_class() if self.active else None
         if self.active:
-            head = layers[-1]
-            self.hooks.append(head.register_forward_pre_hook(lambda m, inp: self.feats.append(inp[0])))
-            self.hooks.append(head.register_forward_hook(lambda m, inp, out: self.raw.append(_first_tensor(out))))
+            # Registered once, before Ultralytics copies the model into its predictor (the copy
+            # keeps the hooks); they record only while a scoring call runs.
+            # Plain closures, not bound methods: deepcopy shares functions but would copy ``self``.
+            capture = self
 
-    def start(self) -> None:
+            def on_input(module: Any, inp: Any) -> None:
+                if capture.recording:
+                    capture.feats.append(inp[0])
+
+            def on_output(module: Any, inp: Any, out: Any) -> None:
+                if capture.recording:
+                    capture.raw.append(_first_tensor(out))
+
+            layers[-1].register_forward_pre_hook(on_input)
+            layers[-1].register_forward_hook(on_output)
+
+    def attach(self) -> None:
+        self.recording = True
+
+    def detach(self) -> None:
+        self.recording = False
+        self.clear()
+
+    def clear(self) -> None:
         self.feats.clear(), self.raw.clear(), self.idxs.clear()
 
-    def predictor_class(self, yolo: Any) -> type:
+    def _predictor_class(self) -> type:
+        yolo, capture = self.yolo, self
         base = yolo._smart_load("predictor")
-        capture = self
 
         class ScoringPredictor(base):  # type: ignore[misc, valid-type]
             def postprocess(self, preds, img, orig_imgs, **kwargs):  # noqa: ANN001, ANN202
-                if capture.feats and yolo.task != "classify":
-                    self._feats = list(capture.feats[-1])  # turns on NMS's return_idxs
+                # Feature maps captured -> NMS returns kept indices; none (plain call) -> plain NMS.
+                self._feats = list(capture.feats[-1]) if capture.feats and yolo.task != "classify" else None
                 return super().postprocess(preds, img, orig_imgs, **kwargs)
 
             def get_obj_feats(self, feat_maps, idxs):  # noqa: ANN001, ANN202
@@ -186,13 +212,6 @@ class _HeadCapture:
                     scores = raw[b, 4 : 4 + nc, :][:, idx].T.detach().float().cpu().numpy().astype(np.float64)
             out.append((scores, emb))
         return out
-
-    def close(self) -> None:
-        for h in self.hooks:
-            h.remove()
-        self.hooks.clear()
-        if getattr(self.yolo, "predictor", None) is not None:
-            self.yolo.predictor = None  # the next plain predict builds a plain predictor
 
 
 def _first_tensor(out: Any) -> Any:
