@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 class LabelStudioError(RuntimeError):
     """A Label Studio API call failed; the message says which and why (never the key)."""
 
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
 
 def token_kind(key: str) -> str:
     """``personal`` for a JWT personal access token, ``legacy`` otherwise."""
@@ -128,7 +132,7 @@ class LabelStudioClient:
             raise LabelStudioError(f"{method} {path}: cannot reach Label Studio at {self.url} ({type(exc).__name__})") from None
         if resp.status_code >= 400:
             body = resp.text[:500]
-            raise LabelStudioError(f"{method} {path} -> HTTP {resp.status_code}: {body}")
+            raise LabelStudioError(f"{method} {path} -> HTTP {resp.status_code}: {body}", status=resp.status_code)
         if not resp.content:
             return None
         try:
@@ -177,7 +181,7 @@ class LabelStudioClient:
             try:
                 data = self.get("/api/tasks", params={"project": int(project_id), "page": page, "page_size": 500, "fields": fields})
             except LabelStudioError as exc:
-                if "404" in str(exc) and page > 1:
+                if exc.status == 404 and page > 1:  # paged past the end
                     break
                 raise
             tasks = data.get("tasks", []) if isinstance(data, dict) else data

@@ -118,6 +118,14 @@ def _label_lines(s: SyntheticImage, kind: str) -> list[str]:
     return lines
 
 
+def write_data_yaml(root: Path, names: dict[int, str]) -> Path:
+    """Ultralytics' ``data.yaml`` for ``images/{train,val}`` under ``root`` (JSON is valid YAML)."""
+    path = root / "data.yaml"
+    body = {"path": str(root.resolve()), "train": "images/train", "val": "images/val", "names": {int(i): str(n) for i, n in names.items()}}
+    path.write_text(json.dumps(body, indent=2))
+    return path
+
+
 def make_shapes_dataset(
     root: str | Path,
     n_train: int = 32,
@@ -171,7 +179,5 @@ def make_shapes_dataset(
                 (root / split / cls_name).mkdir(parents=True, exist_ok=True)
         yaml_path = root
     else:
-        yaml_path = root / "data.yaml"
-        body = {"path": str(root.resolve()), "train": "images/train", "val": "images/val", "names": names}
-        yaml_path.write_text(json.dumps(body, indent=2))  # JSON is valid YAML
+        yaml_path = write_data_yaml(root, names)
     return DatasetInfo(root=root, yaml_path=yaml_path, names=names, images=images)

@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import shutil
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from ml_backend.synthetic import write_data_yaml
 
 LABEL_KEYS = ("rectanglelabels", "polygonlabels", "choices", "labels")
 
@@ -214,7 +215,5 @@ def write_dataset(
     else:
         for split in ("train", "val"):
             (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        data = root / "data.yaml"
-        body = {"path": str(root.resolve()), "train": "images/train", "val": "images/val", "names": {int(i): str(n) for i, n in names.items()}}
-        data.write_text(json.dumps(body, indent=2))  # JSON is valid YAML
+        data = write_data_yaml(root, dict(names))
     return DatasetSummary(root, data, counts, skipped)
