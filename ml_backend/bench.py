@@ -120,7 +120,7 @@ def run_bench(out: str | Path, only: list[str] | None, repeat: int, workdir: str
     if "push" in todo or "push-each" in todo:
         report["push"] = bench_push(workdir, repeat, each="push-each" in todo)
     Path(out).write_text(json.dumps(report, indent=2))
-    print(f"\n| benchmark | median | goal |\n|---|---|---|")
+    print("\n| benchmark | median | goal |\n|---|---|---|")
     if "scoring" in report:
         r = report["scoring"]
         print(f"| predict {r['images']} images at {r['imgsz']} px, plain Ultralytics | {r['plain_ultralytics_s']:.3f} s | |")
