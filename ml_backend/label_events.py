@@ -90,6 +90,11 @@ class LabelEventStore:
             mark = row[0] if row else 0
             return int(self._db.execute("SELECT COUNT(*) FROM events WHERE project=? AND seq>?", (int(project_id), mark)).fetchone()[0])
 
+    def count_since(self, project_id: int, seq: int) -> int:
+        """Label changes recorded for a project after sequence number ``seq``."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM events WHERE project=? AND seq>?", (int(project_id), int(seq))).fetchone()[0])
+
     def latest(self, project_id: int) -> int:
         """Sequence number of a project's newest event (0 if none)."""
         with self._lock:

@@ -301,12 +301,14 @@ class ModelHolder:
         model_path: as ``MODEL_PATH``.
         device: Ultralytics device string, or ``None`` for auto.
         cache_dir: where downloaded hub weights are kept.
+        version: the name to serve the weights under (default: file stem and content hash).
     """
 
-    def __init__(self, model_path: str, device: str | None = None, cache_dir: Path | None = None):
+    def __init__(self, model_path: str, device: str | None = None, cache_dir: Path | None = None, version: str | None = None):
         self.model_path = model_path
         self.device = device
         self.cache_dir = cache_dir
+        self.fixed_version = version
         self._lock = threading.Lock()
         self._loader_lock = threading.Lock()
         self._loader: threading.Thread | None = None
@@ -372,6 +374,8 @@ class ModelHolder:
                     log.error("reload failed, still serving %s: %s", self._model.version, exc)
                     return self._model
                 raise
+            if self.fixed_version:
+                loaded.version = self.fixed_version
             if self._model is not None and loaded.version != self._model.version:
                 log.info("weights changed: %s -> %s", self._model.version, loaded.version)
             self._model, self._stat, self._failed_stat, self._error = loaded, stat, None, None

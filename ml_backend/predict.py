@@ -25,6 +25,7 @@ from ml_backend.images import ImageError, ImageFetcher, UrlPolicy
 from ml_backend.label_config import LabelConfigError, Target, check_label_map, select_target
 from ml_backend.ls_results import to_ls_results
 from ml_backend.model import ImagePrediction, LoadedModel, ModelHolder
+from ml_backend.served_models import ServedModels
 from ml_backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,29 +70,32 @@ class Predictor:
 
     Args:
         settings: backend settings.
-        holder: the served model.
+        holder: the base model (``MODEL_PATH``).
         fetcher: image downloader.
+        models: per-project models (default: the base model for every project).
     """
 
-    def __init__(self, settings: Settings, holder: ModelHolder, fetcher: ImageFetcher):
+    def __init__(self, settings: Settings, holder: ModelHolder, fetcher: ImageFetcher, models: ServedModels | None = None):
         self.settings = settings
         self.holder = holder
+        self.models = models or ServedModels(holder)
         self.fetcher = fetcher
         self.embedder = load_embedder(settings.embedder) if settings.embedder else None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="image-fetch")
 
-    def serve(self, label_config: str, wait: float | None = None) -> Served:
+    def serve(self, label_config: str, wait: float | None = None, project: int | None = None) -> Served:
         """Check that the model can serve ``label_config``.
 
         Args:
             label_config: the project's labeling config.
             wait: at most this many seconds to wait for the model to load.
+            project: Label Studio project id: its own retrained model, if it has one.
 
         Raises:
             ModelUnavailableError: no weights.
             LabelConfigError: the config does not fit the model.
         """
-        model = self.holder.get(wait)
+        model = self.models.get(project, wait)
         target = _target_for(label_config, model.task)
         return Served(model, target, check_label_map(model.names, target))
 
@@ -99,15 +103,15 @@ class Predictor:
         uri = task_image_uri(task, target.value_key)
         return self.fetcher.load(uri, task.get("id"))
 
-    def predict(self, tasks: Sequence[Mapping[str, Any]], label_config: str) -> list[dict]:
+    def predict(self, tasks: Sequence[Mapping[str, Any]], label_config: str, project: int | None = None) -> list[dict]:
         """One Label Studio prediction (or error entry) per task, in task order."""
         if not isinstance(tasks, Sequence) or isinstance(tasks, (str, bytes)) or not tasks:
             raise BadRequest("'tasks' must be a non-empty list of Label Studio tasks")
-        served = self.serve(label_config)
+        served = self.serve(label_config, project=project)
         out: list[dict] = []
         for task, pred in zip(tasks, self.run(tasks, served)):
             if isinstance(pred, str):
-                out.append(self._error(task, pred))
+                out.append(self._error(task, pred, served.model.version))
             else:
                 regions, score = to_ls_results(pred, served.target, served.label_map, self.settings.score_threshold)
                 out.append({"result": regions, "score": score, "model_version": served.model.version})
@@ -159,10 +163,10 @@ class Predictor:
             for i in idx:
                 yield results[i]
 
-    def _error(self, task: Mapping[str, Any], message: str) -> dict:
+    def _error(self, task: Mapping[str, Any], message: str, version: str | None) -> dict:
         task_id = _task_id(task)
         log.warning("task %s: %s", task_id, message)
-        return {"task": task_id, "error": message, "model_version": self.holder.version}
+        return {"task": task_id, "error": message, "model_version": version}
 
 
 def load_embedder(path: str) -> Callable[[list[np.ndarray]], np.ndarray]:
@@ -201,8 +205,11 @@ def make_holder(settings: Settings) -> ModelHolder:
 
 
 def make_predictor(settings: Settings, holder: ModelHolder | None = None) -> Predictor:
-    """A predictor for ``settings``, fetching images from ``LABEL_STUDIO_URL``."""
-    return Predictor(settings, holder or make_holder(settings), make_fetcher(settings, settings.label_studio_url, settings.label_studio_api_key))
+    """A predictor for ``settings``, fetching images from ``LABEL_STUDIO_URL``, serving each
+    project its promoted model from ``MODEL_DIR`` (else ``MODEL_PATH``)."""
+    holder = holder or make_holder(settings)
+    fetcher = make_fetcher(settings, settings.label_studio_url, settings.label_studio_api_key)
+    return Predictor(settings, holder, fetcher, ServedModels(holder, settings.model_dir))
 
 
 def _task_id(task: Any) -> Any:

@@ -303,7 +303,7 @@ def score_new_tasks(
     if state is None:
         return score_project(client, project_id, predictor, settings, progress=False)
     project = client.get_project(project_id)
-    served = predictor.serve(project["label_config"])
+    served = predictor.serve(project["label_config"], project=project_id)
     obs = observe(tasks, served, predictor, settings)
     if not len(obs.ids):
         return ScoredPool([], [], obs.errors)
@@ -386,16 +386,22 @@ class ScoreStore:
             self._atomic(self.state_path(project_id), lambda f: np.savez(f, **state), "wb")
 
 
-def score_project(client: Any, project_id: int, predictor: Predictor, settings: Settings, progress: bool = True) -> ScoredPool:
+def score_project(
+    client: Any, project_id: int, predictor: Predictor, settings: Settings, progress: bool = True, retire: Sequence[str] = ()
+) -> ScoredPool:
     """Score every task of a project and reorder its queue in Label Studio.
 
-    Steps: fetch the project and all its tasks; score them (:func:`score_tasks`); replace this
-    model version's predictions in bulk; switch the project to uncertainty sampling on this
-    version; make sure the "Active learning queue" Data Manager tab exists; store the scores for
-    ``GET /scores``.
+    Steps: fetch the project and all its tasks; score them (:func:`score_tasks`) with the
+    project's served model; replace this model version's predictions in bulk; switch the project
+    to uncertainty sampling on this version; make sure the "Active learning queue" Data Manager
+    tab exists; store the scores for ``GET /scores``.
+
+    Args:
+        retire: earlier model versions whose predictions are deleted once the new ones are in
+            (after a retrained model is promoted), so each task keeps one prediction of ours.
     """
     project = client.get_project(project_id)
-    served = predictor.serve(project["label_config"])
+    served = predictor.serve(project["label_config"], project=project_id)
     tasks = client.list_tasks(project_id)
     pooled = score_tasks(tasks, served, predictor, settings, progress=progress)
     version = served.model.version
@@ -403,6 +409,9 @@ def score_project(client: Any, project_id: int, predictor: Predictor, settings: 
         client.delete_model_version(project_id, version)
         push_predictions(client, project_id, pooled.predictions, settings)
         client.use_uncertainty_sampling(project_id, version)
+        for old in retire:
+            if old and old != version:
+                client.delete_model_version(project_id, old)
         client.ensure_view(
             project_id,
             QUEUE_VIEW_TITLE,

@@ -40,6 +40,7 @@ class ScoringJobs:
         self.store = ScoreStore(settings.model_dir / "scores")
         self._pending: dict[int, dict[int, Mapping[str, Any]]] = {}
         self._full: set[int] = set()
+        self._retire: dict[int, set[str]] = {}
         self.events = LabelEventStore(settings.model_dir / "state.db")
         self._cond = threading.Condition()
         self._busy = False
@@ -72,6 +73,17 @@ class ScoringJobs:
                 self._cond.notify()
         return n
 
+    def request_full(self, project_id: int, retire: list[str] | tuple[str, ...] = ()) -> None:
+        """Queue a full re-score of a project (after a new model is promoted).
+
+        Args:
+            retire: older model versions whose predictions are removed once the new ones are in.
+        """
+        with self._cond:
+            self._full.add(int(project_id))
+            self._retire.setdefault(int(project_id), set()).update(v for v in retire if v)
+            self._cond.notify()
+
     def idle(self, timeout: float = 0.0) -> bool:
         """True when nothing is pending or running (waits up to ``timeout`` seconds)."""
         with self._cond:
@@ -84,6 +96,7 @@ class ScoringJobs:
                 if self._full:
                     project_id, full = self._full.pop(), True
                     tasks = self._pending.pop(project_id, {})  # a full scoring covers new tasks too
+                    retire = sorted(self._retire.pop(project_id, set()))
                 else:
                     (project_id, tasks), full = self._pending.popitem(), False
                 self._busy = True
@@ -93,7 +106,7 @@ class ScoringJobs:
                     log.warning("scoring for project %s skipped: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY", project_id)
                 elif full:
                     seq = self.events.latest(project_id)
-                    pooled = score_project(client, project_id, self.predictor, self.settings, progress=False)
+                    pooled = score_project(client, project_id, self.predictor, self.settings, progress=False, retire=retire)
                     self.events.mark(project_id, "scoring", seq)  # only after success
                     log.info("project %s re-scored after new labels: %d tasks", project_id, len(pooled.scores))
                 else:

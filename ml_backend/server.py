@@ -2,7 +2,10 @@
 
 Routes and JSON match the official ``label-studio-ml`` backend, so Label Studio cannot tell the
 difference: ``GET /health`` (and ``/``), ``POST /setup``, ``POST /predict``, ``POST /webhook``,
-``GET /versions``, ``GET /metrics``. The handlers only parse, delegate and answer.
+``GET /versions``, ``GET /metrics``, plus ``POST /train`` (older Label Studio's train button).
+Our own additions: ``GET /training`` (retraining status) and ``GET /scores``. The handlers only
+parse, delegate and answer; scoring and training run in the background
+(:mod:`ml_backend.scoring_jobs`, :mod:`ml_backend.training_jobs`).
 
 Errors carry their message twice: in the JSON body (``{"error": ...}``) and in the HTTP reason
 phrase, because Label Studio shows the reason phrase (not the body) when a connection fails.
@@ -31,7 +34,9 @@ from ml_backend.model import ModelHolder, ModelUnavailableError
 from ml_backend.predict import BadRequest, Predictor, make_fetcher, make_holder
 from ml_backend.scoring import ScoreStore
 from ml_backend.scoring_jobs import ScoringJobs
+from ml_backend.served_models import ServedModels
 from ml_backend.settings import Settings, SettingsError
+from ml_backend.training_jobs import TrainingJobs
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,25 @@ def _project_key(project: Any) -> str:
     return str(project).split(".", 1)[0] if project not in (None, "") else ""
 
 
+def _project_id(project: Any) -> int | None:
+    """A project id from ``"<id>.<timestamp>"``, ``<id>`` or a webhook's ``{"id": <id>, ...}``."""
+    if isinstance(project, dict):
+        project = project.get("id")
+    if isinstance(project, bool):
+        return None
+    if isinstance(project, int):
+        return project
+    key = _project_key(project)
+    return int(key) if key.isdigit() else None
+
+
+def _query_project() -> int:
+    raw = request.args.get("project", "")
+    if not raw.isdigit():
+        raise BadRequest(f"'project' (a Label Studio project id) is required: {request.path}?project=ID")
+    return int(raw)
+
+
 def check_model_dir(folder: Path) -> None:
     """Create ``MODEL_DIR`` if needed and make sure this process can write there."""
     try:
@@ -100,7 +124,8 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
     check_model_dir(settings.model_dir)
     holder = holder or make_holder(settings)
     fetcher = make_fetcher(settings, settings.label_studio_url, settings.label_studio_api_key)
-    state = BackendState(settings, holder, Predictor(settings, holder, fetcher))
+    models = ServedModels(holder, settings.model_dir)
+    state = BackendState(settings, holder, Predictor(settings, holder, fetcher, models))
     if warm_up:
         holder.warm_up_in_background()
 
@@ -150,7 +175,7 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         if not settings.label_studio_url and isinstance(hostname, str) and hostname.startswith(("http://", "https://")):
             # No LABEL_STUDIO_URL configured: use the host and token Label Studio tells us about.
             state.predictor.fetcher = make_fetcher(settings, hostname.rstrip("/"), token if isinstance(token, str) else "")
-        served = state.predictor.serve(schema, wait=SETUP_WAIT_S)
+        served = state.predictor.serve(schema, wait=SETUP_WAIT_S, project=_project_id(project))
         if project:
             state.project_configs[project] = schema
         log.info("setup project=%s model=%s target=%s (%s)", project or "?", served.model.version, served.target.from_name, served.target.kind)
@@ -164,8 +189,9 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         label_config = data.get("label_config") or state.project_configs.get(project)
         if not isinstance(label_config, str) or not label_config.strip():
             raise BadRequest("'label_config' is required (or call /setup for this project first)")
-        results = state.predictor.predict(tasks, label_config)
-        return jsonify({"results": results, "model_version": holder.version})
+        results = state.predictor.predict(tasks, label_config, project=_project_id(project))
+        versions = {r.get("model_version") for r in results if r.get("model_version")}
+        return jsonify({"results": results, "model_version": versions.pop() if len(versions) == 1 else holder.version})
 
     def ls_client():  # noqa: ANN202
         if not settings.label_studio_url or not settings.label_studio_api_key:
@@ -177,36 +203,74 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
     jobs = ScoringJobs(settings, state.predictor, ls_client)
     app.extensions["scoring_jobs"] = jobs
 
+    def after_promotion(project_id: int, version: str, previous: str | None) -> None:
+        # Fresh pre-annotations and a reordered queue from the new model; the old version's
+        # predictions go once the new ones are in.
+        jobs.request_full(project_id, retire=[previous] if previous else [])
+
+    training = TrainingJobs(settings, models, jobs.events, on_promoted=after_promotion)
+    app.extensions["training_jobs"] = training
+
     @app.post("/webhook")
     def webhook() -> Response:
         data = _json_body()
         action = data.get("action")
         if not isinstance(action, str) or not action:
             raise BadRequest("'action' (the Label Studio event name) is required")
-        project = data.get("project")
-        project_id = project.get("id") if isinstance(project, dict) else project
-        if action == "TASKS_CREATED" and isinstance(project_id, int) and isinstance(data.get("tasks"), list):
+        project_id = _project_id(data.get("project"))
+        if action == "TASKS_CREATED" and project_id is not None and isinstance(data.get("tasks"), list):
             pending = jobs.add_tasks(project_id, data["tasks"])
             return jsonify({"status": "ok", "action": action, "queued_for_scoring": pending})
         if action in LABEL_ACTIONS:
             count = jobs.add_label_event(data)
-            return jsonify({"status": "ok", "action": action, "labels_since_scoring": count})
+            out = {"status": "ok", "action": action, "labels_since_scoring": count}
+            if project_id is not None:
+                out.update(training.on_label_event(project_id))
+            return jsonify(out)
+        if action == "START_TRAINING":
+            if project_id is None:
+                raise BadRequest("START_TRAINING needs 'project' with the project's id")
+            return jsonify({"status": "ok", "action": action, "training": training.request(project_id, "START_TRAINING (Label Studio's train button)")})
         log.debug("webhook %s", action)
         return jsonify({"status": "ok", "action": action})
 
+    @app.post("/train")
+    def train() -> Response:
+        # Label Studio before the webhook-based train button posts the annotations here; we
+        # read the current labels from its API instead, like START_TRAINING.
+        project_id = _project_id(_json_body().get("project"))
+        if project_id is None:
+            raise BadRequest("'project' (the Label Studio project id) is required")
+        return jsonify({"status": "ok", "training": training.request(project_id, "train request (POST /train)")})
+
+    @app.get("/training")
+    def training_status() -> Response:
+        if "project" not in request.args:
+            return jsonify({"projects": training.statuses()})
+        return jsonify(training.status(_query_project()))
+
     @app.get("/versions")
     def versions() -> Response:
-        try:
-            current = holder.get().version
-        except ModelUnavailableError as exc:
-            return error_response(503, str(exc))
-        return jsonify({"versions": [current], "model_version": current})
+        if "project" not in request.args:
+            try:
+                current = holder.get(wait=SETUP_WAIT_S).version
+            except ModelUnavailableError as exc:
+                return error_response(503, str(exc))
+            return jsonify({"versions": [current], "model_version": current})
+        project_id = _query_project()
+        stored = [v.to_json() for v in models.registry(project_id).list()]
+        info = models.current(project_id)
+        base = holder.version
+        current = info.version if info else base
+        for v in stored:
+            v["served"] = v["version"] == current
+            v.pop("weights", None)
+        names = ([base] if base else []) + [v["version"] for v in stored]
+        return jsonify({"versions": names, "model_version": current, "base_version": base, "details": stored})
 
     @app.get("/scores")
     def scores() -> Response:
-        project = request.args.get("project", "")
-        if not project.isdigit():
-            raise BadRequest("'project' (a Label Studio project id) is required: /scores?project=ID")
+        project = str(_query_project())
         stored = ScoreStore(settings.model_dir / "scores").load(int(project))
         if stored is None:
             return error_response(404, f"project {project} has not been scored yet: run `python -m ml_backend score --project {project}`")

@@ -41,7 +41,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("MODEL_PATH", "yolo11n.pt", "Weights to serve: a local `.pt`/`.onnx` file, or an Ultralytics name such as `yolo11n.pt` (downloads when online)."),
     SettingSpec("MODEL_DIR", "./ml_state", "Where this backend keeps its state: image cache, model versions, databases. Put it on a volume."),
     SettingSpec("SCORE_THRESHOLD", "0.25", "Minimum confidence of a predicted object (or class, for classifiers) to be sent to Label Studio, 0..1."),
-    SettingSpec("DEVICE", "auto", "Inference device: `auto` (GPU when present), `cpu`, `cuda`, `cuda:0`, `mps`."),
+    SettingSpec("DEVICE", "auto", "Inference and training device: `auto` (GPU when present), `cpu`, `cuda`, `cuda:0`, `mps`."),
     SettingSpec("IMGSZ", "640", "Inference image size in pixels (longest side)."),
     SettingSpec("PREDICT_BATCH", "16", "Images per batched forward pass in `/predict`."),
     SettingSpec("BASIC_AUTH_USER", "", "With `BASIC_AUTH_PASS`: require HTTP basic auth on every route but `/health`. Enter the same pair in Label Studio's model connection."),
@@ -64,6 +64,15 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("AL_SEED", "0", "Seed for every random choice in scoring (same seed, same queue)."),
     SettingSpec("EMBEDDER", "", "Optional `module:function` that embeds images for diversity instead of the model's own features: it takes a list of RGB arrays (H, W, 3) and returns an (n, d) array."),
     SettingSpec("RESCORE_MIN_NEW_LABELS", "20", "Re-score the whole project in the background after this many label events (webhooks), so diversity follows the labels."),
+    SettingSpec("RETRAIN_MIN_NEW_LABELS", "50", "Retrain in the background after this many new, changed or deleted labels in a project (counted from webhooks, duplicates once). 0 turns automatic retraining off; Label Studio's train button (`START_TRAINING`) still works."),
+    SettingSpec("TRAIN_EPOCHS", "10", "Epochs of each fine-tuning run (from the project's current model)."),
+    SettingSpec("TRAIN_IMGSZ", "640", "Training and evaluation image size in pixels."),
+    SettingSpec("TRAIN_BATCH", "16", "Training batch size (`-1`: Ultralytics picks one that fits the GPU)."),
+    SettingSpec("TRAIN_VAL_FRACTION", "0.2", "Share of labeled tasks held out to compare the old and new model (chosen by task id, so a task never changes sides), 0.05..0.5."),
+    SettingSpec("TRAIN_TIMEOUT", "21600", "Seconds a training run may take before it is stopped and reported as failed (the served model is untouched)."),
+    SettingSpec("PROMOTION", "if_better", "`if_better`: serve a retrained model only if it is not worse than the current one on the same held-out labels (mAP50-95; top-1 accuracy for classifiers). `always`: serve every successful run."),
+    SettingSpec("REDIS_URL", "", "When set (e.g. `redis://redis:6379/0`), training runs as an RQ job on a worker (`python -m ml_backend worker`), which may be another machine. Empty: a local child process."),
+    SettingSpec("TRAIN_QUEUE", "al-training", "Name of the RQ queue training jobs go to (with `REDIS_URL`)."),
 )
 
 _SPEC_BY_NAME = {s.name: s for s in SPECS}
@@ -130,6 +139,25 @@ def _import_path(raw: str) -> str:
     return raw
 
 
+def _batch(raw: str) -> int:
+    value = int(raw)
+    if value <= 0 and value != -1:
+        raise ValueError("must be greater than 0, or -1 for automatic")
+    return value
+
+
+def _redis_url(raw: str) -> str:
+    if raw and not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return raw
+
+
+def _queue_name(raw: str) -> str:
+    if not raw or not all(c.isalnum() or c in "-_." for c in raw):
+        raise ValueError("letters, digits, '-', '_' and '.' only")
+    return raw
+
+
 def _one_of(*choices: str) -> Callable[[str], str]:
     def convert(raw: str) -> str:
         value = raw.lower()
@@ -179,6 +207,15 @@ class Settings:
     al_seed: int = 0
     rescore_min_new_labels: int = 20
     embedder: str = ""
+    retrain_min_new_labels: int = 50
+    train_epochs: int = 10
+    train_imgsz: int = 640
+    train_batch: int = 16
+    train_val_fraction: float = 0.2
+    train_timeout: float = 21600.0
+    promotion: str = "if_better"
+    redis_url: str = field(default="", repr=False)
+    train_queue: str = "al-training"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -224,7 +261,24 @@ class Settings:
             al_seed=_parse(env, "AL_SEED", int, "an integer"),
             rescore_min_new_labels=_parse(env, "RESCORE_MIN_NEW_LABELS", _positive_int, "a positive integer"),
             embedder=_parse(env, "EMBEDDER", _import_path, "module:function"),
+            retrain_min_new_labels=_parse(env, "RETRAIN_MIN_NEW_LABELS", _non_negative_int, "an integer >= 0 (0: off)"),
+            train_epochs=_parse(env, "TRAIN_EPOCHS", _positive_int, "a positive integer"),
+            train_imgsz=_parse(env, "TRAIN_IMGSZ", _positive_int, "a positive integer"),
+            train_batch=_parse(env, "TRAIN_BATCH", _batch, "a positive integer or -1"),
+            train_val_fraction=_parse(env, "TRAIN_VAL_FRACTION", _bounded_float(0.05, 0.5), "a number between 0.05 and 0.5"),
+            train_timeout=_parse(env, "TRAIN_TIMEOUT", _bounded_float(10.0, 7 * 86400.0), "seconds between 10 and 604800"),
+            promotion=_parse(env, "PROMOTION", _one_of("if_better", "always"), "if_better or always"),
+            redis_url=_parse(env, "REDIS_URL", _redis_url, "a redis:// URL"),
+            train_queue=_parse(env, "TRAIN_QUEUE", _queue_name, "a queue name"),
         )
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables (``Settings.from_env(s.to_env()) == s``), for a child process."""
+        out = {}
+        for spec in SPECS:
+            value = getattr(self, spec.name.lower())
+            out[spec.name] = ",".join(value) if isinstance(value, tuple) else str(value)
+        return out
 
     @property
     def image_cache_dir(self) -> Path:

@@ -158,6 +158,7 @@ def write_dataset(
     out_dir: str | Path,
     from_name: str | None = None,
     val_fraction: float = 0.2,
+    label_ids: Mapping[str, int] | None = None,
 ) -> DatasetSummary:
     """Write the labeled tasks as an Ultralytics dataset.
 
@@ -169,13 +170,15 @@ def write_dataset(
         out_dir: a new folder (written from scratch).
         from_name: only regions of this control.
         val_fraction: share of tasks in the validation split (by task id, deterministic).
+        label_ids: Label Studio label -> class id, when the project's labels are not the model's
+            class names (``predicted_values`` mappings); default: matched by name.
     """
     from PIL import Image
 
     root = Path(out_dir)
     if root.exists():
         shutil.rmtree(root)
-    class_ids = {str(n): int(i) for i, n in names.items()}
+    class_ids = dict(label_ids) if label_ids is not None else {str(n): int(i) for i, n in names.items()}
     counts = {"train": 0, "val": 0}
     skipped: dict[int, str] = {}
     for task in tasks:
@@ -198,7 +201,7 @@ def write_dataset(
             continue
         split = split_of(tid, val_fraction)
         if kind == "classify":
-            path = root / split / cls / f"task_{tid}.jpg"
+            path = root / split / str(names[class_ids[cls]]) / f"task_{tid}.jpg"
         else:
             path = root / "images" / split / f"task_{tid}.jpg"
             label = root / "labels" / split / f"task_{tid}.txt"
@@ -209,8 +212,8 @@ def write_dataset(
         counts[split] += 1
     if kind == "classify":
         for split in ("train", "val"):
-            for n in class_ids:
-                (root / split / n).mkdir(parents=True, exist_ok=True)
+            for n in names.values():
+                (root / split / str(n)).mkdir(parents=True, exist_ok=True)
         data = root
     else:
         for split in ("train", "val"):

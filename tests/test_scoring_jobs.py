@@ -19,9 +19,9 @@ def recorded(monkeypatch):
         calls.append(("new", project_id, sorted(t["id"] for t in tasks)))
         return type("P", (), {"scores": tasks})()
 
-    def fake_full(client, project_id, predictor, settings, progress=False):
+    def fake_full(client, project_id, predictor, settings, progress=False, retire=()):
         gate.wait(5)
-        calls.append(("full", project_id))
+        calls.append(("full", project_id) + ((tuple(retire),) if retire else ()))
         return type("P", (), {"scores": []})()
 
     monkeypatch.setattr(jobs_mod, "score_new_tasks", fake_new)
@@ -97,3 +97,15 @@ def test_a_failing_run_is_reported_and_the_next_one_runs(tmp_path, monkeypatch) 
     assert jobs.idle(5) and "Label Studio is down" in jobs.last_error
     jobs.add_tasks(1, [{"id": 2}])
     assert jobs.idle(5) and jobs.runs == 2
+
+
+def test_a_promotion_rescores_the_project_and_retires_the_old_version(tmp_path, recorded) -> None:
+    calls, gate = recorded
+    jobs = make(tmp_path)
+    jobs.add_tasks(3, [{"id": 1}])
+    assert not jobs.idle(0.2)  # held at the gate
+    jobs.request_full(3, retire=["v1"])
+    jobs.request_full(3, retire=["v2", ""])  # coalesces with the first request
+    gate.set()
+    assert jobs.idle(5)
+    assert calls == [("new", 3, [1]), ("full", 3, ("v1", "v2"))]

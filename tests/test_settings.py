@@ -44,6 +44,15 @@ def test_reads_every_value() -> None:
         "RESCORE_MIN_NEW_LABELS": "5",
         "EMBEDDER": "my_pkg.embed:images",
         "AL_CLUSTER_PUSH_MAX": "0",
+        "RETRAIN_MIN_NEW_LABELS": "0",
+        "TRAIN_EPOCHS": "3",
+        "TRAIN_IMGSZ": "320",
+        "TRAIN_BATCH": "-1",
+        "TRAIN_VAL_FRACTION": "0.25",
+        "TRAIN_TIMEOUT": "600",
+        "PROMOTION": "Always",
+        "REDIS_URL": "redis://redis:6379/0",
+        "TRAIN_QUEUE": "gpu-box",
     }
     s = Settings.from_env(env)
     assert s.label_studio_url == "http://ls:8080"
@@ -54,7 +63,10 @@ def test_reads_every_value() -> None:
     assert (s.rescore_min_new_labels, s.embedder, s.al_cluster_push_max) == (5, "my_pkg.embed:images", 0)
     assert (s.al_strategy, s.uncertainty_measure, s.uncertainty_aggregation) == ("uncertainty", "margin", "sum")
     assert (s.al_uncertainty_weight, s.al_diversity_weight, s.al_class_balance_weight, s.al_batch, s.al_clusters, s.al_seed) == (2.0, 0.5, 0.0, 20, 4, 7)
+    assert (s.retrain_min_new_labels, s.train_epochs, s.train_imgsz, s.train_batch, s.train_val_fraction, s.train_timeout) == (0, 3, 320, -1, 0.25, 600.0)
+    assert (s.promotion, s.redis_url, s.train_queue) == ("always", "redis://redis:6379/0", "gpu-box")
     assert {spec.name for spec in SPECS} == set(env)
+    assert Settings.from_env(s.to_env()) == s  # what a training child process gets
 
 
 def test_api_key_is_not_in_repr() -> None:
@@ -79,6 +91,12 @@ def test_api_key_is_not_in_repr() -> None:
         ({"UNCERTAINTY_MEASURE": "variance"}, "UNCERTAINTY_MEASURE"),
         ({"AL_DIVERSITY_WEIGHT": "-1"}, "AL_DIVERSITY_WEIGHT"),
         ({"AL_SEED": "x"}, "AL_SEED"),
+        ({"PROMOTION": "sometimes"}, "if_better or always"),
+        ({"TRAIN_BATCH": "0"}, "TRAIN_BATCH"),
+        ({"TRAIN_VAL_FRACTION": "0.9"}, "TRAIN_VAL_FRACTION"),
+        ({"REDIS_URL": "localhost:6379"}, "redis://"),
+        ({"TRAIN_QUEUE": "a queue"}, "TRAIN_QUEUE"),
+        ({"RETRAIN_MIN_NEW_LABELS": "-3"}, "RETRAIN_MIN_NEW_LABELS"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict, fragment: str) -> None:

@@ -1,0 +1,81 @@
+"""Which weights serve which project: the project's promoted version, else ``MODEL_PATH``.
+
+Each Label Studio project gets its own :class:`ml_backend.versions.ModelRegistry` under
+``MODEL_DIR/projects/<id>/models``, so a model retrained on one project's labels never serves
+another. Until a project has a promoted version it is served the base model (``MODEL_PATH``).
+The registry's pointer is read on each call (a tiny file), so a promotion made by another
+process (``python -m ml_backend train``) is picked up at once; the new weights are loaded
+before they are served when :meth:`ServedModels.preload` is called, as the training loop does.
+
+Example:
+    >>> import tempfile
+    >>> from ml_backend.model import ModelHolder
+    >>> models = ServedModels(ModelHolder("base.pt"), tempfile.mkdtemp())
+    >>> models.holder(3) is models.base
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from ml_backend.model import LoadedModel, ModelHolder
+from ml_backend.versions import ModelRegistry, VersionInfo
+
+log = logging.getLogger(__name__)
+
+
+class ServedModels:
+    """The base model and each project's promoted model.
+
+    Args:
+        base: the ``MODEL_PATH`` holder.
+        model_dir: ``MODEL_DIR`` (``None``: only the base model, no per-project versions).
+    """
+
+    def __init__(self, base: ModelHolder, model_dir: str | Path | None = None):
+        self.base = base
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self._holders: dict[int, tuple[str, ModelHolder]] = {}
+        self._lock = threading.Lock()
+
+    def registry(self, project_id: int) -> ModelRegistry:
+        if self.model_dir is None:
+            raise ValueError("no MODEL_DIR: per-project model versions are off")
+        return ModelRegistry(self.model_dir / "projects" / str(int(project_id)) / "models")
+
+    def current(self, project_id: int | None) -> VersionInfo | None:
+        """The project's promoted version (None: it is served the base model)."""
+        if project_id is None or self.model_dir is None:
+            return None
+        return self.registry(project_id).current()
+
+    def holder(self, project_id: int | None) -> ModelHolder:
+        """The holder serving ``project_id`` (the base one for ``None`` or a project never retrained)."""
+        info = self.current(project_id)
+        if info is None:
+            return self.base
+        with self._lock:
+            cached = self._holders.get(int(project_id))  # type: ignore[arg-type]
+            if cached is not None and cached[0] == info.version:
+                return cached[1]
+            holder = ModelHolder(str(info.weights), self.base.device, version=info.version)
+            self._holders[int(project_id)] = (info.version, holder)  # type: ignore[arg-type]
+            return holder
+
+    def get(self, project_id: int | None, wait: float | None = None) -> LoadedModel:
+        """The loaded model for a project. A promoted version that fails to load falls back to the base model."""
+        holder = self.holder(project_id)
+        if holder is self.base:
+            return holder.get(wait)
+        try:
+            return holder.get(wait)
+        except Exception as exc:
+            log.error("project %s: its model %s could not be loaded (%s); serving the base model", project_id, holder.model_path, exc)
+            return self.base.get(wait)
+
+    def preload(self, project_id: int) -> LoadedModel:
+        """Load the project's current model now (before requests need it)."""
+        return self.holder(project_id).get()

@@ -1,0 +1,341 @@
+"""The retraining loop: when to train, one run at a time, and what happens after.
+
+Webhook handlers only call :meth:`TrainingJobs.on_label_event` or :meth:`TrainingJobs.request`
+(a few SQLite statements); a background thread does the rest:
+
+1. **Trigger.** A project is queued when its label changes since the last training reach
+   ``RETRAIN_MIN_NEW_LABELS`` (counted durably by :class:`ml_backend.label_events.LabelEventStore`:
+   a duplicate delivery counts once, deletions count), or on ``START_TRAINING``.
+2. **Run.** One run at a time, in its own process (:mod:`ml_backend.training_runners`). Its
+   progress is polled into the status; a run over ``TRAIN_TIMEOUT`` is stopped.
+3. **Coalesce.** Events during a run set one ``follow_up`` flag: however many arrive, at most
+   one more run follows.
+4. **Promote.** Every trained model is stored with its metrics and lineage
+   (:class:`ml_backend.versions.ModelRegistry`); it is served only if :func:`ml_backend.training.decide`
+   says so. The pointer switch is atomic and the new weights are loaded before they are served.
+   Then ``on_promoted`` re-scores the pool and reorders the queue.
+
+State (idle / queued / training / failed, progress, last outcome) lives in SQLite next to the
+label events, so ``GET /training`` survives restarts. A run interrupted by a restart is queued
+again; the served model is never touched until a run has finished and won.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ml_backend.label_events import LabelEventStore
+from ml_backend.served_models import ServedModels
+from ml_backend.settings import Settings
+from ml_backend.training import TrainingError, TrainOutcome, TrainRequest
+from ml_backend.training_runners import Runner, make_runner
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "training"
+STATES = ("idle", "queued", "training", "failed")
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's process: assume it is alive
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return int(pid) != os.getpid()  # our own pid at start-up is a previous life's
+
+
+class TrainingState:
+    """One row per project in ``MODEL_DIR/state.db``."""
+
+    def __init__(self, path: str | Path):
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS training (project INTEGER PRIMARY KEY, state TEXT NOT NULL, reason TEXT, follow_up INTEGER DEFAULT 0,"
+                " start_seq INTEGER DEFAULT 0, owner TEXT, queued REAL, started REAL, finished REAL, progress TEXT, message TEXT, last TEXT,"
+                " runs INTEGER DEFAULT 0)"
+            )
+
+    def get(self, project_id: int) -> dict[str, Any]:
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM training WHERE project=?", (int(project_id),))
+            row = cur.fetchone()
+            cols = [c[0] for c in cur.description]
+        if row is None:
+            return {"project": int(project_id), "state": "idle", "reason": None, "follow_up": 0, "start_seq": 0, "owner": None, "queued": None,
+                    "started": None, "finished": None, "progress": None, "message": None, "last": None, "runs": 0}
+        return dict(zip(cols, row))
+
+    def projects(self) -> list[int]:
+        with self._lock:
+            return [int(r[0]) for r in self._db.execute("SELECT project FROM training ORDER BY project")]
+
+    def update(self, project_id: int, **fields: Any) -> None:
+        row = {**self.get(project_id), **fields, "project": int(project_id)}
+        for key in ("progress", "last"):
+            if row[key] is not None and not isinstance(row[key], str):
+                row[key] = json.dumps(row[key])
+        cols = list(row)
+        with self._lock:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO training ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", [row[c] for c in cols]
+            )
+
+    def claim(self, owner: str) -> int | None:
+        """Atomically take the oldest queued project (None when nothing is queued)."""
+        with self._lock:
+            row = self._db.execute("SELECT project FROM training WHERE state='queued' ORDER BY queued LIMIT 1").fetchone()
+            if row is None:
+                return None
+            cur = self._db.execute(
+                "UPDATE training SET state='training', owner=?, started=?, progress=NULL, message=NULL WHERE project=? AND state='queued'",
+                (owner, time.time(), row[0]),
+            )
+            return int(row[0]) if cur.rowcount == 1 else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _loads(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+class TrainingJobs:
+    """Trigger, run and promote retraining in the background of the server.
+
+    Args:
+        settings: backend settings.
+        models: the served models (per project).
+        events: the label event store (shared with scoring).
+        on_promoted: called as ``on_promoted(project_id, new_version, old_version)`` after a
+            promotion (the server re-scores the project's pool there).
+        runner: where runs execute (default: :func:`ml_backend.training_runners.make_runner`).
+        poll_s: how often a run's progress is read.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        models: ServedModels,
+        events: LabelEventStore,
+        on_promoted: Callable[[int, str, str | None], None] | None = None,
+        runner: Runner | None = None,
+        poll_s: float = 1.0,
+    ):
+        self.settings = settings
+        self.models = models
+        self.events = events
+        self.on_promoted = on_promoted
+        self.runner = runner or make_runner(settings)
+        self.poll_s = poll_s
+        self.state = TrainingState(settings.model_dir / "state.db")
+        self.owner = _owner()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._stop = threading.Event()
+        self._recover()
+        self._thread = threading.Thread(target=self._loop, name="training-jobs", daemon=True)
+        self._thread.start()
+
+    # --- called from request handlers (fast) ---
+
+    def on_label_event(self, project_id: int) -> dict[str, Any]:
+        """Count a project's new label changes and queue a run (or a follow-up) at the threshold."""
+        threshold = self.settings.retrain_min_new_labels
+        row = self.state.get(project_id)
+        pending = self.events.pending(project_id, CONSUMER)
+        if threshold > 0:
+            if row["state"] == "training":
+                during = self.events.count_since(project_id, row["start_seq"] or 0)
+                if during >= threshold and not row["follow_up"]:
+                    self.state.update(project_id, follow_up=1)
+            elif row["state"] != "queued" and pending >= threshold:
+                self._queue(project_id, f"{pending} new or changed labels (RETRAIN_MIN_NEW_LABELS={threshold})")
+        return {"training": self.state.get(project_id)["state"], "labels_since_training": pending}
+
+    def request(self, project_id: int, reason: str) -> str:
+        """Queue a run now (``START_TRAINING``); during a run, one follow-up. Returns the state."""
+        row = self.state.get(project_id)
+        if row["state"] == "training":
+            self.state.update(project_id, follow_up=1)
+        elif row["state"] != "queued":
+            self._queue(project_id, reason)
+        return self.state.get(project_id)["state"]
+
+    def _queue(self, project_id: int, reason: str) -> None:
+        self.state.update(project_id, state="queued", reason=reason, queued=time.time(), follow_up=0, progress=None)
+        log.info("project %s: training queued (%s)", project_id, reason)
+        with self._cond:
+            self._cond.notify_all()
+
+    def status(self, project_id: int) -> dict[str, Any]:
+        """What ``GET /training?project=ID`` returns."""
+        row = self.state.get(project_id)
+        current = None
+        try:
+            info = self.models.current(project_id)
+            current = info.version if info else self.models.base.version
+        except Exception:  # a damaged registry must not break the status route
+            pass
+        out = {
+            "project": int(project_id),
+            "state": row["state"],
+            "reason": row["reason"],
+            "progress": _loads(row["progress"]) if row["state"] == "training" else None,
+            "message": row["message"],
+            "follow_up": bool(row["follow_up"]),
+            "queued_at": row["queued"],
+            "started_at": row["started"],
+            "finished_at": row["finished"],
+            "runs": row["runs"],
+            "labels_since_training": self.events.pending(project_id, CONSUMER),
+            "retrain_min_new_labels": self.settings.retrain_min_new_labels,
+            "model_version": current,
+            "last_run": _loads(row["last"]),
+        }
+        return out
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [self.status(p) for p in self.state.projects()]
+
+    def idle(self, timeout: float = 0.0) -> bool:
+        """True when no run is queued or running in this process (waits up to ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = self._busy or any(self.state.get(p)["state"] == "queued" for p in self.state.projects())
+            if not busy or time.monotonic() >= deadline:
+                return not busy
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        """Stop the worker thread (a run under way is stopped and queued again for the next start)."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+
+    # --- the worker thread ---
+
+    def _recover(self) -> None:
+        for pid in self.state.projects():
+            row = self.state.get(pid)
+            if row["state"] == "training" and not _owner_alive(row["owner"]):
+                self.state.update(pid, state="queued", reason="resumed: the backend stopped during the previous run", queued=time.time(), owner=None)
+                log.warning("project %s: a training run was interrupted by a restart; it is queued again", pid)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            project_id = self.state.claim(self.owner)
+            if project_id is None:
+                with self._cond:
+                    self._cond.wait(timeout=5.0)  # also polls: another process may have queued a run
+                continue
+            self._busy = True
+            try:
+                self._run(project_id)
+            except Exception:  # never let the thread die
+                log.exception("project %s: training bookkeeping failed", project_id)
+                self.state.update(project_id, state="failed", message="internal error in the training loop; see the backend log", finished=time.time())
+            finally:
+                self._busy = False
+
+    def _run(self, project_id: int) -> None:
+        row = self.state.get(project_id)
+        start_seq = self.events.latest(project_id)
+        self.state.update(project_id, start_seq=start_seq, progress={"stage": "starting"})
+        runs_dir = self.settings.model_dir / "training" / f"project{project_id}"
+        shutil.rmtree(runs_dir, ignore_errors=True)  # a failed run's folder is kept until the next run
+        workdir = runs_dir / time.strftime("run-%Y%m%d-%H%M%S")
+        try:
+            holder = self.models.holder(project_id)
+            model = holder.get()
+            base_weights = Path(str(model.path))
+            if not base_weights.is_file():
+                raise TrainingError(f"the served model {model.version} has no local weights file to fine-tune")
+            req = TrainRequest(project_id, str(base_weights), model.version, str(workdir), row["reason"] or "")
+            handle = self.runner.start(req)
+            deadline = time.monotonic() + self.settings.train_timeout
+            while not handle.done():
+                if self._stop.wait(self.poll_s):
+                    handle.cancel()
+                    self.state.update(project_id, state="queued", reason="resumed: the backend stopped during the previous run", queued=time.time())
+                    return
+                if time.monotonic() > deadline:
+                    handle.cancel()
+                    raise TrainingError(f"stopped after TRAIN_TIMEOUT={self.settings.train_timeout:.0f} s; raise it, or lower TRAIN_EPOCHS/TRAIN_IMGSZ")
+                prog = handle.progress()
+                if prog:
+                    self.state.update(project_id, progress=prog)
+            outcome = handle.outcome()
+            last = self._finish(project_id, outcome)
+            self.events.mark(project_id, CONSUMER, start_seq)  # only after a run that finished
+            shutil.rmtree(runs_dir, ignore_errors=True)
+            state, message = "idle", last["decision"]
+        except Exception as exc:
+            if not isinstance(exc, (TrainingError, ValueError)):
+                log.exception("project %s: training failed", project_id)
+            message = str(exc) or type(exc).__name__
+            log.error("project %s: training failed: %s", project_id, message)
+            state, last = "failed", {"status": "failed", "decision": message, "finished_at": time.time()}
+        row = self.state.get(project_id)
+        self.state.update(project_id, state=state, message=message, last=last, finished=time.time(), owner=None, progress=None, runs=(row["runs"] or 0) + 1)
+        if row["follow_up"]:
+            self._queue(project_id, "follow-up: new labels or a train request arrived during the previous run")
+
+    def _finish(self, project_id: int, outcome: TrainOutcome) -> dict[str, Any]:
+        """Store the trained model, promote it if it won, and say what happened."""
+        last: dict[str, Any] = {
+            "status": outcome.status, "decision": outcome.decision, "base_version": outcome.base_version, "dataset": outcome.dataset,
+            "seconds": round(outcome.seconds, 1), "finished_at": time.time(), "version": None, "promoted": False,
+        }
+        if outcome.status != "trained" or not outcome.weights:
+            log.info("project %s: training skipped: %s", project_id, outcome.decision)
+            return last
+        registry = self.models.registry(project_id)
+        info = registry.add(
+            outcome.weights, parent=outcome.base_version,
+            metrics={"new": outcome.metrics_new, "previous": outcome.metrics_old, "dataset": outcome.dataset, "epochs": outcome.epochs},
+            note=outcome.decision,
+        )
+        last.update(version=info.version, metrics_new=outcome.metrics_new, metrics_previous=outcome.metrics_old)
+        if outcome.promote:
+            registry.promote(info.version)
+            self.models.preload(project_id)  # loaded before any request is served with it
+            last["promoted"] = True
+            log.info("project %s: %s promoted (%s)", project_id, info.version, outcome.decision)
+            if self.on_promoted is not None:
+                self.on_promoted(project_id, info.version, outcome.base_version)
+        else:
+            log.info("project %s: %s stored, not served (%s)", project_id, info.version, outcome.decision)
+        return last
