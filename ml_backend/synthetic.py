@@ -87,6 +87,27 @@ def make_image(
     return SyntheticImage(img, shapes)
 
 
+def ls_box_result(s: SyntheticImage, labels: dict[int, str] | None = None, from_name: str = "label", to_name: str = "image") -> list[dict]:
+    """The image's true boxes as a Label Studio ``rectanglelabels`` annotation result (what a
+    perfect annotator would save), for tests and simulations.
+
+    Args:
+        labels: class id -> Label Studio label (default: the shape names).
+    """
+    w, h = s.image.size
+    labels = labels or dict(enumerate(CLASS_NAMES))
+    out = []
+    for i, sh in enumerate(s.shapes):
+        x1, y1, x2, y2 = sh.xyxy
+        out.append({
+            "id": f"gt{i}", "type": "rectanglelabels", "from_name": from_name, "to_name": to_name,
+            "original_width": w, "original_height": h, "image_rotation": 0,
+            "value": {"x": 100 * x1 / w, "y": 100 * y1 / h, "width": 100 * (x2 - x1) / w, "height": 100 * (y2 - y1) / h,
+                      "rotation": 0, "rectanglelabels": [labels[sh.cls]]},
+        })
+    return out
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """Where a generated dataset lives and what it holds."""

@@ -161,7 +161,7 @@ class TrainingJobs:
         self.poll_s = poll_s
         self.state = TrainingState(settings.model_dir / "state.db")
         self.owner = _owner()
-        self._cond = threading.Condition()
+        self._wake = threading.Event()
         self._busy = False
         self._stop = threading.Event()
         self._recover()
@@ -196,8 +196,7 @@ class TrainingJobs:
     def _queue(self, project_id: int, reason: str) -> None:
         self.state.update(project_id, state="queued", reason=reason, queued=time.time(), follow_up=0, progress=None)
         log.info("project %s: training queued (%s)", project_id, reason)
-        with self._cond:
-            self._cond.notify_all()
+        self._wake.set()
 
     def status(self, project_id: int) -> dict[str, Any]:
         """What ``GET /training?project=ID`` returns."""
@@ -233,7 +232,7 @@ class TrainingJobs:
         """True when no run is queued or running in this process (waits up to ``timeout`` seconds)."""
         deadline = time.monotonic() + timeout
         while True:
-            busy = self._busy or any(self.state.get(p)["state"] == "queued" for p in self.state.projects())
+            busy = self._busy or any(self.state.get(p)["state"] in ("queued", "training") for p in self.state.projects())
             if not busy or time.monotonic() >= deadline:
                 return not busy
             time.sleep(0.1)
@@ -241,8 +240,7 @@ class TrainingJobs:
     def close(self) -> None:
         """Stop the worker thread (a run under way is stopped and queued again for the next start)."""
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        self._wake.set()
         self._thread.join(timeout=30)
 
     # --- the worker thread ---
@@ -256,10 +254,10 @@ class TrainingJobs:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             project_id = self.state.claim(self.owner)
             if project_id is None:
-                with self._cond:
-                    self._cond.wait(timeout=5.0)  # also polls: another process may have queued a run
+                self._wake.wait(timeout=5.0)  # also polls: another process may have queued a run
                 continue
             self._busy = True
             try:

@@ -1,0 +1,127 @@
+"""One training run with real Ultralytics on tiny weights; Label Studio's API is a fixed fake here
+(the end-to-end tests use the real one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml_backend.settings import Settings
+from ml_backend.synthetic import ls_box_result, make_image
+from ml_backend.training import TrainingError, TrainRequest, decide, train_project
+from ml_backend.training_data import split_of
+
+CONFIG = (
+    '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+    '<Label value="Round" predicted_values="circle"/><Label value="square"/><Label value="triangle"/>'
+    "</RectangleLabels></View>"
+)
+LABELS = {0: "Round", 1: "square", 2: "triangle"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "policy", "served"),
+    [
+        (0.50, 0.55, "if_better", True),
+        (0.50, 0.50, "if_better", True),  # not worse: the new model has seen more labels
+        (0.50, 0.49, "if_better", False),
+        (0.50, 0.10, "always", True),
+        (0.0, 0.0, "if_better", True),
+    ],
+)
+def test_decide(old: float, new: float, policy: str, served: bool) -> None:
+    ok, why = decide({"metric": "mAP50-95", "primary": old}, {"metric": "mAP50-95", "primary": new}, policy)
+    assert ok is served
+    assert f"{new:.4f}" in why and f"{old:.4f}" in why
+
+
+class FakeClient:
+    """Label Studio's two read calls a run makes, answered from memory."""
+
+    def __init__(self, tasks: list[dict]):
+        self.tasks = tasks
+
+    def get_project(self, project_id: int) -> dict:
+        return {"id": project_id, "label_config": CONFIG}
+
+    def list_tasks(self, project_id: int) -> list[dict]:
+        return self.tasks
+
+
+def labeled_tasks(ids: list[int], size: int = 64) -> tuple[list[dict], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(3)
+    tasks, images = [], {}
+    for tid in ids:
+        s = make_image(rng, size, size)
+        uri = f"/data/upload/1/{tid}.jpg"
+        images[uri] = np.asarray(s.image)
+        ann = {"id": tid * 10, "result": ls_box_result(s, LABELS), "was_cancelled": False, "updated_at": "2026-11-21T10:00:00Z"}
+        tasks.append({"id": tid, "data": {"image": uri}, "annotations": [ann]})
+    return tasks, images
+
+
+def settings_for(tmp_path, **env) -> Settings:
+    return Settings.from_env({
+        "MODEL_DIR": str(tmp_path / "state"), "TRAIN_EPOCHS": "2", "TRAIN_IMGSZ": "64", "TRAIN_BATCH": "8", "DEVICE": "cpu",
+        "TRAIN_VAL_FRACTION": "0.25", **env,
+    })
+
+
+def test_a_run_fine_tunes_the_model_and_judges_it_on_held_out_labels(tmp_path, tiny_weights) -> None:
+    tasks, images = labeled_tasks(list(range(1, 25)))
+    tasks[0]["annotations"][0]["was_cancelled"] = True  # a skipped task is left out
+    tasks.append({"id": 99, "data": {"image": "/data/upload/1/99.jpg"}, "annotations": []})  # unlabeled
+    tasks.append({"id": 98, "data": {"image": "/broken.jpg"}, "annotations": tasks[1]["annotations"]})
+
+    def load(uri, task_id):
+        if uri not in images:
+            raise ValueError(f"cannot decode {uri}")
+        return images[uri]
+
+    stages = []
+    req = TrainRequest(5, str(tiny_weights("detect")), "detect-base", str(tmp_path / "run"), "test")
+    out = train_project(req, settings_for(tmp_path), FakeClient(tasks), load, lambda stage, **kw: stages.append((stage, kw)))
+
+    assert out.status == "trained" and out.project_id == 5 and out.base_version == "detect-base"
+    labeled = [t for t in range(2, 25)]  # task 1 was skipped, 98 has a broken image, 99 no labels
+    expected_val = sum(split_of(t, 0.25) == "val" for t in labeled)
+    assert out.dataset["val"] == expected_val > 0
+    assert out.dataset["train"] == len(labeled) - expected_val
+    assert "98" in out.dataset["skipped"] and "cannot decode" in out.dataset["skipped"]["98"]
+    for metrics in (out.metrics_old, out.metrics_new):
+        assert metrics["metric"] == "mAP50-95" and 0.0 <= metrics["primary"] <= 1.0
+        assert metrics["primary"] == metrics["map50_95"] and 0.0 <= metrics["map50"] <= 1.0
+        assert set(metrics["per_class"]) <= {"circle", "square", "triangle"}
+    assert out.promote == (out.metrics_new["primary"] >= out.metrics_old["primary"])
+    from ultralytics import YOLO
+
+    trained = YOLO(out.weights)
+    assert dict(trained.names) == {0: "circle", 1: "square", 2: "triangle"}  # the model keeps its class ids
+    assert [s for s, _ in stages][:2] == ["fetching labels", "writing dataset"]
+    epochs = [kw["epoch"] for s, kw in stages if s == "training"]
+    assert epochs == [0, 1, 2] and stages[-1][0] == "evaluating"
+    # Label lines: "Round" was mapped back to class 0 through predicted_values.
+    label_text = "".join(p.read_text() for p in (tmp_path / "run" / "dataset" / "labels").rglob("*.txt"))
+    assert {line.split()[0] for line in label_text.splitlines()} <= {"0", "1", "2"}
+    assert any(line.startswith("0 ") for line in label_text.splitlines())
+
+
+def test_without_held_out_labels_the_run_is_skipped_and_says_why(tmp_path, tiny_weights) -> None:
+    ids = [t for t in range(1, 200) if split_of(t, 0.25) == "train"][:4]
+    tasks, images = labeled_tasks(ids)
+    req = TrainRequest(5, str(tiny_weights("detect")), "v0", str(tmp_path / "run"))
+    out = train_project(req, settings_for(tmp_path), FakeClient(tasks), lambda uri, tid: images[uri])
+    assert out.status == "skipped" and out.weights is None and not out.promote
+    assert "no held-out labels" in out.decision and "TRAIN_VAL_FRACTION" in out.decision
+
+
+def test_nothing_labeled_is_skipped(tmp_path, tiny_weights) -> None:
+    req = TrainRequest(5, str(tiny_weights("detect")), "v0", str(tmp_path / "run"))
+    out = train_project(req, settings_for(tmp_path), FakeClient([{"id": 1, "data": {"image": "x"}, "annotations": []}]), lambda u, t: None)
+    assert out.status == "skipped" and "label some tasks" in out.decision
+
+
+def test_exported_weights_cannot_be_fine_tuned(tmp_path) -> None:
+    req = TrainRequest(5, str(tmp_path / "model.onnx"), "v0", str(tmp_path / "run"))
+    with pytest.raises(TrainingError, match="exported models cannot be fine-tuned"):
+        train_project(req, settings_for(tmp_path), FakeClient([]), lambda u, t: None)
