@@ -1,4 +1,4 @@
-"""Command line: ``python -m ml_backend serve | demo``."""
+"""Command line: ``python -m ml_backend serve | demo | score | train | worker | bench``."""
 
 from __future__ import annotations
 
@@ -68,6 +68,47 @@ def score(project_id: int) -> int:
     return 0
 
 
+def train(project_id: int) -> int:
+    """``python -m ml_backend train --project ID``: one retraining run now, in the foreground.
+
+    The same loop as the server's (a child process, the same promotion rule, the same state in
+    ``MODEL_DIR``), so a server using that ``MODEL_DIR`` serves the new model at once.
+    """
+    from integrations.label_studio import LabelStudioClient
+    from ml_backend.label_events import LabelEventStore
+    from ml_backend.predict import make_predictor
+    from ml_backend.scoring import score_project
+    from ml_backend.training_jobs import TrainingJobs
+
+    settings = Settings.from_env()
+    _logging(settings.log_level)
+    if not settings.label_studio_url or not settings.label_studio_api_key:
+        print("error: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY: training reads the labels from Label Studio", file=sys.stderr)
+        return 2
+    client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
+    predictor = make_predictor(settings)
+
+    def rescore(pid: int, version: str, previous: str | None) -> None:
+        pooled = score_project(client, pid, predictor, settings, progress=False, retire=[previous] if previous else [])
+        print(f"project {pid}: re-scored {len(pooled.scores)} tasks with {version}; queue reordered")
+
+    jobs = TrainingJobs(settings, predictor.models, LabelEventStore(settings.model_dir / "state.db"), on_promoted=rescore)
+    try:
+        jobs.request(project_id, "command line (python -m ml_backend train)")
+        shown = None
+        while not jobs.idle(2.0):
+            prog = jobs.status(project_id)["progress"]
+            if prog and prog != shown:
+                shown = prog
+                print("  " + ", ".join(f"{k} {v}" for k, v in prog.items() if k not in ("at", "losses")), flush=True)
+        status = jobs.status(project_id)
+    finally:
+        jobs.close()
+    print(f"project {project_id}: {status['state']}: {status['message']}")
+    print(f"served model: {status['model_version']}")
+    return 1 if status["state"] == "failed" else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml_backend", description="Active-learning YOLO backend for Label Studio")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--no-wait", action="store_true", help="set everything up, print, and stop (no serving)")
     p_score = sub.add_parser("score", help="score every task of a project and reorder its queue in Label Studio")
     p_score.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    p_train = sub.add_parser("train", help="retrain a project's model now, from its current labels in Label Studio")
+    p_train.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    p_worker = sub.add_parser("worker", help="run an RQ training worker (needs REDIS_URL); can run on another (GPU) machine")
+    p_worker.add_argument("--burst", action="store_true", help="stop when the queue is empty")
     p_bench = sub.add_parser("bench", help="benchmarks: scoring overhead, k-center, pushing predictions (not tests)")
     p_bench.add_argument("--only", nargs="*", choices=["scoring", "kcenter", "push", "push-each"], help="run only these")
     p_bench.add_argument("--repeat", type=int, default=5, help="runs per figure (the median is reported)")
@@ -96,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
             serve(args.host, args.port, args.threads)
         elif args.command == "score":
             return score(args.project)
+        elif args.command == "train":
+            return train(args.project)
+        elif args.command == "worker":
+            from ml_backend.training_runners import run_worker
+
+            settings = Settings.from_env()
+            _logging(settings.log_level)
+            run_worker(settings, burst=args.burst)
         elif args.command == "bench":
             from ml_backend.bench import run_bench
 
