@@ -1,0 +1,212 @@
+"""The auto-label loop against a real Label Studio: labels in, a retrained model served, the queue reordered.
+
+Annotations are created through Label Studio's API; Label Studio's own webhooks start the
+training (a child process of the backend, or an RQ worker on a real Redis server), and Label
+Studio's own train button is pressed through its API. Nothing of Label Studio is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from ml_backend.synthetic import ls_box_result, make_image
+
+from .conftest import ROOT, start_backend, stop_backend
+from .test_label_studio import CONFIG
+
+pytestmark = pytest.mark.e2e
+
+LABELS = {0: "Circle", 1: "Square", 2: "Triangle"}
+TRAIN_ENV = {
+    "IMGSZ": "96", "SCORE_THRESHOLD": "0.3", "TRAIN_IMGSZ": "96", "TRAIN_EPOCHS": "2", "TRAIN_BATCH": "8", "DEVICE": "cpu",
+    "TRAIN_VAL_FRACTION": "0.3", "RESCORE_MIN_NEW_LABELS": "1000", "AL_CLUSTERS": "3",
+}
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def make_project(ls_client, tmp_path: Path, title: str, n: int, seed: int) -> tuple[int, dict[int, list[dict]]]:
+    """A project of ``n`` uploaded shape images; returns its id and each task's true boxes."""
+    rng = np.random.default_rng(seed)
+    truth, paths = {}, []
+    for i in range(n):
+        s = make_image(rng, 96, 80)
+        p = tmp_path / f"{title.replace(' ', '_')}_{i}.jpg"
+        s.image.save(p, quality=95)
+        paths.append(str(p))
+        truth[p.name] = ls_box_result(s, LABELS)
+    pid = ls_client.create_project(title, CONFIG)["id"]
+    ls_client.upload_files(pid, paths)
+    by_task = {}
+    for t in ls_client.list_tasks(pid):
+        name = next(k for k in truth if t["data"]["image"].endswith(k))
+        by_task[t["id"]] = truth[name]
+    return pid, by_task
+
+
+def training_status(backend, pid: int) -> dict:
+    return requests.get(f"{backend.url}/training", params={"project": pid}, timeout=5).json()
+
+
+def test_new_labels_retrain_promote_and_reorder_the_queue(ls_client, label_studio, pat, detect_weights, tmp_path) -> None:
+    backend = start_backend(tmp_path, {
+        "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
+        "RETRAIN_MIN_NEW_LABELS": "8", "PROMOTION": "always", **TRAIN_ENV,
+    })
+    try:
+        base = requests.get(f"{backend.url}/health", timeout=1).json()["model_version"]
+        pid, truth = make_project(ls_client, tmp_path, "e2e retrain", 16, seed=31)
+        ml = ls_client.add_ml_backend(pid, backend.url, title="retrain")  # Label Studio adds its webhook to /webhook
+        task_ids = sorted(truth)
+
+        # Annotators label 7 tasks: below the threshold, nothing trains.
+        for tid in task_ids[:7]:
+            ls_client.create_annotation(tid, truth[tid])
+        wait_for(lambda: training_status(backend, pid)["labels_since_training"] == 7, 30, "7 label webhooks")
+        assert training_status(backend, pid)["state"] == "idle"
+
+        # The 8th label crosses RETRAIN_MIN_NEW_LABELS: Label Studio's webhook starts a run.
+        ls_client.create_annotation(task_ids[7], truth[task_ids[7]])
+        running = wait_for(lambda: (s := training_status(backend, pid))["state"] in ("training", "failed") and s, 60, "training to start")
+        assert running["state"] == "training", running
+        assert "8 new or changed labels" in running["reason"]
+
+        # Serving goes on during training: /health within Label Studio's 1 s, /predict answered.
+        seen_progress = []
+        while (s := training_status(backend, pid))["state"] == "training":
+            t0 = time.monotonic()
+            assert requests.get(f"{backend.url}/health", timeout=1).status_code == 200
+            assert time.monotonic() - t0 < 1.0
+            if s["progress"]:
+                seen_progress.append(s["progress"].get("stage"))
+            time.sleep(0.5)
+        r = requests.post(f"{backend.url}/predict", json={"tasks": [ls_client.list_tasks(pid)[0]], "project": f"{pid}.0", "label_config": CONFIG}, timeout=100)
+        assert r.status_code == 200 and r.json()["results"][0].get("result") is not None
+        done = training_status(backend, pid)
+        assert done["state"] == "idle", done
+        assert {"fetching labels", "training", "evaluating"} & set(seen_progress), seen_progress
+        last = done["last_run"]
+        assert last["promoted"] is True and last["dataset"]["train"] + last["dataset"]["val"] == 8
+        new = last["version"]
+        assert done["model_version"] == new != base and done["labels_since_training"] == 0
+
+        # Every version is kept with its metrics and lineage; /setup reports the new one.
+        versions = requests.get(f"{backend.url}/versions", params={"project": pid}, timeout=5).json()
+        assert versions["model_version"] == new and versions["versions"] == [base, new]
+        detail = versions["details"][0]
+        assert detail["parent"] == base and detail["served"] is True
+        assert 0.0 <= detail["metrics"]["new"]["map50_95"] <= 1.0 and "per_class" in detail["metrics"]["previous"]
+        setup = requests.post(f"{backend.url}/setup", json={"project": f"{pid}.123", "schema": CONFIG}, timeout=3).json()
+        assert setup["model_version"] == new
+        assert requests.get(f"{backend.url}/health", timeout=1).json()["model_version"] == base  # other projects: the base model
+
+        # After the promotion the pool is re-scored with the new model: Label Studio's predictions
+        # for the tasks are the new version's (one each), and the queue follows the new scores.
+        def refreshed() -> bool:
+            if ls_client.get_project(pid)["model_version"] != new:
+                return False
+            return all([p["model_version"] for p in ls_client.task_predictions(t)] == [new] for t in task_ids)
+
+        wait_for(refreshed, 120, "predictions of the new version on every task")
+        scores = wait_for(lambda: (r := requests.get(f"{backend.url}/scores", params={"project": pid}, timeout=5)).status_code == 200
+                          and {s["model_version"] for s in r.json()["scores"]} == {new} and r.json()["scores"], 60, "new scores")
+        labeled = {s["task"] for s in scores if s["labeled"]}
+        assert labeled == set(task_ids[:8])
+        top = max((s for s in scores if not s["labeled"]), key=lambda s: s["priority"])
+        nxt = ls_client.next_task(pid)
+        assert nxt["id"] not in labeled
+        assert nxt["id"] == top["task"] or any(s["task"] == nxt["id"] and s["cluster"] != top["cluster"] for s in scores)
+
+        # Label Studio's own train button (its API) sends START_TRAINING: one more run, even below the threshold.
+        ls_client.post(f"/api/ml/{ml['id']}/train", json={"use_ground_truth": False})
+        wait_for(lambda: training_status(backend, pid)["runs"] == 2 and training_status(backend, pid)["state"] == "idle", 240, "the second run")
+        second = training_status(backend, pid)["last_run"]
+        assert second["base_version"] == new and "START_TRAINING" in training_status(backend, pid)["reason"]
+    finally:
+        stop_backend(backend)
+    assert pat not in backend.log()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def redis_server(tmp_path):
+    exe = shutil.which("redis-server")
+    assert exe, "redis-server is needed for this test: `apt-get install redis-server` (make test installs it)"
+    port = _free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    import redis
+
+    wait_for(lambda: _pings(redis.Redis.from_url(url)), 10, "redis-server", step=0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _pings(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def test_with_redis_url_training_runs_on_an_rq_worker(ls_client, label_studio, pat, detect_weights, tmp_path, redis_server) -> None:
+    env = {"MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
+           "RETRAIN_MIN_NEW_LABELS": "0", "PROMOTION": "always", "REDIS_URL": redis_server, **TRAIN_ENV}
+    backend = start_backend(tmp_path, env)
+    worker = None
+    try:
+        pid, truth = make_project(ls_client, tmp_path, "e2e rq", 10, seed=41)
+        for tid in sorted(truth):
+            ls_client.create_annotation(tid, truth[tid])
+        r = requests.post(f"{backend.url}/webhook", json={"action": "START_TRAINING", "project": {"id": pid}}, timeout=1)
+        assert r.status_code == 200 and r.json()["training"] == "queued"
+        # No worker yet: the job waits in Redis, and the status says so.
+        waiting = wait_for(lambda: (s := training_status(backend, pid))["progress"] and s["progress"]["stage"] != "starting" and s, 30, "the job to be enqueued")
+        assert waiting["state"] == "training" and waiting["progress"]["stage"] == "waiting for an RQ worker"
+
+        # The worker is another machine in spirit: its own MODEL_DIR, only Redis and Label Studio in common.
+        wenv = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "TRAIN_", "PROMOTION"))}
+        wenv.update({"PYTHONPATH": str(ROOT), "REDIS_URL": redis_server, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
+                     "MODEL_DIR": str(tmp_path / "worker-state"), "DEVICE": "cpu", "PYTHONUNBUFFERED": "1"})
+        wlog = tmp_path / "worker.log"
+        worker = subprocess.Popen([sys.executable, "-m", "ml_backend", "worker"], env=wenv, cwd=ROOT, stdout=open(wlog, "wb"), stderr=subprocess.STDOUT)
+        done = wait_for(lambda: (s := training_status(backend, pid))["state"] in ("idle", "failed") and s, 240, "the RQ run")
+        assert done["state"] == "idle", (done, wlog.read_text(errors="replace")[-3000:])
+        assert done["last_run"]["promoted"] is True and done["model_version"] == done["last_run"]["version"]
+        versions = requests.get(f"{backend.url}/versions", params={"project": pid}, timeout=5).json()
+        assert versions["model_version"] == done["last_run"]["version"] and len(versions["details"]) == 1
+        assert "train Label Studio project" in wlog.read_text(errors="replace")  # the worker, not the backend, ran it
+        assert not (tmp_path / "state" / "training" / f"project{pid}").exists() or not any(
+            (tmp_path / "state" / "training" / f"project{pid}").rglob("dataset")
+        )
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        stop_backend(backend)
