@@ -5,6 +5,9 @@
 * ``kcenter``: k-center selection of 1,000 out of 100,000 embeddings of dimension 256.
 * ``push``: writing 10,000 predictions to a real Label Studio (started here), in bulk and one
   request each (the way that keeps ``cluster``).
+* ``training``: a real Label Studio and this backend (a gunicorn process): latency of
+  ``/webhook`` (label events), ``/health`` and ``/predict`` while idle and while a retraining run
+  (started by ``START_TRAINING``) fine-tunes the model in its child process, and that run's time.
 
 Every figure is the median of ``--repeat`` runs. Results go to a JSON file and a table.
 """
@@ -107,18 +110,120 @@ def bench_push(workdir: Path, repeat: int, n: int = 10_000, each: bool = False) 
         ls.stop()
 
 
+def _latencies(fn: Callable[[], object], seconds: float | None = None, count: int | None = None) -> list[float]:
+    out: list[float] = []
+    end = time.monotonic() + (seconds or 0)
+    while (count is not None and len(out) < count) or (seconds is not None and time.monotonic() < end):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _summary(xs: list[float]) -> dict:
+    xs = sorted(xs)
+    return {"n": len(xs), "median_ms": 1000 * statistics.median(xs), "p95_ms": 1000 * xs[int(0.95 * (len(xs) - 1))], "max_ms": 1000 * xs[-1]}
+
+
+def bench_training(workdir: Path, n_images: int = 60, epochs: int = 10, imgsz: int = 320) -> dict:
+    import requests
+
+    from integrations.label_studio import LabelStudioClient
+    from integrations.local_label_studio import LocalLabelStudio, free_port
+    from ml_backend.demo import DEMO_CONFIG, _start_backend, _wait_model
+    from ml_backend.starter import train_starter_model
+    from ml_backend.synthetic import ls_box_result, make_image
+
+    weights = train_starter_model(workdir / "starter", kind="detect", epochs=1, imgsz=64, n_train=8, n_val=4)
+    ls = LocalLabelStudio(workdir / "label-studio-training")
+    ls.start()
+    proc = None
+    try:
+        token = ls.personal_access_token()
+        client = LabelStudioClient(ls.url, token)
+        pid = client.create_project("bench training", DEMO_CONFIG)["id"]
+        rng = np.random.default_rng(0)
+        imgdir = workdir / "training-images"
+        imgdir.mkdir(parents=True, exist_ok=True)
+        truth = {}
+        for i in range(n_images):
+            s = make_image(rng, 640, 480)
+            s.image.save(imgdir / f"img_{i}.jpg", quality=90)
+            truth[f"img_{i}.jpg"] = ls_box_result(s, {0: "Circle", 1: "Square", 2: "Triangle"})
+        client.upload_files(pid, [str(imgdir / n) for n in truth])
+        tasks = client.list_tasks(pid)
+        for t in tasks:
+            client.create_annotation(t["id"], next(v for k, v in truth.items() if t["data"]["image"].endswith(k)))
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        state = workdir / "training-state"
+        import shutil
+
+        shutil.rmtree(state, ignore_errors=True)
+        proc = _start_backend(workdir, port, {
+            "MODEL_PATH": str(weights), "MODEL_DIR": str(state), "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": token,
+            "RETRAIN_MIN_NEW_LABELS": "0", "TRAIN_EPOCHS": str(epochs), "TRAIN_IMGSZ": str(imgsz), "TRAIN_BATCH": "8", "DEVICE": "cpu",
+            "IMGSZ": str(imgsz), "LOG_LEVEL": "WARNING",
+        })
+        _wait_model(url, proc)
+        session = requests.Session()
+        seq = iter(range(10**9))
+
+        def webhook() -> None:
+            i = next(seq)
+            ev = {"action": "ANNOTATION_UPDATED", "project": {"id": pid}, "annotation": {"id": 10**6 + i, "updated_at": str(i)}}
+            session.post(f"{url}/webhook", json=ev, timeout=1).raise_for_status()
+
+        def health() -> None:
+            session.get(f"{url}/health", timeout=1).raise_for_status()
+
+        def predict() -> None:
+            session.post(f"{url}/predict", json={"tasks": [tasks[0]], "project": f"{pid}.0", "label_config": DEMO_CONFIG}, timeout=100).raise_for_status()
+
+        idle = {"webhook": _latencies(webhook, count=200), "health": _latencies(health, count=200), "predict": _latencies(predict, count=10)}
+        session.post(f"{url}/webhook", json={"action": "START_TRAINING", "project": {"id": pid}}, timeout=1).raise_for_status()
+
+        def status() -> dict:
+            return session.get(f"{url}/training", params={"project": pid}, timeout=5).json()
+
+        while status()["state"] == "queued":
+            time.sleep(0.1)
+        busy: dict[str, list[float]] = {"webhook": [], "health": [], "predict": []}
+        t0 = time.monotonic()
+        while status()["state"] == "training":
+            busy["webhook"] += _latencies(webhook, count=20)
+            busy["health"] += _latencies(health, count=20)
+            busy["predict"] += _latencies(predict, count=1)
+            time.sleep(0.2)
+        wall = time.monotonic() - t0
+        final = status()
+        return {
+            "images": n_images, "labels": len(tasks), "epochs": epochs, "imgsz": imgsz, "training_wall_s": wall,
+            "run": final.get("last_run"), "state": final["state"],
+            "idle": {k: _summary(v) for k, v in idle.items()}, "during_training": {k: _summary(v) for k, v in busy.items() if v},
+            "goal": "webhook < 100 ms, /health < 1 s, /predict answered during training",
+        }
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        ls.stop()
+
+
 def run_bench(out: str | Path, only: list[str] | None, repeat: int, workdir: str | Path, device: str = "cpu") -> dict:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     report: dict = {"machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": __import__("os").cpu_count()},
                     "date": time.strftime("%Y-%m-%d"), "repeat": repeat}
-    todo = only or ["scoring", "kcenter", "push"]  # "push-each" (one request per prediction, ~7 min) only when named
+    todo = only or ["scoring", "kcenter", "push", "training"]  # "push-each" (one request per prediction, ~7 min) only when named
     if "scoring" in todo:
         report["scoring"] = bench_scoring(workdir, repeat, device=device)
     if "kcenter" in todo:
         report["kcenter"] = bench_kcenter(repeat)
     if "push" in todo or "push-each" in todo:
         report["push"] = bench_push(workdir, repeat, each="push-each" in todo)
+    if "training" in todo:
+        report["training"] = bench_training(workdir)
     Path(out).write_text(json.dumps(report, indent=2))
     print("\n| benchmark | median | goal |\n|---|---|---|")
     if "scoring" in report:
@@ -133,5 +238,14 @@ def run_bench(out: str | Path, only: list[str] | None, repeat: int, workdir: str
         print(f"| push {r['predictions']:,} predictions, bulk import | {r['bulk_s']:.1f} s | <= 60 s |")
         if "one_request_each_4_workers_s" in r:
             print(f"| push {r['predictions']:,} predictions, one request each (keeps cluster) | {r['one_request_each_4_workers_s']:.1f} s | <= 60 s |")
+    if "training" in report:
+        r = report["training"]
+        for when in ("idle", "during_training"):
+            for name, goal in (("webhook", "< 100 ms"), ("health", "< 1 s"), ("predict", "< 100 s")):
+                if name in r[when]:
+                    m = r[when][name]
+                    print(f"| /{name}, {when.replace('_', ' ')} (n={m['n']}) | {m['median_ms']:.1f} ms (p95 {m['p95_ms']:.1f}, max {m['max_ms']:.1f}) | {goal} |")
+        run = r.get("run") or {}
+        print(f"| retraining run: {r['labels']} labels, {r['epochs']} epochs at {r['imgsz']} px | {run.get('seconds', float('nan')):.1f} s ({run.get('status')}) | |")
     print(f"\nwrote {out}")
     return report

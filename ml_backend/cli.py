@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p_worker = sub.add_parser("worker", help="run an RQ training worker (needs REDIS_URL); can run on another (GPU) machine")
     p_worker.add_argument("--burst", action="store_true", help="stop when the queue is empty")
     p_bench = sub.add_parser("bench", help="benchmarks: scoring overhead, k-center, pushing predictions (not tests)")
-    p_bench.add_argument("--only", nargs="*", choices=["scoring", "kcenter", "push", "push-each"], help="run only these")
+    p_bench.add_argument("--only", nargs="*", choices=["scoring", "kcenter", "push", "push-each", "training"], help="run only these")
     p_bench.add_argument("--repeat", type=int, default=5, help="runs per figure (the median is reported)")
     p_bench.add_argument("--out", default="bench.json")
     p_bench.add_argument("--dir", default=".cache/bench", help="scratch folder (model, Label Studio)")

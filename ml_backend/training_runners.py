@@ -131,7 +131,7 @@ class LocalRunner:
         self.settings = settings
 
     def start(self, req: TrainRequest) -> LocalHandle:
-        workdir = Path(req.workdir)
+        workdir = Path(req.workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(workdir / "request.json", req.to_json())
         env = {**os.environ, **self.settings.to_env()}
@@ -140,7 +140,7 @@ class LocalRunner:
         with open(workdir / "train.log", "ab") as logf:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ml_backend.training_runners", str(workdir / "request.json")],
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(workdir),
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=os.getcwd(),  # relative MODEL_DIR stays valid
                 start_new_session=True,  # Ctrl-C on the server reaches the server, which stops the run itself
             )
         log.info("project %s: training started in process %d (%s)", req.project_id, proc.pid, workdir)

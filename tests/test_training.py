@@ -72,6 +72,9 @@ def test_a_run_fine_tunes_the_model_and_judges_it_on_held_out_labels(tmp_path, t
     tasks[0]["annotations"][0]["was_cancelled"] = True  # a skipped task is left out
     tasks.append({"id": 99, "data": {"image": "/data/upload/1/99.jpg"}, "annotations": []})  # unlabeled
     tasks.append({"id": 98, "data": {"image": "/broken.jpg"}, "annotations": tasks[1]["annotations"]})
+    extra = dict(tasks[2]["annotations"][0]["result"][0])
+    extra["value"] = {**extra["value"], "rectanglelabels": ["Hexagon"]}  # a label the model has no class for
+    tasks[2]["annotations"][0]["result"].append(extra)
 
     def load(uri, task_id):
         if uri not in images:
@@ -88,6 +91,7 @@ def test_a_run_fine_tunes_the_model_and_judges_it_on_held_out_labels(tmp_path, t
     assert out.dataset["val"] == expected_val > 0
     assert out.dataset["train"] == len(labeled) - expected_val
     assert "98" in out.dataset["skipped"] and "cannot decode" in out.dataset["skipped"]["98"]
+    assert out.dataset["unknown_labels"] == {"Hexagon": 1}
     for metrics in (out.metrics_old, out.metrics_new):
         assert metrics["metric"] == "mAP50-95" and 0.0 <= metrics["primary"] <= 1.0
         assert metrics["primary"] == metrics["map50_95"] and 0.0 <= metrics["map50"] <= 1.0
