@@ -109,7 +109,7 @@ def check_model_dir(folder: Path) -> None:
         raise SettingsError(f"MODEL_DIR={folder} is not writable ({exc.strerror or exc}): point it at a folder (volume) this user can write") from None
 
 
-def create_app(settings: Settings | None = None, holder: ModelHolder | None = None, warm_up: bool = True) -> Flask:
+def create_app(settings: Settings | None = None, holder: ModelHolder | None = None, warm_up: bool = True, training_runner: Any = None) -> Flask:
     """Build the Flask app (gunicorn calls this in each worker, after the fork).
 
     The model starts loading in a background thread (``warm_up``), so ``/health`` answers at
@@ -119,6 +119,8 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         settings: defaults to :meth:`Settings.from_env`.
         holder: the model holder (defaults to one for ``settings.model_path``).
         warm_up: start loading the model now, in the background; ``False`` loads on first use.
+        training_runner: where training runs execute (default: from ``REDIS_URL``, see
+            :func:`ml_backend.training_runners.make_runner`).
     """
     settings = settings or Settings.from_env()
     check_model_dir(settings.model_dir)
@@ -208,7 +210,7 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         # predictions go once the new ones are in.
         jobs.request_full(project_id, retire=[previous] if previous else [])
 
-    training = TrainingJobs(settings, models, jobs.events, on_promoted=after_promotion)
+    training = TrainingJobs(settings, models, jobs.events, on_promoted=after_promotion, runner=training_runner)
     app.extensions["training_jobs"] = training
 
     @app.post("/webhook")
