@@ -95,15 +95,52 @@ class TrainingState:
             return [int(r[0]) for r in self._db.execute("SELECT project FROM training ORDER BY project")]
 
     def update(self, project_id: int, **fields: Any) -> None:
-        row = {**self.get(project_id), **fields, "project": int(project_id)}
+        """Set only these columns (a webhook's flag and the worker's progress never overwrite each other)."""
         for key in ("progress", "last"):
-            if row[key] is not None and not isinstance(row[key], str):
-                row[key] = json.dumps(row[key])
-        cols = list(row)
+            if fields.get(key) is not None and not isinstance(fields[key], str):
+                fields[key] = json.dumps(fields[key])
         with self._lock:
-            self._db.execute(
-                f"INSERT OR REPLACE INTO training ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", [row[c] for c in cols]
-            )
+            self._db.execute("INSERT OR IGNORE INTO training (project, state) VALUES (?, 'idle')", (int(project_id),))
+            if fields:
+                self._db.execute(f"UPDATE training SET {', '.join(f'{k}=?' for k in fields)} WHERE project=?", [*fields.values(), int(project_id)])
+
+    def request(self, project_id: int, reason: str) -> str:
+        """Atomically: during a run, set its follow-up flag; when idle or failed, queue. Returns the state after."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR IGNORE INTO training (project, state) VALUES (?, 'idle')", (int(project_id),))
+                state = self._db.execute("SELECT state FROM training WHERE project=?", (int(project_id),)).fetchone()[0]
+                if state == "training":
+                    self._db.execute("UPDATE training SET follow_up=1 WHERE project=?", (int(project_id),))
+                elif state != "queued":
+                    self._db.execute(
+                        "UPDATE training SET state='queued', reason=?, queued=?, follow_up=0, progress=NULL WHERE project=?",
+                        (reason, time.time(), int(project_id)),
+                    )
+                    state = "queued"
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return state
+
+    def finish(self, project_id: int, **fields: Any) -> bool:
+        """Atomically end a run with ``fields`` and clear its follow-up flag; returns whether one was asked for."""
+        for key in ("progress", "last"):
+            if fields.get(key) is not None and not isinstance(fields[key], str):
+                fields[key] = json.dumps(fields[key])
+        fields["follow_up"] = 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                follow = self._db.execute("SELECT follow_up FROM training WHERE project=?", (int(project_id),)).fetchone()
+                self._db.execute(f"UPDATE training SET {', '.join(f'{k}=?' for k in fields)} WHERE project=?", [*fields.values(), int(project_id)])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return bool(follow and follow[0])
 
     def claim(self, owner: str) -> int | None:
         """Atomically take the oldest queued project (None when nothing is queued)."""
@@ -175,23 +212,21 @@ class TrainingJobs:
         threshold = self.settings.retrain_min_new_labels
         row = self.state.get(project_id)
         pending = self.events.pending(project_id, CONSUMER)
-        if threshold > 0:
-            if row["state"] == "training":
-                during = self.events.count_since(project_id, row["start_seq"] or 0)
-                if during >= threshold and not row["follow_up"]:
-                    self.state.update(project_id, follow_up=1)
-            elif row["state"] != "queued" and pending >= threshold:
-                self._queue(project_id, f"{pending} new or changed labels (RETRAIN_MIN_NEW_LABELS={threshold})")
-        return {"training": self.state.get(project_id)["state"], "labels_since_training": pending}
+        state = row["state"]
+        if threshold > 0 and state != "queued":
+            # During a run, only the labels that arrived since it started count towards a follow-up.
+            count = self.events.count_since(project_id, row["start_seq"] or 0) if state == "training" else pending
+            if count >= threshold and not (state == "training" and row["follow_up"]):
+                state = self.request(project_id, f"{count} new or changed labels (RETRAIN_MIN_NEW_LABELS={threshold})")
+        return {"training": state, "labels_since_training": pending}
 
     def request(self, project_id: int, reason: str) -> str:
         """Queue a run now (``START_TRAINING``); during a run, one follow-up. Returns the state."""
-        row = self.state.get(project_id)
-        if row["state"] == "training":
-            self.state.update(project_id, follow_up=1)
-        elif row["state"] != "queued":
-            self._queue(project_id, reason)
-        return self.state.get(project_id)["state"]
+        state = self.state.request(project_id, reason)
+        if state == "queued":
+            log.info("project %s: training queued (%s)", project_id, reason)
+            self._wake.set()
+        return state
 
     def _queue(self, project_id: int, reason: str) -> None:
         self.state.update(project_id, state="queued", reason=reason, queued=time.time(), follow_up=0, progress=None)
@@ -306,9 +341,12 @@ class TrainingJobs:
             message = str(exc) or type(exc).__name__
             log.error("project %s: training failed: %s", project_id, message)
             state, last = "failed", {"status": "failed", "decision": message, "finished_at": time.time()}
-        row = self.state.get(project_id)
-        self.state.update(project_id, state=state, message=message, last=last, finished=time.time(), owner=None, progress=None, runs=(row["runs"] or 0) + 1)
-        if row["follow_up"]:
+        runs = (self.state.get(project_id)["runs"] or 0) + 1
+        follow_up = self.state.finish(project_id, state=state, message=message, last=last, finished=time.time(), owner=None, progress=None, runs=runs)
+        threshold = self.settings.retrain_min_new_labels
+        if not follow_up and state == "idle" and threshold > 0 and self.events.pending(project_id, CONSUMER) >= threshold:
+            follow_up = True  # labels that came in as the run ended (the flag's race): they count too
+        if follow_up:
             self._queue(project_id, "follow-up: new labels or a train request arrived during the previous run")
 
     def _finish(self, project_id: int, outcome: TrainOutcome) -> dict[str, Any]:
