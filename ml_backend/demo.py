@@ -5,6 +5,8 @@ circles, squares and triangles; a YOLO detector trained on similar images from i
 Studio project holding the images; this backend serving the detector, connected to the project;
 pre-annotations fetched for every task; and every task scored (uncertainty, diversity, priority)
 with the annotation queue ordered by priority. Open the printed URL and log in to see them.
+Label five tasks and the backend retrains in the background (``RETRAIN_MIN_NEW_LABELS=5`` here),
+serves the new model if it is not worse on held-out labels, and reorders the queue.
 
 Run it with ``python -m ml_backend demo`` (or ``make demo``).
 """
@@ -139,6 +141,11 @@ def run_demo(
             "LABEL_STUDIO_API_KEY": token,
             "IMGSZ": "128",
             "SCORE_THRESHOLD": "0.35",
+            "RETRAIN_MIN_NEW_LABELS": "5",
+            "TRAIN_IMGSZ": "128",
+            "TRAIN_EPOCHS": "10",
+            "TRAIN_VAL_FRACTION": "0.3",
+            "AL_CLUSTERS": "3",
         }
         backend_proc = _start_backend(workdir, b_port, backend_env)
         health = _wait_model(backend_url, backend_proc)
@@ -156,7 +163,7 @@ def run_demo(
         from ml_backend.scoring import score_project
         from ml_backend.settings import Settings
 
-        score_settings = Settings.from_env({**backend_env, "AL_CLUSTERS": "3"})
+        score_settings = Settings.from_env(backend_env)
         pooled = score_project(client, pid, make_predictor(score_settings), score_settings, progress=False)
         tasks = client.list_tasks(pid)
         version = health["model_version"]
@@ -177,6 +184,7 @@ def run_demo(
             f"  Label Studio: {ls.url}/projects/{pid}/data  (log in as {ls.username} / {ls.password})\n"
             f"  Queue:        the Data Manager tab 'Active learning queue'; Label (the button) serves tasks {result.queue[:5]} first\n"
             f"  Scores:       {backend_url}/scores?project={pid}\n"
+            f"  Retraining:   label {backend_env['RETRAIN_MIN_NEW_LABELS']} tasks and it starts by itself: {backend_url}/training?project={pid}\n"
             f"  Backend:      {backend_url}/health\n"
             f"  API token:    {workdir / 'label-studio' / 'personal-access-token'}\n",
             flush=True,
