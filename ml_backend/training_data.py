@@ -35,10 +35,32 @@ from ml_backend.synthetic import write_data_yaml
 LABEL_KEYS = ("rectanglelabels", "polygonlabels", "choices", "labels")
 
 
-def split_of(task_id: int, val_fraction: float = 0.2, salt: str = "al-split-v1") -> str:
-    """``train`` or ``val`` for a task id, the same on every run and every machine."""
+def split_score(task_id: int, salt: str = "al-split-v1") -> float:
+    """A number in [0, 1) fixed by the task id: below ``val_fraction`` means held out."""
     h = int(hashlib.sha256(f"{salt}:{int(task_id)}".encode()).hexdigest()[:8], 16)
-    return "val" if (h % 10_000) / 10_000 < val_fraction else "train"
+    return (h % 10_000) / 10_000
+
+
+def split_of(task_id: int, val_fraction: float = 0.2) -> str:
+    """``train`` or ``val`` for a task id, the same on every run and every machine."""
+    return "val" if split_score(task_id) < val_fraction else "train"
+
+
+def assign_splits(task_ids: Sequence[int], val_fraction: float = 0.2) -> dict[int, str]:
+    """:func:`split_of` for each task, except that two or more tasks always hold out at least one.
+
+    With few labels the hash can put every task in ``train``; then the task with the lowest
+    score is held out (it returns to ``train`` once another task's own score holds it out), so
+    there is always something to compare the old and new model on.
+
+    Example:
+        >>> sorted(assign_splits([1, 2], 0.0).values())
+        ['train', 'val']
+    """
+    splits = {int(t): split_of(t, val_fraction) for t in task_ids}
+    if len(splits) >= 2 and "val" not in splits.values():
+        splits[min(splits, key=split_score)] = "val"
+    return splits
 
 
 def current_annotation(task: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -181,6 +203,7 @@ def write_dataset(
     class_ids = dict(label_ids) if label_ids is not None else {str(n): int(i) for i, n in names.items()}
     counts = {"train": 0, "val": 0}
     skipped: dict[int, str] = {}
+    usable: list[tuple[int, Mapping[str, Any], Any]] = []  # (task id, task, class or label lines)
     for task in tasks:
         tid = int(task["id"])
         if kind == "classify":
@@ -190,16 +213,20 @@ def write_dataset(
             if cls not in class_ids:
                 skipped[tid] = f"class {cls!r} is not one of the model's classes"
                 continue
+            usable.append((tid, task, cls))
         else:
             lines = task_label_lines(task, class_ids, kind, from_name)
-            if lines is None:
-                continue
+            if lines is not None:
+                usable.append((tid, task, lines))
+    splits = assign_splits([tid for tid, _, _ in usable], val_fraction)
+    for tid, task, payload in usable:
+        cls = lines = payload
         try:
             image = load_image(task)
         except Exception as exc:  # one broken image never sinks the dataset
             skipped[tid] = f"image: {exc}"
             continue
-        split = split_of(tid, val_fraction)
+        split = splits[tid]
         if kind == "classify":
             path = root / split / str(names[class_ids[cls]]) / f"task_{tid}.jpg"
         else:

@@ -111,7 +111,7 @@ def test_a_run_fine_tunes_the_model_and_judges_it_on_held_out_labels(tmp_path, t
 
 
 def test_without_held_out_labels_the_run_is_skipped_and_says_why(tmp_path, tiny_weights) -> None:
-    ids = [t for t in range(1, 200) if split_of(t, 0.25) == "train"][:4]
+    ids = [t for t in range(1, 200) if split_of(t, 0.25) == "train"][:1]  # one labeled task: nothing to hold out
     tasks, images = labeled_tasks(ids)
     req = TrainRequest(5, str(tiny_weights("detect")), "v0", str(tmp_path / "run"))
     out = train_project(req, settings_for(tmp_path), FakeClient(tasks), lambda uri, tid: images[uri])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ml_backend.ls_results import obb_percent, polygon_percent, rect_percent
-from ml_backend.training_data import current_annotation, region_to_line, split_of, task_class, task_label_lines
+from ml_backend.training_data import assign_splits, current_annotation, region_to_line, split_of, split_score, task_class, task_label_lines
 
 W, H = 640, 480
 IDS = {"car": 0, "person": 1}
@@ -132,3 +132,24 @@ def test_write_classification_dataset(tmp_path) -> None:
     assert summary.data == tmp_path / "cls"
     assert sum(summary.counts.values()) == 8 and 99 in summary.skipped
     assert len(list((tmp_path / "cls").rglob("*.jpg"))) == 8
+
+
+@pytest.mark.parametrize(
+    ("ids", "fraction", "n_val"),
+    [
+        ([], 0.2, 0),
+        ([7], 0.0, 0),  # a single task is never held out: nothing would be left to train on
+        ([7, 8], 0.0, 1),  # two or more tasks always hold one out
+        (list(range(1, 6)), 0.0, 1),
+        (list(range(1, 501)), 0.2, None),  # enough tasks: exactly the hash split
+    ],
+)
+def test_assign_splits_always_holds_something_out(ids, fraction, n_val) -> None:
+    splits = assign_splits(ids, fraction)
+    assert set(splits) == set(ids)
+    if n_val is None:
+        assert splits == {t: split_of(t, fraction) for t in ids}
+    else:
+        assert list(splits.values()).count("val") == n_val
+    if n_val == 1 and len(ids) > 1:
+        assert splits[min(ids, key=split_score)] == "val"  # the same task every time
