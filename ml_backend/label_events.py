@@ -25,6 +25,19 @@ from typing import Any, Mapping
 LABEL_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"}
 
 
+def open_state_db(path: str | Path, *schema: str) -> sqlite3.Connection:
+    """The backend's SQLite state file (``MODEL_DIR/state.db``), shared by threads and processes:
+    autocommit (explicit ``BEGIN IMMEDIATE`` where a read-then-write must be atomic), WAL, a 30 s
+    busy timeout; ``schema`` statements are run once."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    for statement in schema:
+        db.execute(statement)
+    return db
+
+
 def event_keys(event: Mapping[str, Any]) -> list[str]:
     """One key per label change in a webhook payload (empty for other events)."""
     action = event.get("action")
@@ -56,17 +69,13 @@ class LabelEventStore:
     """
 
     def __init__(self, path: str | Path):
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = open_state_db(
+            path,
+            "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, project INTEGER NOT NULL,"
+            " key TEXT NOT NULL, action TEXT NOT NULL, received REAL NOT NULL, UNIQUE(project, key))",
+            "CREATE TABLE IF NOT EXISTS marks (project INTEGER, consumer TEXT, seq INTEGER, PRIMARY KEY(project, consumer))",
+        )
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, project INTEGER NOT NULL,"
-                " key TEXT NOT NULL, action TEXT NOT NULL, received REAL NOT NULL, UNIQUE(project, key))"
-            )
-            self._db.execute("CREATE TABLE IF NOT EXISTS marks (project INTEGER, consumer TEXT, seq INTEGER, PRIMARY KEY(project, consumer))")
 
     def record(self, event: Mapping[str, Any]) -> int:
         """Store a webhook payload's label changes; returns how many were new."""

@@ -27,13 +27,12 @@ import logging
 import os
 import shutil
 import socket
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ml_backend.label_events import LabelEventStore
+from ml_backend.label_events import LabelEventStore, open_state_db
 from ml_backend.served_models import ServedModels
 from ml_backend.settings import Settings
 from ml_backend.training import TrainingError, TrainOutcome, TrainRequest
@@ -64,21 +63,22 @@ def _owner_alive(owner: str | None) -> bool:
     return int(pid) != os.getpid()  # our own pid at start-up is a previous life's
 
 
+def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
+    """JSON for the columns that hold structures (``progress``, ``last``)."""
+    return {k: json.dumps(v) if k in ("progress", "last") and v is not None and not isinstance(v, str) else v for k, v in fields.items()}
+
+
 class TrainingState:
     """One row per project in ``MODEL_DIR/state.db``."""
 
     def __init__(self, path: str | Path):
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = open_state_db(
+            path,
+            "CREATE TABLE IF NOT EXISTS training (project INTEGER PRIMARY KEY, state TEXT NOT NULL, reason TEXT, follow_up INTEGER DEFAULT 0,"
+            " start_seq INTEGER DEFAULT 0, owner TEXT, queued REAL, started REAL, finished REAL, progress TEXT, message TEXT, last TEXT,"
+            " runs INTEGER DEFAULT 0)",
+        )
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS training (project INTEGER PRIMARY KEY, state TEXT NOT NULL, reason TEXT, follow_up INTEGER DEFAULT 0,"
-                " start_seq INTEGER DEFAULT 0, owner TEXT, queued REAL, started REAL, finished REAL, progress TEXT, message TEXT, last TEXT,"
-                " runs INTEGER DEFAULT 0)"
-            )
 
     def get(self, project_id: int) -> dict[str, Any]:
         with self._lock:
@@ -96,9 +96,7 @@ class TrainingState:
 
     def update(self, project_id: int, **fields: Any) -> None:
         """Set only these columns (a webhook's flag and the worker's progress never overwrite each other)."""
-        for key in ("progress", "last"):
-            if fields.get(key) is not None and not isinstance(fields[key], str):
-                fields[key] = json.dumps(fields[key])
+        fields = _encoded(fields)
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO training (project, state) VALUES (?, 'idle')", (int(project_id),))
             if fields:
@@ -127,10 +125,7 @@ class TrainingState:
 
     def finish(self, project_id: int, **fields: Any) -> bool:
         """Atomically end a run with ``fields`` and clear its follow-up flag; returns whether one was asked for."""
-        for key in ("progress", "last"):
-            if fields.get(key) is not None and not isinstance(fields[key], str):
-                fields[key] = json.dumps(fields[key])
-        fields["follow_up"] = 0
+        fields = {**_encoded(fields), "follow_up": 0}
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
