@@ -17,6 +17,7 @@ Production::
 
 from __future__ import annotations
 
+import atexit
 import hmac
 import logging
 import re
@@ -212,6 +213,7 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
 
     training = TrainingJobs(settings, models, jobs.events, on_promoted=after_promotion, runner=training_runner)
     app.extensions["training_jobs"] = training
+    atexit.register(training.close)  # a run under way is stopped (and queued again for the next start)
 
     @app.post("/webhook")
     def webhook() -> Response:

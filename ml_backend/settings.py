@@ -236,7 +236,7 @@ class Settings:
             label_studio_url=_parse(env, "LABEL_STUDIO_URL", _url, "an http(s) URL"),
             label_studio_api_key=env.get("LABEL_STUDIO_API_KEY", "").strip(),
             model_path=model_path,
-            model_dir=Path(_parse(env, "MODEL_DIR", str, "a folder path") or "./ml_state").expanduser(),
+            model_dir=Path(_parse(env, "MODEL_DIR", str, "a folder path") or "./ml_state").expanduser().absolute(),
             score_threshold=_parse(env, "SCORE_THRESHOLD", _bounded_float(0.0, 1.0), "a number between 0 and 1"),
             device=_parse(env, "DEVICE", lambda r: r.lower() or "auto", "a device name"),
             imgsz=_parse(env, "IMGSZ", _positive_int, "a positive integer"),

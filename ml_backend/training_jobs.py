@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ml_backend.label_events import LabelEventStore, open_state_db
+from ml_backend.model import ModelHolder
 from ml_backend.served_models import ServedModels
 from ml_backend.settings import Settings
 from ml_backend.training import TrainingError, TrainOutcome, TrainRequest
@@ -48,12 +49,17 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_alive(owner: str | None) -> bool:
+HEARTBEAT_STALE_S = 300.0
+
+
+def _owner_alive(owner: str | None, heartbeat: float | None = None) -> bool:
+    """Is the process that claimed a run still there? Same host: its pid; another host (or a
+    recreated container): a heartbeat within ``HEARTBEAT_STALE_S``."""
     if not owner:
         return False
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
-        return True  # another machine's process: assume it is alive
+        return heartbeat is not None and time.time() - heartbeat < HEARTBEAT_STALE_S
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -76,7 +82,7 @@ class TrainingState:
             path,
             "CREATE TABLE IF NOT EXISTS training (project INTEGER PRIMARY KEY, state TEXT NOT NULL, reason TEXT, follow_up INTEGER DEFAULT 0,"
             " start_seq INTEGER DEFAULT 0, owner TEXT, queued REAL, started REAL, finished REAL, progress TEXT, message TEXT, last TEXT,"
-            " runs INTEGER DEFAULT 0)",
+            " runs INTEGER DEFAULT 0, heartbeat REAL)",
         )
         self._lock = threading.Lock()
 
@@ -87,7 +93,7 @@ class TrainingState:
             cols = [c[0] for c in cur.description]
         if row is None:
             return {"project": int(project_id), "state": "idle", "reason": None, "follow_up": 0, "start_seq": 0, "owner": None, "queued": None,
-                    "started": None, "finished": None, "progress": None, "message": None, "last": None, "runs": 0}
+                    "started": None, "finished": None, "progress": None, "message": None, "last": None, "runs": 0, "heartbeat": None}
         return dict(zip(cols, row))
 
     def projects(self) -> list[int]:
@@ -137,15 +143,21 @@ class TrainingState:
                 raise
         return bool(follow and follow[0])
 
-    def claim(self, owner: str) -> int | None:
-        """Atomically take the oldest queued project (None when nothing is queued)."""
+    def claim(self, owner: str, latest_seq: Callable[[int], int]) -> int | None:
+        """Atomically take the oldest queued project (None when nothing is queued).
+
+        The run's ``start_seq`` (the newest label event now) is set in the same step, so a
+        webhook that sees ``training`` never counts against the previous run's start.
+        """
         with self._lock:
             row = self._db.execute("SELECT project FROM training WHERE state='queued' ORDER BY queued LIMIT 1").fetchone()
             if row is None:
                 return None
+            now = time.time()
             cur = self._db.execute(
-                "UPDATE training SET state='training', owner=?, started=?, progress=NULL, message=NULL WHERE project=? AND state='queued'",
-                (owner, time.time(), row[0]),
+                "UPDATE training SET state='training', owner=?, started=?, heartbeat=?, start_seq=?, progress=?, message=NULL"
+                " WHERE project=? AND state='queued'",
+                (owner, now, now, latest_seq(int(row[0])), json.dumps({"stage": "starting"}), row[0]),
             )
             return int(row[0]) if cur.rowcount == 1 else None
 
@@ -196,7 +208,7 @@ class TrainingJobs:
         self._wake = threading.Event()
         self._busy = False
         self._stop = threading.Event()
-        self._recover()
+        self._recover(startup=True)
         self._thread = threading.Thread(target=self._loop, name="training-jobs", daemon=True)
         self._thread.start()
 
@@ -209,8 +221,9 @@ class TrainingJobs:
         pending = self.events.pending(project_id, CONSUMER)
         state = row["state"]
         if threshold > 0 and state != "queued":
-            # During a run, only the labels that arrived since it started count towards a follow-up.
-            count = self.events.count_since(project_id, row["start_seq"] or 0) if state == "training" else pending
+            # During a run, only the labels that arrived since it started count towards a follow-up;
+            # after a failed run, only those since it started (no retry storm on a lasting failure).
+            count = self.events.count_since(project_id, row["start_seq"] or 0) if state in ("training", "failed") else pending
             if count >= threshold and not (state == "training" and row["follow_up"]):
                 state = self.request(project_id, f"{count} new or changed labels (RETRAIN_MIN_NEW_LABELS={threshold})")
         return {"training": state, "labels_since_training": pending}
@@ -222,11 +235,6 @@ class TrainingJobs:
             log.info("project %s: training queued (%s)", project_id, reason)
             self._wake.set()
         return state
-
-    def _queue(self, project_id: int, reason: str) -> None:
-        self.state.update(project_id, state="queued", reason=reason, queued=time.time(), follow_up=0, progress=None)
-        log.info("project %s: training queued (%s)", project_id, reason)
-        self._wake.set()
 
     def status(self, project_id: int) -> dict[str, Any]:
         """What ``GET /training?project=ID`` returns."""
@@ -275,19 +283,22 @@ class TrainingJobs:
 
     # --- the worker thread ---
 
-    def _recover(self) -> None:
+    def _recover(self, startup: bool = False) -> None:
         for pid in self.state.projects():
             row = self.state.get(pid)
-            if row["state"] == "training" and not _owner_alive(row["owner"]):
+            if row["state"] != "training" or (row["owner"] == self.owner and not startup):
+                continue
+            if not _owner_alive(row["owner"], row["heartbeat"]):
                 self.state.update(pid, state="queued", reason="resumed: the backend stopped during the previous run", queued=time.time(), owner=None)
                 log.warning("project %s: a training run was interrupted by a restart; it is queued again", pid)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
-            project_id = self.state.claim(self.owner)
+            project_id = self.state.claim(self.owner, self.events.latest)
             if project_id is None:
                 self._wake.wait(timeout=5.0)  # also polls: another process may have queued a run
+                self._recover()  # a run whose owner died (another process, another container)
                 continue
             self._busy = True
             try:
@@ -300,8 +311,7 @@ class TrainingJobs:
 
     def _run(self, project_id: int) -> None:
         row = self.state.get(project_id)
-        start_seq = self.events.latest(project_id)
-        self.state.update(project_id, start_seq=start_seq, progress={"stage": "starting"})
+        start_seq = int(row["start_seq"] or 0)
         runs_dir = self.settings.model_dir / "training" / f"project{project_id}"
         shutil.rmtree(runs_dir, ignore_errors=True)  # a failed run's folder is kept until the next run
         workdir = runs_dir / time.strftime("run-%Y%m%d-%H%M%S")
@@ -323,8 +333,7 @@ class TrainingJobs:
                     handle.cancel()
                     raise TrainingError(f"stopped after TRAIN_TIMEOUT={self.settings.train_timeout:.0f} s; raise it, or lower TRAIN_EPOCHS/TRAIN_IMGSZ")
                 prog = handle.progress()
-                if prog:
-                    self.state.update(project_id, progress=prog)
+                self.state.update(project_id, heartbeat=time.time(), **({"progress": prog} if prog else {}))
             outcome = handle.outcome()
             last = self._finish(project_id, outcome)
             self.events.mark(project_id, CONSUMER, start_seq)  # only after a run that finished
@@ -342,7 +351,7 @@ class TrainingJobs:
         if not follow_up and state == "idle" and threshold > 0 and self.events.pending(project_id, CONSUMER) >= threshold:
             follow_up = True  # labels that came in as the run ended (the flag's race): they count too
         if follow_up:
-            self._queue(project_id, "follow-up: new labels or a train request arrived during the previous run")
+            self.request(project_id, "follow-up: new labels or a train request arrived during the previous run")
 
     def _finish(self, project_id: int, outcome: TrainOutcome) -> dict[str, Any]:
         """Store the trained model, promote it if it won, and say what happened."""
@@ -360,6 +369,13 @@ class TrainingJobs:
             note=outcome.decision,
         )
         last.update(version=info.version, metrics_new=outcome.metrics_new, metrics_previous=outcome.metrics_old)
+        if outcome.promote:
+            try:
+                ModelHolder(str(info.weights), self.models.base.device, version=info.version).get()  # loads, or no promotion
+            except Exception as exc:
+                outcome.promote = False
+                outcome.decision = f"not served: the trained weights could not be loaded here ({exc})"
+                last["decision"] = outcome.decision
         if outcome.promote:
             registry.promote(info.version)
             self.models.preload(project_id)  # loaded before any request is served with it

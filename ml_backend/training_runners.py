@@ -141,15 +141,29 @@ class LocalRunner:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ml_backend.training_runners", str(workdir / "request.json")],
                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=os.getcwd(),  # relative MODEL_DIR stays valid
-                start_new_session=True,  # Ctrl-C on the server reaches the server, which stops the run itself
             )
         log.info("project %s: training started in process %d (%s)", req.project_id, proc.pid, workdir)
         return LocalHandle(proc, workdir)
 
 
+def _exit_with_parent() -> None:
+    """Stop this run when the server that started it is gone (killed, crashed): no orphan keeps training."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def child_main(request_path: str) -> int:
     """Entry point of the child process: train, then write ``outcome.json`` or ``error.json``."""
     _lower_priority()
+    _exit_with_parent()
     workdir = Path(request_path).parent
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -237,6 +251,10 @@ class RQHandle:
                 path = self.workdir / f"project{outcome.project_id}.pt"
                 path.write_bytes(result["weights"])
                 outcome.weights = str(path)
+            try:
+                self.job.delete()  # the weights it carries need not stay in Redis
+            except Exception:
+                pass
             return outcome
         if status in ("queued", "started", "deferred", "scheduled"):
             raise TrainingError(f"RQ job {self.job.id} did not finish within TRAIN_TIMEOUT; is a worker running (python -m ml_backend worker)?")
@@ -250,7 +268,12 @@ class RQHandle:
 
     def cancel(self) -> None:
         try:
-            self.job.cancel()
+            if self._status() == "started":  # cancel() alone does not stop a running job
+                from rq.command import send_stop_job_command
+
+                send_stop_job_command(self.job.connection, self.job.id)
+            else:
+                self.job.cancel()
         except Exception as exc:
             log.warning("could not cancel RQ job %s: %s", self.job.id, exc)
 

@@ -26,13 +26,14 @@ LABELS = {0: "Round", 1: "square", 2: "triangle"}
         (0.50, 0.50, "if_better", True),  # not worse: the new model has seen more labels
         (0.50, 0.49, "if_better", False),
         (0.50, 0.10, "always", True),
-        (0.0, 0.0, "if_better", True),
+        (0.0, 0.0, "if_better", False),  # a tie at zero shows nothing
+        (0.0, 0.01, "if_better", True),
     ],
 )
 def test_decide(old: float, new: float, policy: str, served: bool) -> None:
     ok, why = decide({"metric": "mAP50-95", "primary": old}, {"metric": "mAP50-95", "primary": new}, policy)
     assert ok is served
-    assert f"{new:.4f}" in why and f"{old:.4f}" in why
+    assert (f"{new:.4f}" in why and f"{old:.4f}" in why) or "both score" in why
 
 
 class FakeClient:
@@ -96,7 +97,7 @@ def test_a_run_fine_tunes_the_model_and_judges_it_on_held_out_labels(tmp_path, t
         assert metrics["metric"] == "mAP50-95" and 0.0 <= metrics["primary"] <= 1.0
         assert metrics["primary"] == metrics["map50_95"] and 0.0 <= metrics["map50"] <= 1.0
         assert set(metrics["per_class"]) <= {"circle", "square", "triangle"}
-    assert out.promote == (out.metrics_new["primary"] >= out.metrics_old["primary"])
+    assert out.promote == decide(out.metrics_old, out.metrics_new, "if_better")[0]
     from ultralytics import YOLO
 
     trained = YOLO(out.weights)

@@ -36,9 +36,11 @@ class FakeHandle:
         Path(self.req.workdir).mkdir(parents=True, exist_ok=True)
         weights = Path(self.req.workdir) / f"project{self.req.project_id}.pt"
         shutil.copyfile(self.req.base_weights, weights)
-        new = 0.6 if result == "better" else 0.2
+        if result == "broken":
+            weights.write_bytes(b"not a checkpoint")
+        new = 0.6 if result in ("better", "broken") else 0.2
         return TrainOutcome(
-            self.req.project_id, "trained", self.req.base_version, f"{result}", promote=result == "better", weights=str(weights),
+            self.req.project_id, "trained", self.req.base_version, f"{result}", promote=result in ("better", "broken"), weights=str(weights),
             metrics_new={"metric": "mAP50-95", "primary": new}, metrics_old={"metric": "mAP50-95", "primary": 0.4},
             dataset={"train": 8, "val": 2}, epochs=5,
         )
@@ -158,9 +160,11 @@ def test_a_failed_run_reports_why_and_keeps_its_labels_pending(make_jobs) -> Non
     status = jobs.status(5)
     assert status["state"] == "failed" and status["message"] == "Label Studio is down"
     assert status["labels_since_training"] == 3 and jobs.models.current(5) is None and promoted == []
-    feed(jobs, [4])  # the next label retries
+    feed(jobs, [4, 5])  # no retry storm: only labels since the failed run started count
+    assert jobs.idle(0.5) and jobs.status(5)["state"] == "failed" and len(runner.requests) == 1
+    feed(jobs, [6])  # RETRAIN_MIN_NEW_LABELS new ones since: retried
     assert jobs.idle(10)
-    assert jobs.status(5)["state"] == "idle" and len(promoted) == 1
+    assert jobs.status(5)["state"] == "idle" and len(promoted) == 1 and len(runner.requests) == 2
 
 
 def test_a_skipped_run_says_why_and_serves_nothing_new(make_jobs) -> None:
@@ -201,3 +205,12 @@ def test_a_run_over_the_time_limit_is_stopped(make_jobs) -> None:
     status = jobs.status(5)
     assert status["state"] == "failed" and "TRAIN_TIMEOUT=10" in status["message"]
     assert runner.cancelled == 1 and jobs.models.current(5) is None and promoted == []
+
+
+def test_weights_that_do_not_load_are_never_served(make_jobs) -> None:
+    jobs, promoted = make_jobs(FakeRunner(["broken"]))
+    jobs.request(5, "START_TRAINING")
+    assert jobs.idle(10)
+    status = jobs.status(5)
+    assert jobs.models.current(5) is None and promoted == []
+    assert status["last_run"]["promoted"] is False and "could not be loaded" in status["message"]
