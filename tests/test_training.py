@@ -130,3 +130,60 @@ def test_exported_weights_cannot_be_fine_tuned(tmp_path) -> None:
     req = TrainRequest(5, str(tmp_path / "model.onnx"), "v0", str(tmp_path / "run"))
     with pytest.raises(TrainingError, match="exported models cannot be fine-tuned"):
         train_project(req, settings_for(tmp_path), FakeClient([]), lambda u, t: None)
+
+
+def _region(kind: str, s, sh) -> dict:
+    w, h = s.image.size
+    name = ("circle", "square", "triangle")[sh.cls]
+    base = {"from_name": "label", "to_name": "image", "original_width": w, "original_height": h}
+    if kind == "segment":
+        pts = [[100 * x / w, 100 * y / h] for x, y in sh.polygon]
+        return {**base, "type": "polygonlabels", "value": {"points": pts, "polygonlabels": [name]}}
+    x1, y1, x2, y2 = sh.xyxy
+    value = {"x": 100 * x1 / w, "y": 100 * y1 / h, "width": 100 * (x2 - x1) / w, "height": 100 * (y2 - y1) / h, "rotation": 0}
+    return {**base, "type": "rectanglelabels", "value": {**value, "rectanglelabels": [name]}}
+
+
+KIND_CONFIGS = {
+    "segment": ('<View><Image name="image" value="$image"/><PolygonLabels name="label" toName="image">'
+                '<Label value="circle"/><Label value="square"/><Label value="triangle"/></PolygonLabels></View>'),
+    "obb": ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+            '<Label value="circle"/><Label value="square"/><Label value="triangle"/></RectangleLabels></View>'),
+    "classify": ('<View><Image name="image" value="$image"/><Choices name="label" toName="image">'
+                 '<Choice value="circle"/><Choice value="square"/><Choice value="triangle"/></Choices></View>'),
+}
+
+
+@pytest.mark.parametrize(("kind", "metric"), [("segment", "mask mAP50-95"), ("obb", "mAP50-95"), ("classify", "top1")])
+def test_every_model_task_fine_tunes_and_is_judged(tmp_path, tiny_weights, kind, metric) -> None:
+    rng = np.random.default_rng(9)
+    tasks, images = [], {}
+    for tid in range(1, 17):
+        s = make_image(rng, 64, 64, max_objects=1 if kind == "classify" else 3)
+        uri = f"/data/upload/1/{tid}.jpg"
+        images[uri] = np.asarray(s.image)
+        if kind == "classify":
+            result = [{"from_name": "label", "to_name": "image", "type": "choices",
+                       "value": {"choices": [("circle", "square", "triangle")[s.shapes[0].cls]]}}]
+        else:
+            result = [_region(kind, s, sh) for sh in s.shapes]
+        tasks.append({"id": tid, "data": {"image": uri}, "annotations": [{"id": tid, "result": result, "was_cancelled": False}]})
+
+    class Client(FakeClient):
+        def get_project(self, project_id: int) -> dict:
+            return {"id": project_id, "label_config": KIND_CONFIGS[kind]}
+
+    req = TrainRequest(2, str(tiny_weights(kind)), "v0", str(tmp_path / "run"))
+    out = train_project(req, settings_for(tmp_path, TRAIN_EPOCHS="1"), Client(tasks), lambda uri, tid: images[uri])
+    assert out.status == "trained" and out.dataset["train"] + out.dataset["val"] == 16 and out.dataset["val"] > 0
+    for metrics in (out.metrics_old, out.metrics_new):
+        assert metrics["metric"] == metric and 0.0 <= metrics["primary"] <= 1.0
+        if kind == "classify":
+            assert metrics["primary"] == metrics["top1"] and 0.0 <= metrics["top5"] <= 1.0
+        else:
+            assert metrics["primary"] == metrics["map50_95"] and set(metrics["per_class"]) <= {"circle", "square", "triangle"}
+        if kind == "segment":
+            assert 0.0 <= metrics["box_map50_95"] <= 1.0
+    from ultralytics import YOLO
+
+    assert YOLO(out.weights).task == kind
