@@ -43,9 +43,19 @@ def serve(host: str, port: int, threads: int = 8) -> None:
     _App().run()
 
 
+def _ls_client(settings: Settings, why: str):  # noqa: ANN202
+    """A Label Studio client, or None after saying which settings are missing."""
+    from integrations.label_studio import LabelStudioClient
+
+    if not settings.label_studio_url or not settings.label_studio_api_key:
+        print(f"error: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY: {why}", file=sys.stderr)
+        return None
+    return LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
+
+
 def score(project_id: int) -> int:
     """``python -m ml_backend score --project ID``."""
-    from integrations.label_studio import LabelStudioClient, LabelStudioError
+    from integrations.label_studio import LabelStudioError
     from ml_backend.label_config import LabelConfigError
     from ml_backend.model import ModelUnavailableError
     from ml_backend.predict import make_predictor
@@ -53,11 +63,11 @@ def score(project_id: int) -> int:
 
     settings = Settings.from_env()
     _logging(settings.log_level)
-    if not settings.label_studio_url or not settings.label_studio_api_key:
-        print("error: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to score a project", file=sys.stderr)
+    client = _ls_client(settings, "scoring reads the project's tasks from Label Studio")
+    if client is None:
         return 2
     try:
-        pooled = score_project(LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key), project_id, make_predictor(settings), settings)
+        pooled = score_project(client, project_id, make_predictor(settings), settings)
     except (LabelStudioError, LabelConfigError, ModelUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -74,7 +84,6 @@ def train(project_id: int) -> int:
     The same loop as the server's (a child process, the same promotion rule, the same state in
     ``MODEL_DIR``), so a server using that ``MODEL_DIR`` serves the new model at once.
     """
-    from integrations.label_studio import LabelStudioClient
     from ml_backend.label_events import LabelEventStore
     from ml_backend.predict import make_predictor
     from ml_backend.scoring import score_project
@@ -82,10 +91,9 @@ def train(project_id: int) -> int:
 
     settings = Settings.from_env()
     _logging(settings.log_level)
-    if not settings.label_studio_url or not settings.label_studio_api_key:
-        print("error: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY: training reads the labels from Label Studio", file=sys.stderr)
+    client = _ls_client(settings, "training reads the labels from Label Studio")
+    if client is None:
         return 2
-    client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
     predictor = make_predictor(settings)
 
     def rescore(pid: int, version: str, previous: str | None) -> None:

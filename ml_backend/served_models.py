@@ -3,8 +3,9 @@
 Each Label Studio project gets its own :class:`ml_backend.versions.ModelRegistry` under
 ``MODEL_DIR/projects/<id>/models``, so a model retrained on one project's labels never serves
 another. Until a project has a promoted version it is served the base model (``MODEL_PATH``).
-The registry's pointer is read on each call (a tiny file), so a promotion made by another
-process (``python -m ml_backend train``) is picked up at once; the new weights are loaded
+The registry's pointer is checked on each call (one ``stat``; it and the version's metadata are
+read again only when the pointer file changed), so a promotion made by another process
+(``python -m ml_backend train``) is picked up at once; the new weights are loaded
 before they are served when :meth:`ServedModels.preload` is called, as the training loop does.
 
 Example:
@@ -39,6 +40,7 @@ class ServedModels:
         self.base = base
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self._holders: dict[int, tuple[str, ModelHolder]] = {}
+        self._current: dict[int, tuple[tuple[int, int, int] | None, VersionInfo | None]] = {}
         self._lock = threading.Lock()
 
     def registry(self, project_id: int) -> ModelRegistry:
@@ -50,7 +52,18 @@ class ServedModels:
         """The project's promoted version (None: it is served the base model)."""
         if project_id is None or self.model_dir is None:
             return None
-        return self.registry(project_id).current()
+        registry = self.registry(project_id)
+        try:
+            st = registry.pointer.stat()
+            stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)  # os.replace gives a new inode
+        except OSError:
+            stamp = None
+        cached = self._current.get(int(project_id))
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        info = registry.current() if stamp is not None else None
+        self._current[int(project_id)] = (stamp, info)
+        return info
 
     def holder(self, project_id: int | None) -> ModelHolder:
         """The holder serving ``project_id`` (the base one for ``None`` or a project never retrained)."""

@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping
 from ml_backend.label_config import check_label_map, select_target
 from ml_backend.predict import task_image_uri
 from ml_backend.settings import Settings
-from ml_backend.training_data import current_annotation, write_dataset
+from ml_backend.training_data import unknown_labels, write_dataset
 
 log = logging.getLogger(__name__)
 
@@ -250,22 +250,6 @@ def train_project(req: TrainRequest, settings: Settings, client: Any, load_image
         req.project_id, "trained", req.base_version, why, promote, str(new_weights), metrics_new, metrics_old, dataset, epochs,
         time.monotonic() - started,
     )
-
-
-def unknown_labels(tasks: Any, label_ids: Mapping[str, int], from_name: str | None) -> dict[str, int]:
-    """Labels used in current annotations that map to no class of the model, with their counts."""
-    counts: dict[str, int] = {}
-    for task in tasks:
-        ann = current_annotation(task)
-        for region in (ann or {}).get("result") or []:
-            if from_name and region.get("from_name") != from_name:
-                continue
-            value = region.get("value") or {}
-            for key in ("rectanglelabels", "polygonlabels", "choices", "labels"):
-                for label in value.get(key) or []:
-                    if str(label) not in label_ids:
-                        counts[str(label)] = counts.get(str(label), 0) + 1
-    return counts
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -162,6 +162,22 @@ def task_class(task: Mapping[str, Any], from_name: str | None = None) -> str | N
     return None
 
 
+def unknown_labels(tasks: Sequence[Mapping[str, Any]], label_ids: Mapping[str, int], from_name: str | None = None) -> dict[str, int]:
+    """Labels used in current annotations that map to no class of the model, with their counts
+    (their regions cannot be trained on; the run reports them)."""
+    counts: dict[str, int] = {}
+    for task in tasks:
+        ann = current_annotation(task)
+        for region in (ann or {}).get("result") or []:
+            if from_name and region.get("from_name") != from_name:
+                continue
+            value = region.get("value") or {}
+            for label in (str(x) for key in LABEL_KEYS for x in value.get(key) or []):
+                if label not in label_ids:
+                    counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
 @dataclass(frozen=True)
 class DatasetSummary:
     """What :func:`write_dataset` wrote."""
