@@ -117,6 +117,33 @@ def train(project_id: int) -> int:
     return 1 if status["state"] == "failed" else 0
 
 
+def simulate(args: argparse.Namespace) -> int:
+    """``python -m ml_backend simulate ...``: run or resume the study, then write its summary and figure."""
+    from ml_backend.datasets import DatasetError
+    from ml_backend.simulation import SimConfig, SimulationError, report, run_study
+
+    _logging("WARNING")
+    try:
+        try:
+            seeds = tuple(range(int(args.seeds))) if args.seeds.isdigit() else tuple(int(x) for x in args.seeds.split(","))
+        except ValueError:
+            raise SimulationError(f"--seeds must be a count (3) or a comma-separated list of integers (0,5,7), got {args.seeds!r}") from None
+        cfg = SimConfig(
+            data=str(args.data), format=args.format, out=str(args.out), weights=str(args.weights),
+            strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=args.initial, step=args.step,
+            rounds=args.rounds, seeds=seeds, steps=args.steps, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+            test_fraction=args.test_fraction, device=args.device,
+        )
+        if not args.report:
+            run_study(cfg)
+        print(report(args.out, args.metric))
+    except (SimulationError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"results: {args.out}/results.json, summary: {args.out}/summary.md, figure: {args.out}/learning_curve.png")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml_backend", description="Active-learning YOLO backend for Label Studio")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,12 +164,44 @@ def main(argv: list[str] | None = None) -> int:
     p_train.add_argument("--project", type=int, required=True, help="Label Studio project id")
     p_worker = sub.add_parser("worker", help="run an RQ training worker (needs REDIS_URL); can run on another (GPU) machine")
     p_worker.add_argument("--burst", action="store_true", help="stop when the queue is empty")
-    p_bench = sub.add_parser("bench", help="benchmarks: scoring overhead, k-center, pushing predictions (not tests)")
-    p_bench.add_argument("--only", nargs="*", choices=["scoring", "kcenter", "push", "push-each", "training"], help="run only these")
-    p_bench.add_argument("--repeat", type=int, default=5, help="runs per figure (the median is reported)")
+    p_sim = sub.add_parser("simulate", help="label-savings study: the active-learning loop on a labeled dataset, ground truth as the annotator")
+    p_sim.add_argument("--data", required=True, help="dataset folder (or a YOLO yaml / COCO json)")
+    p_sim.add_argument("--format", required=True, choices=["voc", "yolo", "coco"])
+    p_sim.add_argument("--weights", required=True, help="starting model (.pt): a pretrained one, or one made by `python -m ml_backend pretrain`")
+    p_sim.add_argument("--strategies", default="random,uncertainty,diversity,hybrid", help="comma-separated; random is the reference")
+    p_sim.add_argument("--initial", type=int, default=20, help="labels of round 0 (a random draw, the same for every strategy)")
+    p_sim.add_argument("--step", type=int, default=20, help="labels added per round")
+    p_sim.add_argument("--rounds", type=int, default=4, help="rounds after round 0")
+    p_sim.add_argument("--seeds", default="3", help="a number of seeds (3 -> 0,1,2) or a comma-separated list")
+    p_sim.add_argument("--steps", type=int, default=100, help="training budget per round in optimizer steps (epochs follow from the label count)")
+    p_sim.add_argument("--epochs", type=int, default=0, help="a fixed number of epochs per round instead of --steps")
+    p_sim.add_argument("--imgsz", type=int, default=320)
+    p_sim.add_argument("--batch", type=int, default=8)
+    p_sim.add_argument("--test-fraction", type=float, default=0.25, help="share of images in the fixed test split")
+    p_sim.add_argument("--device", default="auto")
+    p_sim.add_argument("--metric", default="map50", choices=["map50", "map50_95"], help="what the summary compares")
+    p_sim.add_argument("--out", required=True, help="results folder; an existing one with the same settings is resumed")
+    p_sim.add_argument("--report", action="store_true", help="only rewrite the summary and figure from the results so far")
+    p_pre = sub.add_parser("pretrain", help="train a starting model from the model yaml (offline): on synthetic shapes, or on a dataset")
+    p_pre.add_argument("--out", required=True, help="where to write the .pt")
+    p_pre.add_argument("--data", help="a dataset folder to pretrain on (default: synthetic shapes)")
+    p_pre.add_argument("--format", choices=["voc", "yolo", "coco"])
+    p_pre.add_argument("--images", type=int, default=2000, help="synthetic images (without --data)")
+    p_pre.add_argument("--epochs", type=int, default=30)
+    p_pre.add_argument("--imgsz", type=int, default=320)
+    p_pre.add_argument("--batch", type=int, default=16)
+    p_pre.add_argument("--model", default="yolov8n.yaml", help="the Ultralytics model yaml")
+    p_pre.add_argument("--device", default="auto")
+    p_bench = sub.add_parser("bench", help="benchmarks: scoring overhead, /predict latency, re-scoring, k-center, pushing predictions (not tests)")
+    p_bench.add_argument(
+        "--only", nargs="*", choices=["scoring", "predict", "rescoring", "kcenter", "push", "push-each", "training"], help="run only these"
+    )
+    p_bench.add_argument("--repeat", type=int, default=5, help="runs per figure (the median is reported); predict: 6x / 2x this many requests")
     p_bench.add_argument("--out", default="bench.json")
-    p_bench.add_argument("--dir", default=".cache/bench", help="scratch folder (model, Label Studio)")
-    p_bench.add_argument("--device", default="cpu")
+    p_bench.add_argument("--dir", default=".cache/bench", help="scratch folder (model, images, Label Studio)")
+    p_bench.add_argument("--device", default="cpu", help="DEVICE of every benchmark that runs a model: cpu, cuda, cuda:0, auto, ...")
+    p_bench.add_argument("--tasks", type=int, default=1000, help="tasks in the rescoring benchmark's pool")
+    p_bench.add_argument("--weights", help="model of scoring, predict and rescoring (default: a 1-epoch starter detector)")
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -157,11 +216,22 @@ def main(argv: list[str] | None = None) -> int:
             settings = Settings.from_env()
             _logging(settings.log_level)
             run_worker(settings, burst=args.burst)
+        elif args.command == "simulate":
+            return simulate(args)
+        elif args.command == "pretrain":
+            from ml_backend.starter import pretrain_model
+
+            _logging("INFO")
+            path = pretrain_model(
+                args.out, data=args.data, fmt=args.format, n_images=args.images, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+                model_yaml=args.model, device=args.device,
+            )
+            print(f"wrote {path}")
         elif args.command == "bench":
             from ml_backend.bench import run_bench
 
             _logging("WARNING")
-            run_bench(args.out, args.only, args.repeat, args.dir, args.device)
+            run_bench(args.out, args.only, args.repeat, args.dir, args.device, rescoring_tasks=args.tasks, weights=args.weights)
         elif args.command == "demo":
             from ml_backend.demo import run_demo
 

@@ -163,6 +163,10 @@ class Predictor:
             for i in idx:
                 yield results[i]
 
+    def close(self) -> None:
+        """Stop the image download threads (a predictor used for one job, not a server's)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def _error(self, task: Mapping[str, Any], message: str, version: str | None) -> dict:
         task_id = _task_id(task)
         log.warning("task %s: %s", task_id, message)

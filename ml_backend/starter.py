@@ -87,3 +87,64 @@ def train_starter_model(
     tmp.replace(out)
     log.info("starter %s model written to %s", kind, out)
     return out
+
+
+def pretrain_model(
+    out: str | Path,
+    data: str | Path | None = None,
+    fmt: str | None = None,
+    n_images: int = 2000,
+    epochs: int = 30,
+    imgsz: int = 320,
+    batch: int = 16,
+    model_yaml: str = "yolov8n.yaml",
+    device: str = "auto",
+    seed: int = 0,
+) -> Path:
+    """Train a starting model from a model yaml, offline: on synthetic shapes or on a dataset.
+
+    Users who are online pass a pretrained model instead (``yolo11n.pt``); this is what the
+    label-savings study starts from when none can be had. With ``data``, every image of that
+    dataset (read by :mod:`ml_backend.datasets`) is used, a tenth held out for Ultralytics'
+    validation, and the best epoch's weights are kept.
+
+    Returns:
+        ``out`` (written atomically).
+    """
+    from ml_backend.model import import_yolo
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".pretrain-{out.stem}"
+    if data is None:
+        ds = make_shapes_dataset(work / "data", n_train=n_images, n_val=max(8, n_images // 10), imgsz=imgsz, seed=seed)
+        yaml_path = ds.yaml_path
+    else:
+        from ml_backend.datasets import load_dataset, ls_regions
+        from ml_backend.images import decode_image
+        from ml_backend.training_data import split_of, write_dataset
+
+        if fmt is None:
+            raise ValueError("pretraining on a dataset needs its format (voc, yolo or coco)")
+        ds = load_dataset(data, fmt)
+        tasks = [{"id": i + 1, "data": {"image": str(it.path)}, "annotations": [{"result": ls_regions(it, ds.names)}]} for i, it in enumerate(ds.items)]
+        summary = write_dataset(
+            tasks, ds.names, "detect", lambda t: decode_image(Path(t["data"]["image"]).read_bytes()), work / "data", from_name="label",
+            splits={t["id"]: split_of(t["id"], 0.1) for t in tasks},
+        )
+        yaml_path = summary.data
+    YOLO = import_yolo()
+    model = YOLO(model_yaml)
+    model.train(
+        data=str(yaml_path), epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, deterministic=True, workers=0,
+        device=None if device == "auto" else device, plots=False, val=True, verbose=False, pretrained=False,
+        project=str((work / "runs").resolve()), name="pretrain", exist_ok=True,
+    )
+    best = Path(model.trainer.best)
+    if not best.exists():
+        best = Path(model.trainer.last)
+    tmp = out.with_suffix(".tmp")
+    shutil.copyfile(best, tmp)
+    tmp.replace(out)
+    log.info("pretrained %s (%s, %d epochs at %d px) written to %s", model_yaml, data or f"{n_images} synthetic images", epochs, imgsz, out)
+    return out

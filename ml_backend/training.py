@@ -116,7 +116,8 @@ def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Setting
     Returns:
         ``{"metric": name, "primary": value, ...}``: for detection-like models ``map50_95``,
         ``map50`` and ``per_class`` (class name -> ``ap50_95``, ``ap50``; only classes present
-        in the held-out labels); for segmentation the mask metrics (box ones under ``box_*``);
+        in the held-out labels; with precision, recall and F1 at the confidence that maximizes the
+        mean F1); for segmentation the mask metrics (box ones under ``box_*``);
         for classifiers ``top1`` and ``top5``.
     """
     from ml_backend.model import import_yolo
@@ -133,7 +134,9 @@ def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Setting
     names = {int(k): str(v) for k, v in dict(r.names).items()}
     part = r.seg if kind == "segment" else r.box
     per_class = {
-        names.get(int(c), str(c)): {"ap50_95": float(part.ap[i]), "ap50": float(part.ap50[i])}
+        names.get(int(c), str(c)): {
+            "ap50_95": float(part.ap[i]), "ap50": float(part.ap50[i]), "precision": float(part.p[i]), "recall": float(part.r[i]), "f1": float(part.f1[i]),
+        }
         for i, c in enumerate(part.ap_class_index)
     }
     out: dict[str, Any] = {"metric": PRIMARY_METRIC[kind], "primary": float(part.map), "map50_95": float(part.map), "map50": float(part.map50), "per_class": per_class}
@@ -158,6 +161,49 @@ def decide(old: Mapping[str, Any], new: Mapping[str, Any], policy: str) -> tuple
     if b + 1e-9 >= a:
         return True, f"served: {name} {b:.4f} on the held-out labels, not worse than the previous model's {a:.4f}"
     return False, f"kept the previous model: the new one is worse on the held-out labels ({name} {b:.4f} < {a:.4f})"
+
+
+def fine_tune(model: Any, data: str | Path, settings: Settings, workdir: Path, epochs: int, progress: Progress | None = None) -> Path:
+    """Ultralytics' training of ``model`` (a ``YOLO`` or a weights path) on ``data``: the one recipe.
+
+    The server's retraining and the label-savings simulation both train through here:
+    ``TRAIN_IMGSZ``, ``TRAIN_BATCH``, ``DEVICE`` and ``AL_SEED`` from ``settings``, Ultralytics'
+    defaults for everything else, no validation during training (``val=False``: old and new are
+    compared on held-out labels afterwards). A model whose classes differ from ``data``'s gets
+    a new head (Ultralytics transfers every other layer).
+
+    Returns:
+        The trained weights (``last.pt`` of the run under ``workdir/runs/train``).
+
+    Raises:
+        TrainingError: Ultralytics finished without writing weights.
+    """
+    from ml_backend.model import import_yolo
+
+    report = progress or (lambda stage, **kw: None)
+    if not hasattr(model, "train"):
+        model = import_yolo()(str(model))
+
+    def on_epoch_end(trainer: Any) -> None:
+        losses = {}
+        try:
+            losses = {k.split("/")[-1]: round(float(v), 5) for k, v in trainer.label_loss_items(trainer.tloss).items()}
+        except Exception:  # losses are a nicety for the status; never fail a run over them
+            pass
+        report("training", epoch=int(trainer.epoch) + 1, epochs=epochs, losses=losses)
+
+    report("training", epoch=0, epochs=epochs)
+    model.add_callback("on_train_epoch_end", on_epoch_end)
+    model.train(
+        data=str(data), epochs=epochs, imgsz=settings.train_imgsz, batch=settings.train_batch,
+        device=settings.ultralytics_device, workers=_dataloader_workers(), seed=settings.al_seed, deterministic=True,
+        plots=False, val=False,  # no model selection on the held-out split: the caller judges old against new
+        verbose=False, project=str((Path(workdir) / "runs").resolve()), name="train", exist_ok=True,
+    )
+    trained = Path(model.trainer.last)
+    if not trained.is_file():
+        raise TrainingError(f"Ultralytics finished without writing {trained}")
+    return trained
 
 
 def train_project(req: TrainRequest, settings: Settings, client: Any, load_image: Callable[[str, int], Any], progress: Progress | None = None) -> TrainOutcome:
@@ -219,28 +265,8 @@ def train_project(req: TrainRequest, settings: Settings, client: Any, load_image
         )
 
     epochs = settings.train_epochs
-
-    def on_epoch_end(trainer: Any) -> None:
-        losses = {}
-        try:
-            losses = {k.split("/")[-1]: round(float(v), 5) for k, v in trainer.label_loss_items(trainer.tloss).items()}
-        except Exception:  # losses are a nicety for the status; never fail a run over them
-            pass
-        report("training", epoch=int(trainer.epoch) + 1, epochs=epochs, losses=losses)
-
-    report("training", epoch=0, epochs=epochs)
-    model.add_callback("on_train_epoch_end", on_epoch_end)
-    model.train(
-        data=str(summary.data), epochs=epochs, imgsz=settings.train_imgsz, batch=settings.train_batch,
-        device=settings.ultralytics_device, workers=_dataloader_workers(), seed=settings.al_seed, deterministic=True,
-        plots=False, val=False,  # no model selection on the held-out split: it judges old against new below
-        verbose=False, project=str((workdir / "runs").resolve()), name="train", exist_ok=True,
-    )
-    trained = Path(model.trainer.last)
-    if not trained.is_file():
-        raise TrainingError(f"Ultralytics finished without writing {trained}")
     new_weights = workdir / f"project{req.project_id}.pt"
-    shutil.copyfile(trained, new_weights)
+    shutil.copyfile(fine_tune(model, summary.data, settings, workdir, epochs, report), new_weights)
 
     report("evaluating")
     metrics_old = evaluate(req.base_weights, summary.data, kind, settings, workdir)

@@ -197,6 +197,7 @@ def write_dataset(
     from_name: str | None = None,
     val_fraction: float = 0.2,
     label_ids: Mapping[str, int] | None = None,
+    splits: Mapping[int, str] | None = None,
 ) -> DatasetSummary:
     """Write the labeled tasks as an Ultralytics dataset.
 
@@ -210,6 +211,8 @@ def write_dataset(
         val_fraction: share of tasks in the validation split (by task id, deterministic).
         label_ids: Label Studio label -> class id, when the project's labels are not the model's
             class names (``predicted_values`` mappings); default: matched by name.
+        splits: task id -> ``train`` or ``val``, instead of the split by task id (the simulation
+            holds out a fixed test set); labeled tasks it does not name are left out.
     """
     from PIL import Image
 
@@ -234,7 +237,10 @@ def write_dataset(
             lines = task_label_lines(task, class_ids, kind, from_name)
             if lines is not None:
                 usable.append((tid, task, lines))
-    splits = assign_splits([tid for tid, _, _ in usable], val_fraction)
+    if splits is None:
+        splits = assign_splits([tid for tid, _, _ in usable], val_fraction)
+    else:
+        usable = [u for u in usable if u[0] in splits]
     for tid, task, payload in usable:
         cls = lines = payload
         try:

@@ -1,0 +1,471 @@
+"""The label-savings study: the active-learning loop simulated on a labeled dataset.
+
+The ground truth plays the annotator. For each seed and strategy:
+
+1. a fixed test split (a hash of each image's file name, the same for every strategy and seed)
+   is set aside; nothing is ever selected from it;
+2. round 0: ``initial`` images drawn at random from the pool (the same draw for every strategy
+   of a seed) are labeled and the starting model (``weights``) is fine-tuned on them, once per
+   seed, shared by the strategies;
+3. each later round: the strategy orders the unlabeled pool exactly as the server orders the
+   queue (:func:`ml_backend.scoring.score_tasks` with ``AL_STRATEGY``: the same model pass,
+   uncertainty, embeddings and strategy; ``AL_BATCH`` is the step), the top ``step`` images are
+   labeled, and the previous round's model is fine-tuned on all labels so far
+   (:func:`ml_backend.training.fine_tune`, the server's recipe), then evaluated on the test
+   split (:func:`ml_backend.training.evaluate`).
+
+Datasets are written by the server's own converter (:func:`ml_backend.training_data.write_dataset`)
+from Label Studio-shaped tasks. The training budget is fixed in optimizer steps per round
+(``steps``), not epochs, so small labeled sets are not starved: a round runs
+``ceil(steps / ceil(labels / batch))`` epochs. After each round ``results.json`` is rewritten
+atomically, so a killed run resumes from its last finished round.
+
+:func:`summarize` turns the records into the study's table (area under the learning curve,
+labels needed to reach random's final score, the gain on the rarest class at equal budget) and
+:func:`plot_curves` into the figure.
+
+Example:
+    >>> epochs_for_steps(steps=100, n_train=20, batch=8)
+    34
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ml_backend.datasets import Dataset, box_label_config, load_dataset, ls_regions
+from ml_backend.images import decode_image
+from ml_backend.settings import SPECS, Settings
+from ml_backend.strategies import STRATEGIES, Pool, StrategyParams, get_strategy
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.json"
+METRICS = ("map50", "map50_95")
+# Fields that define a study: a run with other values cannot resume from the same folder.
+STUDY_KEYS = ("data", "format", "initial", "step", "steps", "epochs", "imgsz", "batch", "weights", "test_fraction", "device")
+
+
+class SimulationError(ValueError):
+    """The study cannot run as asked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One study. ``steps`` (optimizer steps per round) is the budget unless ``epochs`` is set.
+
+    Raises:
+        SimulationError: a value out of range (on construction).
+    """
+
+    data: str
+    format: str
+    out: str
+    weights: str
+    strategies: tuple[str, ...] = ("random", "uncertainty", "diversity", "hybrid")
+    initial: int = 20
+    step: int = 20
+    rounds: int = 4
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 100
+    epochs: int = 0
+    imgsz: int = 320
+    batch: int = 8
+    test_fraction: float = 0.25
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("initial", "step", "steps", "imgsz", "batch"):
+            if getattr(self, name) < 1:
+                raise SimulationError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.rounds < 0 or self.epochs < 0:
+            raise SimulationError("--rounds and --epochs must be >= 0")
+        if not 0.05 <= self.test_fraction <= 0.6:
+            raise SimulationError(f"--test-fraction must be in 0.05..0.6, got {self.test_fraction}")
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown or not self.strategies:
+            raise SimulationError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+        if "random" not in self.strategies:
+            raise SimulationError("--strategies must include random: it is the reference every other strategy is compared with")
+        if not self.seeds:
+            raise SimulationError("--seeds must name at least one seed")
+
+    def study(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in STUDY_KEYS}
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+
+def epochs_for_steps(steps: int, n_train: int, batch: int) -> int:
+    """Epochs that give at least ``steps`` optimizer steps on ``n_train`` images."""
+    return max(1, math.ceil(steps / max(1, math.ceil(n_train / batch))))
+
+
+def test_split(ds: Dataset, fraction: float) -> np.ndarray:
+    """Indices of the fixed test images: a hash of each file name below ``fraction``."""
+    score = [int(hashlib.sha256(f"al-sim-test:{it.path.name}".encode()).hexdigest()[:8], 16) % 10_000 / 10_000 for it in ds.items]
+    return np.flatnonzero(np.asarray(score) < fraction)
+
+
+class LocalImages:
+    """Reads task images from local paths with the server's decoder (the simulation's fetcher)."""
+
+    def load(self, uri: str, task_id: int | None = None) -> np.ndarray:
+        return decode_image(Path(uri).read_bytes())
+
+
+def _task(ds: Dataset, i: int, labeled: bool) -> dict:
+    """Image ``i`` as a Label Studio task; labeled ones carry the ground truth as their annotation."""
+    task: dict[str, Any] = {"id": int(i) + 1, "data": {"image": str(ds.items[i].path)}, "annotations": []}
+    if labeled:
+        task["annotations"] = [{"id": int(i) + 1, "result": ls_regions(ds.items[i], ds.names), "was_cancelled": False}]
+    return task
+
+
+def _settings(cfg: SimConfig, out: Path, strategy: str = "random", seed: int = 0) -> Settings:
+    env = {k: v for k, v in os.environ.items() if k in {spec.name for spec in SPECS}}  # the user's thresholds and weights
+    env.update({
+        "AL_STRATEGY": strategy, "AL_BATCH": str(cfg.step), "AL_SEED": str(seed), "IMGSZ": str(cfg.imgsz), "TRAIN_IMGSZ": str(cfg.imgsz),
+        "TRAIN_BATCH": str(cfg.batch), "DEVICE": cfg.device, "MODEL_DIR": str(out / "state"), "AL_CLUSTERS": "1",
+    })
+    return Settings.from_env(env)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+class Study:
+    """A study's state in its ``out`` folder: config, records and the latest weights of each chain."""
+
+    def __init__(self, cfg: SimConfig, ds: Dataset):
+        self.cfg, self.ds = cfg, ds
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "models").mkdir(exist_ok=True)
+        self.test = test_split(ds, cfg.test_fraction)
+        test = set(self.test.tolist())
+        self.pool = np.array([i for i in range(len(ds.items)) if i not in test])
+        need = cfg.initial + cfg.rounds * cfg.step
+        if need > len(self.pool):
+            raise SimulationError(
+                f"--initial {cfg.initial} + --rounds {cfg.rounds} x --step {cfg.step} = {need} labels, but the pool has only "
+                f"{len(self.pool)} images ({len(self.test)} of {len(ds.items)} are the test split): ask for fewer"
+            )
+        if len(self.test) == 0:
+            raise SimulationError("the test split is empty: raise --test-fraction or use a larger dataset")
+        self.records: list[dict] = []
+        path = self.out / RESULTS
+        if path.exists():
+            old = json.loads(path.read_text())
+            before = old.get("config", {})
+            diff = {k: (before.get(k), v) for k, v in cfg.study().items() if before.get(k) != v}
+            if diff:
+                what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+                raise SimulationError(f"{path} holds a study with other settings ({what}); use another --out, or the same settings to resume")
+            self.records = list(old.get("records", []))
+
+    def record(self, strategy: str, seed: int, rnd: int) -> dict | None:
+        return next((r for r in self.records if (r["strategy"], r["seed"], r["round"]) == (strategy, seed, rnd)), None)
+
+    def weights(self, strategy: str, seed: int, rnd: int) -> Path:
+        return self.out / "models" / (f"seed{seed}-round0.pt" if rnd == 0 else f"{strategy}-seed{seed}-round{rnd}.pt")
+
+    def save(self, rec: dict) -> None:
+        self.records = [r for r in self.records if (r["strategy"], r["seed"], r["round"]) != (rec["strategy"], rec["seed"], rec["round"])]
+        self.records.append(rec)
+        ds = self.ds
+        _write_json_atomic(self.out / RESULTS, {
+            "config": self.cfg.to_json(),
+            "dataset": {
+                "names": ds.names, "images": len(ds.items), "test": len(self.test), "pool": len(self.pool),
+                "objects_pool": ds.object_counts(self.pool), "objects_test": ds.object_counts(self.test),
+            },
+            "records": sorted(self.records, key=lambda r: (r["strategy"], r["seed"], r["round"])),
+        })
+
+
+def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target: Path, seed: int) -> dict:
+    """Fine-tune ``base`` on ``labeled``, evaluate on the test split, keep the weights at ``target``."""
+    from ml_backend.training import evaluate, fine_tune
+    from ml_backend.training_data import write_dataset
+
+    cfg, ds = study.cfg, study.ds
+    work = study.out / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    settings = _settings(cfg, study.out, seed=seed)
+    images = LocalImages()
+    tasks = [_task(ds, i, True) for i in list(labeled) + study.test.tolist()]
+    splits = {int(i) + 1: "train" for i in labeled} | {int(i) + 1: "val" for i in study.test}
+    summary = write_dataset(tasks, ds.names, "detect", lambda t: images.load(t["data"]["image"]), work / "dataset", from_name="label", splits=splits)
+    if summary.skipped:
+        log.warning("images left out of training: %s", summary.skipped)
+    epochs = cfg.epochs or epochs_for_steps(cfg.steps, summary.counts["train"], cfg.batch)
+    t0 = time.monotonic()
+    trained = fine_tune(base, summary.data, settings, work, epochs)
+    train_s = time.monotonic() - t0
+    tmp = target.with_suffix(".tmp")
+    shutil.copyfile(trained, tmp)
+    os.replace(tmp, target)
+    t0 = time.monotonic()
+    metrics = evaluate(target, summary.data, "detect", settings, work)
+    eval_s = time.monotonic() - t0
+    per_class = {n: {k: m.get(k, 0.0) for k in ("ap50", "ap50_95", "f1")} for n, m in metrics["per_class"].items()}
+    for n in study.ds.object_counts(study.test):
+        per_class.setdefault(n, {"ap50": 0.0, "ap50_95": 0.0, "f1": 0.0})  # a class absent from the test split
+    return {
+        "map50": metrics["map50"], "map50_95": metrics["map50_95"], "per_class": per_class,
+        "epochs": epochs, "optimizer_steps": epochs * math.ceil(summary.counts["train"] / cfg.batch), "train_s": train_s, "eval_s": eval_s,
+    }
+
+
+def _select(study: Study, strategy: str, seed: int, rnd: int, labeled: Sequence[int], weights: Path) -> tuple[list[int], float]:
+    """The ``step`` pool images the strategy puts first in the queue, and the seconds it took."""
+    from ml_backend.model import ModelHolder
+    from ml_backend.predict import Predictor
+    from ml_backend.scoring import score_tasks
+
+    cfg, ds = study.cfg, study.ds
+    t0 = time.monotonic()
+    taken = set(labeled)
+    unlabeled = [int(i) for i in study.pool if int(i) not in taken]
+    settings = _settings(cfg, study.out, strategy, seed=1000 * seed + rnd)
+    if strategy == "random":  # needs no model pass; the same registered strategy function
+        prio = get_strategy("random")(Pool(uncertainty=np.zeros(len(unlabeled))), StrategyParams(seed=settings.al_seed))
+        by_task = dict(zip(unlabeled, prio))
+    else:
+        holder = ModelHolder(str(weights), settings.ultralytics_device, study.out / "state" / "weights", version=weights.stem)
+        predictor = Predictor(settings, holder, LocalImages())
+        try:
+            served = predictor.serve(box_label_config(ds.names))
+            tasks = [_task(ds, i, False) for i in unlabeled] + [_task(ds, i, True) for i in labeled]
+            pooled = score_tasks(tasks, served, predictor, settings)
+        finally:
+            predictor.close()
+        by_task = {s.task - 1: s.priority for s in pooled.scores if not s.labeled}
+        for tid, err in pooled.errors.items():
+            log.warning("image %s not scored (not selectable this round): %s", ds.items[tid - 1].path, err)
+    order = sorted(by_task, key=lambda i: (-by_task[i], i))
+    return order[: cfg.step], time.monotonic() - t0
+
+
+def run_study(cfg: SimConfig, show_progress: bool = True) -> dict:
+    """Run (or resume) the study; returns the contents of ``results.json``.
+
+    Raises:
+        SimulationError, DatasetError: bad settings or data (before any training).
+    """
+    ds = load_dataset(cfg.data, cfg.format)
+    if not Path(cfg.weights).is_file():
+        raise SimulationError(f"--weights {cfg.weights} is not a file: pass a .pt model (see `python -m ml_backend pretrain`)")
+    study = Study(cfg, ds)
+    total = len(cfg.seeds) * len(cfg.strategies) * (cfg.rounds + 1)
+    done = sum(1 for s in cfg.strategies for seed in cfg.seeds for r in range(cfg.rounds + 1) if study.record(s, seed, r))
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=done, desc="rounds", unit="round", file=sys.stderr, dynamic_ncols=True)
+    try:
+        for seed in cfg.seeds:
+            initial = sorted(np.random.default_rng(seed).choice(study.pool, cfg.initial, replace=False).tolist())
+            for strategy in cfg.strategies:
+                labeled = list(initial)
+                for rnd in range(cfg.rounds + 1):
+                    target = study.weights(strategy, seed, rnd)
+                    rec = study.record(strategy, seed, rnd)
+                    if rec is not None:  # finished before a restart
+                        labeled = list(rec["labeled_ids"])
+                        continue
+                    if bar is not None:
+                        bar.set_postfix_str(f"{strategy} seed {seed} round {rnd} ({len(labeled) + (cfg.step if rnd else 0)} labels)")
+                    t0 = time.monotonic()
+                    select_s = 0.0
+                    if rnd == 0:
+                        shared = study.record(cfg.strategies[0], seed, 0) if strategy != cfg.strategies[0] else None
+                        result = {k: shared[k] for k in shared if k not in ("strategy", "wall_s")} if shared and target.is_file() else None
+                        if result is None:
+                            result = _train_round(study, labeled, cfg.weights, target, seed)
+                    else:
+                        previous = study.weights(strategy, seed, rnd - 1)
+                        if not previous.is_file():
+                            raise SimulationError(f"{previous} is missing, so round {rnd} of {strategy} seed {seed} cannot resume; delete {study.out} to start over")
+                        chosen, select_s = _select(study, strategy, seed, rnd, labeled, previous)
+                        labeled = labeled + chosen
+                        result = _train_round(study, labeled, previous, target, seed)
+                        if rnd > 1:
+                            previous.unlink(missing_ok=True)  # keep each chain's latest weights (and the shared round 0)
+                    rec = {
+                        **result, "strategy": strategy, "seed": seed, "round": rnd, "labels": len(labeled), "labeled_ids": list(map(int, labeled)),
+                        "select_s": select_s, "wall_s": time.monotonic() - t0,
+                    }
+                    study.save(rec)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix_str(f"{strategy} seed {seed} round {rnd}: {len(labeled)} labels, mAP50 {rec['map50']:.3f}")
+    finally:
+        if bar is not None:
+            bar.close()
+    return json.loads((study.out / RESULTS).read_text())
+
+
+# -- analysis -------------------------------------------------------------------------------
+
+def curves(records: Sequence[Mapping[str, Any]], metric: str = "map50") -> dict[str, dict[str, np.ndarray]]:
+    """Per strategy: ``labels`` (per round) and the metric's ``mean``, ``min``, ``max`` over seeds.
+
+    Only rounds that every seed of the strategy finished are included.
+    """
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for strategy in sorted({r["strategy"] for r in records}):
+        rs = [r for r in records if r["strategy"] == strategy]
+        seeds = sorted({r["seed"] for r in rs})
+        rounds = sorted({r["round"] for r in rs})
+        rows = []
+        for rnd in rounds:
+            vals = [r for r in rs if r["round"] == rnd]
+            if len(vals) == len(seeds):
+                v = np.array([r[metric] for r in vals], dtype=float)
+                rows.append((vals[0]["labels"], v.mean(), v.min(), v.max()))
+        if rows:
+            a = np.array(rows)
+            out[strategy] = {"labels": a[:, 0], "mean": a[:, 1], "min": a[:, 2], "max": a[:, 3], "seeds": np.array(seeds)}
+    return out
+
+
+def labels_to_reach(labels: np.ndarray, values: np.ndarray, target: float) -> float | None:
+    """Labels at which the curve first reaches ``target`` (linear between rounds), or None.
+
+    Example:
+        >>> labels_to_reach(np.array([10, 20, 30]), np.array([0.1, 0.3, 0.5]), 0.4)
+        25.0
+    """
+    for k in range(len(labels)):
+        if values[k] >= target:
+            if k == 0:
+                return float(labels[0])
+            x0, x1, y0, y1 = labels[k - 1], labels[k], values[k - 1], values[k]
+            return float(x0 + (target - y0) / (y1 - y0) * (x1 - x0)) if y1 > y0 else float(x1)
+    return None
+
+
+def rarest_class(result: Mapping[str, Any]) -> str:
+    """The class with the fewest objects in the pool."""
+    counts = result["dataset"]["objects_pool"]
+    return min(counts, key=lambda n: (counts[n], n))
+
+
+def summarize(result: Mapping[str, Any], metric: str = "map50", reference: str = "random") -> dict[str, Any]:
+    """The study's table, per strategy.
+
+    * ``aulc``: area under the mean learning curve divided by the label range (the mean score
+      over the budget; higher is better);
+    * ``final``: mean score at the last round; ``labels_final``: labels then;
+    * ``labels_to_match``: labels the strategy needs to reach the reference's final mean score
+      (None: not within the budget); ``savings``: ``1 - labels_to_match / labels_final``;
+    * ``rare_gain``: AP50 of the rarest pool class at the last round minus the reference's;
+    * ``round_s``: median seconds per round (select, train, evaluate).
+    """
+    records = result["records"]
+    cs = curves(records, metric)
+    if reference not in cs:
+        raise SimulationError(f"no finished rounds of {reference!r} yet, so nothing to compare with")
+    ref = cs[reference]
+    target, ref_labels = float(ref["mean"][-1]), float(ref["labels"][-1])
+    rare = rarest_class(result)
+    last_round = {s: int(max(r["round"] for r in records if r["strategy"] == s and r["labels"] == c["labels"][-1])) for s, c in cs.items()}
+
+    def rare_ap(s: str) -> float:
+        vals = [r["per_class"].get(rare, {}).get("ap50", 0.0) for r in records if r["strategy"] == s and r["round"] == last_round[s]]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    table = {}
+    for s, c in cs.items():
+        span = c["labels"][-1] - c["labels"][0]
+        aulc = float(np.trapezoid(c["mean"], c["labels"]) / span) if span > 0 else float(c["mean"][0])
+        reach = labels_to_reach(c["labels"], c["mean"], target)
+        rs = [r for r in records if r["strategy"] == s and r["round"] > 0]
+        table[s] = {
+            "aulc": aulc, "final": float(c["mean"][-1]), "final_min": float(c["min"][-1]), "final_max": float(c["max"][-1]),
+            "labels_final": float(c["labels"][-1]), "labels_to_match": reach,
+            "savings": None if reach is None else 1.0 - reach / ref_labels,
+            "rare_ap50": rare_ap(s), "rare_gain": rare_ap(s) - rare_ap(reference),
+            "round_s": float(np.median([r["wall_s"] for r in rs])) if rs else float("nan"),
+            "select_s": float(np.median([r["select_s"] for r in rs])) if rs else float("nan"),
+            "train_s": float(np.median([r["train_s"] for r in rs])) if rs else float("nan"),
+            "seeds": len(c["seeds"]),
+        }
+    return {"metric": metric, "reference": reference, "target": target, "rarest_class": rare, "strategies": table}
+
+
+def summary_markdown(summary: Mapping[str, Any]) -> str:
+    """The summary as a markdown table."""
+    m = summary["metric"].replace("map", "mAP").replace("_", "-")
+    ref = summary["reference"]
+    lines = [
+        f"| strategy | area under curve ({m}) | final {m} (min-max over seeds) | labels to reach {ref}'s final {summary['target']:.3f} | label savings | AP50 of rarest class ({summary['rarest_class']}) vs {ref} | s per round (select + train) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s, r in summary["strategies"].items():
+        reach = "not reached" if r["labels_to_match"] is None else f"{r['labels_to_match']:.0f} of {r['labels_final']:.0f}"
+        savings = "-" if r["savings"] is None else f"{r['savings']:+.0%}"
+        lines.append(
+            f"| {s} | {r['aulc']:.3f} | {r['final']:.3f} ({r['final_min']:.3f}-{r['final_max']:.3f}) | {reach} | {savings} | "
+            f"{r['rare_ap50']:.3f} ({r['rare_gain']:+.3f}) | {r['round_s']:.0f} ({r['select_s']:.0f} + {r['train_s']:.0f}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(result: Mapping[str, Any], path: str | Path, metric: str = "map50", title: str | None = None) -> Path:
+    """Learning curves (mean over seeds, band from min to max) with random dashed as the reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cs = curves(result["records"], metric)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for s, c in cs.items():
+        style = {"color": "black", "linestyle": "--", "zorder": 3} if s == "random" else {}
+        line = ax.plot(c["labels"], c["mean"], marker="o", label=f"{s} ({len(c['seeds'])} seeds)", **style)[0]
+        ax.fill_between(c["labels"], c["min"], c["max"], color=line.get_color(), alpha=0.12)
+    ax.set_xlabel("labeled images")
+    ax.set_ylabel(metric.replace("map", "mAP").replace("_", "-") + " on the test split")
+    ax.set_title(title or Path(str(result["config"]["data"])).name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def report(out: str | Path, metric: str = "map50") -> str:
+    """Write ``summary.json``, ``summary.md`` and ``learning_curve.png`` next to ``results.json``; return the table."""
+    out = Path(out)
+    result = json.loads((out / RESULTS).read_text())
+    summary = summarize(result, metric)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    table = summary_markdown(summary)
+    (out / "summary.md").write_text(table)
+    plot_curves(result, out / "learning_curve.png", metric)
+    return table
+
+
+__all__ = ["SimConfig", "SimulationError", "curves", "epochs_for_steps", "labels_to_reach", "plot_curves", "report", "run_study", "summarize"]
