@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test serve system-deps
+.PHONY: setup demo test serve system-deps study bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -34,3 +34,24 @@ system-deps:
 
 test: setup system-deps
 	$(VENV)/bin/python -m pytest
+
+# Long runs, not in CI. The label-savings study as the README reports it (CPU, reduced: about
+# 50 minutes on 2 cores): the multi-class digit scenes, a starting model pretrained offline on
+# other digit classes, then both studies. STUDY_DIR, SEEDS, STEPS and DEVICE can be overridden
+# (for example DEVICE=cuda SEEDS=5 STEPS=300 for the full study on a GPU).
+STUDY_DIR ?= .cache/study
+SEEDS ?= 2
+STEPS ?= 60
+DEVICE ?= cpu
+RACCOON ?= ../shared/datasets/raccoon
+SIM = $(VENV)/bin/python -m ml_backend simulate --strategies random,uncertainty,diversity,hybrid --rounds 4 --seeds $(SEEDS) --steps $(STEPS) --imgsz 320 --batch 8 --device $(DEVICE) --weights $(STUDY_DIR)/digits-source-yolov8n.pt
+
+study: setup
+	test -d $(STUDY_DIR)/digits-target || $(VENV)/bin/python -m ml_backend make-digits --variant target --images 400 --out $(STUDY_DIR)/digits-target
+	test -d $(STUDY_DIR)/digits-source || $(VENV)/bin/python -m ml_backend make-digits --variant source --images 800 --out $(STUDY_DIR)/digits-source
+	test -f $(STUDY_DIR)/digits-source-yolov8n.pt || $(VENV)/bin/python -m ml_backend pretrain --data $(STUDY_DIR)/digits-source --format coco --epochs 5 --imgsz 320 --batch 8 --device $(DEVICE) --out $(STUDY_DIR)/digits-source-yolov8n.pt
+	$(SIM) --data $(RACCOON) --format voc --initial 10 --step 10 --out $(STUDY_DIR)/raccoon
+	$(SIM) --data $(STUDY_DIR)/digits-target --format coco --initial 20 --step 20 --out $(STUDY_DIR)/digits
+
+bench: setup
+	$(VENV)/bin/python -m ml_backend bench --only scoring predict rescoring kcenter --device $(DEVICE)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ml_backend serve | demo | score | train | worker | bench``."""
+"""Command line: ``python -m ml_backend serve | demo | score | train | worker | bench | simulate | pretrain | make-digits``."""
 
 from __future__ import annotations
 
@@ -182,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     p_sim.add_argument("--metric", default="map50", choices=["map50", "map50_95"], help="what the summary compares")
     p_sim.add_argument("--out", required=True, help="results folder; an existing one with the same settings is resumed")
     p_sim.add_argument("--report", action="store_true", help="only rewrite the summary and figure from the results so far")
+    p_dig = sub.add_parser("make-digits", help="write the multi-class study dataset: real handwritten digits in synthetic scenes (COCO)")
+    p_dig.add_argument("--out", required=True)
+    p_dig.add_argument("--images", type=int, default=400)
+    p_dig.add_argument("--variant", choices=["target", "source"], default="target", help="target: digits 0,1,4,7 (0 rare); source: 2,3,5,6,9 for pretraining")
+    p_dig.add_argument("--seed", type=int, default=0)
     p_pre = sub.add_parser("pretrain", help="train a starting model from the model yaml (offline): on synthetic shapes, or on a dataset")
     p_pre.add_argument("--out", required=True, help="where to write the .pt")
     p_pre.add_argument("--data", help="a dataset folder to pretrain on (default: synthetic shapes)")
@@ -218,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             run_worker(settings, burst=args.burst)
         elif args.command == "simulate":
             return simulate(args)
+        elif args.command == "make-digits":
+            from ml_backend.digit_scenes import make_digit_scenes
+
+            print(f"wrote {make_digit_scenes(args.out, args.images, args.variant, seed=args.seed)}")
         elif args.command == "pretrain":
             from ml_backend.starter import pretrain_model
 

@@ -49,6 +49,7 @@ from ml_backend.datasets import Dataset, box_label_config, load_dataset, ls_regi
 from ml_backend.images import decode_image
 from ml_backend.settings import SPECS, Settings
 from ml_backend.strategies import STRATEGIES, Pool, StrategyParams, get_strategy
+from ml_backend.training import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +145,6 @@ def _settings(cfg: SimConfig, out: Path, strategy: str = "random", seed: int = 0
     return Settings.from_env(env)
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
-
-
 class Study:
     """A study's state in its ``out`` folder: config, records and the latest weights of each chain."""
 
@@ -190,7 +185,7 @@ class Study:
         self.records = [r for r in self.records if (r["strategy"], r["seed"], r["round"]) != (rec["strategy"], rec["seed"], rec["round"])]
         self.records.append(rec)
         ds = self.ds
-        _write_json_atomic(self.out / RESULTS, {
+        write_json_atomic(self.out / RESULTS, {
             "config": self.cfg.to_json(),
             "dataset": {
                 "names": ds.names, "images": len(ds.items), "test": len(self.test), "pool": len(self.pool),

@@ -26,6 +26,26 @@ MODEL_YAMLS = {
 }
 
 
+def train_from_yaml(
+    model_yaml: str, data: str | Path, out: Path, runs: Path, name: str, epochs: int, imgsz: int, batch: int, seed: int, device: str | None
+) -> Path:
+    """Train a model from its yaml (no pretrained weights) on ``data``; its best epoch goes to ``out`` (atomically)."""
+    from ml_backend.model import import_yolo
+
+    model = import_yolo()(model_yaml)  # heavy import only when training is asked for
+    model.train(
+        data=str(data), epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, deterministic=True, workers=0, device=device,
+        plots=False, amp=False, val=True, verbose=False, project=str(Path(runs).resolve()), name=name, exist_ok=True, pretrained=False,
+    )
+    best = Path(model.trainer.best)
+    if not best.exists():
+        best = Path(model.trainer.last)
+    tmp = out.with_suffix(".tmp")
+    shutil.copyfile(best, tmp)
+    tmp.replace(out)
+    return out
+
+
 def train_starter_model(
     workdir: str | Path,
     kind: str = "detect",
@@ -51,40 +71,12 @@ def train_starter_model(
     Returns:
         Path to ``<workdir>/<kind>.pt``. An existing file is reused, not retrained.
     """
-    from ml_backend.model import import_yolo
-
-    YOLO = import_yolo()  # heavy import only when training is asked for
-
     workdir = Path(workdir)
     out = workdir / f"{kind}.pt"
     if out.exists():
         return out
     data = make_shapes_dataset(workdir / f"data-{kind}", n_train=n_train, n_val=n_val, imgsz=imgsz, seed=seed, kind=kind)
-    model = YOLO(MODEL_YAMLS[kind])
-    model.train(
-        data=str(data.yaml_path),
-        epochs=epochs,
-        imgsz=imgsz,
-        batch=batch,
-        seed=seed,
-        deterministic=True,
-        workers=0,
-        device="cpu",
-        plots=False,
-        amp=False,
-        val=True,
-        verbose=False,
-        project=str((workdir / "runs").resolve()),
-        name=kind,
-        exist_ok=True,
-        pretrained=False,
-    )
-    best = Path(model.trainer.best)
-    if not best.exists():
-        best = Path(model.trainer.last)
-    tmp = out.with_suffix(".tmp")
-    shutil.copyfile(best, tmp)
-    tmp.replace(out)
+    train_from_yaml(MODEL_YAMLS[kind], data.yaml_path, out, workdir / "runs", kind, epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, device="cpu")
     log.info("starter %s model written to %s", kind, out)
     return out
 
@@ -111,8 +103,6 @@ def pretrain_model(
     Returns:
         ``out`` (written atomically).
     """
-    from ml_backend.model import import_yolo
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / f".pretrain-{out.stem}"
@@ -122,7 +112,7 @@ def pretrain_model(
     else:
         from ml_backend.datasets import load_dataset, ls_regions
         from ml_backend.images import decode_image
-        from ml_backend.training_data import split_of, write_dataset
+        from ml_backend.training_data import assign_splits, write_dataset
 
         if fmt is None:
             raise ValueError("pretraining on a dataset needs its format (voc, yolo or coco)")
@@ -130,21 +120,9 @@ def pretrain_model(
         tasks = [{"id": i + 1, "data": {"image": str(it.path)}, "annotations": [{"result": ls_regions(it, ds.names)}]} for i, it in enumerate(ds.items)]
         summary = write_dataset(
             tasks, ds.names, "detect", lambda t: decode_image(Path(t["data"]["image"]).read_bytes()), work / "data", from_name="label",
-            splits={t["id"]: split_of(t["id"], 0.1) for t in tasks},
+            splits=assign_splits([t["id"] for t in tasks], 0.1),
         )
         yaml_path = summary.data
-    YOLO = import_yolo()
-    model = YOLO(model_yaml)
-    model.train(
-        data=str(yaml_path), epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, deterministic=True, workers=0,
-        device=None if device == "auto" else device, plots=False, val=True, verbose=False, pretrained=False,
-        project=str((work / "runs").resolve()), name="pretrain", exist_ok=True,
-    )
-    best = Path(model.trainer.best)
-    if not best.exists():
-        best = Path(model.trainer.last)
-    tmp = out.with_suffix(".tmp")
-    shutil.copyfile(best, tmp)
-    tmp.replace(out)
+    train_from_yaml(model_yaml, yaml_path, out, work / "runs", "pretrain", epochs, imgsz, batch, seed, None if device == "auto" else device)
     log.info("pretrained %s (%s, %d epochs at %d px) written to %s", model_yaml, data or f"{n_images} synthetic images", epochs, imgsz, out)
     return out

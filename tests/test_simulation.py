@@ -172,3 +172,24 @@ def _test_images(root: Path) -> list[Path]:
 
     ds = load_dataset(root, "voc")
     return [ds.items[i].path for i in simulation.test_split(ds, 0.25)]
+
+
+def test_pretrain_on_a_dataset_gives_weights_with_its_classes(shapes_voc: Path, tmp_path: Path) -> None:
+    from ml_backend.model import load_weights
+    from ml_backend.starter import pretrain_model
+
+    out = pretrain_model(tmp_path / "pre.pt", data=shapes_voc, fmt="voc", epochs=1, imgsz=64, batch=8, device="cpu")
+    assert out.is_file() and not (tmp_path / "pre.tmp").exists()
+    assert sorted(load_weights(str(out)).names.values()) == ["circle", "square", "triangle"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--seeds", "a,b"], "--seeds must be"), (["--strategies", "random,best"], "unknown strategies"), (["--weights", "nope.pt"], "is not a file")],
+)
+def test_simulate_command_reports_bad_arguments(shapes_voc: Path, tmp_path: Path, tiny_weights, capsys, extra: list[str], message: str) -> None:
+    from ml_backend.cli import main
+
+    args = ["simulate", "--data", str(shapes_voc), "--format", "voc", "--weights", str(tiny_weights("detect")), "--out", str(tmp_path / "o")]
+    assert main(args + extra) == 2
+    assert message in capsys.readouterr().err
