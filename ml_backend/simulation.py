@@ -303,13 +303,13 @@ def run_study(cfg: SimConfig, show_progress: bool = True) -> dict:
                         chosen, select_s = _select(study, strategy, seed, rnd, labeled, previous)
                         labeled = labeled + chosen
                         result = _train_round(study, labeled, previous, target, seed)
-                        if rnd > 1:
-                            previous.unlink(missing_ok=True)  # keep each chain's latest weights (and the shared round 0)
                     rec = {
                         **result, "strategy": strategy, "seed": seed, "round": rnd, "labels": len(labeled), "labeled_ids": list(map(int, labeled)),
                         "select_s": select_s, "wall_s": time.monotonic() - t0,
                     }
                     study.save(rec)
+                    if rnd > 1:  # only now that this round is saved: keep each chain's latest weights (and the shared round 0)
+                        study.weights(strategy, seed, rnd - 1).unlink(missing_ok=True)
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix_str(f"{strategy} seed {seed} round {rnd}: {len(labeled)} labels, mAP50 {rec['map50']:.3f}")
@@ -437,7 +437,7 @@ def plot_curves(result: Mapping[str, Any], path: str | Path, metric: str = "map5
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for s, c in cs.items():
         style = {"color": "black", "linestyle": "--", "zorder": 3} if s == "random" else {}
-        line = ax.plot(c["labels"], c["mean"], marker="o", label=f"{s} ({len(c['seeds'])} seeds)", **style)[0]
+        line = ax.plot(c["labels"], c["mean"], marker="o", label=f"{s} ({len(c['seeds'])} seed{'s' if len(c['seeds']) > 1 else ''})", **style)[0]
         ax.fill_between(c["labels"], c["min"], c["max"], color=line.get_color(), alpha=0.12)
     ax.set_xlabel("labeled images")
     ax.set_ylabel(metric.replace("map", "mAP").replace("_", "-") + " on the test split")
