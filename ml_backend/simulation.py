@@ -259,6 +259,11 @@ def _select(study: Study, strategy: str, seed: int, rnd: int, labeled: Sequence[
     return order[: cfg.step], time.monotonic() - t0
 
 
+def _objects(ds: Dataset, labeled: Sequence[int]) -> int:
+    """Boxes in the labeled images: what the annotators drew (images with many objects cost more)."""
+    return int(sum(len(ds.items[int(i)].boxes) for i in labeled))
+
+
 def run_study(cfg: SimConfig, show_progress: bool = True) -> dict:
     """Run (or resume) the study; returns the contents of ``results.json``.
 
@@ -305,7 +310,7 @@ def run_study(cfg: SimConfig, show_progress: bool = True) -> dict:
                         result = _train_round(study, labeled, previous, target, seed)
                     rec = {
                         **result, "strategy": strategy, "seed": seed, "round": rnd, "labels": len(labeled), "labeled_ids": list(map(int, labeled)),
-                        "select_s": select_s, "wall_s": time.monotonic() - t0,
+                        "objects": _objects(ds, labeled), "select_s": select_s, "wall_s": time.monotonic() - t0,
                     }
                     study.save(rec)
                     if rnd > 1:  # only now that this round is saved: keep each chain's latest weights (and the shared round 0)
@@ -374,6 +379,8 @@ def summarize(result: Mapping[str, Any], metric: str = "map50", reference: str =
     * ``labels_to_match``: labels the strategy needs to reach the reference's final mean score
       (None: not within the budget); ``savings``: ``1 - labels_to_match / labels_final``;
     * ``rare_gain``: AP50 of the rarest pool class at the last round minus the reference's;
+    * ``objects_final``: boxes in the labeled images at the last round (mean over seeds): the
+      annotation work, which images do not show (busy images cost more);
     * ``round_s``: median seconds per round (select, train, evaluate).
     """
     records = result["records"]
@@ -400,6 +407,7 @@ def summarize(result: Mapping[str, Any], metric: str = "map50", reference: str =
             "labels_final": float(c["labels"][-1]), "labels_to_match": reach,
             "savings": None if reach is None else 1.0 - reach / ref_labels,
             "rare_ap50": rare_ap(s), "rare_gain": rare_ap(s) - rare_ap(reference),
+            "objects_final": float(np.mean([r["objects"] for r in records if r["strategy"] == s and r["round"] == last_round[s] and "objects" in r] or [np.nan])),
             "round_s": float(np.median([r["wall_s"] for r in rs])) if rs else float("nan"),
             "select_s": float(np.median([r["select_s"] for r in rs])) if rs else float("nan"),
             "train_s": float(np.median([r["train_s"] for r in rs])) if rs else float("nan"),
@@ -413,15 +421,15 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     m = summary["metric"].replace("map", "mAP").replace("_", "-")
     ref = summary["reference"]
     lines = [
-        f"| strategy | area under curve ({m}) | final {m} (min-max over seeds) | labels to reach {ref}'s final {summary['target']:.3f} | label savings | AP50 of rarest class ({summary['rarest_class']}) vs {ref} | s per round (select + train) |",
-        "|---|---|---|---|---|---|---|",
+        f"| strategy | area under curve ({m}) | final {m} (min-max over seeds) | labels to reach {ref}'s final {summary['target']:.3f} | label savings | AP50 of rarest class ({summary['rarest_class']}) vs {ref} | boxes drawn | s per round (select + train) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s, r in summary["strategies"].items():
         reach = "not reached" if r["labels_to_match"] is None else f"{r['labels_to_match']:.0f} of {r['labels_final']:.0f}"
         savings = "-" if r["savings"] is None else f"{r['savings']:+.0%}"
         lines.append(
             f"| {s} | {r['aulc']:.3f} | {r['final']:.3f} ({r['final_min']:.3f}-{r['final_max']:.3f}) | {reach} | {savings} | "
-            f"{r['rare_ap50']:.3f} ({r['rare_gain']:+.3f}) | {r['round_s']:.0f} ({r['select_s']:.0f} + {r['train_s']:.0f}) |"
+            f"{r['rare_ap50']:.3f} ({r['rare_gain']:+.3f}) | {r['objects_final']:.0f} | {r['round_s']:.0f} ({r['select_s']:.0f} + {r['train_s']:.0f}) |"
         )
     return "\n".join(lines) + "\n"
 
@@ -455,6 +463,10 @@ def report(out: str | Path, metric: str = "map50") -> str:
     """Write ``summary.json``, ``summary.md`` and ``learning_curve.png`` next to ``results.json``; return the table."""
     out = Path(out)
     result = json.loads((out / RESULTS).read_text())
+    if any("objects" not in r for r in result["records"]):  # records written before boxes were counted
+        ds = load_dataset(result["config"]["data"], result["config"]["format"])
+        for r in result["records"]:
+            r.setdefault("objects", _objects(ds, r["labeled_ids"]))
     summary = summarize(result, metric)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     table = summary_markdown(summary)

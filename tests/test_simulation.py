@@ -34,7 +34,7 @@ def test_labels_to_reach(values: list[float], target: float, expected: float | N
 def _rec(strategy: str, seed: int, rnd: int, labels: int, m: float, rare: float) -> dict:
     return {"strategy": strategy, "seed": seed, "round": rnd, "labels": labels, "map50": m, "map50_95": m / 2,
             "per_class": {"cat": {"ap50": 0.5, "ap50_95": 0.2, "f1": 0.5}, "okapi": {"ap50": rare, "ap50_95": rare / 2, "f1": rare}},
-            "wall_s": 10.0 + rnd, "select_s": 1.0, "train_s": 8.0}
+            "wall_s": 10.0 + rnd, "select_s": 1.0, "train_s": 8.0, "objects": labels * (2 if strategy == "uncertainty" else 1)}
 
 
 def test_summary_figures_are_exact_on_known_curves() -> None:
@@ -55,6 +55,7 @@ def test_summary_figures_are_exact_on_known_curves() -> None:
     assert r["savings"] == pytest.approx(0.0)
     assert (u["final_min"], u["final_max"]) == (pytest.approx(0.55), pytest.approx(0.65))
     assert u["rare_gain"] == pytest.approx(0.3)
+    assert (u["objects_final"], r["objects_final"]) == (60, 30)
     assert u["round_s"] == pytest.approx(11.5)  # median over rounds 1 and 2 of both seeds
 
 
@@ -142,6 +143,7 @@ def test_a_tiny_study_uses_the_servers_scoring_never_touches_the_test_split_and_
     assert sorted(scored[calls_before:]) == sorted((s, 3, n) for s in ("uncertainty", "diversity", "hybrid") for n in (6, 9))
 
     test_names = {Path(p).name for p in _test_images(shapes_voc)}
+    ds = simulation.load_dataset(shapes_voc, "voc")
     by = {(r["strategy"], r["round"]): r for r in records}
     round0 = {k: v for k, v in by[("random", 0)].items() if k not in ("strategy", "wall_s")}
     for s in ("random", "uncertainty", "diversity", "hybrid"):
@@ -156,6 +158,7 @@ def test_a_tiny_study_uses_the_servers_scoring_never_touches_the_test_split_and_
             assert 0.0 <= r["map50_95"] <= r["map50"] <= 1.0
             assert set(r["per_class"]) >= {"circle", "square", "triangle"} and all({"ap50", "ap50_95", "f1"} <= set(v) for v in r["per_class"].values())
             assert r["optimizer_steps"] >= 2 and r["train_s"] > 0
+            assert r["objects"] == sum(len(ds.items[i].boxes) for i in r["labeled_ids"])
     assert result["dataset"]["test"] + result["dataset"]["pool"] == 40
 
     table = simulation.report(out)
