@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--dir", default=".cache/bench", help="scratch folder (model, images, Label Studio)")
     p_bench.add_argument("--device", default="cpu", help="DEVICE of every benchmark that runs a model: cpu, cuda, cuda:0, auto, ...")
     p_bench.add_argument("--tasks", type=int, default=1000, help="tasks in the rescoring benchmark's pool")
-    p_bench.add_argument("--weights", help="model of scoring, predict and rescoring (default: a 1-epoch starter detector)")
+    p_bench.add_argument("--weights", help="model of scoring, predict and rescoring (default: a shape detector trained once, 50 epochs at 96 px on synthetic images)")
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
