@@ -377,7 +377,8 @@ def summarize(result: Mapping[str, Any], metric: str = "map50", reference: str =
       over the budget; higher is better);
     * ``final``: mean score at the last round; ``labels_final``: labels then;
     * ``labels_to_match``: labels the strategy needs to reach the reference's final mean score
-      (None: not within the budget); ``savings``: ``1 - labels_to_match / labels_final``;
+      (None: not within the budget); ``savings``: ``1 - labels_to_match / (the reference's own
+      labels_to_match)``, so the reference is 0 even when its noisy curve got there early;
     * ``rare_gain``: AP50 of the rarest pool class at the last round minus the reference's;
     * ``objects_final``: boxes in the labeled images at the last round (mean over seeds): the
       annotation work, which images do not show (busy images cost more);
@@ -388,7 +389,9 @@ def summarize(result: Mapping[str, Any], metric: str = "map50", reference: str =
     if reference not in cs:
         raise SimulationError(f"no finished rounds of {reference!r} yet, so nothing to compare with")
     ref = cs[reference]
-    target, ref_labels = float(ref["mean"][-1]), float(ref["labels"][-1])
+    target = float(ref["mean"][-1])
+    # the reference's own first crossing: a noisy curve can reach its final score before its last round
+    ref_labels = labels_to_reach(ref["labels"], ref["mean"], target) or float(ref["labels"][-1])
     rare = rarest_class(result)
     last_round = {s: int(max(r["round"] for r in records if r["strategy"] == s and r["labels"] == c["labels"][-1])) for s, c in cs.items()}
 

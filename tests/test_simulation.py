@@ -59,6 +59,15 @@ def test_summary_figures_are_exact_on_known_curves() -> None:
     assert u["round_s"] == pytest.approx(11.5)  # median over rounds 1 and 2 of both seeds
 
 
+def test_savings_count_from_where_a_noisy_reference_first_reaches_its_final_score() -> None:
+    records = [_rec("random", 0, k, n, m, 0.0) for k, (n, m) in enumerate([(10, 0.1), (20, 0.5), (30, 0.4)])]
+    records += [_rec("hybrid", 0, k, n, m, 0.0) for k, (n, m) in enumerate([(10, 0.1), (20, 0.2), (30, 0.45)])]
+    s = summarize({"records": records, "dataset": {"objects_pool": {"cat": 5}}})["strategies"]
+    assert s["random"]["labels_to_match"] == pytest.approx(17.5) and s["random"]["savings"] == pytest.approx(0.0)
+    assert s["hybrid"]["labels_to_match"] == pytest.approx(28.0)
+    assert s["hybrid"]["savings"] == pytest.approx(1 - 28.0 / 17.5)
+
+
 def test_summary_needs_the_reference() -> None:
     with pytest.raises(SimulationError, match="random"):
         summarize({"records": [_rec("hybrid", 0, 0, 10, 0.1, 0.0)], "dataset": {"objects_pool": {"cat": 1}}})
