@@ -470,6 +470,7 @@ def report(out: str | Path, metric: str = "map50") -> str:
         ds = load_dataset(result["config"]["data"], result["config"]["format"])
         for r in result["records"]:
             r.setdefault("objects", _objects(ds, r["labeled_ids"]))
+        write_json_atomic(out / RESULTS, result)
     summary = summarize(result, metric)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     table = summary_markdown(summary)
