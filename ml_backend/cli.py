@@ -1,4 +1,4 @@
-"""Command line: ``python -m ml_backend serve | demo | score | train | worker | bench | simulate | pretrain | make-digits``."""
+"""Command line: ``python -m ml_backend serve | demo | connect | score | train | worker | bench | simulate | pretrain | make-digits``."""
 
 from __future__ import annotations
 
@@ -75,6 +75,27 @@ def score(project_id: int) -> int:
     print(f"project {project_id}: scored {len(pooled.scores)} tasks ({len(unlabeled)} unlabeled), {len(pooled.errors)} failed; queue reordered ({settings.al_strategy})")
     for s in sorted(unlabeled, key=lambda s: -s.priority)[:5]:
         print(f"  task {s.task}: priority {s.priority:.3f}  uncertainty {s.uncertainty:.3f}  diversity {s.diversity:.3f}  cluster {s.cluster}  {s.difficulty}")
+    return 0
+
+
+def connect(project_id: int, backend_url: str) -> int:
+    """``python -m ml_backend connect --project ID [--backend-url URL]``."""
+    from integrations.connect import connect_project
+    from integrations.label_studio import LabelStudioError
+
+    settings = Settings.from_env()
+    client = _ls_client(settings, "connect changes the project through Label Studio's API")
+    if client is None:
+        return 2
+    try:
+        report = connect_project(client, project_id, backend_url, settings)
+    except LabelStudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for line in report.actions:
+        print(f"  {line}")
+    print(f"project {project_id}: {'connected' if report.changed else 'already connected, nothing changed'}. "
+          f"Order the queue now with: python -m ml_backend score --project {project_id} (new tasks are scored as they are imported)")
     return 0
 
 
@@ -160,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--no-wait", action="store_true", help="set everything up, print, and stop (no serving)")
     p_score = sub.add_parser("score", help="score every task of a project and reorder its queue in Label Studio")
     p_score.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    p_conn = sub.add_parser("connect", help="connect a Label Studio project to this backend: register it, uncertainty-sampling queue, queue tab (idempotent)")
+    p_conn.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    p_conn.add_argument(
+        "--backend-url", default=os.environ.get("BACKEND_URL", f"http://127.0.0.1:{os.environ.get('PORT', '9090')}"),
+        help="this backend's URL as Label Studio reaches it (default: $BACKEND_URL, else http://127.0.0.1:$PORT; in docker compose: http://backend:9090)",
+    )
     p_train = sub.add_parser("train", help="retrain a project's model now, from its current labels in Label Studio")
     p_train.add_argument("--project", type=int, required=True, help="Label Studio project id")
     p_worker = sub.add_parser("worker", help="run an RQ training worker (needs REDIS_URL); can run on another (GPU) machine")
@@ -213,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             serve(args.host, args.port, args.threads)
         elif args.command == "score":
             return score(args.project)
+        elif args.command == "connect":
+            return connect(args.project, args.backend_url)
         elif args.command == "train":
             return train(args.project)
         elif args.command == "worker":

@@ -386,6 +386,18 @@ class ScoreStore:
             self._atomic(self.state_path(project_id), lambda f: np.savez(f, **state), "wb")
 
 
+def ensure_queue_view(client: Any, project_id: int) -> dict:
+    """The "Active learning queue" Data Manager tab: ordered as annotators get tasks (by prediction
+    score), with the score columns shown as numbers. Created once, then updated."""
+    return client.ensure_view(
+        project_id,
+        QUEUE_VIEW_TITLE,
+        ordering=["tasks:predictions_score"],
+        hidden=QUEUE_VIEW_HIDDEN,
+        display_types={f"tasks:data.{DATA_KEYS[k]}": "Number" for k in ("priority", "uncertainty", "diversity")},
+    )
+
+
 def score_project(
     client: Any, project_id: int, predictor: Predictor, settings: Settings, progress: bool = True, retire: Sequence[str] = ()
 ) -> ScoredPool:
@@ -412,13 +424,7 @@ def score_project(
         for old in retire:
             if old and old != version:
                 client.delete_model_version(project_id, old)
-        client.ensure_view(
-            project_id,
-            QUEUE_VIEW_TITLE,
-            ordering=["tasks:predictions_score"],
-            hidden=QUEUE_VIEW_HIDDEN,
-            display_types={f"tasks:data.{DATA_KEYS[k]}": "Number" for k in ("priority", "uncertainty", "diversity")},
-        )
+        ensure_queue_view(client, project_id)
     columns = score_columns(tasks, pooled.scores)
     if columns:
         client.update_task_data(columns)
