@@ -315,3 +315,21 @@ def test_entrypoint_runs_ml_backend_subcommands(command) -> None:
     proc = subprocess.run(["sh", str(ENTRYPOINT), command, "--help"], cwd=ROOT, env=_entry_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"usage: python -m ml_backend {command}") and "--project" in proc.stdout
+
+
+def test_what_the_readme_promises_about_the_stack_is_in_the_compose_file(compose) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Deploying next to Label Studio with docker"):readme.index("## Running it against your Label Studio")]
+    services, volumes = compose["services"], compose["volumes"]
+    for name in ("label-studio-data", "models", "redis-data", "worker-data"):
+        assert f"`{name}`" in section and name in volumes
+    assert "`http://backend:9090`" in section and "`http://label-studio:8080`" in section
+    assert _env(services["backend"])["LABEL_STUDIO_URL"] == "http://label-studio:8080"
+    assert ":8080" in section and 8080 in _container_ports(services["label-studio"])
+    assert ":9090" in section and 9090 in _container_ports(services["backend"])
+    assert "`/data`" in section and _named_mounts(services["backend"]).get("models") == "/data"
+    assert "USE_DEFAULT_BANNED_SUBNETS=false" in section
+    assert "--profile rq" in section and services["worker"]["profiles"] == ["rq"]
+    for cmd in re.findall(r"^docker compose .*$", section, flags=re.M):
+        assert "-f docker/docker-compose.yml" in cmd
+    assert all(s.get("restart") == "unless-stopped" for s in services.values())
