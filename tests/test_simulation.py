@@ -205,3 +205,19 @@ def test_simulate_command_reports_bad_arguments(shapes_voc: Path, tmp_path: Path
     args = ["simulate", "--data", str(shapes_voc), "--format", "voc", "--weights", str(tiny_weights("detect")), "--out", str(tmp_path / "o")]
     assert main(args + extra) == 2
     assert message in capsys.readouterr().err
+
+
+def test_fixed_epochs_on_a_yolo_dataset(tmp_path: Path, tiny_weights) -> None:
+    from ml_backend.synthetic import make_image
+    from tests.test_datasets import write_yolo
+
+    rng = np.random.default_rng(1)
+    truth = []
+    for i in range(24):
+        s = make_image(rng, 96, 64)
+        truth.append((f"y_{i:02d}.jpg", [(sh.cls, tuple(round(v) for v in sh.xyxy)) for sh in s.shapes], s.image))
+    data = write_yolo(tmp_path / "yolo", truth)
+    cfg = _cfg(data, tmp_path / "o", tiny_weights("detect"), format="yolo", strategies=("random",), initial=4, step=2, rounds=1, epochs=2, steps=50)
+    records = run_study(cfg, show_progress=False)["records"]
+    assert [(r["round"], r["labels"], r["epochs"]) for r in records] == [(0, 4, 2), (1, 6, 2)]  # --epochs wins over --steps
+    assert [r["optimizer_steps"] for r in records] == [2, 4]  # 2 epochs of ceil(4/4) and ceil(6/4) batches
