@@ -98,7 +98,7 @@ def connect_project(client: LabelStudioClient, project_id: int, backend_url: str
         report.changed = True
     else:
         differs = {k: v for k, v in wanted.items() if k != "basic_auth_pass" and mine.get(k) != v}
-        if differs or (settings.basic_auth_user and "basic_auth_pass" in wanted):
+        if differs or settings.basic_auth_user:  # the password cannot be read back, so it is always sent
             client.patch(f"/api/ml/{mine['id']}", json={"project": int(project_id), "url": mine["url"], **wanted})
         if differs:
             report.actions.append(f"the ML backend {backend_url} was already registered (backend id {mine['id']}); updated {', '.join(sorted(differs))}")

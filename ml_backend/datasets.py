@@ -294,6 +294,21 @@ def ls_regions(item: Item, names: dict[int, str], from_name: str = "label", to_n
     return out
 
 
+def as_task(ds: Dataset, i: int, labeled: bool = True) -> dict:
+    """Image ``i`` as a Label Studio task (id ``i + 1``); labeled ones carry the ground truth as their annotation."""
+    task: dict[str, Any] = {"id": int(i) + 1, "data": {"image": str(ds.items[i].path)}, "annotations": []}
+    if labeled:
+        task["annotations"] = [{"id": int(i) + 1, "result": ls_regions(ds.items[i], ds.names), "was_cancelled": False}]
+    return task
+
+
+def load_local_image(path: str | Path) -> np.ndarray:
+    """A local image file as RGB, through the server's decoder (EXIF orientation, size guards)."""
+    from ml_backend.images import decode_image
+
+    return decode_image(Path(path).read_bytes())
+
+
 def box_label_config(names: dict[int, str]) -> str:
     """A Label Studio labeling config with one rectangle label per class."""
     labels = "".join(f"<Label value={quoteattr(n)}/>" for _, n in sorted(names.items()))

@@ -45,8 +45,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ml_backend.datasets import Dataset, box_label_config, load_dataset, ls_regions
-from ml_backend.images import decode_image
+from ml_backend.datasets import Dataset, as_task, box_label_config, load_dataset, load_local_image
 from ml_backend.settings import SPECS, Settings
 from ml_backend.strategies import STRATEGIES, Pool, StrategyParams, get_strategy
 from ml_backend.training import write_json_atomic
@@ -125,15 +124,7 @@ class LocalImages:
     """Reads task images from local paths with the server's decoder (the simulation's fetcher)."""
 
     def load(self, uri: str, task_id: int | None = None) -> np.ndarray:
-        return decode_image(Path(uri).read_bytes())
-
-
-def _task(ds: Dataset, i: int, labeled: bool) -> dict:
-    """Image ``i`` as a Label Studio task; labeled ones carry the ground truth as their annotation."""
-    task: dict[str, Any] = {"id": int(i) + 1, "data": {"image": str(ds.items[i].path)}, "annotations": []}
-    if labeled:
-        task["annotations"] = [{"id": int(i) + 1, "result": ls_regions(ds.items[i], ds.names), "was_cancelled": False}]
-    return task
+        return load_local_image(uri)
 
 
 def _settings(cfg: SimConfig, out: Path, strategy: str = "random", seed: int = 0) -> Settings:
@@ -204,10 +195,9 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
     work = study.out / "work"
     shutil.rmtree(work, ignore_errors=True)
     settings = _settings(cfg, study.out, seed=seed)
-    images = LocalImages()
-    tasks = [_task(ds, i, True) for i in list(labeled) + study.test.tolist()]
+    tasks = [as_task(ds, i, True) for i in list(labeled) + study.test.tolist()]
     splits = {int(i) + 1: "train" for i in labeled} | {int(i) + 1: "val" for i in study.test}
-    summary = write_dataset(tasks, ds.names, "detect", lambda t: images.load(t["data"]["image"]), work / "dataset", from_name="label", splits=splits)
+    summary = write_dataset(tasks, ds.names, "detect", lambda t: load_local_image(t["data"]["image"]), work / "dataset", from_name="label", splits=splits)
     if summary.skipped:
         log.warning("images left out of training: %s", summary.skipped)
     epochs = cfg.epochs or epochs_for_steps(cfg.steps, summary.counts["train"], cfg.batch)
@@ -248,7 +238,7 @@ def _select(study: Study, strategy: str, seed: int, rnd: int, labeled: Sequence[
         predictor = Predictor(settings, holder, LocalImages())
         try:
             served = predictor.serve(box_label_config(ds.names))
-            tasks = [_task(ds, i, False) for i in unlabeled] + [_task(ds, i, True) for i in labeled]
+            tasks = [as_task(ds, i, False) for i in unlabeled] + [as_task(ds, i, True) for i in labeled]
             pooled = score_tasks(tasks, served, predictor, settings)
         finally:
             predictor.close()
@@ -257,6 +247,30 @@ def _select(study: Study, strategy: str, seed: int, rnd: int, labeled: Sequence[
             log.warning("image %s not scored (not selectable this round): %s", ds.items[tid - 1].path, err)
     order = sorted(by_task, key=lambda i: (-by_task[i], i))
     return order[: cfg.step], time.monotonic() - t0
+
+
+def _run_round(study: Study, strategy: str, seed: int, rnd: int, labeled: list[int]) -> dict:
+    """One round of one strategy's chain: select (after round 0), fine-tune, evaluate; its record."""
+    cfg = study.cfg
+    target = study.weights(strategy, seed, rnd)
+    t0 = time.monotonic()
+    select_s = 0.0
+    shared = study.record(cfg.strategies[0], seed, 0) if rnd == 0 and strategy != cfg.strategies[0] else None
+    if shared and target.is_file():  # round 0 is one model per seed
+        result = {k: v for k, v in shared.items() if k not in ("strategy", "wall_s")}
+    elif rnd == 0:
+        result = _train_round(study, labeled, cfg.weights, target, seed)
+    else:
+        previous = study.weights(strategy, seed, rnd - 1)
+        if not previous.is_file():
+            raise SimulationError(f"{previous} is missing, so round {rnd} of {strategy} seed {seed} cannot resume; delete {study.out} to start over")
+        chosen, select_s = _select(study, strategy, seed, rnd, labeled, previous)
+        labeled = labeled + chosen
+        result = _train_round(study, labeled, previous, target, seed)
+    return {
+        **result, "strategy": strategy, "seed": seed, "round": rnd, "labels": len(labeled), "labeled_ids": list(map(int, labeled)),
+        "objects": _objects(study.ds, labeled), "select_s": select_s, "wall_s": time.monotonic() - t0,
+    }
 
 
 def _objects(ds: Dataset, labeled: Sequence[int]) -> int:
@@ -287,31 +301,14 @@ def run_study(cfg: SimConfig, show_progress: bool = True) -> dict:
             for strategy in cfg.strategies:
                 labeled = list(initial)
                 for rnd in range(cfg.rounds + 1):
-                    target = study.weights(strategy, seed, rnd)
                     rec = study.record(strategy, seed, rnd)
                     if rec is not None:  # finished before a restart
                         labeled = list(rec["labeled_ids"])
                         continue
                     if bar is not None:
                         bar.set_postfix_str(f"{strategy} seed {seed} round {rnd} ({len(labeled) + (cfg.step if rnd else 0)} labels)")
-                    t0 = time.monotonic()
-                    select_s = 0.0
-                    if rnd == 0:
-                        shared = study.record(cfg.strategies[0], seed, 0) if strategy != cfg.strategies[0] else None
-                        result = {k: shared[k] for k in shared if k not in ("strategy", "wall_s")} if shared and target.is_file() else None
-                        if result is None:
-                            result = _train_round(study, labeled, cfg.weights, target, seed)
-                    else:
-                        previous = study.weights(strategy, seed, rnd - 1)
-                        if not previous.is_file():
-                            raise SimulationError(f"{previous} is missing, so round {rnd} of {strategy} seed {seed} cannot resume; delete {study.out} to start over")
-                        chosen, select_s = _select(study, strategy, seed, rnd, labeled, previous)
-                        labeled = labeled + chosen
-                        result = _train_round(study, labeled, previous, target, seed)
-                    rec = {
-                        **result, "strategy": strategy, "seed": seed, "round": rnd, "labels": len(labeled), "labeled_ids": list(map(int, labeled)),
-                        "objects": _objects(ds, labeled), "select_s": select_s, "wall_s": time.monotonic() - t0,
-                    }
+                    rec = _run_round(study, strategy, seed, rnd, labeled)
+                    labeled = list(rec["labeled_ids"])
                     study.save(rec)
                     if rnd > 1:  # only now that this round is saved: keep each chain's latest weights (and the shared round 0)
                         study.weights(strategy, seed, rnd - 1).unlink(missing_ok=True)
@@ -327,7 +324,7 @@ def run_study(cfg: SimConfig, show_progress: bool = True) -> dict:
 # -- analysis -------------------------------------------------------------------------------
 
 def curves(records: Sequence[Mapping[str, Any]], metric: str = "map50") -> dict[str, dict[str, np.ndarray]]:
-    """Per strategy: ``labels`` (per round) and the metric's ``mean``, ``min``, ``max`` over seeds.
+    """Per strategy: ``rounds``, ``labels`` and the metric's ``mean``, ``min``, ``max`` over seeds.
 
     Only rounds that every seed of the strategy finished are included.
     """
@@ -341,10 +338,10 @@ def curves(records: Sequence[Mapping[str, Any]], metric: str = "map50") -> dict[
             vals = [r for r in rs if r["round"] == rnd]
             if len(vals) == len(seeds):
                 v = np.array([r[metric] for r in vals], dtype=float)
-                rows.append((vals[0]["labels"], v.mean(), v.min(), v.max()))
+                rows.append((vals[0]["labels"], v.mean(), v.min(), v.max(), rnd))
         if rows:
             a = np.array(rows)
-            out[strategy] = {"labels": a[:, 0], "mean": a[:, 1], "min": a[:, 2], "max": a[:, 3], "seeds": np.array(seeds)}
+            out[strategy] = {"labels": a[:, 0], "mean": a[:, 1], "min": a[:, 2], "max": a[:, 3], "rounds": a[:, 4].astype(int), "seeds": np.array(seeds)}
     return out
 
 
@@ -393,7 +390,7 @@ def summarize(result: Mapping[str, Any], metric: str = "map50", reference: str =
     # the reference's own first crossing: a noisy curve can reach its final score before its last round
     ref_labels = labels_to_reach(ref["labels"], ref["mean"], target) or float(ref["labels"][-1])
     rare = rarest_class(result)
-    last_round = {s: int(max(r["round"] for r in records if r["strategy"] == s and r["labels"] == c["labels"][-1])) for s, c in cs.items()}
+    last_round = {s: int(c["rounds"][-1]) for s, c in cs.items()}
 
     def rare_ap(s: str) -> float:
         vals = [r["per_class"].get(rare, {}).get("ap50", 0.0) for r in records if r["strategy"] == s and r["round"] == last_round[s]]

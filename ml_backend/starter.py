@@ -110,16 +110,15 @@ def pretrain_model(
         ds = make_shapes_dataset(work / "data", n_train=n_images, n_val=max(8, n_images // 10), imgsz=imgsz, seed=seed)
         yaml_path = ds.yaml_path
     else:
-        from ml_backend.datasets import load_dataset, ls_regions
-        from ml_backend.images import decode_image
+        from ml_backend.datasets import as_task, load_dataset, load_local_image
         from ml_backend.training_data import assign_splits, write_dataset
 
         if fmt is None:
             raise ValueError("pretraining on a dataset needs its format (voc, yolo or coco)")
         ds = load_dataset(data, fmt)
-        tasks = [{"id": i + 1, "data": {"image": str(it.path)}, "annotations": [{"result": ls_regions(it, ds.names)}]} for i, it in enumerate(ds.items)]
+        tasks = [as_task(ds, i) for i in range(len(ds.items))]
         summary = write_dataset(
-            tasks, ds.names, "detect", lambda t: decode_image(Path(t["data"]["image"]).read_bytes()), work / "data", from_name="label",
+            tasks, ds.names, "detect", lambda t: load_local_image(t["data"]["image"]), work / "data", from_name="label",
             splits=assign_splits([t["id"] for t in tasks], 0.1),
         )
         yaml_path = summary.data
