@@ -36,7 +36,7 @@ test: setup system-deps
 	$(VENV)/bin/python -m pytest
 
 # Long runs, not in CI. The label-savings study as the README reports it (CPU, reduced: about
-# 75 minutes on 2 cores): the multi-class digit scenes, a starting model pretrained offline on
+# 80 minutes on 2 cores): the multi-class digit scenes, a starting model pretrained offline on
 # other digit classes, then both studies. STUDY_DIR, SEEDS, STEPS and DEVICE can be overridden
 # (for example DEVICE=cuda SEEDS=5 STEPS=300 for the full study on a GPU).
 STUDY_DIR ?= .cache/study
