@@ -8,10 +8,14 @@ Through Label Studio's API, for one project:
 2. sets the project's queue to uncertainty sampling (lowest prediction score first: our scores
    are written as ``1 - priority``), shows our predictions to annotators and fetches them
    automatically when a task without one is opened;
-3. leaves retraining to the backend's own threshold, ``RETRAIN_MIN_NEW_LABELS`` label changes
-   counted from the webhooks (creations, updates and deletions, duplicates once): Label Studio's
-   own "train every N annotations" trigger (``min_annotations_to_start_training``) is set to 0,
-   or every run would be asked for twice; the train button still works;
+3. sets the retraining threshold: with ``--retrain-threshold N``, the project retrains after
+   every N label changes (creations, updates and deletions, counted by the backend from the
+   webhooks, duplicates once). N is stored on the ML backend in Label Studio
+   (``extra_params.retrain_min_new_labels``, editable in the model's settings there); Label
+   Studio hands it to the backend on ``/setup``, which keeps it per project. Without the flag,
+   a threshold already set is kept, otherwise the backend's ``RETRAIN_MIN_NEW_LABELS`` applies.
+   Label Studio's own "train every N annotations" trigger (``min_annotations_to_start_training``)
+   is set to 0, or every run would be asked for twice; the train button still works;
 4. creates the "Active learning queue" Data Manager tab.
 
 Idempotent: every step compares first and changes only what differs; a second run reports
@@ -27,8 +31,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import json
+
+import requests
+
 from integrations.label_studio import LabelStudioClient, LabelStudioError
 from ml_backend.settings import Settings
+from ml_backend.training_jobs import THRESHOLD_PARAM
 
 DEFAULT_TITLE = "YOLO active learning"
 
@@ -47,11 +56,33 @@ def _same_url(a: str, b: str) -> bool:
     return str(a or "").rstrip("/") == str(b or "").rstrip("/")
 
 
-def _backend_fields(settings: Settings) -> dict[str, Any]:
+def _extra_params(current: Any) -> dict[str, Any]:
+    """The ML backend's ``extra_params`` as a dict (Label Studio stores any JSON, or a string of it)."""
+    if isinstance(current, str) and current.strip():
+        try:
+            current = json.loads(current)
+        except ValueError:
+            return {}
+    return dict(current) if isinstance(current, dict) else {}
+
+
+def _backend_fields(settings: Settings, existing: dict[str, Any] | None, retrain_threshold: int | None) -> dict[str, Any]:
     fields: dict[str, Any] = {"is_interactive": True}
     if settings.basic_auth_user:
         fields.update(auth_method="BASIC_AUTH", basic_auth_user=settings.basic_auth_user, basic_auth_pass=settings.basic_auth_pass)
+    if retrain_threshold is not None:  # other keys a user put there are kept
+        fields["extra_params"] = {**_extra_params((existing or {}).get("extra_params")), THRESHOLD_PARAM: int(retrain_threshold)}
     return fields
+
+
+def _backend_training_status(backend_url: str, project_id: int, settings: Settings) -> dict[str, Any] | None:
+    """The backend's own ``/training`` answer for the project, when this machine can reach it."""
+    auth = (settings.basic_auth_user, settings.basic_auth_pass) if settings.basic_auth_user else None
+    try:
+        r = requests.get(f"{backend_url.rstrip('/')}/training", params={"project": int(project_id)}, auth=auth, timeout=3)
+        return r.json() if r.ok else None
+    except (requests.RequestException, ValueError):
+        return None
 
 
 def project_settings(settings: Settings) -> dict[str, Any]:
@@ -64,8 +95,20 @@ def project_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
-def connect_project(client: LabelStudioClient, project_id: int, backend_url: str, settings: Settings, title: str = DEFAULT_TITLE) -> ConnectReport:
+def connect_project(
+    client: LabelStudioClient, project_id: int, backend_url: str, settings: Settings, title: str = DEFAULT_TITLE,
+    retrain_threshold: int | None = None,
+) -> ConnectReport:
     """Register this backend on a project and set the project up for the active-learning queue.
+
+    Args:
+        client: Label Studio's API.
+        project_id: the project.
+        backend_url: this backend's URL as Label Studio reaches it.
+        settings: this backend's settings (basic auth, the default threshold).
+        title: the ML backend's title in Label Studio, for a new registration.
+        retrain_threshold: retrain after this many label changes (0: only the train button);
+            None keeps the project's threshold as it is.
 
     Raises:
         LabelStudioError: the project does not exist, the token cannot change it, or Label
@@ -73,6 +116,8 @@ def connect_project(client: LabelStudioClient, project_id: int, backend_url: str
     """
     from ml_backend.scoring import QUEUE_VIEW_TITLE, ensure_queue_view
 
+    if retrain_threshold is not None and (isinstance(retrain_threshold, bool) or int(retrain_threshold) < 0):
+        raise ValueError(f"--retrain-threshold must be a whole number >= 0 (0: only the train button), not {retrain_threshold!r}")
     report = ConnectReport(int(project_id))
     try:
         project = client.get_project(project_id)
@@ -83,8 +128,8 @@ def connect_project(client: LabelStudioClient, project_id: int, backend_url: str
     name = f"project {project_id} ({project.get('title', '')})"
 
     backends = client.list_ml_backends(project_id)
-    wanted = _backend_fields(settings)
     mine = next((b for b in backends if _same_url(b.get("url"), backend_url)), None)
+    wanted = _backend_fields(settings, mine, retrain_threshold)
     if mine is None:
         try:
             mine = client.post("/api/ml", json={"project": int(project_id), "url": backend_url.rstrip("/"), "title": title, **wanted})
@@ -97,11 +142,15 @@ def connect_project(client: LabelStudioClient, project_id: int, backend_url: str
         report.actions.append(f"registered the ML backend {backend_url} on {name} (backend id {mine['id']}), interactive pre-annotation on")
         report.changed = True
     else:
-        differs = {k: v for k, v in wanted.items() if k != "basic_auth_pass" and mine.get(k) != v}
+        differs = {
+            k: v for k, v in wanted.items()
+            if k != "basic_auth_pass" and (_extra_params(mine.get(k)) if k == "extra_params" else mine.get(k)) != v
+        }
         if differs or settings.basic_auth_user:  # the password cannot be read back, so it is always sent
-            client.patch(f"/api/ml/{mine['id']}", json={"project": int(project_id), "url": mine["url"], **wanted})
+            mine = client.patch(f"/api/ml/{mine['id']}", json={"project": int(project_id), "url": mine["url"], **wanted}) or mine
         if differs:
-            report.actions.append(f"the ML backend {backend_url} was already registered (backend id {mine['id']}); updated {', '.join(sorted(differs))}")
+            what = ", ".join(f"{THRESHOLD_PARAM}={v[THRESHOLD_PARAM]}" if k == "extra_params" else k for k, v in sorted(differs.items()))
+            report.actions.append(f"the ML backend {backend_url} was already registered (backend id {mine['id']}); updated {what}")
             report.changed = True
         else:
             report.actions.append(f"the ML backend {backend_url} is already registered on {name} (backend id {mine['id']}), interactive pre-annotation on")
@@ -118,11 +167,7 @@ def connect_project(client: LabelStudioClient, project_id: int, backend_url: str
         report.changed = True
     else:
         report.actions.append("the queue already uses uncertainty sampling with our predictions, fetched automatically")
-    n = settings.retrain_min_new_labels
-    report.actions.append(
-        f"retraining: after every {n} label changes, counted by the backend (RETRAIN_MIN_NEW_LABELS), or on Label Studio's train button"
-        if n > 0 else "retraining: only on Label Studio's train button (RETRAIN_MIN_NEW_LABELS=0)"
-    )
+    report.actions.append(_threshold_line(mine, backend_url, project_id, settings))
 
     views = client.get("/api/dm/views", params={"project": int(project_id)})
     existed = any((v.get("data") or {}).get("title") == QUEUE_VIEW_TITLE for v in views)
@@ -133,3 +178,17 @@ def connect_project(client: LabelStudioClient, project_id: int, backend_url: str
         report.actions.append(f'created the "{QUEUE_VIEW_TITLE}" tab (tasks in the order annotators get them, score columns as numbers)')
         report.changed = True
     return report
+
+
+def _threshold_line(backend: dict[str, Any], backend_url: str, project_id: int, settings: Settings) -> str:
+    """Which retraining threshold the project now has: the backend's own word when it can be reached from here."""
+    own = _extra_params(backend.get("extra_params")).get(THRESHOLD_PARAM)
+    n = int(own) if own is not None else settings.retrain_min_new_labels
+    source = f"extra_params.{THRESHOLD_PARAM} on the ML backend in Label Studio" if own is not None else "RETRAIN_MIN_NEW_LABELS"
+    status = _backend_training_status(backend_url, project_id, settings)
+    if status is not None and isinstance(status.get("retrain_min_new_labels"), int):
+        n, source = status["retrain_min_new_labels"], f"{status.get('retrain_threshold_from') or source}, confirmed by the backend"
+    hint = "" if own is not None else "; set one for this project with --retrain-threshold N"
+    if n > 0:
+        return f"retraining: after every {n} label changes ({source}{hint}), or on Label Studio's train button"
+    return f"retraining: only on Label Studio's train button (threshold 0: {source}{hint})"

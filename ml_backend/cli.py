@@ -78,8 +78,14 @@ def score(project_id: int) -> int:
     return 0
 
 
-def connect(project_id: int, backend_url: str) -> int:
-    """``python -m ml_backend connect --project ID [--backend-url URL]``."""
+def _non_negative(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0 (0: only the train button), not {text!r}")
+    return int(text)
+
+
+def connect(project_id: int, backend_url: str, retrain_threshold: int | None = None) -> int:
+    """``python -m ml_backend connect --project ID [--backend-url URL] [--retrain-threshold N]``."""
     from integrations.connect import connect_project
     from integrations.label_studio import LabelStudioError
 
@@ -88,8 +94,8 @@ def connect(project_id: int, backend_url: str) -> int:
     if client is None:
         return 2
     try:
-        report = connect_project(client, project_id, backend_url, settings)
-    except LabelStudioError as exc:
+        report = connect_project(client, project_id, backend_url, settings, retrain_threshold=retrain_threshold)
+    except (LabelStudioError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for line in report.actions:
@@ -187,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         "--backend-url", default=os.environ.get("BACKEND_URL", f"http://127.0.0.1:{os.environ.get('PORT', '9090')}"),
         help="this backend's URL as Label Studio reaches it (default: $BACKEND_URL, else http://127.0.0.1:$PORT; in docker compose: http://backend:9090)",
     )
+    p_conn.add_argument(
+        "--retrain-threshold", type=_non_negative, default=None, metavar="N",
+        help="retrain this project after every N new, changed or deleted labels (0: only on the train button); "
+        "default: keep the project's threshold, else the backend's RETRAIN_MIN_NEW_LABELS",
+    )
     p_train = sub.add_parser("train", help="retrain a project's model now, from its current labels in Label Studio")
     p_train.add_argument("--project", type=int, required=True, help="Label Studio project id")
     p_worker = sub.add_parser("worker", help="run an RQ training worker (needs REDIS_URL); can run on another (GPU) machine")
@@ -241,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "score":
             return score(args.project)
         elif args.command == "connect":
-            return connect(args.project, args.backend_url)
+            return connect(args.project, args.backend_url, args.retrain_threshold)
         elif args.command == "train":
             return train(args.project)
         elif args.command == "worker":

@@ -3,7 +3,9 @@
 Routes and JSON match the official ``label-studio-ml`` backend, so Label Studio cannot tell the
 difference: ``GET /health`` (and ``/``), ``POST /setup``, ``POST /predict``, ``POST /webhook``,
 ``GET /versions``, ``GET /metrics``, plus ``POST /train`` (older Label Studio's train button).
-Our own additions: ``GET /training`` (retraining status) and ``GET /scores``. The handlers only
+Our own additions: ``GET /training`` (retraining status) and ``GET /scores``. ``/setup`` also
+reads the project's own settings from the ML backend's ``extra_params`` (the retraining
+threshold, ``retrain_min_new_labels``). The handlers only
 parse, delegate and answer; scoring and training run in the background
 (:mod:`ml_backend.scoring_jobs`, :mod:`ml_backend.training_jobs`).
 
@@ -37,7 +39,7 @@ from ml_backend.scoring import ScoreStore
 from ml_backend.scoring_jobs import ScoringJobs
 from ml_backend.served_models import ServedModels
 from ml_backend.settings import Settings, SettingsError
-from ml_backend.training_jobs import TrainingJobs
+from ml_backend.training_jobs import TrainingJobs, threshold_from_extra_params
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,10 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         if not isinstance(schema, str) or not schema.strip():
             raise BadRequest("'schema' (the project's labeling config) is required")
         project = _project_key(data.get("project"))
+        try:
+            threshold = threshold_from_extra_params(data.get("extra_params"))
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
         hostname, token = data.get("hostname"), data.get("access_token")
         if not settings.label_studio_url and isinstance(hostname, str) and hostname.startswith(("http://", "https://")):
             # No LABEL_STUDIO_URL configured: use the host and token Label Studio tells us about.
@@ -181,6 +187,10 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         served = state.predictor.serve(schema, wait=SETUP_WAIT_S, project=_project_id(project))
         if project:
             state.project_configs[project] = schema
+        if _project_id(project) is not None:
+            # Label Studio sends the ML backend's extra_params on every /setup: they are the
+            # project's settings (absent: back to RETRAIN_MIN_NEW_LABELS).
+            training.set_threshold(_project_id(project), threshold)
         log.info("setup project=%s model=%s target=%s (%s)", project or "?", served.model.version, served.target.from_name, served.target.kind)
         return jsonify({"model_version": served.model.version})
 

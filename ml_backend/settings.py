@@ -64,7 +64,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("AL_SEED", "0", "Seed for every random choice in scoring (same seed, same queue)."),
     SettingSpec("EMBEDDER", "", "Optional `module:function` that embeds images for diversity instead of the model's own features: it takes a list of RGB arrays (H, W, 3) and returns an (n, d) array."),
     SettingSpec("RESCORE_MIN_NEW_LABELS", "20", "Re-score the whole project in the background after this many label events (webhooks), so diversity follows the labels."),
-    SettingSpec("RETRAIN_MIN_NEW_LABELS", "50", "Retrain in the background after this many new, changed or deleted labels in a project (counted from webhooks, duplicates once). 0 turns automatic retraining off; Label Studio's train button (`START_TRAINING`) still works."),
+    SettingSpec("RETRAIN_MIN_NEW_LABELS", "50", "Retrain in the background after this many new, changed or deleted labels in a project (counted from webhooks, duplicates once). 0 turns automatic retraining off; Label Studio's train button (`START_TRAINING`) still works. A project's own threshold (`connect --retrain-threshold N`) overrides it."),
     SettingSpec("TRAIN_EPOCHS", "10", "Epochs of each fine-tuning run (from the project's current model)."),
     SettingSpec("TRAIN_IMGSZ", "640", "Training and evaluation image size in pixels."),
     SettingSpec("TRAIN_BATCH", "16", "Training batch size (`-1`: Ultralytics picks one that fits the GPU)."),

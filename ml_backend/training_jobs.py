@@ -3,9 +3,12 @@
 Webhook handlers only call :meth:`TrainingJobs.on_label_event` or :meth:`TrainingJobs.request`
 (a few SQLite statements); a background thread does the rest:
 
-1. **Trigger.** A project is queued when its label changes since the last training reach
-   ``RETRAIN_MIN_NEW_LABELS`` (counted durably by :class:`ml_backend.label_events.LabelEventStore`:
-   a duplicate delivery counts once, deletions count), or on ``START_TRAINING``.
+1. **Trigger.** A project is queued when its label changes since the last training reach its
+   threshold (counted durably by :class:`ml_backend.label_events.LabelEventStore`: a duplicate
+   delivery counts once, deletions count), or on ``START_TRAINING``. The threshold is
+   ``RETRAIN_MIN_NEW_LABELS``, unless the project sets its own: ``retrain_min_new_labels`` in
+   the ML backend's ``extra_params`` in Label Studio (``connect --retrain-threshold N`` writes
+   it there; Label Studio hands it over on ``/setup``, and it is kept in the state file).
 2. **Run.** One run at a time, in its own process (:mod:`ml_backend.training_runners`). Its
    progress is polled into the status; a run over ``TRAIN_TIMEOUT`` is stopped.
 3. **Coalesce.** Events during a run set one ``follow_up`` flag: however many arrive, at most
@@ -27,6 +30,7 @@ import logging
 import os
 import shutil
 import socket
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -43,6 +47,40 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "training"
 STATES = ("idle", "queued", "training", "failed")
+THRESHOLD_PARAM = "retrain_min_new_labels"  # the key in the ML backend's extra_params in Label Studio
+
+
+def threshold_from_extra_params(extra_params: Any) -> int | None:
+    """A project's own retraining threshold from the ``extra_params`` Label Studio sends on ``/setup``.
+
+    Returns None when the key is absent (the project uses ``RETRAIN_MIN_NEW_LABELS``).
+
+    Raises:
+        ValueError: the value is not a whole number >= 0 (the message says what to fix).
+
+    Example:
+        >>> threshold_from_extra_params({"retrain_min_new_labels": 20}), threshold_from_extra_params(None)
+        (20, None)
+    """
+    if extra_params in (None, ""):
+        return None
+    if isinstance(extra_params, str):
+        try:
+            extra_params = json.loads(extra_params)
+        except ValueError:
+            raise ValueError("the ML backend's extra_params in Label Studio must be a JSON object, "
+                             f'e.g. {{"{THRESHOLD_PARAM}": 20}}') from None
+    if not isinstance(extra_params, dict):
+        raise ValueError("the ML backend's extra_params in Label Studio must be a JSON object, "
+                         f'e.g. {{"{THRESHOLD_PARAM}": 20}}, not {type(extra_params).__name__}')
+    value = extra_params.get(THRESHOLD_PARAM)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"extra_params.{THRESHOLD_PARAM} must be a whole number >= 0 (0: only the train button), not {value!r}")
+    return value
 
 
 def _owner() -> str:
@@ -82,8 +120,14 @@ class TrainingState:
             path,
             "CREATE TABLE IF NOT EXISTS training (project INTEGER PRIMARY KEY, state TEXT NOT NULL, reason TEXT, follow_up INTEGER DEFAULT 0,"
             " start_seq INTEGER DEFAULT 0, owner TEXT, queued REAL, started REAL, finished REAL, progress TEXT, message TEXT, last TEXT,"
-            " runs INTEGER DEFAULT 0, heartbeat REAL)",
+            " runs INTEGER DEFAULT 0, heartbeat REAL, threshold INTEGER)",
         )
+        if "threshold" not in [r[1] for r in self._db.execute("PRAGMA table_info(training)")]:
+            try:  # a state file from before per-project thresholds
+                self._db.execute("ALTER TABLE training ADD COLUMN threshold INTEGER")
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
         self._lock = threading.Lock()
 
     def get(self, project_id: int) -> dict[str, Any]:
@@ -93,7 +137,8 @@ class TrainingState:
             cols = [c[0] for c in cur.description]
         if row is None:
             return {"project": int(project_id), "state": "idle", "reason": None, "follow_up": 0, "start_seq": 0, "owner": None, "queued": None,
-                    "started": None, "finished": None, "progress": None, "message": None, "last": None, "runs": 0, "heartbeat": None}
+                    "started": None, "finished": None, "progress": None, "message": None, "last": None, "runs": 0, "heartbeat": None,
+                    "threshold": None}
         return dict(zip(cols, row))
 
     def projects(self) -> list[int]:
@@ -214,10 +259,29 @@ class TrainingJobs:
 
     # --- called from request handlers (fast) ---
 
+    def threshold(self, project_id: int, row: dict[str, Any] | None = None) -> tuple[int, str]:
+        """The project's retraining threshold and where it comes from."""
+        own = (row or self.state.get(project_id))["threshold"]
+        if own is not None:
+            return int(own), f"the project's extra_params.{THRESHOLD_PARAM} in Label Studio"
+        return self.settings.retrain_min_new_labels, "RETRAIN_MIN_NEW_LABELS"
+
+    def set_threshold(self, project_id: int, value: int | None) -> None:
+        """The project's own threshold (None: back to ``RETRAIN_MIN_NEW_LABELS``); kept across restarts.
+
+        Lowering it below the labels already counted queues a run at once.
+        """
+        row = self.state.get(project_id)
+        if row["threshold"] == value:
+            return
+        self.state.update(project_id, threshold=value)
+        log.info("project %s: retraining threshold %s", project_id, "RETRAIN_MIN_NEW_LABELS" if value is None else value)
+        self.on_label_event(project_id)
+
     def on_label_event(self, project_id: int) -> dict[str, Any]:
         """Count a project's new label changes and queue a run (or a follow-up) at the threshold."""
-        threshold = self.settings.retrain_min_new_labels
         row = self.state.get(project_id)
+        threshold, source = self.threshold(project_id, row)
         pending = self.events.pending(project_id, CONSUMER)
         state = row["state"]
         if threshold > 0 and state != "queued":
@@ -225,7 +289,8 @@ class TrainingJobs:
             # after a failed run, only those since it started (no retry storm on a lasting failure).
             count = self.events.count_since(project_id, row["start_seq"] or 0) if state in ("training", "failed") else pending
             if count >= threshold and not (state == "training" and row["follow_up"]):
-                state = self.request(project_id, f"{count} new or changed labels (RETRAIN_MIN_NEW_LABELS={threshold})")
+                label = "RETRAIN_MIN_NEW_LABELS" if source == "RETRAIN_MIN_NEW_LABELS" else THRESHOLD_PARAM
+                state = self.request(project_id, f"{count} new or changed labels ({label}={threshold})")
         return {"training": state, "labels_since_training": pending}
 
     def request(self, project_id: int, reason: str) -> str:
@@ -239,6 +304,7 @@ class TrainingJobs:
     def status(self, project_id: int) -> dict[str, Any]:
         """What ``GET /training?project=ID`` returns."""
         row = self.state.get(project_id)
+        threshold, source = self.threshold(project_id, row)
         current = None
         try:
             info = self.models.current(project_id)
@@ -257,7 +323,8 @@ class TrainingJobs:
             "finished_at": row["finished"],
             "runs": row["runs"],
             "labels_since_training": self.events.pending(project_id, CONSUMER),
-            "retrain_min_new_labels": self.settings.retrain_min_new_labels,
+            "retrain_min_new_labels": threshold,
+            "retrain_threshold_from": source,
             "model_version": current,
             "last_run": _loads(row["last"]),
         }
@@ -347,7 +414,7 @@ class TrainingJobs:
             state, last = "failed", {"status": "failed", "decision": message, "finished_at": time.time()}
         runs = (self.state.get(project_id)["runs"] or 0) + 1
         follow_up = self.state.finish(project_id, state=state, message=message, last=last, finished=time.time(), owner=None, progress=None, runs=runs)
-        threshold = self.settings.retrain_min_new_labels
+        threshold, _ = self.threshold(project_id)
         if not follow_up and state == "idle" and threshold > 0 and self.events.pending(project_id, CONSUMER) >= threshold:
             follow_up = True  # labels that came in as the run ended (the flag's race): they count too
         if follow_up:

@@ -42,6 +42,35 @@ def test_label_webhooks_count_towards_training_and_start_it(app_and_runner) -> N
     assert client.get("/training").get_json()["projects"][0]["project"] == 4
 
 
+def test_setup_takes_the_projects_threshold_from_extra_params(app_and_runner) -> None:
+    app, runner = app_and_runner(open_gate=False)
+    client = app.test_client()
+    r = client.post("/setup", json={"project": "4.1700000000", "schema": RECT_CFG, "extra_params": {"retrain_min_new_labels": 5}})
+    assert r.status_code == 200
+    status = client.get("/training?project=4").get_json()
+    assert status["retrain_min_new_labels"] == 5 and "extra_params" in status["retrain_threshold_from"]
+    assert [client.post("/webhook", json=label(i)).get_json()["training"] for i in range(1, 5)] == ["idle"] * 4  # 3 is the default
+    assert client.post("/webhook", json=label(5)).get_json()["training"] in ("queued", "training")
+    runner.gate.set()
+    assert app.extensions["training_jobs"].idle(10)
+
+    client.post("/setup", json={"project": "4.1700000000", "schema": RECT_CFG, "extra_params": None})  # removed in Label Studio
+    assert client.get("/training?project=4").get_json()["retrain_min_new_labels"] == 3
+
+
+@pytest.mark.parametrize(
+    ("extra_params", "fragment"),
+    [({"retrain_min_new_labels": -2}, "whole number >= 0"), ("{oops", "must be a JSON object")],
+)
+def test_setup_refuses_bad_extra_params_and_keeps_the_threshold(app_and_runner, extra_params, fragment) -> None:
+    app, _ = app_and_runner()
+    client = app.test_client()
+    client.post("/setup", json={"project": "4.1", "schema": RECT_CFG, "extra_params": {"retrain_min_new_labels": 7}})
+    r = client.post("/setup", json={"project": "4.1", "schema": RECT_CFG, "extra_params": extra_params})
+    assert r.status_code == 400 and fragment in r.get_json()["error"] and fragment in r.status  # Label Studio shows the reason phrase
+    assert client.get("/training?project=4").get_json()["retrain_min_new_labels"] == 7
+
+
 def test_the_train_button_and_post_train_start_a_run(app_and_runner) -> None:
     app, runner = app_and_runner()
     client = app.test_client()

@@ -14,7 +14,7 @@ from ml_backend.model import ModelHolder
 from ml_backend.served_models import ServedModels
 from ml_backend.settings import Settings
 from ml_backend.training import TrainingError, TrainOutcome
-from ml_backend.training_jobs import TrainingJobs, TrainingState
+from ml_backend.training_jobs import TrainingJobs, TrainingState, threshold_from_extra_params
 
 
 class FakeHandle:
@@ -183,6 +183,90 @@ def test_automatic_retraining_can_be_turned_off(make_jobs) -> None:
     assert jobs.idle(0.5) and runner.requests == []
     jobs.request(5, "START_TRAINING")  # the train button still works
     assert jobs.idle(10) and len(runner.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra_params", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ({}, None),
+        ({"other": 1}, None),
+        ({"retrain_min_new_labels": None}, None),
+        ({"retrain_min_new_labels": 20}, 20),
+        ({"retrain_min_new_labels": 0}, 0),
+        ({"retrain_min_new_labels": " 7 "}, 7),
+        ('{"retrain_min_new_labels": 12, "other": "x"}', 12),
+    ],
+)
+def test_a_projects_threshold_is_read_from_label_studios_extra_params(extra_params, expected) -> None:
+    assert threshold_from_extra_params(extra_params) == expected
+
+
+@pytest.mark.parametrize(
+    ("extra_params", "fragment"),
+    [
+        ("not json", "must be a JSON object"),
+        ([1, 2], "must be a JSON object"),
+        ({"retrain_min_new_labels": -1}, "whole number >= 0"),
+        ({"retrain_min_new_labels": 2.5}, "whole number >= 0"),
+        ({"retrain_min_new_labels": True}, "whole number >= 0"),
+        ({"retrain_min_new_labels": "ten"}, "whole number >= 0"),
+    ],
+)
+def test_a_bad_threshold_in_extra_params_says_what_to_fix(extra_params, fragment) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        threshold_from_extra_params(extra_params)
+
+
+def test_a_projects_own_threshold_wins_survives_a_restart_and_can_be_cleared(make_jobs) -> None:
+    runner = FakeRunner()
+    jobs, _ = make_jobs(runner)  # RETRAIN_MIN_NEW_LABELS=3
+    jobs.set_threshold(5, 6)
+    assert feed(jobs, [1, 2, 3, 4, 5])["training"] == "idle"  # 3 would have started a run
+    assert jobs.idle(0.3) and runner.requests == []
+    assert jobs.status(5)["retrain_min_new_labels"] == 6 and "extra_params" in jobs.status(5)["retrain_threshold_from"]
+    assert jobs.status(7)["retrain_min_new_labels"] == 3  # other projects keep the default
+    jobs.close()
+
+    again, _ = make_jobs(runner)  # a restart: the threshold comes from the state file
+    assert again.status(5)["retrain_min_new_labels"] == 6
+    feed(again, [6])
+    assert again.idle(10) and len(runner.requests) == 1 and "retrain_min_new_labels=6" in runner.requests[0].reason
+
+    again.set_threshold(5, None)  # the key removed in Label Studio: back to RETRAIN_MIN_NEW_LABELS
+    assert again.status(5)["retrain_min_new_labels"] == 3 and again.status(5)["retrain_threshold_from"] == "RETRAIN_MIN_NEW_LABELS"
+
+
+def test_lowering_a_threshold_below_the_labels_counted_starts_a_run(make_jobs) -> None:
+    runner = FakeRunner()
+    jobs, _ = make_jobs(runner, RETRAIN_MIN_NEW_LABELS="0")
+    feed(jobs, [1, 2, 3, 4])
+    assert jobs.idle(0.3) and runner.requests == []
+    jobs.set_threshold(5, 4)
+    assert jobs.idle(10) and len(runner.requests) == 1 and "4 new or changed labels" in runner.requests[0].reason
+
+
+def test_a_state_file_from_before_per_project_thresholds_is_upgraded_in_place(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE training (project INTEGER PRIMARY KEY, state TEXT NOT NULL, reason TEXT, follow_up INTEGER DEFAULT 0,"
+        " start_seq INTEGER DEFAULT 0, owner TEXT, queued REAL, started REAL, finished REAL, progress TEXT, message TEXT, last TEXT,"
+        " runs INTEGER DEFAULT 0, heartbeat REAL)"
+    )
+    old.execute("INSERT INTO training (project, state, runs, last) VALUES (5, 'idle', 4, '{\"version\": \"v4\"}')")
+    old.commit()
+    old.close()
+    state = TrainingState(path)
+    row = state.get(5)
+    assert (row["runs"], row["last"], row["threshold"]) == (4, '{"version": "v4"}', None)  # nothing lost
+    state.update(5, threshold=9)
+    assert state.get(5)["threshold"] == 9
+    TrainingState(path).close()  # opening an upgraded file again is fine
+    state.close()
 
 
 def test_a_run_interrupted_by_a_restart_is_queued_again(make_jobs, tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from ml_backend.cli import main
 from ml_backend.scoring import QUEUE_VIEW_TITLE
@@ -31,7 +32,9 @@ def test_connect_sets_up_a_project_once_and_a_second_run_changes_nothing(ls_clie
     assert project["sampling"] == "Uncertainty sampling"
     assert project["show_collab_predictions"] is True and project["evaluate_predictions_automatically"] is True
     assert project["min_annotations_to_start_training"] == 0  # Label Studio's own trigger off: the backend counts
-    assert "after every 25 label changes" in first
+    served = requests.get(f"{backend.url}/training", params={"project": pid}, timeout=5).json()["retrain_min_new_labels"]
+    assert served != 25  # this shell's setting is not the backend's: connect reports the backend's own word
+    assert f"after every {served} label changes (RETRAIN_MIN_NEW_LABELS, confirmed by the backend" in first
     assert len(views) == 1 and views[0]["data"]["ordering"] == ["tasks:predictions_score"]
 
     assert main(["connect", "--project", str(pid), "--backend-url", backend.url]) == 0
@@ -59,3 +62,51 @@ def test_connect_errors_say_what_to_fix(ls_client, label_studio, pat, backend, m
     assert message in err and pat not in err
     if project is None:
         assert ls_client.list_ml_backends(pid) == []  # a failed connection leaves nothing behind
+
+
+def test_connect_sets_the_projects_retraining_threshold_and_the_nth_label_starts_a_run(
+    ls_client, label_studio, pat, detect_weights, tmp_path, monkeypatch, capsys
+) -> None:
+    from .conftest import start_backend, stop_backend
+    from .test_retraining import TRAIN_ENV, make_project, training_status, wait_for
+
+    backend = start_backend(tmp_path, {
+        "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
+        "RETRAIN_MIN_NEW_LABELS": "100", **TRAIN_ENV,
+    })
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", pat)
+    monkeypatch.setenv("RETRAIN_MIN_NEW_LABELS", "100")
+    try:
+        pid, truth = make_project(ls_client, tmp_path, "e2e connect threshold", 4, seed=5)
+        assert main(["connect", "--project", str(pid), "--backend-url", backend.url, "--retrain-threshold", "3"]) == 0
+        out = capsys.readouterr().out
+        assert "after every 3 label changes" in out and "confirmed by the backend" in out, out
+        [ml] = ls_client.list_ml_backends(pid)
+        assert ml["extra_params"] == {"retrain_min_new_labels": 3}  # stored in Label Studio, editable there
+        status = training_status(backend, pid)
+        assert status["retrain_min_new_labels"] == 3 and "extra_params" in status["retrain_threshold_from"]
+
+        assert main(["connect", "--project", str(pid), "--backend-url", backend.url, "--retrain-threshold", "3"]) == 0
+        assert "already connected, nothing changed" in capsys.readouterr().out
+        assert main(["connect", "--project", str(pid), "--backend-url", backend.url]) == 0  # no flag: the threshold is kept
+        out = capsys.readouterr().out
+        assert "nothing changed" in out and "after every 3 label changes" in out
+
+        tasks = sorted(truth)
+        for tid in tasks[:2]:
+            ls_client.create_annotation(tid, truth[tid])
+        wait_for(lambda: training_status(backend, pid)["labels_since_training"] == 2, 30, "2 label webhooks")
+        assert training_status(backend, pid)["state"] == "idle"
+        ls_client.create_annotation(tasks[2], truth[tasks[2]])  # the 3rd: a run starts (the backend's own default is 100)
+        started = wait_for(lambda: ((s := training_status(backend, pid))["state"] != "idle" or s["runs"]) and s, 30, "a training run")
+        assert "3 new or changed labels (retrain_min_new_labels=3)" in started["reason"], started
+
+        assert main(["connect", "--project", str(pid), "--backend-url", backend.url, "--retrain-threshold", "0"]) == 0
+        out = capsys.readouterr().out
+        assert "updated retrain_min_new_labels=0" in out and "only on Label Studio's train button" in out, out
+        assert training_status(backend, pid)["retrain_min_new_labels"] == 0
+        assert [b["id"] for b in ls_client.list_ml_backends(pid)] == [ml["id"]]  # updated in place, nothing doubled
+    finally:
+        stop_backend(backend)
+    assert pat not in backend.log()
