@@ -16,7 +16,10 @@ Through Label Studio's API, for one project:
    a threshold already set is kept, otherwise the backend's ``RETRAIN_MIN_NEW_LABELS`` applies.
    Label Studio's own "train every N annotations" trigger (``min_annotations_to_start_training``)
    is set to 0, or every run would be asked for twice; the train button still works;
-4. creates the "Active learning queue" Data Manager tab.
+4. gives Label Studio's webhook to ``/webhook`` the credentials it needs: the
+   ``X-Webhook-Secret`` header when ``WEBHOOK_SECRET`` is set, and an ``Authorization`` header when
+   basic auth is on (Label Studio's own webhooks carry no basic auth: without it they are refused);
+5. creates the "Active learning queue" Data Manager tab.
 
 Idempotent: every step compares first and changes only what differs; a second run reports
 "already" for each and creates nothing.
@@ -31,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import base64
 import json
 
 import requests
@@ -38,6 +42,8 @@ import requests
 from integrations.label_studio import LabelStudioClient, LabelStudioError
 from ml_backend.settings import Settings
 from ml_backend.training_jobs import THRESHOLD_PARAM
+
+WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"  # the server checks the same name
 
 DEFAULT_TITLE = "YOLO active learning"
 
@@ -169,6 +175,8 @@ def connect_project(
         report.actions.append("the queue already uses uncertainty sampling with our predictions, fetched automatically")
     report.actions.append(_threshold_line(mine, backend_url, project_id, settings))
 
+    _webhook_headers(client, project_id, backend_url, settings, report)
+
     views = client.get("/api/dm/views", params={"project": int(project_id)})
     existed = any((v.get("data") or {}).get("title") == QUEUE_VIEW_TITLE for v in views)
     ensure_queue_view(client, project_id)
@@ -178,6 +186,40 @@ def connect_project(
         report.actions.append(f'created the "{QUEUE_VIEW_TITLE}" tab (tasks in the order annotators get them, score columns as numbers)')
         report.changed = True
     return report
+
+
+def webhook_headers(settings: Settings) -> dict[str, str]:
+    """The headers Label Studio's webhook must carry to be let in by this backend."""
+    headers = {}
+    if settings.webhook_secret:
+        headers[WEBHOOK_SECRET_HEADER] = settings.webhook_secret
+    if settings.basic_auth_user:
+        pair = f"{settings.basic_auth_user}:{settings.basic_auth_pass}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+    return headers
+
+
+def _webhook_headers(client: LabelStudioClient, project_id: int, backend_url: str, settings: Settings, report: ConnectReport) -> None:
+    """Make Label Studio's webhook to our ``/webhook`` carry the secret / basic auth (other headers kept)."""
+    url = backend_url.rstrip("/") + "/webhook"
+    hooks = [h for h in client.get("/api/webhooks", params={"project": int(project_id)}) if h.get("project") == int(project_id)]
+    hook = next((h for h in hooks if _same_url(h.get("url"), url)), None)
+    want = webhook_headers(settings)
+    if hook is None:  # Label Studio makes it when the backend is registered; someone deleted it
+        client.post("/api/webhooks", json={"project": int(project_id), "url": url, "send_payload": True, "send_for_all_actions": True,
+                                           "headers": want, "is_active": True})
+        report.actions.append(f"created the webhook {url} (label events for retraining and re-scoring)")
+        report.changed = True
+        return
+    current = hook.get("headers") if isinstance(hook.get("headers"), dict) else {}
+    merged = {k: v for k, v in current.items() if k not in (WEBHOOK_SECRET_HEADER, "Authorization")} | want
+    names = " and ".join(f"the {k} header" for k in want) or "no credentials (none are set)"
+    if merged != current or not hook.get("is_active", True):
+        client.patch(f"/api/webhooks/{hook['id']}", json={"headers": merged, "is_active": True})
+        report.actions.append(f"set the webhook {url} to send {names}")
+        report.changed = True
+    else:
+        report.actions.append(f"the webhook {url} already sends {names}")
 
 
 def _threshold_line(backend: dict[str, Any], backend_url: str, project_id: int, settings: Settings) -> str:

@@ -77,6 +77,12 @@ class LabelStudioAuth:
     def __repr__(self) -> str:  # never show the key
         return f"LabelStudioAuth(url={self.url!r}, kind={self.kind!r})"
 
+    def scrub(self, text: str) -> str:
+        """``text`` without the API key or the access token made from it."""
+        from ml_backend.log_redaction import scrub
+
+        return scrub(text, [self._key, self._access or ""])
+
     def headers(self) -> dict[str, str]:
         """Headers to send to the Label Studio host (and only there)."""
         if self.kind == "none":
@@ -131,7 +137,7 @@ class LabelStudioClient:
         except requests.RequestException as exc:
             raise LabelStudioError(f"{method} {path}: cannot reach Label Studio at {self.url} ({type(exc).__name__})") from None
         if resp.status_code >= 400:
-            body = resp.text[:500]
+            body = self.auth.scrub(resp.text[:500])  # a proxy or server may echo our Authorization header
             raise LabelStudioError(f"{method} {path} -> HTTP {resp.status_code}: {body}", status=resp.status_code)
         if not resp.content:
             return None

@@ -10,9 +10,17 @@ import sys
 from ml_backend.settings import Settings, SettingsError
 
 
-def _logging(level: str) -> None:
+def _logging(level: str, settings: Settings | None = None) -> None:
+    from ml_backend import log_redaction
+
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs failed CPU-specific builds at INFO
+    if settings is None:
+        try:
+            settings = Settings.from_env()
+        except SettingsError:
+            return  # the command reports the bad setting itself
+    log_redaction.install(settings)  # no credential in any log line
 
 
 def serve(host: str, port: int, threads: int = 8) -> None:
@@ -22,7 +30,7 @@ def serve(host: str, port: int, threads: int = 8) -> None:
     from ml_backend.server import check_model_dir, create_app
 
     settings = Settings.from_env()
-    _logging(settings.log_level)
+    _logging(settings.log_level, settings)
     check_model_dir(settings.model_dir)  # fail here, with a one-line message, not in a worker
 
     class _App(BaseApplication):
@@ -62,7 +70,7 @@ def score(project_id: int) -> int:
     from ml_backend.scoring import score_project
 
     settings = Settings.from_env()
-    _logging(settings.log_level)
+    _logging(settings.log_level, settings)
     client = _ls_client(settings, "scoring reads the project's tasks from Label Studio")
     if client is None:
         return 2
@@ -117,7 +125,7 @@ def train(project_id: int) -> int:
     from ml_backend.training_jobs import TrainingJobs
 
     settings = Settings.from_env()
-    _logging(settings.log_level)
+    _logging(settings.log_level, settings)
     client = _ls_client(settings, "training reads the labels from Label Studio")
     if client is None:
         return 2
@@ -259,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             from ml_backend.training_runners import run_worker
 
             settings = Settings.from_env()
-            _logging(settings.log_level)
+            _logging(settings.log_level, settings)
             run_worker(settings, burst=args.burst)
         elif args.command == "simulate":
             return simulate(args)

@@ -31,6 +31,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from integrations.label_studio import LabelStudioError
+from ml_backend import log_redaction
 from ml_backend.label_config import LabelConfigError
 from ml_backend.label_events import LABEL_ACTIONS
 from ml_backend.model import ModelHolder, ModelUnavailableError
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 MODEL_CLASS = "YoloActiveLearningBackend"
 SETUP_WAIT_S = 2.0  # Label Studio gives /setup 3 s
+WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
 
 
 @dataclass
@@ -126,6 +128,7 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
             :func:`ml_backend.training_runners.make_runner`).
     """
     settings = settings or Settings.from_env()
+    log_redaction.install(settings)
     check_model_dir(settings.model_dir)
     holder = holder or make_holder(settings)
     fetcher = make_fetcher(settings, settings.label_studio_url, settings.label_studio_api_key)
@@ -138,17 +141,34 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.extensions["ml_backend"] = state
 
-    @app.before_request
-    def _basic_auth() -> Response | None:
-        if not settings.basic_auth_user or request.path in ("/health", "/"):
-            return None
+    def _basic_auth_ok() -> bool:
         auth = request.authorization
-        ok = (
+        return (
             auth is not None
             and hmac.compare_digest((auth.username or "").encode(), settings.basic_auth_user.encode())
             and hmac.compare_digest((auth.password or "").encode(), settings.basic_auth_pass.encode())
         )
-        if ok:
+
+    @app.before_request
+    def _access() -> Response | None:
+        """Basic auth on every route but ``/health``; on ``/webhook``, the shared secret when one is set.
+
+        Label Studio's webhooks carry the ``X-Webhook-Secret`` header (``connect`` adds it), while
+        its train button reaches ``/webhook`` through the model connection, with basic auth: so
+        with a secret set, ``/webhook`` takes either.
+        """
+        if request.path in ("/health", "/"):
+            return None
+        if request.path == "/webhook" and settings.webhook_secret:
+            given = request.headers.get(WEBHOOK_SECRET_HEADER, "")
+            if hmac.compare_digest(given.encode(), settings.webhook_secret.encode()) or (settings.basic_auth_user and _basic_auth_ok()):
+                return None
+            log.warning("refused a webhook from %s: %s", request.remote_addr, "wrong secret" if given else f"no {WEBHOOK_SECRET_HEADER} header")
+            return error_response(
+                401, f"webhook refused: send the shared secret (WEBHOOK_SECRET) in the {WEBHOOK_SECRET_HEADER} header; "
+                f"`python -m ml_backend connect` adds it to Label Studio's webhook",
+            )
+        if not settings.basic_auth_user or _basic_auth_ok():
             return None
         resp = error_response(401, "basic auth required: set the same user and password in Label Studio's model connection")
         resp.headers["WWW-Authenticate"] = 'Basic realm="ml-backend"'

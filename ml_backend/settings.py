@@ -46,6 +46,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("PREDICT_BATCH", "16", "Images per batched forward pass in `/predict`."),
     SettingSpec("BASIC_AUTH_USER", "", "With `BASIC_AUTH_PASS`: require HTTP basic auth on every route but `/health`. Enter the same pair in Label Studio's model connection."),
     SettingSpec("BASIC_AUTH_PASS", "", "Password for `BASIC_AUTH_USER`."),
+    SettingSpec("WEBHOOK_SECRET", "", "When set, `/webhook` takes only requests carrying it in the `X-Webhook-Secret` header (or, for Label Studio's train button, valid basic auth). `connect` adds the header to Label Studio's webhook."),
     SettingSpec("ALLOWED_HOSTS", "", "Comma-separated host names or CIDR ranges this backend may download images from even though they resolve to private, loopback or link-local addresses (the Label Studio host is always allowed)."),
     SettingSpec("IMAGE_TIMEOUT", "15", "Seconds to wait for one image download."),
     SettingSpec("MAX_IMAGE_BYTES", "52428800", "Largest image download accepted, in bytes (default 50 MiB)."),
@@ -189,6 +190,7 @@ class Settings:
     predict_batch: int = 16
     basic_auth_user: str = ""
     basic_auth_pass: str = field(default="", repr=False)
+    webhook_secret: str = field(default="", repr=False)
     allowed_hosts: tuple[str, ...] = ()
     image_timeout: float = 15.0
     max_image_bytes: int = 50 * 1024 * 1024
@@ -243,6 +245,7 @@ class Settings:
             predict_batch=_parse(env, "PREDICT_BATCH", _positive_int, "a positive integer"),
             basic_auth_user=user,
             basic_auth_pass=password,
+            webhook_secret=env.get("WEBHOOK_SECRET", "").strip(),
             allowed_hosts=_parse(env, "ALLOWED_HOSTS", _allowed_hosts, "comma-separated host names or CIDR ranges"),
             image_timeout=_parse(env, "IMAGE_TIMEOUT", _bounded_float(0.1, 600.0), "seconds between 0.1 and 600"),
             max_image_bytes=_parse(env, "MAX_IMAGE_BYTES", _positive_int, "a positive number of bytes"),

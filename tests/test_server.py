@@ -360,6 +360,39 @@ def test_basic_auth(tmp_path, detect_weights) -> None:
     assert client.get("/versions", auth=("ann", "s3cret")).status_code == 200
 
 
+LABEL = {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "annotation": {"id": 1, "updated_at": "t"}}
+
+
+@pytest.mark.parametrize(
+    ("env", "headers", "auth", "status"),
+    [
+        ({"WEBHOOK_SECRET": "hook-s3cret"}, {"X-Webhook-Secret": "hook-s3cret"}, None, 200),
+        ({"WEBHOOK_SECRET": "hook-s3cret"}, {}, None, 401),
+        ({"WEBHOOK_SECRET": "hook-s3cret"}, {"X-Webhook-Secret": "hook-s3cre"}, None, 401),
+        ({"WEBHOOK_SECRET": "hook-s3cret"}, {"X-Webhook-Secret": ""}, None, 401),
+        # both set: Label Studio's webhook brings the secret, its train button brings basic auth
+        ({"WEBHOOK_SECRET": "hook-s3cret", "BASIC_AUTH_USER": "ann", "BASIC_AUTH_PASS": "pw"}, {"X-Webhook-Secret": "hook-s3cret"}, None, 200),
+        ({"WEBHOOK_SECRET": "hook-s3cret", "BASIC_AUTH_USER": "ann", "BASIC_AUTH_PASS": "pw"}, {}, ("ann", "pw"), 200),
+        ({"WEBHOOK_SECRET": "hook-s3cret", "BASIC_AUTH_USER": "ann", "BASIC_AUTH_PASS": "pw"}, {}, ("ann", "nope"), 401),
+        ({"BASIC_AUTH_USER": "ann", "BASIC_AUTH_PASS": "pw"}, {}, None, 401),
+        ({"BASIC_AUTH_USER": "ann", "BASIC_AUTH_PASS": "pw"}, {}, ("ann", "pw"), 200),
+        ({}, {}, None, 200),
+    ],
+)
+def test_webhooks_are_checked_against_the_shared_secret(tmp_path, detect_weights, caplog, env, headers, auth, status) -> None:
+    app = new_app(make_settings(tmp_path, detect_weights, **env))
+    client = app.test_client()
+    resp = client.post("/webhook", json=LABEL, headers=headers, auth=auth)
+    assert resp.status_code == status
+    counted = app.extensions["training_jobs"].status(3)["labels_since_training"]
+    assert counted == (1 if status == 200 else 0)  # a refused webhook counts nothing
+    if status == 401:
+        assert ("X-Webhook-Secret" if "WEBHOOK_SECRET" in env else "basic auth") in resp.get_json()["error"]
+    assert "hook-s3cret" not in resp.get_data(as_text=True) and "hook-s3cret" not in caplog.text
+    if env.get("WEBHOOK_SECRET") and not env.get("BASIC_AUTH_USER"):
+        assert client.post("/setup", json={"schema": RECT_CFG}).status_code == 200  # the secret guards /webhook only
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [({"action": "ANNOTATION_CREATED", "project": {"id": 1}}, 200), ({"action": "SOMETHING_NEW"}, 200), ({"project": 1}, 400)],

@@ -53,8 +53,10 @@ def test_reads_every_value() -> None:
         "PROMOTION": "Always",
         "REDIS_URL": "redis://redis:6379/0",
         "TRAIN_QUEUE": "gpu-box",
+        "WEBHOOK_SECRET": " hook-1 ",
     }
     s = Settings.from_env(env)
+    assert s.webhook_secret == "hook-1" and "hook-1" not in repr(s)
     assert s.label_studio_url == "http://ls:8080"
     assert s.ultralytics_device == "cpu"
     assert s.allowed_hosts == ("images.local", "10.0.0.0/8")

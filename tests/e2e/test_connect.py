@@ -110,3 +110,48 @@ def test_connect_sets_the_projects_retraining_threshold_and_the_nth_label_starts
     finally:
         stop_backend(backend)
     assert pat not in backend.log()
+
+
+def test_with_basic_auth_and_a_webhook_secret_label_studios_webhooks_and_train_button_get_in(
+    ls_client, label_studio, pat, detect_weights, tmp_path, monkeypatch, capsys
+) -> None:
+    from .conftest import start_backend, stop_backend
+    from .test_retraining import TRAIN_ENV, make_project, wait_for
+
+    secrets = {"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "pass-9f2c", "WEBHOOK_SECRET": "hook-77a1"}
+    backend = start_backend(tmp_path, {
+        "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
+        "RETRAIN_MIN_NEW_LABELS": "100", **TRAIN_ENV, **secrets,
+    })
+    for k, v in {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat, **secrets}.items():
+        monkeypatch.setenv(k, v)
+    auth = (secrets["BASIC_AUTH_USER"], secrets["BASIC_AUTH_PASS"])
+
+    def status(pid: int) -> dict:
+        return requests.get(f"{backend.url}/training", params={"project": pid}, auth=auth, timeout=5).json()
+
+    try:
+        pid, truth = make_project(ls_client, tmp_path, "e2e connect secrets", 3, seed=9)
+        assert main(["connect", "--project", str(pid), "--backend-url", backend.url]) == 0
+        out = capsys.readouterr().out
+        assert "X-Webhook-Secret header and the Authorization header" in out
+        assert secrets["BASIC_AUTH_PASS"] not in out and secrets["WEBHOOK_SECRET"] not in out  # credentials are never printed
+        assert main(["connect", "--project", str(pid), "--backend-url", backend.url]) == 0
+        assert "already sends" in capsys.readouterr().out
+
+        tid = sorted(truth)[0]
+        ls_client.create_annotation(tid, truth[tid])  # Label Studio's own webhook, with the headers connect set
+        wait_for(lambda: status(pid)["labels_since_training"] == 1, 30, "the label webhook to get in")
+        forged = requests.post(f"{backend.url}/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": pid},
+                                                               "annotation": {"id": 999_999, "updated_at": "x"}}, timeout=5)
+        assert forged.status_code == 401 and "X-Webhook-Secret" in forged.json()["error"]
+        assert status(pid)["labels_since_training"] == 1  # the forged event counted nothing
+
+        [ml] = ls_client.list_ml_backends(pid)
+        ls_client.post(f"/api/ml/{ml['id']}/train", json={"use_ground_truth": False})  # the train button: basic auth, no secret header
+        started = wait_for(lambda: ((s := status(pid))["state"] != "idle" or s["runs"]) and s, 30, "the train button's run")
+        assert "START_TRAINING" in started["reason"], started
+    finally:
+        stop_backend(backend)
+    log = backend.log()
+    assert all(v not in log for v in [pat, secrets["BASIC_AUTH_PASS"], secrets["WEBHOOK_SECRET"]]), "no credential may reach the backend log"
