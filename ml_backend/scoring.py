@@ -362,6 +362,11 @@ class ScoreStore:
             }
             self._atomic(self.state_path(project_id), lambda f: np.savez(f, **arrays), "wb")
 
+    def projects(self) -> list[int]:
+        """The projects with stored scores."""
+        ids = (p.stem.removeprefix("project-") for p in self.root.glob("project-*.json"))
+        return sorted(int(i) for i in ids if i.isdigit())
+
     def load(self, project_id: int) -> list[dict] | None:
         p = self.path(project_id)
         return json.loads(p.read_text()) if p.exists() else None

@@ -241,6 +241,15 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         # predictions go once the new ones are in.
         jobs.request_full(project_id, retire=[previous] if previous else [])
 
+    def promoted_version(project_id: int) -> str | None:
+        try:
+            info = models.current(project_id)
+        except Exception:  # a damaged registry is reported by /versions; it must not stop the start
+            log.exception("project %s: the model registry could not be read", project_id)
+            return None
+        return info.version if info else None
+
+    jobs.check_served_versions(promoted_version)  # a crash between a promotion and its re-score
     training = TrainingJobs(settings, models, jobs.events, on_promoted=after_promotion, runner=training_runner)
     app.extensions["training_jobs"] = training
     atexit.register(training.close)  # a run under way is stopped (and queued again for the next start)

@@ -1,6 +1,7 @@
 """The background scoring worker: enqueue-only webhooks, coalescing, label counting."""
 
 import threading
+import time
 
 import pytest
 
@@ -109,3 +110,67 @@ def test_a_promotion_rescores_the_project_and_retires_the_old_version(tmp_path, 
     gate.set()
     assert jobs.idle(5)
     assert calls == [("new", 3, [1]), ("full", 3, ("v1", "v2"))]
+
+
+def test_work_left_by_a_crash_runs_at_the_next_start(tmp_path, recorded) -> None:
+    from ml_backend.scoring_jobs import ScoringQueue
+
+    calls, gate = recorded
+    gate.set()
+    left = ScoringQueue(tmp_path / "state.db")  # what a killed process had queued
+    left.add_tasks(2, [{"id": 5}, {"id": 6}])
+    left.request_full(4, ["old-v"])
+    left.add_tasks(4, [{"id": 9}])
+    left.close()
+    jobs = make(tmp_path)
+    assert jobs.idle(5)
+    assert sorted(calls) == [("full", 4, ("old-v",)), ("new", 2, [5, 6])]  # a full run covers the project's new tasks too
+    assert jobs.queue.projects() == set()
+
+
+def test_a_task_queued_again_during_its_run_is_scored_again(tmp_path, recorded) -> None:
+    calls, gate = recorded
+    jobs = make(tmp_path)
+    jobs.add_tasks(1, [{"id": 1, "v": "old"}])
+    assert not jobs.idle(0.2)  # the run has taken it and waits at the gate
+    jobs.add_tasks(1, [{"id": 1, "v": "new"}])
+    gate.set()
+    assert jobs.idle(5) and calls == [("new", 1, [1]), ("new", 1, [1])]
+
+
+def test_a_failed_run_stays_queued_and_is_retried_after_a_back_off(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(jobs_mod, "RETRY_FIRST_S", 0.3)
+    outcomes = ["Label Studio is down", None]
+    calls = []
+
+    def flaky(client, project_id, tasks, predictor, settings, store):
+        calls.append(sorted(t["id"] for t in tasks))
+        err = outcomes.pop(0)
+        if err:
+            raise ConnectionError(err)
+        return type("P", (), {"scores": tasks})()
+
+    monkeypatch.setattr(jobs_mod, "score_new_tasks", flaky)
+    jobs = make(tmp_path)
+    jobs.add_tasks(1, [{"id": 1}, {"id": 2}])
+    assert jobs.idle(5) and "down" in jobs.last_error and jobs.queue.projects() == {1}  # kept, waiting to retry
+    deadline = time.monotonic() + 5
+    while jobs.queue.projects() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert calls == [[1, 2], [1, 2]] and jobs.queue.projects() == set() and jobs.last_error is None
+
+
+def test_scores_from_an_older_model_than_the_served_one_are_redone_at_start(tmp_path, recorded) -> None:
+    from ml_backend.scoring import ScoreStore
+
+    calls, gate = recorded
+    gate.set()
+    store = ScoreStore(tmp_path / "scores")
+    store.root.mkdir(parents=True)
+    store.path(3).write_text('[{"task": 1, "model_version": "v1"}, {"task": 2, "model_version": "v1"}]')
+    store.path(4).write_text('[{"task": 7, "model_version": "v2"}]')
+    jobs = make(tmp_path)
+    stale = jobs.check_served_versions(lambda pid: {3: "v2", 4: "v2"}.get(pid))
+    assert stale == [3]
+    assert jobs.idle(5) and calls == [("full", 3, ("v1",))]
+    assert jobs.check_served_versions(lambda pid: None) == []  # no promoted model: nothing to check
