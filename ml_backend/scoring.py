@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ml_backend.diversity import diversity_scores, kmeans_clusters, normalize
+from ml_backend.faults import crash_point
 from ml_backend.ls_results import to_ls_results
 from ml_backend.model import ImagePrediction
 from ml_backend.predict import Predictor, Served
@@ -425,6 +426,7 @@ def score_project(
     if pooled.predictions:
         client.delete_model_version(project_id, version)
         push_predictions(client, project_id, pooled.predictions, settings)
+        crash_point("scoring:pushed")
         client.use_uncertainty_sampling(project_id, version)
         for old in retire:
             if old and old != version:

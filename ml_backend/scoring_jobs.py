@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ml_backend.label_events import LabelEventStore, event_project, open_state_db
 from ml_backend.predict import Predictor
@@ -198,14 +198,15 @@ class ScoringJobs:
         self.queue.request_full(int(project_id), retire)
         self._wake(int(project_id))
 
-    def check_served_versions(self, served_version: Callable[[int], str | None]) -> list[int]:
-        """Queue a re-score for every project whose stored scores are from another model than
-        ``served_version(project)`` (None: no promoted model, nothing to check); returns them."""
+    def check_served_versions(self, served_version: Callable[[int], str | None], projects: Iterable[int] = ()) -> list[int]:
+        """Queue a re-score for every project (with stored scores, or in ``projects``) whose
+        scores are missing or from another model than ``served_version(project)`` (None: no
+        promoted model, nothing to check); returns them."""
         stale = []
-        for pid in self.store.projects():
+        for pid in sorted(set(self.store.projects()) | set(projects)):
             want = served_version(pid)
             scored = {s.get("model_version") for s in (self.store.load(pid) or [])}
-            if want and scored and scored != {want}:
+            if want and scored != {want}:  # no scores at all: the re-score after the promotion never finished
                 self.request_full(pid, retire=sorted(v for v in scored if v and v != want))
                 stale.append(pid)
         if stale:

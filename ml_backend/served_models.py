@@ -48,6 +48,12 @@ class ServedModels:
             raise ValueError("no MODEL_DIR: per-project model versions are off")
         return ModelRegistry(self.model_dir / "projects" / str(int(project_id)) / "models")
 
+    def projects(self) -> list[int]:
+        """The projects with a model folder (trained versions)."""
+        if self.model_dir is None or not (self.model_dir / "projects").is_dir():
+            return []
+        return sorted(int(p.name) for p in (self.model_dir / "projects").iterdir() if p.name.isdigit() and (p / "models").is_dir())
+
     def current(self, project_id: int | None) -> VersionInfo | None:
         """The project's promoted version (None: it is served the base model)."""
         if project_id is None or self.model_dir is None:

@@ -249,7 +249,7 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
             return None
         return info.version if info else None
 
-    jobs.check_served_versions(promoted_version)  # a crash between a promotion and its re-score
+    jobs.check_served_versions(promoted_version, models.projects())  # a crash between a promotion and its re-score
     training = TrainingJobs(settings, models, jobs.events, on_promoted=after_promotion, runner=training_runner)
     app.extensions["training_jobs"] = training
     atexit.register(training.close)  # a run under way is stopped (and queued again for the next start)

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ml_backend.faults import crash_point
 from ml_backend.label_events import LabelEventStore, open_state_db
 from ml_backend.model import ModelHolder
 from ml_backend.served_models import ServedModels
@@ -436,6 +437,7 @@ class TrainingJobs:
             note=outcome.decision,
         )
         last.update(version=info.version, metrics_new=outcome.metrics_new, metrics_previous=outcome.metrics_old)
+        crash_point("promotion:stored")
         if outcome.promote:
             try:
                 ModelHolder(str(info.weights), self.models.base.device, version=info.version).get()  # loads, or no promotion
@@ -445,6 +447,7 @@ class TrainingJobs:
                 last["decision"] = outcome.decision
         if outcome.promote:
             registry.promote(info.version)
+            crash_point("promotion:switched")
             self.models.preload(project_id)  # loaded before any request is served with it
             last["promoted"] = True
             log.info("project %s: %s promoted (%s)", project_id, info.version, outcome.decision)

@@ -174,3 +174,11 @@ def test_scores_from_an_older_model_than_the_served_one_are_redone_at_start(tmp_
     assert stale == [3]
     assert jobs.idle(5) and calls == [("full", 3, ("v1",))]
     assert jobs.check_served_versions(lambda pid: None) == []  # no promoted model: nothing to check
+
+
+def test_a_promoted_project_never_scored_is_scored_at_start(tmp_path, recorded) -> None:
+    calls, gate = recorded
+    gate.set()
+    jobs = make(tmp_path)
+    assert jobs.check_served_versions(lambda pid: "v3" if pid == 8 else None, projects=[8, 9]) == [8]
+    assert jobs.idle(5) and calls == [("full", 8)]

@@ -49,15 +49,20 @@ class BackendProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_backend(tmp_path: Path, env_extra: dict[str, str], timeout: float = 90.0) -> BackendProcess:
-    port = free_port()
+def start_backend(
+    tmp_path: Path, env_extra: dict[str, str], timeout: float = 90.0, new_session: bool = False, port: int | None = None
+) -> BackendProcess:
+    """A real backend (``python -m ml_backend serve``: gunicorn) on ``port`` (default: a free one),
+    with its state in ``tmp_path/state``; ``new_session``: in its own process group, which a crash
+    test can kill whole."""
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "BASIC_AUTH_"))}
     env.update({"PYTHONPATH": str(ROOT), "MODEL_DIR": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"})
     env.update(env_extra)
     log_path = tmp_path / f"backend-{port}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "ml_backend", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=new_session,
     )
     backend = BackendProcess(port, proc, log_path)
     deadline = time.monotonic() + timeout
