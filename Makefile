@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test serve system-deps study bench
+.PHONY: setup demo test serve system-deps study bench load
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -55,3 +55,7 @@ study: setup
 
 bench: setup
 	$(VENV)/bin/python -m ml_backend bench --only scoring predict rescoring kcenter --device $(DEVICE)
+
+# The reliability load figures of the README (about 5 minutes): a real Label Studio and backend.
+load: setup
+	$(VENV)/bin/python -m ml_backend bench --only load --repeat 3 --out load.json

@@ -601,7 +601,7 @@ def bench_training(workdir: Path, runs: int = 3, n_images: int = 60, epochs: int
         ls.stop()
 
 
-DEFAULT_TODO = ["scoring", "predict", "rescoring", "kcenter", "push", "training"]  # "push-each" (~7 min) only when named
+DEFAULT_TODO = ["scoring", "predict", "rescoring", "kcenter", "push", "training"]  # "push-each" (~7 min) and "load" only when named
 
 
 def _predict_rows(r: dict) -> list[str]:
@@ -659,6 +659,14 @@ def markdown_table(report: dict) -> list[str]:
             rows.append(f"| push {r['predictions']:,} predictions, one request each (keeps cluster) | {r['one_request_each_4_workers_s']:.1f} s | <= 60 s |")
     if "training" in report:
         rows += _training_rows(report["training"])
+    if "load" in report:
+        r = report["load"]
+        rows.append(f"| {r['events']:,} webhooks from {r['clients']} clients in {r['seconds']:.0f} s: latency p50 / p95 / max "
+                    f"| {r['burst_p50_ms']:.0f} / {r['burst_p95_ms']:.0f} / {r['burst_max_ms']:.0f} ms; 5xx: {r['burst_5xx']}; "
+                    f"labels counted exactly: {'yes' if r['burst_exact'] else 'NO'} | no 5xx, exact counts |")
+        rows.append(f"| `/predict` (1 task) from {r['predict_clients']} clients during a training run: p50 / p95 "
+                    f"| {r['predict_p50_ms']:.0f} / {r['predict_p95_ms']:.0f} ms ({r['predict_requests']:.0f} requests a round; "
+                    f"non-200: {r['predict_non_200']}) | all answered |")
     return rows
 
 
@@ -700,6 +708,10 @@ def run_bench(
         report["push"] = bench_push(workdir, repeat, each="push-each" in todo)
     if "training" in todo:
         report["training"] = bench_training(workdir, runs=min(repeat, 3), device=device)
+    if "load" in todo:
+        from ml_backend.loadtest import run_load
+
+        report["load"] = run_load(workdir / "load", repeat=min(repeat, 3), device=device)
     Path(out).write_text(json.dumps(report, indent=2))
     print("\n" + "\n".join(markdown_table(report)))
     print(f"\nwrote {out}")

@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p_pre.add_argument("--device", default="auto")
     p_bench = sub.add_parser("bench", help="benchmarks: scoring overhead, /predict latency, re-scoring, k-center, pushing predictions (not tests)")
     p_bench.add_argument(
-        "--only", nargs="*", choices=["scoring", "predict", "rescoring", "kcenter", "push", "push-each", "training"], help="run only these"
+        "--only", nargs="*", choices=["scoring", "predict", "rescoring", "kcenter", "push", "push-each", "training", "load"], help="run only these"
     )
     p_bench.add_argument("--repeat", type=int, default=5, help="runs per figure (the median is reported); predict: 6x / 2x this many requests")
     p_bench.add_argument("--out", default="bench.json")
