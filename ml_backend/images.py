@@ -10,7 +10,11 @@ Where an image URL comes from decides how it is fetched:
 
 Any URL (and every redirect hop) whose host resolves to a private, loopback, link-local or
 otherwise reserved address is refused unless it is the Label Studio host or on
-``ALLOWED_HOSTS``: no server-side request forgery through task data.
+``ALLOWED_HOSTS``: no server-side request forgery through task data. A URL whose host reads
+differently to Python's URL parser and to the one ``requests`` connects with (``\\@`` tricks) is
+refused, and the Label Studio token is only sent to Label Studio's media paths (uploads,
+local files, storage data, presign/resolve), never with ``..`` segments: task data cannot
+steer it to Label Studio's API.
 
 Example:
     >>> is_public_address("8.8.8.8"), is_public_address("10.0.0.1"), is_public_address("169.254.169.254")
@@ -24,23 +28,29 @@ import io
 import ipaddress
 import logging
 import os
+import re
 import socket
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 import numpy as np
 import requests
 from PIL import Image, ImageOps, UnidentifiedImageError
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 log = logging.getLogger(__name__)
 
 CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")
 LS_RELATIVE_PREFIXES = ("/data/", "/storage-data/", "data/upload/", "/tasks/")
 MAX_REDIRECTS = 5
+# Paths (below LABEL_STUDIO_URL's own path) that the backend fetches from Label Studio with its token.
+LS_MEDIA_PATH = re.compile(r"/(data/upload/|data/local-files/?$|storage-data/|tasks/\d+/(presign|resolve)/?$|projects/\d+/resolve/?$)")
+LS_MEDIA_HINT = "/data/upload/..., /data/local-files/?d=..., /storage-data/..., /tasks/<id>/presign/?fileuri=..."
 
 
 class ImageError(Exception):
@@ -55,10 +65,94 @@ def is_public_address(ip: str) -> bool:
     return addr.is_global and not (addr.is_multicast or addr.is_reserved or addr.is_unspecified)
 
 
+def _split(url: str):  # noqa: ANN202
+    """``urlsplit`` that also validates the port; raises :class:`ImageError` on a malformed URL."""
+    try:
+        p = urlsplit(url)
+        p.port  # noqa: B018 (raises ValueError when out of range or not a number)
+    except ValueError as exc:
+        raise ImageError(f"malformed URL {url[:200]!r} ({exc}): fix the image URL in the task data") from None
+    return p
+
+
 def _origin(url: str) -> tuple[str, str, int]:
-    p = urlsplit(url)
+    p = _split(url)
     port = p.port or (443 if p.scheme == "https" else 80)
     return (p.scheme, (p.hostname or "").lower(), port)
+
+
+def _host_forms(host: str) -> set[str]:
+    """Spellings of one host that the two URL parsers may produce (percent-decoded, IDNA)."""
+    forms = {host, unquote(host)}
+    try:
+        forms.add(host.encode("idna").decode("ascii").lower())
+    except UnicodeError:
+        pass
+    return forms
+
+
+def check_unambiguous(url: str) -> None:
+    """Raise :class:`ImageError` unless ``requests`` (urllib3) connects to the host and port that
+    :func:`urllib.parse.urlsplit` reads: ``http://10.0.0.1\\@example.com/`` is checked as
+    ``example.com`` by one and fetched from ``10.0.0.1`` by the other."""
+    p = _split(url)
+    try:
+        u = parse_url(url)
+    except LocationParseError:
+        raise ImageError(f"malformed URL {url[:200]!r}: fix the image URL in the task data") from None
+    default = 443 if p.scheme == "https" else 80
+    host = (u.host or "").strip("[]").lower()
+    if host not in _host_forms((p.hostname or "").lower()) or (u.port or default) != (p.port or default):
+        raise ImageError(
+            f"refusing the ambiguous URL {url[:200]!r}: its host reads as {p.hostname!r} to one URL parser and {host!r} "
+            "to the one that downloads (a backslash, space or '@' in the host part?). Percent-encode those characters."
+        )
+
+
+def _decodings(text: str, rounds: int = 3) -> list[str]:
+    """``text`` and its percent-decodings (double-encoding included)."""
+    out = [text]
+    for _ in range(rounds):
+        nxt = unquote(out[-1])
+        if nxt == out[-1]:
+            break
+        out.append(nxt)
+    return out
+
+
+def _has_dot_dot(text: str) -> bool:
+    return any(".." in re.split(r"[/\\]", form) for form in _decodings(text))
+
+
+def check_no_traversal(url: str) -> None:
+    """Raise :class:`ImageError` if ``url`` (absolute, or a Label Studio path) has a ``..`` segment
+    in its path or a query value (``?d=../..``), percent-encoded or not, ``/`` or ``\\`` separated."""
+    p = _split(url)
+    if _has_dot_dot(p.path) or any(_has_dot_dot(v) for _, v in parse_qsl(p.query, keep_blank_values=True)):
+        raise ImageError(
+            f"refusing {url[:200]!r}: it has a '..' path segment, which could reach other Label Studio endpoints or files "
+            f"with the backend's token. Point the task at the image itself ({LS_MEDIA_HINT})."
+        )
+
+
+def check_label_studio_path(url: str, base_path: str = "") -> None:
+    """Raise :class:`ImageError` unless ``url`` is one of Label Studio's media paths, free of
+    ``..`` segments (in the path or a query value, percent-encoded or not): the backend's token
+    must not reach Label Studio's API or other files through task data.
+
+    Args:
+        url: an absolute URL on the Label Studio host.
+        base_path: the path of ``LABEL_STUDIO_URL`` (Label Studio served under a prefix).
+    """
+    p = _split(url)
+    check_no_traversal(url)
+    base = base_path.rstrip("/")
+    if not (p.path.startswith(base + "/") and LS_MEDIA_PATH.match(p.path[len(base) :])):
+        raise ImageError(
+            f"refusing to fetch {p.path[:200]!r} from Label Studio with the backend's token: only its media paths are fetched "
+            f"there ({LS_MEDIA_HINT}). Point the task at the image file; if Label Studio redirected the download there "
+            "(its login page), check LABEL_STUDIO_API_KEY."
+        )
 
 
 Resolver = Callable[[str], list[str]]
@@ -92,13 +186,17 @@ class UrlPolicy:
 
     def check(self, url: str) -> None:
         """Raise :class:`ImageError` if ``url`` must not be fetched."""
-        p = urlsplit(url)
+        p = _split(url)
         if p.scheme not in ("http", "https"):
-            raise ImageError(f"unsupported URL scheme {p.scheme!r} in {url!r}: use http(s), Label Studio uploads or cloud storage")
+            raise ImageError(f"unsupported URL scheme {p.scheme!r} in {url[:200]!r}: use http(s), Label Studio uploads or cloud storage")
         host = (p.hostname or "").lower()
         if not host:
-            raise ImageError(f"URL has no host: {url!r}")
-        if self.is_label_studio(url) or host in self.allowed_hosts:
+            raise ImageError(f"URL has no host: {url[:200]!r}")
+        check_unambiguous(url)
+        if self.is_label_studio(url):
+            check_label_studio_path(url, urlsplit(self.label_studio_url).path)
+            return
+        if host in self.allowed_hosts:
             return
         addresses = self.resolver(host)
         if not addresses:
@@ -157,7 +255,7 @@ class ImageFetcher:
         if not isinstance(uri, str) or not uri.strip():
             raise ImageError("the task has no image URL")
         uri = uri.strip()
-        scheme = urlsplit(uri).scheme.lower()
+        scheme = _split(uri).scheme.lower()
         if scheme in CLOUD_SCHEMES:
             from label_studio_sdk._extensions.label_studio_tools.core.utils.io import encode_presign_fileuri
 
@@ -175,6 +273,7 @@ class ImageFetcher:
     def _ls_url(self, path: str, uri: str) -> str:
         if not self.policy.label_studio_url:
             raise ImageError(f"{uri!r} lives in Label Studio: set LABEL_STUDIO_URL (and LABEL_STUDIO_API_KEY) so the backend can download it")
+        check_no_traversal(path)  # before urljoin, which would resolve the '..' away (to another Label Studio path)
         return urljoin(self.policy.label_studio_url + "/", path.lstrip("/"))
 
     # -- download -------------------------------------------------------------------------

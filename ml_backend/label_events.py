@@ -44,10 +44,10 @@ def event_keys(event: Mapping[str, Any]) -> list[str]:
     if action not in LABEL_ACTIONS:
         return []
     if action == "ANNOTATIONS_DELETED":
-        return [f"deleted:{a.get('id')}" for a in event.get("annotations") or [] if isinstance(a, Mapping)]
-    items = event.get("annotations") if action == "ANNOTATIONS_CREATED" else [event.get("annotation")]
+        return [f"deleted:{a.get('id')}" for a in _list(event.get("annotations")) if isinstance(a, Mapping)]
+    items = _list(event.get("annotations")) if action == "ANNOTATIONS_CREATED" else [event.get("annotation")]
     keys = []
-    for a in items or []:
+    for a in items:
         if not isinstance(a, Mapping) or a.get("id") is None:
             continue
         stamp = a.get("updated_at") or a.get("created_at") or json.dumps(a.get("result"), sort_keys=True, default=str)
@@ -55,10 +55,26 @@ def event_keys(event: Mapping[str, Any]) -> list[str]:
     return keys
 
 
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+MAX_ID = 2**63 - 1  # SQLite's largest integer
+
+
+def as_id(value: Any) -> int | None:
+    """A Label Studio object id from an int or a string of ASCII digits; ``None`` for anything
+    else (bools, floats, Unicode digits, values SQLite cannot store)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID:
+        return value
+    return None
+
+
 def event_project(event: Mapping[str, Any]) -> int | None:
     project = event.get("project")
-    pid = project.get("id") if isinstance(project, Mapping) else project
-    return int(pid) if isinstance(pid, int) or (isinstance(pid, str) and pid.isdigit()) else None
+    return as_id(project.get("id") if isinstance(project, Mapping) else project)
 
 
 class LabelEventStore:

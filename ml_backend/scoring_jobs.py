@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from ml_backend.label_events import LabelEventStore, event_project, open_state_db
+from ml_backend.label_events import LabelEventStore, as_id, event_project, open_state_db
 from ml_backend.predict import Predictor
 from ml_backend.scoring import ScoreStore, score_new_tasks, score_project
 from ml_backend.settings import Settings
@@ -101,7 +101,7 @@ class ScoringQueue:
     def add_tasks(self, project_id: int, tasks: list[Mapping[str, Any]]) -> int:
         """Queue new tasks (a task queued again replaces its older copy); returns the project's pending tasks."""
         rows = [(int(t["id"]), json.dumps(dict(t), default=str)) for t in tasks
-                if isinstance(t, Mapping) and isinstance(t.get("id"), int) and not isinstance(t.get("id"), bool) and t["id"] >= 0]
+                if isinstance(t, Mapping) and isinstance(t.get("id"), int) and as_id(t["id"]) is not None]
         if rows:
             self._write(project_id, rows)
         with self._lock:

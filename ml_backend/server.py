@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 from integrations.label_studio import LabelStudioError
 from ml_backend import log_redaction
 from ml_backend.label_config import LabelConfigError
-from ml_backend.label_events import LABEL_ACTIONS
+from ml_backend.label_events import LABEL_ACTIONS, as_id
 from ml_backend.model import ModelHolder, ModelUnavailableError
 from ml_backend.predict import BadRequest, Predictor, make_fetcher, make_holder
 from ml_backend.scoring import ScoreStore
@@ -73,7 +73,10 @@ def error_response(status: int, message: str) -> Response:
 
 
 def _json_body() -> dict[str, Any]:
-    data = request.get_json(silent=True, force=True)
+    try:
+        data = request.get_json(silent=True, force=True)
+    except RecursionError:  # JSON nested deeper than Python's parser goes
+        data = None
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object (Content-Type: application/json)")
     return data
@@ -85,22 +88,18 @@ def _project_key(project: Any) -> str:
 
 
 def _project_id(project: Any) -> int | None:
-    """A project id from ``"<id>.<timestamp>"``, ``<id>`` or a webhook's ``{"id": <id>, ...}``."""
+    """A project id from ``"<id>.<timestamp>"``, ``<id>`` or a webhook's ``{"id": <id>, ...}``
+    (None for anything else: bools, floats, Unicode digits, ids SQLite cannot store)."""
     if isinstance(project, dict):
         project = project.get("id")
-    if isinstance(project, bool):
-        return None
-    if isinstance(project, int):
-        return project
-    key = _project_key(project)
-    return int(key) if key.isdigit() else None
+    return as_id(project) if isinstance(project, int) else as_id(_project_key(project))
 
 
 def _query_project() -> int:
-    raw = request.args.get("project", "")
-    if not raw.isdigit():
+    pid = as_id(request.args.get("project", ""))
+    if pid is None:
         raise BadRequest(f"'project' (a Label Studio project id) is required: {request.path}?project=ID")
-    return int(raw)
+    return pid
 
 
 def check_model_dir(folder: Path) -> None:
@@ -338,6 +337,10 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
     @app.errorhandler(LabelStudioError)
     def _ls_error(exc: LabelStudioError) -> Response:
         return error_response(502, str(exc))
+
+    @app.errorhandler(413)
+    def _too_large(exc: HTTPException) -> Response:
+        return error_response(413, f"the request is over {MAX_REQUEST_BYTES // (1024 * 1024)} MiB: send fewer tasks per /predict request")
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

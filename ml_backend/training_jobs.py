@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 CONSUMER = "training"
 STATES = ("idle", "queued", "training", "failed")
 THRESHOLD_PARAM = "retrain_min_new_labels"  # the key in the ML backend's extra_params in Label Studio
+MAX_THRESHOLD = 1_000_000_000
 
 
 def threshold_from_extra_params(extra_params: Any) -> int | None:
@@ -77,10 +78,10 @@ def threshold_from_extra_params(extra_params: Any) -> int | None:
     value = extra_params.get(THRESHOLD_PARAM)
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 10:
         value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"extra_params.{THRESHOLD_PARAM} must be a whole number >= 0 (0: only the train button), not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_THRESHOLD:
+        raise ValueError(f"extra_params.{THRESHOLD_PARAM} must be a whole number from 0 to {MAX_THRESHOLD:,} (0: only the train button), not {value!r}")
     return value
 
 

@@ -1,5 +1,6 @@
 import base64
 import io
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -261,3 +262,108 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
     assert len(bomb) < 2_000_000
     with pytest.raises(ImageError, match="MAX_IMAGE_PIXELS"):
         decode_image(bomb, max_pixels=100_000_000)
+
+
+# --- URLs that read one way and are fetched another; the Label Studio token's reach ---------------
+
+
+@pytest.mark.parametrize(
+    ("url", "connects_to"),
+    [
+        ("http://127.0.0.1\\@images.example.com/a.jpg", "127.0.0.1"),  # checked as images.example.com (public)
+        ("http://evil.example.com\\@label-studio:8080/data/upload/1/a.jpg", "evil.example.com"),  # reads as Label Studio: the token would leak
+        ("http://10.0.0.5:8000\\@93.184.216.34/a.jpg", "10.0.0.5"),
+    ],
+)
+def test_ambiguous_urls_are_refused(url: str, connects_to: str) -> None:
+    prepared = requests.Request("GET", url).prepare().url  # where requests would really connect
+    assert urlsplit(prepared).hostname == connects_to != urlsplit(url).hostname
+    with pytest.raises(ImageError, match="ambiguous URL"):
+        policy().check(url)
+
+
+@pytest.mark.parametrize("url", ["http://images.example.com:99999/a.jpg", "http://images.example.com:port/a.jpg", "http://[::1/a.jpg"])
+def test_malformed_urls_are_image_errors(tmp_path, url: str) -> None:
+    with pytest.raises(ImageError, match="malformed URL"):
+        policy().check(url)
+    with pytest.raises(ImageError, match="malformed URL"):
+        fetcher(tmp_path).resolve(url)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "/data/upload/../../api/projects",
+        "data/upload/../../api/projects",
+        "/data/../api/projects",
+        "/tasks/1/../../api/users",
+        "/data/upload/1/%2e%2e/%2e%2e/%2e%2e/api/projects",
+        "/data/upload/%2E%2E%2F%2E%2E%2Fapi/projects",
+        "/data/upload/%252e%252e/%252e%252e/api/projects",  # double-encoded
+        "/data/upload/..\\..\\api\\projects",
+        "/data/upload/..%5c..%5capi",
+        "/data/local-files/?d=../../etc/passwd",
+        "/data/local-files/?d=%2e%2e/%2e%2e/etc/passwd",
+        "/data/local-files/?d=images/../../../etc/passwd",
+        "/storage-data/uploaded/?filepath=../../secret",
+        f"{LS}/data/upload/../../api/projects",
+        f"{LS}/data/upload/%2e%2e/%2e%2e/api/projects",
+    ],
+)
+def test_traversal_in_label_studio_paths_is_refused(tmp_path, uri: str) -> None:
+    s = FakeSession({})
+    with pytest.raises(ImageError, match=r"'\.\.' path segment.*/data/upload/"):
+        fetcher(tmp_path, s).fetch_bytes(uri, 1)
+    assert s.calls == []  # nothing was sent, with or without the token
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [f"{LS}/api/projects", f"{LS}/api/current-user/token", "/tasks/1/annotations/", f"{LS}/user/login/?next=/data/upload/1/a.jpg", f"{LS}/static/x/../../api"],
+)
+def test_the_token_goes_only_to_label_studio_media_paths(tmp_path, uri: str) -> None:
+    s = FakeSession({})
+    with pytest.raises(ImageError, match=r"only its media paths|'\.\.'"):
+        fetcher(tmp_path, s).fetch_bytes(uri, 1)
+    assert s.calls == []
+
+
+def test_a_redirect_to_the_label_studio_api_is_refused(tmp_path) -> None:
+    start = "https://images.example.com/a.jpg"
+    s = FakeSession({start: FakeResponse(302, headers={"Location": f"{LS}/api/projects"})})
+    with pytest.raises(ImageError, match="only its media paths.*LABEL_STUDIO_API_KEY"):
+        fetcher(tmp_path, s).fetch_bytes(start)
+    assert s.calls == [(start, {})]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "/data/upload/1/a..b.jpg",
+        "/data/upload/1/..jpg",
+        "/data/local-files/?d=dir/..hidden.jpg",
+        "/data/local-files?d=dir/a.jpg",
+        "/storage-data/uploaded/?filepath=upload/1/a.jpg",
+        f"{LS}/tasks/3/presign/?fileuri=czM6Ly9iL2EuanBn",
+        f"{LS}/tasks/3/resolve/?fileuri=czM6Ly9iL2EuanBn",
+        f"{LS}/projects/2/resolve/?fileuri=czM6Ly9iL2EuanBn",
+    ],
+)
+def test_label_studio_media_paths_are_fetched_with_the_token(tmp_path, uri: str) -> None:
+    f = fetcher(tmp_path)
+    url = f.resolve(uri, 1)
+    f.session = FakeSession({url: FakeResponse(200, jpeg_bytes())})
+    assert f.fetch_bytes(uri, 1)
+    assert f.session.calls == [(url, {"Authorization": "Bearer SECRET"})]
+
+
+def test_label_studio_under_a_path_prefix(tmp_path) -> None:
+    base = "http://label-studio:8080/ls"
+    f = ImageFetcher(UrlPolicy(label_studio_url=base, resolver=resolver), cache_dir=tmp_path, auth_headers=lambda: {"Authorization": "Bearer SECRET"})
+    url = f.resolve("/data/upload/1/a.jpg")
+    assert url == f"{base}/data/upload/1/a.jpg"
+    f.policy.check(url)
+    with pytest.raises(ImageError, match="only its media paths"):
+        f.policy.check("http://label-studio:8080/data/upload/1/a.jpg")  # outside the prefix
+    with pytest.raises(ImageError, match="only its media paths"):
+        f.policy.check(f"{base}/api/projects")

@@ -1,6 +1,6 @@
 import pytest
 
-from ml_backend.label_events import LabelEventStore, event_keys
+from ml_backend.label_events import LabelEventStore, event_keys, event_project
 
 
 def created(aid: int, stamp: str = "t1", project: int = 1) -> dict:
@@ -56,3 +56,31 @@ def test_concurrent_records_lose_nothing(tmp_path) -> None:
     for t in threads:
         t.join()
     assert store.pending(1, "scoring") == 400
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"action": "ANNOTATIONS_CREATED", "project": {"id": 1}, "annotations": 5},
+        {"action": "ANNOTATIONS_DELETED", "project": {"id": 1}, "annotations": 5},
+        {"action": "ANNOTATIONS_DELETED", "project": {"id": 1}, "annotations": "abc"},
+        {"action": "ANNOTATIONS_CREATED", "project": {"id": 1}, "annotations": {"id": 3}},
+    ],
+)
+def test_malformed_annotation_lists_count_nothing(event) -> None:
+    assert event_keys(event) == []
+
+
+@pytest.mark.parametrize(
+    ("project", "pid"),
+    [({"id": 7}, 7), (7, 7), ("7", 7), ({"id": "²"}, None), ("²", None), ({"id": 10**30}, None), ("9" * 30, None),
+     (True, None), ({"id": 1.5}, None), ([7], None), (-1, None)],
+)
+def test_event_project(project, pid) -> None:
+    assert event_project({"project": project}) == pid
+
+
+def test_odd_project_ids_are_not_stored(tmp_path) -> None:
+    store = LabelEventStore(tmp_path / "state.db")
+    for project in ({"id": 10**30}, {"id": "²"}):
+        assert store.record({"action": "ANNOTATION_CREATED", "project": project, "annotation": {"id": 1}}) == 0

@@ -60,7 +60,7 @@ def test_setup_takes_the_projects_threshold_from_extra_params(app_and_runner) ->
 
 @pytest.mark.parametrize(
     ("extra_params", "fragment"),
-    [({"retrain_min_new_labels": -2}, "whole number >= 0"), ("{oops", "must be a JSON object")],
+    [({"retrain_min_new_labels": -2}, "whole number from 0"), ("{oops", "must be a JSON object")],
 )
 def test_setup_refuses_bad_extra_params_and_keeps_the_threshold(app_and_runner, extra_params, fragment) -> None:
     app, _ = app_and_runner()

@@ -208,10 +208,12 @@ def test_a_projects_threshold_is_read_from_label_studios_extra_params(extra_para
     [
         ("not json", "must be a JSON object"),
         ([1, 2], "must be a JSON object"),
-        ({"retrain_min_new_labels": -1}, "whole number >= 0"),
-        ({"retrain_min_new_labels": 2.5}, "whole number >= 0"),
-        ({"retrain_min_new_labels": True}, "whole number >= 0"),
-        ({"retrain_min_new_labels": "ten"}, "whole number >= 0"),
+        ({"retrain_min_new_labels": -1}, "whole number from 0"),
+        ({"retrain_min_new_labels": 2.5}, "whole number from 0"),
+        ({"retrain_min_new_labels": True}, "whole number from 0"),
+        ({"retrain_min_new_labels": "ten"}, "whole number from 0"),
+        ({"retrain_min_new_labels": 10**30}, "whole number from 0"),
+        ({"retrain_min_new_labels": "²"}, "whole number from 0"),
     ],
 )
 def test_a_bad_threshold_in_extra_params_says_what_to_fix(extra_params, fragment) -> None:
