@@ -219,14 +219,14 @@ def run_load(workdir: str | Path, repeat: int = 3, events: int = 1000, clients: 
                 pid = client.create_project(f"load {r}", config)["id"]
                 client.upload_files(pid, paths)
                 tasks = client.list_tasks(pid)
-                requests.post(f"{url}/setup", json={"project": f"{pid}.0", "schema": config,
-                                                   "extra_params": {"retrain_min_new_labels": 8}}, timeout=10)
-                client.add_ml_backend(pid, url, title="load")
+                client.add_ml_backend(pid, url, title="load", extra_params={"retrain_min_new_labels": 8})  # this project: 8 labels
                 by_name = {Path(p).name: t for p, t in zip(paths, truth)}
                 for t in tasks[:8]:
                     client.create_annotation(t["id"], next(v for k, v in by_name.items() if t["data"]["image"].endswith(k)))
                 deadline = time.monotonic() + 60
-                while requests.get(f"{url}/training", params={"project": pid}, timeout=5).json()["state"] == "idle" and time.monotonic() < deadline:
+                while requests.get(f"{url}/training", params={"project": pid}, timeout=5).json()["state"] != "training":
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"no training run started in project {pid} after 8 labels")
                     time.sleep(0.2)
                 payloads = [{"tasks": [t], "project": f"{pid}.0", "label_config": config} for t in tasks]
 

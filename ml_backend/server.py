@@ -92,7 +92,9 @@ def _project_id(project: Any) -> int | None:
     (None for anything else: bools, floats, Unicode digits, ids SQLite cannot store)."""
     if isinstance(project, dict):
         project = project.get("id")
-    return as_id(project) if isinstance(project, int) else as_id(_project_key(project))
+    if isinstance(project, int):
+        return as_id(project)
+    return as_id(_project_key(project)) if isinstance(project, str) else None  # not a float: 1.5 is no project
 
 
 def _query_project() -> int:

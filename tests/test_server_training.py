@@ -89,6 +89,7 @@ def test_the_train_button_and_post_train_start_a_run(app_and_runner) -> None:
     [
         ("post", "/webhook", {"action": "START_TRAINING"}, "START_TRAINING needs 'project'"),
         ("post", "/train", {"annotations": []}, "'project'"),
+        ("post", "/train", {"project": 1.5}, "'project'"),  # not project 1
         ("get", "/training?project=abc", None, "/training?project=ID"),
         ("get", "/versions?project=", None, "/versions?project=ID"),
     ],
