@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -107,8 +108,13 @@ class LocalLabelStudio:
         exe = ensure_installed(self.venv)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.files_root.mkdir(parents=True, exist_ok=True)
+        key_path = self.data_dir / "secret-key"  # Label Studio 1.23 may make a new SECRET_KEY per start: tokens would die
+        if not key_path.exists():
+            key_path.write_text(secrets.token_urlsafe(50))
+            key_path.chmod(0o600)
         env = {
             **os.environ,
+            "SECRET_KEY": key_path.read_text().strip(),
             "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
             "USE_DEFAULT_BANNED_SUBNETS": "false",  # else Label Studio refuses a backend on loopback/private networks
             "LOCAL_FILES_SERVING_ENABLED": "true",
@@ -180,9 +186,18 @@ class LocalLabelStudio:
         """The admin's personal access token (created once, kept in ``data_dir``)."""
         path = self.data_dir / "personal-access-token"
         if path.exists():
-            return path.read_text().strip()
+            token = path.read_text().strip()
+            r = requests.post(f"{self.url}/api/token/refresh/", json={"refresh": token}, timeout=30)
+            if r.status_code == 200:
+                return token
+            # not accepted any more (e.g. signed with another SECRET_KEY): make a new one
         s = self.login()
         r = s.post(f"{self.url}/api/token/", headers={"X-CSRFToken": s.cookies.get("csrftoken", ""), "Referer": self.url + "/"}, timeout=30)
+        if r.status_code == 409:
+            raise LocalLabelStudioError(
+                f"the personal access token kept in {path} is no longer valid and Label Studio will not make another while it "
+                f"lists one: revoke it in Account & Settings at {self.url}, or delete {self.data_dir} to start afresh"
+            )
         if r.status_code != 201:
             raise LocalLabelStudioError(f"could not create a personal access token (HTTP {r.status_code}): {r.text[:200]}")
         token = r.json()["token"]

@@ -254,6 +254,8 @@ def run_load(workdir: str | Path, repeat: int = 3, events: int = 1000, clients: 
         "burst_exact": all(x["burst"]["counted"] == x["burst"]["distinct"] for x in rounds),
         "predict_p50_ms": med(lambda x: x["predict_during_training"]["latency"]["median_ms"]),
         "predict_p95_ms": med(lambda x: x["predict_during_training"]["latency"]["p95_ms"]),
+        "predict_max_ms": med(lambda x: x["predict_during_training"]["latency"]["max_ms"]),
+        "training_s": med(lambda x: (x["predict_during_training"]["training"] or {}).get("seconds") or 0.0),
         "predict_requests": med(lambda x: x["predict_during_training"]["requests"]),
         "predict_non_200": sum(c for x in rounds for k, c in x["predict_during_training"]["statuses"].items() if k != 200),
     }
