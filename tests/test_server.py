@@ -83,7 +83,9 @@ def test_health_is_instant_and_loads_nothing(tmp_path, detect_weights) -> None:
 
 def test_detect_predictions_match_the_shapes(tmp_path, detect_weights, shapes) -> None:
     base, items = shapes
-    client = new_app(make_settings(tmp_path, detect_weights, SCORE_THRESHOLD=0.3)).test_client()
+    app = new_app(make_settings(tmp_path, detect_weights, SCORE_THRESHOLD=0.3))
+    app.extensions["ml_backend"].holder.get()  # the process's first model load can outlast /setup's 2 s wait on a busy machine
+    client = app.test_client()
     version = client.post("/setup", json={"project": "3.1700000000", "schema": RECT_CFG}).get_json()["model_version"]
     assert version.startswith("detect-")
     resp = client.post("/predict", json={"tasks": tasks_for([u for u, _ in items]), "project": "3.1700000000", "label_config": RECT_CFG})
