@@ -31,19 +31,16 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import base64
 import json
+from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 
 from integrations.label_studio import LabelStudioClient, LabelStudioError
-from ml_backend.settings import Settings
+from ml_backend.settings import WEBHOOK_SECRET_HEADER, Settings
 from ml_backend.training_jobs import THRESHOLD_PARAM
-
-WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"  # the server checks the same name
 
 DEFAULT_TITLE = "YOLO active learning"
 

@@ -49,6 +49,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from ml_backend.loadtest import latency_summary as _summary
 from ml_backend.settings import Settings
 
 
@@ -193,11 +194,6 @@ def _latencies(fn: Callable[[], object], seconds: float | None = None, count: in
         fn()
         out.append(time.perf_counter() - t0)
     return out
-
-
-def _summary(xs: list[float]) -> dict:
-    xs = sorted(xs)
-    return {"n": len(xs), "median_ms": 1000 * statistics.median(xs), "p95_ms": 1000 * xs[int(0.95 * (len(xs) - 1))], "max_ms": 1000 * xs[-1]}
 
 
 # -- predict and rescoring: images at Label Studio upload URLs -----------------------------------

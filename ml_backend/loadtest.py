@@ -27,7 +27,8 @@ from typing import Any, Callable, Mapping, Sequence
 import requests
 
 
-def _summary(xs: Sequence[float]) -> dict[str, float]:
+def latency_summary(xs: Sequence[float]) -> dict[str, float]:
+    """Count, median, 95th percentile and max of latencies in seconds, as milliseconds."""
     xs = sorted(xs)
     if not xs:
         return {"n": 0}
@@ -99,7 +100,7 @@ def webhook_burst(
                 late[0] = max(late[0], -wait if wait < 0 else 0.0)
 
     _run_clients(clients, work)
-    return {"events": len(events), "clients": clients, "statuses": dict(statuses), "latency": _summary(latencies),
+    return {"events": len(events), "clients": clients, "statuses": dict(statuses), "latency": latency_summary(latencies),
             "wall_s": time.monotonic() - start, "late_s": late[0]}
 
 
@@ -150,7 +151,7 @@ def predict_while(
     _run_clients(clients, work)
     stop.set()
     return {"clients": clients, "requests": len(latencies), "statuses": dict(statuses), "failed_tasks": failed[0],
-            "latency": _summary(latencies), "wall_s": time.monotonic() - t_start}
+            "latency": latency_summary(latencies), "wall_s": time.monotonic() - t_start}
 
 
 def burst_outcome(url: str, project: int, settle_s: float = 60.0, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -170,21 +171,17 @@ def run_load(workdir: str | Path, repeat: int = 3, events: int = 1000, clients: 
              predict_clients: int = 8, device: str = "cpu") -> dict[str, Any]:
     """The load benchmark: a real Label Studio and a real backend (gunicorn), ``repeat`` rounds of
     a webhook burst and of ``/predict`` clients during a training run; medians over the rounds."""
-    import os
-    import subprocess
-    import sys
-
     import numpy as np
 
     from integrations.label_studio import LabelStudioClient
     from integrations.local_label_studio import LocalLabelStudio, free_port
+    from ml_backend.demo import DEMO_CONFIG, _start_backend, _wait_model
     from ml_backend.starter import train_starter_model
     from ml_backend.synthetic import ls_box_result, make_image
 
     workdir = Path(workdir).resolve()
     weights = train_starter_model(workdir / "detector", kind="detect", epochs=50, imgsz=96, n_train=128, n_val=16, batch=16)
-    config = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
-              '<Label value="Circle"/><Label value="Square"/><Label value="Triangle"/></RectangleLabels></View>')
+    config = DEMO_CONFIG
     labels = {0: "Circle", 1: "Square", 2: "Triangle"}
     rounds: list[dict[str, Any]] = []
     with LocalLabelStudio(workdir / "label-studio", port=free_port()) as ls:
@@ -194,16 +191,14 @@ def run_load(workdir: str | Path, repeat: int = 3, events: int = 1000, clients: 
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             distinct = len({e["annotation"]["id"] for e in burst_events(0, events)})
-            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "MODEL_PATH": str(weights),
-                   "MODEL_DIR": str(workdir / f"state-{time.time_ns()}"), "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": token,
-                   "IMGSZ": "96", "SCORE_THRESHOLD": "0.3", "DEVICE": device, "LOG_LEVEL": "WARNING",
+            env = {"MODEL_PATH": str(weights), "MODEL_DIR": str(workdir / f"state-{time.time_ns()}"), "LABEL_STUDIO_URL": ls.url,
+                   "LABEL_STUDIO_API_KEY": token, "IMGSZ": "96", "SCORE_THRESHOLD": "0.3", "DEVICE": device, "LOG_LEVEL": "WARNING",
                    "RETRAIN_MIN_NEW_LABELS": str(distinct), "RESCORE_MIN_NEW_LABELS": "100000", "TRAIN_IMGSZ": "96",
                    "TRAIN_EPOCHS": "5", "TRAIN_BATCH": "8", "TRAIN_VAL_FRACTION": "0.3", "AL_CLUSTERS": "3",
                    "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": "", "WEBHOOK_SECRET": "", "REDIS_URL": ""}
-            proc = subprocess.Popen([sys.executable, "-m", "ml_backend", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = _start_backend(workdir, port, env)
             try:
-                _wait_health(url, proc)
+                _wait_model(url, proc)
                 # 1. the burst, on a project of its own (no Label Studio involved: webhooks only)
                 burst = webhook_burst(url, burst_events(10_000 + r, events), clients=clients, seconds=seconds)
                 burst.update(distinct=distinct, **burst_outcome(url, 10_000 + r))
@@ -260,16 +255,3 @@ def run_load(workdir: str | Path, repeat: int = 3, events: int = 1000, clients: 
         "predict_non_200": sum(c for x in rounds for k, c in x["predict_during_training"]["statuses"].items() if k != 200),
     }
 
-
-def _wait_health(url: str, proc: Any, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the backend exited at start")
-        try:
-            if requests.get(f"{url}/health", timeout=1).json().get("model_loaded"):
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"the backend at {url} did not load its model in {timeout:.0f} s")

@@ -39,7 +39,7 @@ from ml_backend.predict import BadRequest, Predictor, make_fetcher, make_holder
 from ml_backend.scoring import ScoreStore
 from ml_backend.scoring_jobs import ScoringJobs
 from ml_backend.served_models import ServedModels
-from ml_backend.settings import Settings, SettingsError
+from ml_backend.settings import WEBHOOK_SECRET_HEADER, Settings, SettingsError
 from ml_backend.training_jobs import TrainingJobs, threshold_from_extra_params
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 MODEL_CLASS = "YoloActiveLearningBackend"
 SETUP_WAIT_S = 2.0  # Label Studio gives /setup 3 s
-WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
 
 
 @dataclass
@@ -205,13 +204,14 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         if not settings.label_studio_url and isinstance(hostname, str) and hostname.startswith(("http://", "https://")):
             # No LABEL_STUDIO_URL configured: use the host and token Label Studio tells us about.
             state.predictor.fetcher = make_fetcher(settings, hostname.rstrip("/"), token if isinstance(token, str) else "")
-        served = state.predictor.serve(schema, wait=SETUP_WAIT_S, project=_project_id(project))
+        project_id = _project_id(project)
+        served = state.predictor.serve(schema, wait=SETUP_WAIT_S, project=project_id)
         if project:
             state.project_configs[project] = schema
-        if _project_id(project) is not None:
+        if project_id is not None:
             # Label Studio sends the ML backend's extra_params on every /setup: they are the
             # project's settings (absent: back to RETRAIN_MIN_NEW_LABELS).
-            training.set_threshold(_project_id(project), threshold)
+            training.set_threshold(project_id, threshold)
         log.info("setup project=%s model=%s target=%s (%s)", project or "?", served.model.version, served.target.from_name, served.target.kind)
         return jsonify({"model_version": served.model.version})
 

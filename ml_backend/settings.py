@@ -79,6 +79,9 @@ SPECS: tuple[SettingSpec, ...] = (
 _SPEC_BY_NAME = {s.name: s for s in SPECS}
 
 
+WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"  # where Label Studio's webhooks carry WEBHOOK_SECRET
+
+
 def markdown_table() -> str:
     """The README's settings table (``python -c 'from ml_backend.settings import markdown_table; print(markdown_table())'``)."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]

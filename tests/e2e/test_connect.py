@@ -8,7 +8,9 @@ import requests
 from ml_backend.cli import main
 from ml_backend.scoring import QUEUE_VIEW_TITLE
 
+from .conftest import start_backend, stop_backend
 from .test_label_studio import CONFIG
+from .test_retraining import TRAIN_ENV, make_project, training_status, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -67,9 +69,6 @@ def test_connect_errors_say_what_to_fix(ls_client, label_studio, pat, backend, m
 def test_connect_sets_the_projects_retraining_threshold_and_the_nth_label_starts_a_run(
     ls_client, label_studio, pat, detect_weights, tmp_path, monkeypatch, capsys
 ) -> None:
-    from .conftest import start_backend, stop_backend
-    from .test_retraining import TRAIN_ENV, make_project, training_status, wait_for
-
     backend = start_backend(tmp_path, {
         "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
         "RETRAIN_MIN_NEW_LABELS": "100", **TRAIN_ENV,
@@ -115,9 +114,6 @@ def test_connect_sets_the_projects_retraining_threshold_and_the_nth_label_starts
 def test_with_basic_auth_and_a_webhook_secret_label_studios_webhooks_and_train_button_get_in(
     ls_client, label_studio, pat, detect_weights, tmp_path, monkeypatch, capsys
 ) -> None:
-    from .conftest import start_backend, stop_backend
-    from .test_retraining import TRAIN_ENV, make_project, wait_for
-
     secrets = {"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "pass-9f2c", "WEBHOOK_SECRET": "hook-77a1"}
     backend = start_backend(tmp_path, {
         "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
