@@ -25,24 +25,37 @@ Idempotent: every step compares first and changes only what differs; a second ru
 "already" for each and creates nothing.
 
 Example:
-    >>> report = connect_project(client, 12, "http://backend:9090", Settings.from_env())  # doctest: +SKIP
+    >>> report = connect_project(client, 12, "http://backend:9090", Access(webhook_secret="s3cret"))  # doctest: +SKIP
     >>> print("\\n".join(report.actions))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
+from integrations.connection import THRESHOLD_PARAM, WEBHOOK_SECRET_HEADER, extra_params_dict, webhook_headers
 from integrations.label_studio import LabelStudioClient, LabelStudioError
-from ml_backend.settings import WEBHOOK_SECRET_HEADER, Settings
-from ml_backend.training_jobs import THRESHOLD_PARAM
+from integrations.queue_view import QUEUE_VIEW_TITLE, ensure_queue_view
 
 DEFAULT_TITLE = "YOLO active learning"
+
+
+@dataclass(frozen=True)
+class Access:
+    """How the backend lets Label Studio in (its ``BASIC_AUTH_*`` and ``WEBHOOK_SECRET`` settings),
+    and the retraining threshold it uses when a project sets none (``RETRAIN_MIN_NEW_LABELS``)."""
+
+    basic_auth_user: str = ""
+    basic_auth_pass: str = field(default="", repr=False)
+    webhook_secret: str = field(default="", repr=False)
+    default_threshold: int = 50
+
+    @property
+    def basic_auth(self) -> tuple[str, str] | None:
+        return (self.basic_auth_user, self.basic_auth_pass) if self.basic_auth_user else None
 
 
 @dataclass
@@ -59,36 +72,25 @@ def _same_url(a: str, b: str) -> bool:
     return str(a or "").rstrip("/") == str(b or "").rstrip("/")
 
 
-def _extra_params(current: Any) -> dict[str, Any]:
-    """The ML backend's ``extra_params`` as a dict (Label Studio stores any JSON, or a string of it)."""
-    if isinstance(current, str) and current.strip():
-        try:
-            current = json.loads(current)
-        except ValueError:
-            return {}
-    return dict(current) if isinstance(current, dict) else {}
-
-
-def _backend_fields(settings: Settings, existing: dict[str, Any] | None, retrain_threshold: int | None) -> dict[str, Any]:
+def _backend_fields(access: Access, existing: dict[str, Any] | None, retrain_threshold: int | None) -> dict[str, Any]:
     fields: dict[str, Any] = {"is_interactive": True}
-    if settings.basic_auth_user:
-        fields.update(auth_method="BASIC_AUTH", basic_auth_user=settings.basic_auth_user, basic_auth_pass=settings.basic_auth_pass)
+    if access.basic_auth_user:
+        fields.update(auth_method="BASIC_AUTH", basic_auth_user=access.basic_auth_user, basic_auth_pass=access.basic_auth_pass)
     if retrain_threshold is not None:  # other keys a user put there are kept
-        fields["extra_params"] = {**_extra_params((existing or {}).get("extra_params")), THRESHOLD_PARAM: int(retrain_threshold)}
+        fields["extra_params"] = {**extra_params_dict((existing or {}).get("extra_params")), THRESHOLD_PARAM: int(retrain_threshold)}
     return fields
 
 
-def _backend_training_status(backend_url: str, project_id: int, settings: Settings) -> dict[str, Any] | None:
+def _backend_training_status(backend_url: str, project_id: int, access: Access) -> dict[str, Any] | None:
     """The backend's own ``/training`` answer for the project, when this machine can reach it."""
-    auth = (settings.basic_auth_user, settings.basic_auth_pass) if settings.basic_auth_user else None
     try:
-        r = requests.get(f"{backend_url.rstrip('/')}/training", params={"project": int(project_id)}, auth=auth, timeout=3)
+        r = requests.get(f"{backend_url.rstrip('/')}/training", params={"project": int(project_id)}, auth=access.basic_auth, timeout=3)
         return r.json() if r.ok else None
     except (requests.RequestException, ValueError):
         return None
 
 
-def project_settings(settings: Settings) -> dict[str, Any]:
+def project_settings() -> dict[str, Any]:
     """The project fields the active-learning loop needs."""
     return {
         "sampling": "Uncertainty sampling",
@@ -99,7 +101,7 @@ def project_settings(settings: Settings) -> dict[str, Any]:
 
 
 def connect_project(
-    client: LabelStudioClient, project_id: int, backend_url: str, settings: Settings, title: str = DEFAULT_TITLE,
+    client: LabelStudioClient, project_id: int, backend_url: str, access: Access, title: str = DEFAULT_TITLE,
     retrain_threshold: int | None = None,
 ) -> ConnectReport:
     """Register this backend on a project and set the project up for the active-learning queue.
@@ -108,7 +110,7 @@ def connect_project(
         client: Label Studio's API.
         project_id: the project.
         backend_url: this backend's URL as Label Studio reaches it.
-        settings: this backend's settings (basic auth, the default threshold).
+        access: the backend's credentials and default threshold.
         title: the ML backend's title in Label Studio, for a new registration.
         retrain_threshold: retrain after this many label changes (0: only the train button);
             None keeps the project's threshold as it is.
@@ -117,8 +119,6 @@ def connect_project(
         LabelStudioError: the project does not exist, the token cannot change it, or Label
             Studio cannot reach ``backend_url`` (the message says which).
     """
-    from ml_backend.scoring import QUEUE_VIEW_TITLE, ensure_queue_view
-
     if retrain_threshold is not None and (isinstance(retrain_threshold, bool) or int(retrain_threshold) < 0):
         raise ValueError(f"--retrain-threshold must be a whole number >= 0 (0: only the train button), not {retrain_threshold!r}")
     report = ConnectReport(int(project_id))
@@ -132,7 +132,7 @@ def connect_project(
 
     backends = client.list_ml_backends(project_id)
     mine = next((b for b in backends if _same_url(b.get("url"), backend_url)), None)
-    wanted = _backend_fields(settings, mine, retrain_threshold)
+    wanted = _backend_fields(access, mine, retrain_threshold)
     if mine is None:
         try:
             mine = client.post("/api/ml", json={"project": int(project_id), "url": backend_url.rstrip("/"), "title": title, **wanted})
@@ -147,9 +147,9 @@ def connect_project(
     else:
         differs = {
             k: v for k, v in wanted.items()
-            if k != "basic_auth_pass" and (_extra_params(mine.get(k)) if k == "extra_params" else mine.get(k)) != v
+            if k != "basic_auth_pass" and (extra_params_dict(mine.get(k)) if k == "extra_params" else mine.get(k)) != v
         }
-        if differs or settings.basic_auth_user:  # the password cannot be read back, so it is always sent
+        if differs or access.basic_auth_user:  # the password cannot be read back, so it is always sent
             mine = client.patch(f"/api/ml/{mine['id']}", json={"project": int(project_id), "url": mine["url"], **wanted}) or mine
         if differs:
             what = ", ".join(f"{THRESHOLD_PARAM}={v[THRESHOLD_PARAM]}" if k == "extra_params" else k for k, v in sorted(differs.items()))
@@ -162,7 +162,7 @@ def connect_project(
     if others:
         report.actions.append(f"note: the project has other ML backends too, left as they are: {', '.join(map(str, others))}")
 
-    want = project_settings(settings)
+    want = project_settings()
     differs = {k: v for k, v in want.items() if project.get(k) != v}
     if differs:
         client.patch(f"/api/projects/{int(project_id)}", json=differs)
@@ -170,9 +170,9 @@ def connect_project(
         report.changed = True
     else:
         report.actions.append("the queue already uses uncertainty sampling with our predictions, fetched automatically")
-    report.actions.append(_threshold_line(mine, backend_url, project_id, settings))
+    report.actions.append(_threshold_line(mine, backend_url, project_id, access))
 
-    _webhook_headers(client, project_id, backend_url, settings, report)
+    _webhook_headers(client, project_id, backend_url, access, report)
 
     views = client.get("/api/dm/views", params={"project": int(project_id)})
     existed = any((v.get("data") or {}).get("title") == QUEUE_VIEW_TITLE for v in views)
@@ -185,23 +185,12 @@ def connect_project(
     return report
 
 
-def webhook_headers(settings: Settings) -> dict[str, str]:
-    """The headers Label Studio's webhook must carry to be let in by this backend."""
-    headers = {}
-    if settings.webhook_secret:
-        headers[WEBHOOK_SECRET_HEADER] = settings.webhook_secret
-    if settings.basic_auth_user:
-        pair = f"{settings.basic_auth_user}:{settings.basic_auth_pass}".encode()
-        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-    return headers
-
-
-def _webhook_headers(client: LabelStudioClient, project_id: int, backend_url: str, settings: Settings, report: ConnectReport) -> None:
+def _webhook_headers(client: LabelStudioClient, project_id: int, backend_url: str, access: Access, report: ConnectReport) -> None:
     """Make Label Studio's webhook to our ``/webhook`` carry the secret / basic auth (other headers kept)."""
     url = backend_url.rstrip("/") + "/webhook"
     hooks = [h for h in client.get("/api/webhooks", params={"project": int(project_id)}) if h.get("project") == int(project_id)]
     hook = next((h for h in hooks if _same_url(h.get("url"), url)), None)
-    want = webhook_headers(settings)
+    want = webhook_headers(access.webhook_secret, access.basic_auth)
     if hook is None:  # Label Studio makes it when the backend is registered; someone deleted it
         client.post("/api/webhooks", json={"project": int(project_id), "url": url, "send_payload": True, "send_for_all_actions": True,
                                            "headers": want, "is_active": True})
@@ -219,12 +208,12 @@ def _webhook_headers(client: LabelStudioClient, project_id: int, backend_url: st
         report.actions.append(f"the webhook {url} already sends {names}")
 
 
-def _threshold_line(backend: dict[str, Any], backend_url: str, project_id: int, settings: Settings) -> str:
+def _threshold_line(backend: dict[str, Any], backend_url: str, project_id: int, access: Access) -> str:
     """Which retraining threshold the project now has: the backend's own word when it can be reached from here."""
-    own = _extra_params(backend.get("extra_params")).get(THRESHOLD_PARAM)
-    n = int(own) if own is not None else settings.retrain_min_new_labels
+    own = extra_params_dict(backend.get("extra_params")).get(THRESHOLD_PARAM)
+    n = int(own) if own is not None else access.default_threshold
     source = f"extra_params.{THRESHOLD_PARAM} on the ML backend in Label Studio" if own is not None else "RETRAIN_MIN_NEW_LABELS"
-    status = _backend_training_status(backend_url, project_id, settings)
+    status = _backend_training_status(backend_url, project_id, access)
     if status is not None and isinstance(status.get("retrain_min_new_labels"), int):
         n, source = status["retrain_min_new_labels"], f"{status.get('retrain_threshold_from') or source}, confirmed by the backend"
     hint = "" if own is not None else "; set one for this project with --retrain-threshold N"

@@ -21,9 +21,11 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Protocol
 
 import requests
+
+from integrations.secrets import scrub
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,6 @@ class LabelStudioAuth:
 
     def scrub(self, text: str) -> str:
         """``text`` without the API key or the access token made from it."""
-        from ml_backend.log_redaction import scrub
-
         return scrub(text, [self._key, self._access or ""])
 
     def headers(self) -> dict[str, str]:
@@ -107,6 +107,29 @@ class LabelStudioAuth:
             )
         self._access = access
         self._expires_at = float(_jwt_payload(access).get("exp", time.time() + 60))
+
+
+class LabelStudioAPI(Protocol):
+    """The Label Studio calls the backend's runtime makes (scoring and training); what a stand-in
+    for Label Studio in a test must answer. :class:`LabelStudioClient` is the real one."""
+
+    def get_project(self, project_id: int) -> dict: ...
+
+    def list_tasks(self, project_id: int, fields: str = "all") -> list[dict]: ...
+
+    def delete_model_version(self, project_id: int, model_version: str) -> int: ...
+
+    def import_predictions(self, project_id: int, predictions: list[dict], chunk: int = 1000) -> int: ...
+
+    def create_predictions(self, predictions: list[dict], workers: int = 4) -> int: ...
+
+    def update_task_data(self, updates: dict[int, dict], workers: int = 4) -> int: ...
+
+    def use_uncertainty_sampling(self, project_id: int, model_version: str) -> dict: ...
+
+    def ensure_view(
+        self, project_id: int, title: str, ordering: list[str], hidden: dict | None = None, display_types: dict[str, str] | None = None
+    ) -> dict: ...
 
 
 class LabelStudioClient:

@@ -1,37 +1,67 @@
-"""Command line: ``python -m ml_backend serve | demo | connect | score | train | worker | bench | simulate | pretrain | make-digits``."""
+"""The runtime's commands: ``python -m ml_backend serve | score | connect | train | worker``.
+
+Each command is a :class:`Command` record (name, help, arguments, what it runs). The tools add
+theirs (``demo``, ``bench``, ``simulate``, ``pretrain``, ``make-digits``: :mod:`ml_backend.tools.cli`);
+``python -m ml_backend`` (:mod:`ml_backend.__main__`) joins both lists, so that this module,
+like the rest of the runtime, never imports a tool.
+
+Example:
+    >>> sorted(c.name for c in COMMANDS)
+    ['connect', 'score', 'serve', 'train', 'worker']
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
+from integrations.connect import Access, connect_project
+from integrations.label_studio import LabelStudioClient, LabelStudioError
+from ml_backend.backend import build_backend, check_model_dir, label_studio_client
+from ml_backend.inference.label_config import LabelConfigError
+from ml_backend.inference.model import ModelUnavailableError
+from ml_backend.log_redaction import setup_logging
 from ml_backend.settings import Settings, SettingsError
 
 
-def _logging(level: str, settings: Settings | None = None) -> None:
-    from ml_backend import log_redaction
+@dataclass(frozen=True)
+class Command:
+    """One subcommand of ``python -m ml_backend``.
 
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs failed CPU-specific builds at INFO
-    if settings is None:
-        try:
-            settings = Settings.from_env()
-        except SettingsError:
-            return  # the command reports the bad setting itself
-    log_redaction.install(settings)  # no credential in any log line
+    Attributes:
+        name: what follows ``python -m ml_backend``.
+        help: one line for ``--help``.
+        arguments: adds the command's arguments to its parser.
+        run: runs it with the parsed arguments; returns the exit status.
+    """
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
 
 
-def serve(host: str, port: int, threads: int = 8) -> None:
+def _ls_client(settings: Settings, why: str) -> LabelStudioClient | None:
+    """A Label Studio client, or None after saying which settings are missing."""
+    client = label_studio_client(settings)
+    if client is None:
+        print(f"error: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY: {why}", file=sys.stderr)
+    return client
+
+
+def serve(args: argparse.Namespace) -> int:
     """Run the backend with gunicorn (one worker, so the model is loaded once)."""
     from gunicorn.app.base import BaseApplication
 
-    from ml_backend.server import check_model_dir, create_app
+    from ml_backend.server import create_app
 
     settings = Settings.from_env()
-    _logging(settings.log_level, settings)
+    setup_logging(settings.log_level, settings)
     check_model_dir(settings.model_dir)  # fail here, with a one-line message, not in a worker
+    host, port, threads = args.host, args.port, args.threads
 
     class _App(BaseApplication):
         def load_config(self) -> None:
@@ -49,28 +79,23 @@ def serve(host: str, port: int, threads: int = 8) -> None:
             return create_app(settings)
 
     _App().run()
+    return 0
 
 
-def _ls_client(settings: Settings, why: str):  # noqa: ANN202
-    """A Label Studio client, or None after saying which settings are missing."""
-    from integrations.label_studio import LabelStudioClient
-
-    if not settings.label_studio_url or not settings.label_studio_api_key:
-        print(f"error: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY: {why}", file=sys.stderr)
-        return None
-    return LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "9090")))
+    p.add_argument("--threads", type=int, default=8)
 
 
-def score(project_id: int) -> int:
-    """``python -m ml_backend score --project ID``."""
-    from integrations.label_studio import LabelStudioError
-    from ml_backend.label_config import LabelConfigError
-    from ml_backend.model import ModelUnavailableError
-    from ml_backend.predict import make_predictor
-    from ml_backend.scoring import score_project
+def score(args: argparse.Namespace) -> int:
+    """``python -m ml_backend score --project ID``: score every task and order the queue now."""
+    from ml_backend.inference.predictor import make_predictor
+    from ml_backend.scoring.publish import score_project
 
+    project_id = args.project
     settings = Settings.from_env()
-    _logging(settings.log_level, settings)
+    setup_logging(settings.log_level, settings)
     client = _ls_client(settings, "scoring reads the project's tasks from Label Studio")
     if client is None:
         return 2
@@ -80,10 +105,20 @@ def score(project_id: int) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     unlabeled = [s for s in pooled.scores if not s.labeled]
-    print(f"project {project_id}: scored {len(pooled.scores)} tasks ({len(unlabeled)} unlabeled), {len(pooled.errors)} failed; queue reordered ({settings.al_strategy})")
+    print(
+        f"project {project_id}: scored {len(pooled.scores)} tasks ({len(unlabeled)} unlabeled), {len(pooled.errors)} failed; "
+        f"queue reordered ({settings.al_strategy})"
+    )
     for s in sorted(unlabeled, key=lambda s: -s.priority)[:5]:
-        print(f"  task {s.task}: priority {s.priority:.3f}  uncertainty {s.uncertainty:.3f}  diversity {s.diversity:.3f}  cluster {s.cluster}  {s.difficulty}")
+        print(
+            f"  task {s.task}: priority {s.priority:.3f}  uncertainty {s.uncertainty:.3f}  diversity {s.diversity:.3f}  "
+            f"cluster {s.cluster}  {s.difficulty}"
+        )
     return 0
+
+
+def _project_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--project", type=int, required=True, help="Label Studio project id")
 
 
 def _non_negative(text: str) -> int:
@@ -92,209 +127,126 @@ def _non_negative(text: str) -> int:
     return int(text)
 
 
-def connect(project_id: int, backend_url: str, retrain_threshold: int | None = None) -> int:
+def connect(args: argparse.Namespace) -> int:
     """``python -m ml_backend connect --project ID [--backend-url URL] [--retrain-threshold N]``."""
-    from integrations.connect import connect_project
-    from integrations.label_studio import LabelStudioError
-
+    project_id = args.project
     settings = Settings.from_env()
     client = _ls_client(settings, "connect changes the project through Label Studio's API")
     if client is None:
         return 2
+    access = Access(settings.basic_auth_user, settings.basic_auth_pass, settings.webhook_secret, settings.retrain_min_new_labels)
     try:
-        report = connect_project(client, project_id, backend_url, settings, retrain_threshold=retrain_threshold)
+        report = connect_project(client, project_id, args.backend_url, access, retrain_threshold=args.retrain_threshold)
     except (LabelStudioError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for line in report.actions:
         print(f"  {line}")
-    print(f"project {project_id}: {'connected' if report.changed else 'already connected, nothing changed'}. "
-          f"Order the queue now with: python -m ml_backend score --project {project_id} (new tasks are scored as they are imported)")
+    print(
+        f"project {project_id}: {'connected' if report.changed else 'already connected, nothing changed'}. "
+        f"Order the queue now with: python -m ml_backend score --project {project_id} (new tasks are scored as they are imported)"
+    )
     return 0
 
 
-def train(project_id: int) -> int:
+def _connect_arguments(p: argparse.ArgumentParser) -> None:
+    _project_argument(p)
+    p.add_argument(
+        "--backend-url",
+        default=os.environ.get("BACKEND_URL", f"http://127.0.0.1:{os.environ.get('PORT', '9090')}"),
+        help="this backend's URL as Label Studio reaches it (default: $BACKEND_URL, else http://127.0.0.1:$PORT; "
+        "in docker compose: http://backend:9090)",
+    )
+    p.add_argument(
+        "--retrain-threshold",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help="retrain this project after every N new, changed or deleted labels (0: only on the train button); "
+        "default: keep the project's threshold, else the backend's RETRAIN_MIN_NEW_LABELS",
+    )
+
+
+def train(args: argparse.Namespace) -> int:
     """``python -m ml_backend train --project ID``: one retraining run now, in the foreground.
 
-    The same loop as the server's (a child process, the same promotion rule, the same state in
-    ``MODEL_DIR``), so a server using that ``MODEL_DIR`` serves the new model at once.
+    The backend the server builds (:func:`ml_backend.backend.build_backend`: a child process, the
+    same promotion rule, the same state in ``MODEL_DIR``), so a server using that ``MODEL_DIR``
+    serves the new model at once; a promoted model re-scores the project before the command ends.
     """
-    from ml_backend.label_events import LabelEventStore
-    from ml_backend.predict import make_predictor
-    from ml_backend.scoring import score_project
-    from ml_backend.training_jobs import TrainingJobs
-
+    project_id = args.project
     settings = Settings.from_env()
-    _logging(settings.log_level, settings)
-    client = _ls_client(settings, "training reads the labels from Label Studio")
-    if client is None:
+    setup_logging(settings.log_level, settings)
+    if _ls_client(settings, "training reads the labels from Label Studio") is None:
         return 2
-    predictor = make_predictor(settings)
-
-    def rescore(pid: int, version: str, previous: str | None) -> None:
-        pooled = score_project(client, pid, predictor, settings, progress=False, retire=[previous] if previous else [])
-        print(f"project {pid}: re-scored {len(pooled.scores)} tasks with {version}; queue reordered")
-
-    jobs = TrainingJobs(settings, predictor.models, LabelEventStore(settings.model_dir / "state.db"), on_promoted=rescore)
+    backend = build_backend(settings)
     try:
-        jobs.request(project_id, "command line (python -m ml_backend train)")
+        backend.training.request(project_id, "command line (python -m ml_backend train)")
         shown = None
-        while not jobs.idle(2.0):
-            prog = jobs.status(project_id)["progress"]
+        while not backend.training.idle(2.0):
+            prog = backend.training.status(project_id)["progress"]
             if prog and prog != shown:
                 shown = prog
                 print("  " + ", ".join(f"{k} {v}" for k, v in prog.items() if k not in ("at", "losses")), flush=True)
-        status = jobs.status(project_id)
+        status = backend.training.status(project_id)
+        if status["last_run"] and status["last_run"].get("promoted"):
+            print(f"project {project_id}: re-scoring with {status['model_version']} ...", flush=True)
+            backend.scoring.idle(timeout=settings.train_timeout)
+            scored = backend.scores.load(project_id) or []
+            if scored and {s["model_version"] for s in scored} == {status["model_version"]}:
+                print(f"project {project_id}: re-scored {len(scored)} tasks with {status['model_version']}; queue reordered")
+            else:
+                print(f"project {project_id}: re-scoring did not finish ({backend.scoring.last_error}); the server re-scores it when it starts")
     finally:
-        jobs.close()
+        backend.close()
     print(f"project {project_id}: {status['state']}: {status['message']}")
     print(f"served model: {status['model_version']}")
     return 1 if status["state"] == "failed" else 0
 
 
-def simulate(args: argparse.Namespace) -> int:
-    """``python -m ml_backend simulate ...``: run or resume the study, then write its summary and figure."""
-    from ml_backend.datasets import DatasetError
-    from ml_backend.simulation import SimConfig, SimulationError, report, run_study
+def worker(args: argparse.Namespace) -> int:
+    """``python -m ml_backend worker [--burst]``: an RQ training worker (needs ``REDIS_URL``)."""
+    from ml_backend.jobs.runners import run_worker
 
-    _logging("WARNING")
-    try:
-        try:
-            seeds = tuple(range(int(args.seeds))) if args.seeds.isdigit() else tuple(int(x) for x in args.seeds.split(","))
-        except ValueError:
-            raise SimulationError(f"--seeds must be a count (3) or a comma-separated list of integers (0,5,7), got {args.seeds!r}") from None
-        cfg = SimConfig(
-            data=str(args.data), format=args.format, out=str(args.out), weights=str(args.weights),
-            strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=args.initial, step=args.step,
-            rounds=args.rounds, seeds=seeds, steps=args.steps, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-            test_fraction=args.test_fraction, device=args.device,
-        )
-        if not args.report:
-            run_study(cfg)
-        print(report(args.out, args.metric))
-    except (SimulationError, DatasetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"results: {args.out}/results.json, summary: {args.out}/summary.md, figure: {args.out}/learning_curve.png")
+    settings = Settings.from_env()
+    setup_logging(settings.log_level, settings)
+    run_worker(settings, burst=args.burst)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+COMMANDS: tuple[Command, ...] = (
+    Command("serve", "run the ML backend HTTP server", _serve_arguments, serve),
+    Command("score", "score every task of a project and reorder its queue in Label Studio", _project_argument, score),
+    Command(
+        "connect",
+        "connect a Label Studio project to this backend: register it, uncertainty-sampling queue, queue tab (idempotent)",
+        _connect_arguments,
+        connect,
+    ),
+    Command("train", "retrain a project's model now, from its current labels in Label Studio", _project_argument, train),
+    Command(
+        "worker",
+        "run an RQ training worker (needs REDIS_URL); can run on another (GPU) machine",
+        lambda p: p.add_argument("--burst", action="store_true", help="stop when the queue is empty"),
+        worker,
+    ),
+)
+
+
+def main(argv: Sequence[str] | None = None, extra: Sequence[Command] = ()) -> int:
+    """Parse ``argv`` and run the command (the runtime's and ``extra`` ones); returns the exit status.
+
+    A bad setting ends the command with status 2 and a one-line message naming it.
+    """
     parser = argparse.ArgumentParser(prog="python -m ml_backend", description="Active-learning YOLO backend for Label Studio")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_serve = sub.add_parser("serve", help="run the ML backend HTTP server")
-    p_serve.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
-    p_serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "9090")))
-    p_serve.add_argument("--threads", type=int, default=8)
-    p_demo = sub.add_parser("demo", help="offline demo: synthetic images, a starter model, a real Label Studio, connected")
-    p_demo.add_argument("--dir", default="demo_state", help="where the demo keeps its files")
-    p_demo.add_argument("--ls-port", type=int, default=8080)
-    p_demo.add_argument("--backend-port", type=int, default=9090)
-    p_demo.add_argument("--images", type=int, default=12)
-    p_demo.add_argument("--epochs", type=int, default=60, help="starter model training epochs")
-    p_demo.add_argument("--no-wait", action="store_true", help="set everything up, print, and stop (no serving)")
-    p_score = sub.add_parser("score", help="score every task of a project and reorder its queue in Label Studio")
-    p_score.add_argument("--project", type=int, required=True, help="Label Studio project id")
-    p_conn = sub.add_parser("connect", help="connect a Label Studio project to this backend: register it, uncertainty-sampling queue, queue tab (idempotent)")
-    p_conn.add_argument("--project", type=int, required=True, help="Label Studio project id")
-    p_conn.add_argument(
-        "--backend-url", default=os.environ.get("BACKEND_URL", f"http://127.0.0.1:{os.environ.get('PORT', '9090')}"),
-        help="this backend's URL as Label Studio reaches it (default: $BACKEND_URL, else http://127.0.0.1:$PORT; in docker compose: http://backend:9090)",
-    )
-    p_conn.add_argument(
-        "--retrain-threshold", type=_non_negative, default=None, metavar="N",
-        help="retrain this project after every N new, changed or deleted labels (0: only on the train button); "
-        "default: keep the project's threshold, else the backend's RETRAIN_MIN_NEW_LABELS",
-    )
-    p_train = sub.add_parser("train", help="retrain a project's model now, from its current labels in Label Studio")
-    p_train.add_argument("--project", type=int, required=True, help="Label Studio project id")
-    p_worker = sub.add_parser("worker", help="run an RQ training worker (needs REDIS_URL); can run on another (GPU) machine")
-    p_worker.add_argument("--burst", action="store_true", help="stop when the queue is empty")
-    p_sim = sub.add_parser("simulate", help="label-savings study: the active-learning loop on a labeled dataset, ground truth as the annotator")
-    p_sim.add_argument("--data", required=True, help="dataset folder (or a YOLO yaml / COCO json)")
-    p_sim.add_argument("--format", required=True, choices=["voc", "yolo", "coco"])
-    p_sim.add_argument("--weights", required=True, help="starting model (.pt): a pretrained one, or one made by `python -m ml_backend pretrain`")
-    p_sim.add_argument("--strategies", default="random,uncertainty,diversity,hybrid", help="comma-separated; random is the reference")
-    p_sim.add_argument("--initial", type=int, default=20, help="labels of round 0 (a random draw, the same for every strategy)")
-    p_sim.add_argument("--step", type=int, default=20, help="labels added per round")
-    p_sim.add_argument("--rounds", type=int, default=4, help="rounds after round 0")
-    p_sim.add_argument("--seeds", default="3", help="a number of seeds (3 -> 0,1,2) or a comma-separated list")
-    p_sim.add_argument("--steps", type=int, default=100, help="training budget per round in optimizer steps (epochs follow from the label count)")
-    p_sim.add_argument("--epochs", type=int, default=0, help="a fixed number of epochs per round instead of --steps")
-    p_sim.add_argument("--imgsz", type=int, default=320)
-    p_sim.add_argument("--batch", type=int, default=8)
-    p_sim.add_argument("--test-fraction", type=float, default=0.25, help="share of images in the fixed test split")
-    p_sim.add_argument("--device", default="auto")
-    p_sim.add_argument("--metric", default="map50", choices=["map50", "map50_95"], help="what the summary compares")
-    p_sim.add_argument("--out", required=True, help="results folder; an existing one with the same settings is resumed")
-    p_sim.add_argument("--report", action="store_true", help="only rewrite the summary and figure from the results so far")
-    p_dig = sub.add_parser("make-digits", help="write the multi-class study dataset: real handwritten digits in synthetic scenes (COCO)")
-    p_dig.add_argument("--out", required=True)
-    p_dig.add_argument("--images", type=int, default=400)
-    p_dig.add_argument("--variant", choices=["target", "source"], default="target", help="target: digits 0,1,4,7 (0 rare); source: 2,3,5,6,9 for pretraining")
-    p_dig.add_argument("--seed", type=int, default=0)
-    p_pre = sub.add_parser("pretrain", help="train a starting model from the model yaml (offline): on synthetic shapes, or on a dataset")
-    p_pre.add_argument("--out", required=True, help="where to write the .pt")
-    p_pre.add_argument("--data", help="a dataset folder to pretrain on (default: synthetic shapes)")
-    p_pre.add_argument("--format", choices=["voc", "yolo", "coco"])
-    p_pre.add_argument("--images", type=int, default=2000, help="synthetic images (without --data)")
-    p_pre.add_argument("--epochs", type=int, default=30)
-    p_pre.add_argument("--imgsz", type=int, default=320)
-    p_pre.add_argument("--batch", type=int, default=16)
-    p_pre.add_argument("--model", default="yolov8n.yaml", help="the Ultralytics model yaml")
-    p_pre.add_argument("--device", default="auto")
-    p_bench = sub.add_parser("bench", help="benchmarks: scoring overhead, /predict latency, re-scoring, k-center, pushing predictions (not tests)")
-    p_bench.add_argument(
-        "--only", nargs="*", choices=["scoring", "predict", "rescoring", "kcenter", "push", "push-each", "training", "load"], help="run only these"
-    )
-    p_bench.add_argument("--repeat", type=int, default=5, help="runs per figure (the median is reported); predict: 6x / 2x this many requests")
-    p_bench.add_argument("--out", default="bench.json")
-    p_bench.add_argument("--dir", default=".cache/bench", help="scratch folder (model, images, Label Studio)")
-    p_bench.add_argument("--device", default="cpu", help="DEVICE of every benchmark that runs a model: cpu, cuda, cuda:0, auto, ...")
-    p_bench.add_argument("--tasks", type=int, default=1000, help="tasks in the rescoring benchmark's pool")
-    p_bench.add_argument("--weights", help="model of scoring, predict and rescoring (default: a shape detector trained once, 50 epochs at 96 px on synthetic images)")
+    by_name = {}
+    for command in (*COMMANDS, *extra):
+        command.arguments(sub.add_parser(command.name, help=command.help))
+        by_name[command.name] = command
     args = parser.parse_args(argv)
     try:
-        if args.command == "serve":
-            serve(args.host, args.port, args.threads)
-        elif args.command == "score":
-            return score(args.project)
-        elif args.command == "connect":
-            return connect(args.project, args.backend_url, args.retrain_threshold)
-        elif args.command == "train":
-            return train(args.project)
-        elif args.command == "worker":
-            from ml_backend.training_runners import run_worker
-
-            settings = Settings.from_env()
-            _logging(settings.log_level, settings)
-            run_worker(settings, burst=args.burst)
-        elif args.command == "simulate":
-            return simulate(args)
-        elif args.command == "make-digits":
-            from ml_backend.digit_scenes import make_digit_scenes
-
-            print(f"wrote {make_digit_scenes(args.out, args.images, args.variant, seed=args.seed)}")
-        elif args.command == "pretrain":
-            from ml_backend.starter import pretrain_model
-
-            _logging("INFO")
-            path = pretrain_model(
-                args.out, data=args.data, fmt=args.format, n_images=args.images, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                model_yaml=args.model, device=args.device,
-            )
-            print(f"wrote {path}")
-        elif args.command == "bench":
-            from ml_backend.bench import run_bench
-
-            _logging("WARNING")
-            run_bench(args.out, args.only, args.repeat, args.dir, args.device, rescoring_tasks=args.tasks, weights=args.weights)
-        elif args.command == "demo":
-            from ml_backend.demo import run_demo
-
-            _logging("INFO")
-            run_demo(args.dir, ls_port=args.ls_port, backend_port=args.backend_port, n_images=args.images, epochs=args.epochs, wait=not args.no_wait)
+        return by_name[args.command].run(args)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0

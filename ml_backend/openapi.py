@@ -20,7 +20,7 @@ import copy
 import json
 from typing import Any
 
-from ml_backend.label_events import LABEL_ACTIONS, MAX_ID
+from ml_backend.jobs.label_events import LABEL_ACTIONS, MAX_ID
 
 _JSON = "application/json"
 _ID = {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_ID}  # what SQLite stores; others are not ids

@@ -6,8 +6,9 @@ difference: ``GET /health`` (and ``/``), ``POST /setup``, ``POST /predict``, ``P
 Our own additions: ``GET /training`` (retraining status) and ``GET /scores``. ``/setup`` also
 reads the project's own settings from the ML backend's ``extra_params`` (the retraining
 threshold, ``retrain_min_new_labels``). The handlers only
-parse, delegate and answer; scoring and training run in the background
-(:mod:`ml_backend.scoring_jobs`, :mod:`ml_backend.training_jobs`).
+parse, delegate and answer; the object graph they delegate to is built by
+:func:`ml_backend.backend.build_backend`, and scoring and training run in the background
+(:mod:`ml_backend.jobs.scoring_jobs`, :mod:`ml_backend.jobs.training_jobs`).
 
 Errors carry their message twice: in the JSON body (``{"error": ...}``) and in the HTTP reason
 phrase, because Label Studio shows the reason phrase (not the body) when a connection fails.
@@ -23,40 +24,26 @@ import atexit
 import hmac
 import logging
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from integrations.connection import WEBHOOK_SECRET_HEADER, threshold_from_extra_params
 from integrations.label_studio import LabelStudioError
-from ml_backend import log_redaction
-from ml_backend.label_config import LabelConfigError
-from ml_backend.label_events import LABEL_ACTIONS, as_id
-from ml_backend.model import ModelHolder, ModelUnavailableError
-from ml_backend.predict import BadRequest, Predictor, make_fetcher, make_holder
-from ml_backend.scoring import ScoreStore
-from ml_backend.scoring_jobs import ScoringJobs
-from ml_backend.served_models import ServedModels
-from ml_backend.settings import WEBHOOK_SECRET_HEADER, Settings, SettingsError
-from ml_backend.training_jobs import TrainingJobs, threshold_from_extra_params
+from ml_backend.backend import build_backend
+from ml_backend.inference.label_config import LabelConfigError
+from ml_backend.inference.model import ModelHolder, ModelUnavailableError
+from ml_backend.inference.predictor import BadRequest, make_fetcher
+from ml_backend.jobs.label_events import LABEL_ACTIONS, as_id
+from ml_backend.jobs.runners import Runner
+from ml_backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 MODEL_CLASS = "YoloActiveLearningBackend"
 SETUP_WAIT_S = 2.0  # Label Studio gives /setup 3 s
-
-
-@dataclass
-class BackendState:
-    """Everything the routes need, built once per process."""
-
-    settings: Settings
-    holder: ModelHolder
-    predictor: Predictor
-    project_configs: dict[str, str] = field(default_factory=dict)
 
 
 def _reason(message: str) -> str:
@@ -103,18 +90,9 @@ def _query_project() -> int:
     return pid
 
 
-def check_model_dir(folder: Path) -> None:
-    """Create ``MODEL_DIR`` if needed and make sure this process can write there."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise SettingsError(f"MODEL_DIR={folder} is not writable ({exc.strerror or exc}): point it at a folder (volume) this user can write") from None
-
-
-def create_app(settings: Settings | None = None, holder: ModelHolder | None = None, warm_up: bool = True, training_runner: Any = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, holder: ModelHolder | None = None, warm_up: bool = True, training_runner: Runner | None = None
+) -> Flask:
     """Build the Flask app (gunicorn calls this in each worker, after the fork).
 
     The model starts loading in a background thread (``warm_up``), so ``/health`` answers at
@@ -125,21 +103,20 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         holder: the model holder (defaults to one for ``settings.model_path``).
         warm_up: start loading the model now, in the background; ``False`` loads on first use.
         training_runner: where training runs execute (default: from ``REDIS_URL``, see
-            :func:`ml_backend.training_runners.make_runner`).
+            :func:`ml_backend.jobs.runners.make_runner`).
     """
     settings = settings or Settings.from_env()
-    log_redaction.install(settings)
-    check_model_dir(settings.model_dir)
-    holder = holder or make_holder(settings)
-    fetcher = make_fetcher(settings, settings.label_studio_url, settings.label_studio_api_key)
-    models = ServedModels(holder, settings.model_dir)
-    state = BackendState(settings, holder, Predictor(settings, holder, fetcher, models))
+    backend = build_backend(settings, holder, training_runner)
+    holder, models, predictor, training, scoring = backend.holder, backend.models, backend.predictor, backend.training, backend.scoring
+    project_configs = backend.project_configs
     if warm_up:
         holder.warm_up_in_background()
+    backend.resume()  # a crash between a promotion and its re-score
+    atexit.register(backend.close)  # a run under way is stopped (and queued again for the next start)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    app.extensions["ml_backend"] = state
+    app.extensions["ml_backend"] = backend
 
     def _basic_auth_ok() -> bool:
         auth = request.authorization
@@ -203,11 +180,11 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         hostname, token = data.get("hostname"), data.get("access_token")
         if not settings.label_studio_url and isinstance(hostname, str) and hostname.startswith(("http://", "https://")):
             # No LABEL_STUDIO_URL configured: use the host and token Label Studio tells us about.
-            state.predictor.fetcher = make_fetcher(settings, hostname.rstrip("/"), token if isinstance(token, str) else "")
+            predictor.fetcher = make_fetcher(settings, hostname.rstrip("/"), token if isinstance(token, str) else "")
         project_id = _project_id(project)
-        served = state.predictor.serve(schema, wait=SETUP_WAIT_S, project=project_id)
+        served = predictor.serve(schema, wait=SETUP_WAIT_S, project=project_id)
         if project:
-            state.project_configs[project] = schema
+            project_configs[project] = schema
         if project_id is not None:
             # Label Studio sends the ML backend's extra_params on every /setup: they are the
             # project's settings (absent: back to RETRAIN_MIN_NEW_LABELS).
@@ -220,40 +197,12 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
         data = _json_body()
         tasks = data.get("tasks")
         project = _project_key(data.get("project"))
-        label_config = data.get("label_config") or state.project_configs.get(project)
+        label_config = data.get("label_config") or project_configs.get(project)
         if not isinstance(label_config, str) or not label_config.strip():
             raise BadRequest("'label_config' is required (or call /setup for this project first)")
-        results = state.predictor.predict(tasks, label_config, project=_project_id(project))
+        results = predictor.predict(tasks, label_config, project=_project_id(project))
         versions = {r.get("model_version") for r in results if r.get("model_version")}
         return jsonify({"results": results, "model_version": versions.pop() if len(versions) == 1 else holder.version})
-
-    def ls_client():  # noqa: ANN202
-        if not settings.label_studio_url or not settings.label_studio_api_key:
-            return None
-        from integrations.label_studio import LabelStudioClient
-
-        return LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
-
-    jobs = ScoringJobs(settings, state.predictor, ls_client)
-    app.extensions["scoring_jobs"] = jobs
-
-    def after_promotion(project_id: int, version: str, previous: str | None) -> None:
-        # Fresh pre-annotations and a reordered queue from the new model; the old version's
-        # predictions go once the new ones are in.
-        jobs.request_full(project_id, retire=[previous] if previous else [])
-
-    def promoted_version(project_id: int) -> str | None:
-        try:
-            info = models.current(project_id)
-        except Exception:  # a damaged registry is reported by /versions; it must not stop the start
-            log.exception("project %s: the model registry could not be read", project_id)
-            return None
-        return info.version if info else None
-
-    jobs.check_served_versions(promoted_version, models.projects())  # a crash between a promotion and its re-score
-    training = TrainingJobs(settings, models, jobs.events, on_promoted=after_promotion, runner=training_runner)
-    app.extensions["training_jobs"] = training
-    atexit.register(training.close)  # a run under way is stopped (and queued again for the next start)
 
     @app.post("/webhook")
     def webhook() -> Response:
@@ -263,10 +212,10 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
             raise BadRequest("'action' (the Label Studio event name) is required")
         project_id = _project_id(data.get("project"))
         if action == "TASKS_CREATED" and project_id is not None and isinstance(data.get("tasks"), list):
-            pending = jobs.add_tasks(project_id, data["tasks"])
+            pending = scoring.add_tasks(project_id, data["tasks"])
             return jsonify({"status": "ok", "action": action, "queued_for_scoring": pending})
         if action in LABEL_ACTIONS:
-            count = jobs.add_label_event(data)
+            count = scoring.add_label_event(data)
             out = {"status": "ok", "action": action, "labels_since_scoring": count}
             if project_id is not None:
                 out.update(training.on_label_event(project_id))
@@ -315,7 +264,7 @@ def create_app(settings: Settings | None = None, holder: ModelHolder | None = No
     @app.get("/scores")
     def scores() -> Response:
         project = str(_query_project())
-        stored = ScoreStore(settings.model_dir / "scores").load(int(project))
+        stored = backend.scores.load(int(project))
         if stored is None:
             return error_response(404, f"project {project} has not been scored yet: run `python -m ml_backend score --project {project}`")
         return jsonify({"project": int(project), "scores": stored})

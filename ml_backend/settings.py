@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
+from ml_backend.al.strategies import STRATEGY_NAMES
+from ml_backend.state import StatePaths
+
 T = TypeVar("T")
 
 
@@ -52,7 +55,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("MAX_IMAGE_BYTES", "52428800", "Largest image download accepted, in bytes (default 50 MiB)."),
     SettingSpec("MAX_IMAGE_PIXELS", "100000000", "Largest decoded image accepted, in pixels (decompression-bomb guard)."),
     SettingSpec("LOG_LEVEL", "INFO", "Python logging level: DEBUG, INFO, WARNING, ERROR."),
-    SettingSpec("AL_STRATEGY", "hybrid", "Queue order: `random`, `uncertainty`, `diversity` or `hybrid` (uncertainty-weighted k-center). Formulas in `ml_backend/strategies.py`."),
+    SettingSpec("AL_STRATEGY", "hybrid", "Queue order: `random`, `uncertainty`, `diversity` or `hybrid` (uncertainty-weighted k-center). Formulas in `ml_backend/al/strategies.py`."),
     SettingSpec("UNCERTAINTY_MEASURE", "entropy", "Per-object uncertainty: `entropy`, `margin` or `least_confidence`."),
     SettingSpec("UNCERTAINTY_AGGREGATION", "max", "Per-image uncertainty from its objects: `max`, `mean` or `sum`."),
     SettingSpec("CANDIDATE_THRESHOLD", "0.05", "Lowest confidence of a candidate object counted in uncertainty (below `SCORE_THRESHOLD` it is scored but not shown), 0..1."),
@@ -77,9 +80,6 @@ SPECS: tuple[SettingSpec, ...] = (
 )
 
 _SPEC_BY_NAME = {s.name: s for s in SPECS}
-
-
-WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"  # where Label Studio's webhooks carry WEBHOOK_SECRET
 
 
 def markdown_table() -> str:
@@ -254,7 +254,7 @@ class Settings:
             max_image_bytes=_parse(env, "MAX_IMAGE_BYTES", _positive_int, "a positive number of bytes"),
             max_image_pixels=_parse(env, "MAX_IMAGE_PIXELS", _positive_int, "a positive number of pixels"),
             log_level=_parse(env, "LOG_LEVEL", _log_level, "a logging level"),
-            al_strategy=_parse(env, "AL_STRATEGY", _one_of("random", "uncertainty", "diversity", "hybrid"), "a strategy name"),
+            al_strategy=_parse(env, "AL_STRATEGY", _one_of(*STRATEGY_NAMES), "a strategy name"),
             uncertainty_measure=_parse(env, "UNCERTAINTY_MEASURE", _one_of("entropy", "margin", "least_confidence"), "a measure name"),
             uncertainty_aggregation=_parse(env, "UNCERTAINTY_AGGREGATION", _one_of("max", "mean", "sum"), "an aggregation"),
             candidate_threshold=_parse(env, "CANDIDATE_THRESHOLD", _bounded_float(0.0, 1.0), "a number between 0 and 1"),
@@ -287,8 +287,9 @@ class Settings:
         return out
 
     @property
-    def image_cache_dir(self) -> Path:
-        return self.model_dir / "cache" / "images"
+    def paths(self) -> StatePaths:
+        """Every path under ``MODEL_DIR``."""
+        return StatePaths(self.model_dir)
 
     @property
     def ultralytics_device(self) -> str | None:

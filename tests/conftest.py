@@ -27,7 +27,7 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_weights(weights_dir: Path):
     """``kind -> path`` of tiny YOLO weights, trained from model yamls on synthetic shapes once per session."""
-    from ml_backend.starter import train_starter_model
+    from ml_backend.tools.starter import train_starter_model
 
     @functools.lru_cache(maxsize=None)
     def get(kind: str) -> Path:
@@ -39,7 +39,7 @@ def tiny_weights(weights_dir: Path):
 @pytest.fixture(scope="session")
 def detect_weights(weights_dir: Path) -> Path:
     """A small detector that really finds the shapes (trained longer than the other tiny models)."""
-    from ml_backend.starter import train_starter_model
+    from ml_backend.tools.starter import train_starter_model
 
     return train_starter_model(weights_dir / "good", kind="detect", epochs=50, imgsz=96, n_train=128, n_val=16, batch=16)
 

@@ -39,7 +39,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 
 from ml_backend.openapi import SPEC
 from ml_backend.server import create_app
-from ml_backend.training import TrainOutcome
+from ml_backend.training.run import TrainOutcome
 
 from .test_server import make_settings
 
@@ -100,7 +100,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory, tiny_weights):
     app = create_app(make_settings(tmp, tiny_weights("detect"), IMAGE_TIMEOUT=2, DEVICE="cpu"), warm_up=False, training_runner=_NoTraining())
     app.extensions["ml_backend"].holder.get()  # loaded now: a 503 "still loading" would be a slow CI, not a finding
     yield app
-    app.extensions["training_jobs"].close()
+    app.extensions["ml_backend"].training.close()
 
 
 def _config() -> SchemathesisConfig:
@@ -139,7 +139,7 @@ def test_every_route_is_in_the_spec_and_back(tmp_path, tiny_weights) -> None:
             for method in rule.methods - {"HEAD", "OPTIONS"}
         }
     finally:
-        app.extensions["training_jobs"].close()
+        app.extensions["ml_backend"].training.close()
     documented = {(path, method) for path, item in SPEC["paths"].items() for method in item if method in {"get", "post", "put", "patch", "delete"}}
     assert routes == documented, f"routes not in SPEC: {sorted(routes - documented)}; in SPEC but not served: {sorted(documented - routes)}"
 
@@ -327,4 +327,4 @@ def test_auth_refusals_match_the_spec(tmp_path, tiny_weights) -> None:
             _check_raw("/webhook", "post", resp, f"POST /webhook with {sorted(headers)}")
             assert resp.status_code == 400
     finally:
-        app.extensions["training_jobs"].close()
+        app.extensions["ml_backend"].training.close()

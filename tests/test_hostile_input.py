@@ -353,7 +353,7 @@ def png_bomb(width: int, height: int) -> bytes:
 
 
 def _files() -> dict[str, bytes]:
-    from ml_backend.synthetic import make_image
+    from ml_backend.tools.synthetic import make_image
 
     rng = np.random.default_rng(7)
     ok = make_image(rng, 64, 48).image
@@ -498,7 +498,7 @@ def backend(servers, tiny_weights, tmp_path_factory):
     assert r.status_code == 200 and all("result" in e for e in r.get_json()["results"])
     ls.take()
     yield app, client, ls, evil
-    app.extensions["scoring_jobs"].idle(10)
+    app.extensions["ml_backend"].scoring.idle(10)
 
 
 def fill(obj: Any, subs: dict[str, str]) -> Any:

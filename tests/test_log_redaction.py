@@ -10,7 +10,8 @@ import threading
 import pytest
 
 from integrations.label_studio import LabelStudioClient, LabelStudioError
-from ml_backend.log_redaction import MASK, RedactingFilter, install, scrub, settings_secrets
+from integrations.secrets import MASK, RedactingFilter, scrub
+from ml_backend.log_redaction import install, settings_secrets
 from ml_backend.settings import Settings
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml_backend.model import ModelHolder, ModelUnavailableError, load_weights
+from ml_backend.inference.model import ModelHolder, ModelUnavailableError, load_weights
 from ml_backend.server import create_app
 from ml_backend.settings import Settings
-from ml_backend.synthetic import CLASS_NAMES, make_image
+from ml_backend.tools.synthetic import CLASS_NAMES, make_image
 
 RECT_CFG = (
     '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
@@ -211,7 +211,7 @@ def test_other_model_tasks(tmp_path, tiny_weights, shapes, kind, config, rtype) 
 
 
 def test_onnx_weights(tmp_path, tiny_weights, shapes) -> None:
-    from ml_backend.model import import_yolo
+    from ml_backend.inference.model import import_yolo
 
     onnx_path = import_yolo()(str(tiny_weights("detect"))).export(format="onnx", imgsz=64, verbose=False)
     served = tmp_path / "model.onnx"
@@ -334,7 +334,7 @@ def test_a_failed_reload_keeps_serving_the_old_model(tmp_path, detect_weights) -
 
 
 def test_setup_answers_within_label_studios_timeout_while_the_model_loads(tmp_path, detect_weights, monkeypatch) -> None:
-    import ml_backend.model as model_mod
+    import ml_backend.inference.model as model_mod
 
     real = model_mod.load_weights
 
@@ -386,7 +386,7 @@ def test_webhooks_are_checked_against_the_shared_secret(tmp_path, detect_weights
     client = app.test_client()
     resp = client.post("/webhook", json=LABEL, headers=headers, auth=auth)
     assert resp.status_code == status
-    counted = app.extensions["training_jobs"].status(3)["labels_since_training"]
+    counted = app.extensions["ml_backend"].training.status(3)["labels_since_training"]
     assert counted == (1 if status == 200 else 0)  # a refused webhook counts nothing
     if status == 401:
         assert ("X-Webhook-Secret" if "WEBHOOK_SECRET" in env else "basic auth") in resp.get_json()["error"]
@@ -413,7 +413,7 @@ def test_webhook_counts_label_events_and_queues_new_tasks(tmp_path, detect_weigh
     assert r["labels_since_scoring"] == 3
     r = client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 4}, "tasks": [{"id": 10}, {"id": 11}]}).get_json()
     assert r["queued_for_scoring"] in (1, 2)  # the worker may already have taken some
-    assert app.extensions["scoring_jobs"].idle(10)  # no Label Studio configured: skipped, worker alive
+    assert app.extensions["ml_backend"].scoring.idle(10)  # no Label Studio configured: skipped, worker alive
 
 
 def test_huge_payload_is_refused(tmp_path, detect_weights) -> None:

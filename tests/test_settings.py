@@ -11,7 +11,7 @@ def test_defaults() -> None:
     assert s.score_threshold == 0.25
     assert s.model_dir == Path("./ml_state").absolute()  # fixed at start: a later chdir changes nothing
     assert s.ultralytics_device is None
-    assert s.image_cache_dir == Path("./ml_state/cache/images").absolute()
+    assert s.paths.image_cache == Path("./ml_state/cache/images").absolute()
 
 
 def test_reads_every_value() -> None:

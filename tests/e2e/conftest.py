@@ -14,7 +14,7 @@ import requests
 
 from integrations.label_studio import LabelStudioClient
 from integrations.local_label_studio import LocalLabelStudio, free_port
-from ml_backend.synthetic import make_image
+from ml_backend.tools.synthetic import make_image
 
 ROOT = Path(__file__).resolve().parents[2]
 

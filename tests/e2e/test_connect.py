@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from ml_backend.cli import main
-from ml_backend.scoring import QUEUE_VIEW_TITLE
+from ml_backend.__main__ import main
+from integrations.queue_view import QUEUE_VIEW_TITLE
 
 from .conftest import start_backend, stop_backend
 from .test_label_studio import CONFIG

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ml_backend.model import load_weights
+from ml_backend.inference.model import load_weights
 
 from .conftest import start_backend, stop_backend
 from .test_retraining import TRAIN_ENV, make_project, training_status, wait_for

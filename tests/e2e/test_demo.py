@@ -2,7 +2,7 @@
 
 import pytest
 
-from ml_backend.demo import run_demo
+from ml_backend.tools.demo import run_demo
 
 pytestmark = pytest.mark.e2e
 

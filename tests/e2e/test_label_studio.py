@@ -8,8 +8,8 @@ import pytest
 import requests
 
 from integrations.label_studio import LabelStudioClient, LabelStudioError
-from ml_backend.images import ImageError, ImageFetcher, UrlPolicy
-from ml_backend.predict import make_fetcher
+from ml_backend.inference.images import ImageError, ImageFetcher, UrlPolicy
+from ml_backend.inference.predictor import make_fetcher
 from ml_backend.settings import Settings
 
 from .conftest import start_backend, stop_backend

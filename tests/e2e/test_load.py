@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from ml_backend.loadtest import burst_events, burst_outcome, predict_while, webhook_burst
+from ml_backend.tools.loadtest import burst_events, burst_outcome, predict_while, webhook_burst
 
 from .conftest import start_backend, stop_backend
 from .test_label_studio import CONFIG

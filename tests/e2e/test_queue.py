@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml_backend.predict import make_predictor
-from ml_backend.scoring import QUEUE_VIEW_TITLE, score_project
+from ml_backend.inference.predictor import make_predictor
+from integrations.queue_view import QUEUE_VIEW_TITLE
+from ml_backend.scoring.publish import score_project
 from ml_backend.server import create_app
 from ml_backend.settings import Settings
-from ml_backend.synthetic import make_image
+from ml_backend.tools.synthetic import make_image
 
 from .conftest import ROOT
 from .test_label_studio import CONFIG

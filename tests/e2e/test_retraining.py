@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import requests
 
-from ml_backend.synthetic import ls_box_result, make_image
+from ml_backend.tools.synthetic import ls_box_result, make_image
 
 from .conftest import ROOT, start_backend, stop_backend
 from .test_label_studio import CONFIG

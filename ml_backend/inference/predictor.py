@@ -1,0 +1,223 @@
+"""Predictions for a batch of Label Studio tasks: images in, Label Studio regions out.
+
+One bad task never sinks the batch: each task whose image cannot be fetched or decoded gets
+its own error entry (``{"task": id, "error": "..."}``, no ``result``: Label Studio skips it and
+asks again next time) while the others are predicted in one batched forward pass.
+
+Example:
+    >>> from ml_backend.inference.predictor import task_image_uri
+    >>> task_image_uri({"id": 1, "data": {"image": "/data/upload/1/a.jpg"}}, "image")
+    '/data/upload/1/a.jpg'
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from integrations.label_studio import LabelStudioAuth
+from ml_backend.inference.images import ImageError, ImageFetcher, UrlPolicy
+from ml_backend.inference.label_config import LabelConfigError, Target, check_label_map, select_target
+from ml_backend.inference.ls_results import to_ls_results
+from ml_backend.inference.model import ImagePrediction, LoadedModel, ModelHolder
+from ml_backend.inference.served_models import ServedModels
+from ml_backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(ValueError):
+    """The request itself is wrong (HTTP 400); the message says how."""
+
+
+def task_image_uri(task: Mapping[str, Any], value_key: str) -> str:
+    """The image URL of ``task`` under ``data[value_key]``.
+
+    Raises:
+        ImageError: the task has no such field.
+    """
+    data = task.get("data") if isinstance(task, Mapping) else None
+    if not isinstance(data, Mapping):
+        raise ImageError("the task has no 'data' object")
+    uri = data.get(value_key)
+    if not isinstance(uri, str) or not uri.strip():
+        keys = ", ".join(sorted(map(str, data))) or "none"
+        raise ImageError(f"the task has no image under data.{value_key} (its data keys: {keys})")
+    return uri
+
+
+@lru_cache(maxsize=64)
+def _target_for(label_config: str, model_task: str) -> Target:
+    return select_target(label_config, model_task)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A model paired with the config target and label map it serves a project with."""
+
+    model: LoadedModel
+    target: Target
+    label_map: dict[int, str]
+
+
+class Predictor:
+    """Glue between tasks, images and the model. Holds no per-request state.
+
+    Args:
+        settings: backend settings.
+        holder: the base model (``MODEL_PATH``).
+        fetcher: image downloader.
+        models: per-project models (default: the base model for every project).
+    """
+
+    def __init__(self, settings: Settings, holder: ModelHolder, fetcher: ImageFetcher, models: ServedModels | None = None):
+        self.settings = settings
+        self.holder = holder
+        self.models = models or ServedModels(holder)
+        self.fetcher = fetcher
+        self.embedder = load_embedder(settings.embedder) if settings.embedder else None
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="image-fetch")
+
+    def serve(self, label_config: str, wait: float | None = None, project: int | None = None) -> Served:
+        """Check that the model can serve ``label_config``.
+
+        Args:
+            label_config: the project's labeling config.
+            wait: at most this many seconds to wait for the model to load.
+            project: Label Studio project id: its own retrained model, if it has one.
+
+        Raises:
+            ModelUnavailableError: no weights.
+            LabelConfigError: the config does not fit the model.
+        """
+        model = self.models.get(project, wait)
+        target = _target_for(label_config, model.task)
+        return Served(model, target, check_label_map(model.names, target))
+
+    def _load(self, task: Mapping[str, Any], target: Target) -> np.ndarray:
+        uri = task_image_uri(task, target.value_key)
+        return self.fetcher.load(uri, task.get("id"))
+
+    def predict(self, tasks: Sequence[Mapping[str, Any]], label_config: str, project: int | None = None) -> list[dict]:
+        """One Label Studio prediction (or error entry) per task, in task order."""
+        if not isinstance(tasks, Sequence) or isinstance(tasks, (str, bytes)) or not tasks:
+            raise BadRequest("'tasks' must be a non-empty list of Label Studio tasks")
+        served = self.serve(label_config, project=project)
+        out: list[dict] = []
+        for task, pred in zip(tasks, self.run(tasks, served)):
+            if isinstance(pred, str):
+                out.append(self._error(task, pred, served.model.version))
+            else:
+                regions, score = to_ls_results(pred, served.target, served.label_map, self.settings.score_threshold)
+                out.append({"result": regions, "score": score, "model_version": served.model.version})
+        return out
+
+    def run(
+        self, tasks: Sequence[Mapping[str, Any]], served: Served, with_scores: bool = False, conf: float | None = None
+    ) -> Iterator[ImagePrediction | str]:
+        """Model output (or an error message) per task, in task order.
+
+        Tasks go through in chunks of ``PREDICT_BATCH``: the images of the next chunk download
+        while the model runs on the current one, and no more than two chunks of decoded images
+        are held in memory, however many tasks there are.
+
+        Args:
+            with_scores: also capture per-class scores and embeddings (for active learning).
+            conf: lowest confidence kept (default ``SCORE_THRESHOLD``).
+        """
+        size = self.settings.predict_batch
+        conf = self.settings.score_threshold if conf is None else conf
+        chunks = [list(range(i, min(i + size, len(tasks)))) for i in range(0, len(tasks), size)]
+        pending = [self._pool.submit(self._load, tasks[i], served.target) for i in chunks[0]] if chunks else []
+        for k, idx in enumerate(chunks):
+            current = pending
+            if k + 1 < len(chunks):  # prefetch the next chunk's images
+                pending = [self._pool.submit(self._load, tasks[i], served.target) for i in chunks[k + 1]]
+            results: dict[int, ImagePrediction | str] = {}
+            images, where = [], []
+            for i, fut in zip(idx, current):
+                try:
+                    images.append(fut.result())
+                    where.append(i)
+                except ImageError as exc:
+                    results[i] = str(exc)
+                except Exception as exc:  # a bug or an odd library error: still only this task fails
+                    log.exception("task %s: unexpected error while loading its image", _task_id(tasks[i]))
+                    results[i] = f"unexpected error while loading the image: {type(exc).__name__}"
+            if images:
+                preds = served.model.predict(
+                    images, conf=conf, imgsz=self.settings.imgsz, device=self.settings.ultralytics_device, batch=size, with_scores=with_scores
+                )
+                if with_scores and self.embedder is not None:
+                    embeddings = np.asarray(self.embedder(images), dtype=np.float32)
+                    if embeddings.shape[0] != len(images) or embeddings.ndim != 2:
+                        raise ValueError(f"EMBEDDER returned shape {embeddings.shape} for {len(images)} images; expected (n, d)")
+                    for pred, emb in zip(preds, embeddings):
+                        pred.embedding = emb
+                results.update(zip(where, preds))
+            for i in idx:
+                yield results[i]
+
+    def close(self) -> None:
+        """Stop the image download threads (a predictor used for one job, not a server's)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _error(self, task: Mapping[str, Any], message: str, version: str | None) -> dict:
+        task_id = _task_id(task)
+        log.warning("task %s: %s", task_id, message)
+        return {"task": task_id, "error": message, "model_version": version}
+
+
+def load_embedder(path: str) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """The ``module:function`` named by ``EMBEDDER``.
+
+    Raises:
+        ValueError: it cannot be imported or is not callable.
+    """
+    import importlib
+
+    module_name, _, attr = path.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"EMBEDDER={path!r} could not be loaded: {exc}") from None
+    if not callable(fn):
+        raise ValueError(f"EMBEDDER={path!r} is not a function")
+    return fn
+
+
+def make_fetcher(settings: Settings, ls_url: str, api_key: str) -> ImageFetcher:
+    """An image fetcher that authenticates to ``ls_url`` (only) with ``api_key``."""
+    auth = LabelStudioAuth(ls_url, api_key) if ls_url and api_key else None
+    return ImageFetcher(
+        UrlPolicy(label_studio_url=ls_url, allowed_hosts=settings.allowed_hosts),
+        cache_dir=settings.paths.image_cache,
+        auth_headers=auth.headers if auth else None,
+        timeout=settings.image_timeout,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+    )
+
+
+def make_holder(settings: Settings) -> ModelHolder:
+    return ModelHolder(settings.model_path, settings.ultralytics_device, settings.paths.hub_weights)
+
+
+def make_predictor(settings: Settings, holder: ModelHolder | None = None) -> Predictor:
+    """A predictor for ``settings``, fetching images from ``LABEL_STUDIO_URL``, serving each
+    project its promoted model from ``MODEL_DIR`` (else ``MODEL_PATH``)."""
+    holder = holder or make_holder(settings)
+    fetcher = make_fetcher(settings, settings.label_studio_url, settings.label_studio_api_key)
+    return Predictor(settings, holder, fetcher, ServedModels(holder, settings.model_dir))
+
+
+def _task_id(task: Any) -> Any:
+    return task.get("id") if isinstance(task, Mapping) else None
+
+
+__all__ = ["BadRequest", "LabelConfigError", "Predictor", "make_fetcher", "make_holder", "make_predictor", "task_image_uri"]

@@ -1,0 +1,102 @@
+"""Which weights serve which project: the project's promoted version, else ``MODEL_PATH``.
+
+Each Label Studio project gets its own :class:`ml_backend.inference.versions.ModelRegistry` under
+``MODEL_DIR/projects/<id>/models`` (:meth:`ml_backend.state.StatePaths.project_models`), so a model retrained on one project's labels never serves
+another. Until a project has a promoted version it is served the base model (``MODEL_PATH``).
+The registry's pointer is checked on each call (one ``stat``; it and the version's metadata are
+read again only when the pointer file changed), so a promotion made by another process
+(``python -m ml_backend train``) is picked up at once; the new weights are loaded
+before they are served when :meth:`ServedModels.preload` is called, as the training loop does.
+
+Example:
+    >>> import tempfile
+    >>> from ml_backend.inference.model import ModelHolder
+    >>> models = ServedModels(ModelHolder("base.pt"), tempfile.mkdtemp())
+    >>> models.holder(3) is models.base
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from ml_backend.inference.model import LoadedModel, ModelHolder
+from ml_backend.inference.versions import ModelRegistry, VersionInfo
+from ml_backend.state import StatePaths
+
+log = logging.getLogger(__name__)
+
+
+class ServedModels:
+    """The base model and each project's promoted model.
+
+    Args:
+        base: the ``MODEL_PATH`` holder.
+        model_dir: ``MODEL_DIR`` (``None``: only the base model, no per-project versions).
+    """
+
+    def __init__(self, base: ModelHolder, model_dir: str | Path | None = None):
+        self.base = base
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.paths = StatePaths(self.model_dir) if self.model_dir is not None else None
+        self._holders: dict[int, tuple[str, ModelHolder]] = {}
+        self._current: dict[int, tuple[tuple[int, int, int] | None, VersionInfo | None]] = {}
+        self._lock = threading.Lock()
+
+    def registry(self, project_id: int) -> ModelRegistry:
+        if self.paths is None:
+            raise ValueError("no MODEL_DIR: per-project model versions are off")
+        return ModelRegistry(self.paths.project_models(project_id))
+
+    def projects(self) -> list[int]:
+        """The projects with a model folder (trained versions)."""
+        if self.paths is None or not self.paths.projects_dir.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.paths.projects_dir.iterdir() if p.name.isdigit() and self.paths.project_models(int(p.name)).is_dir())
+
+    def current(self, project_id: int | None) -> VersionInfo | None:
+        """The project's promoted version (None: it is served the base model)."""
+        if project_id is None or self.model_dir is None:
+            return None
+        registry = self.registry(project_id)
+        try:
+            st = registry.pointer.stat()
+            stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)  # os.replace gives a new inode
+        except OSError:
+            stamp = None
+        cached = self._current.get(int(project_id))
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        info = registry.current() if stamp is not None else None
+        self._current[int(project_id)] = (stamp, info)
+        return info
+
+    def holder(self, project_id: int | None) -> ModelHolder:
+        """The holder serving ``project_id`` (the base one for ``None`` or a project never retrained)."""
+        info = self.current(project_id)
+        if info is None:
+            return self.base
+        with self._lock:
+            cached = self._holders.get(int(project_id))  # type: ignore[arg-type]
+            if cached is not None and cached[0] == info.version:
+                return cached[1]
+            holder = ModelHolder(str(info.weights), self.base.device, version=info.version)
+            self._holders[int(project_id)] = (info.version, holder)  # type: ignore[arg-type]
+            return holder
+
+    def get(self, project_id: int | None, wait: float | None = None) -> LoadedModel:
+        """The loaded model for a project. A promoted version that fails to load falls back to the base model."""
+        holder = self.holder(project_id)
+        if holder is self.base:
+            return holder.get(wait)
+        try:
+            return holder.get(wait)
+        except Exception as exc:
+            log.error("project %s: its model %s could not be loaded (%s); serving the base model", project_id, holder.model_path, exc)
+            return self.base.get(wait)
+
+    def preload(self, project_id: int) -> LoadedModel:
+        """Load the project's current model now (before requests need it)."""
+        return self.holder(project_id).get()

@@ -1,0 +1,129 @@
+"""Scores into Label Studio: predictions that order the queue, score columns, the queue tab.
+
+* :func:`score_project` scores every task of a project (:func:`ml_backend.scoring.pool.score_tasks`)
+  and replaces this model version's predictions in bulk, switches the project to uncertainty
+  sampling on this version, makes sure the queue tab exists and stores the scores.
+* :func:`score_new_tasks` scores tasks imported since the last full scoring
+  (:func:`ml_backend.scoring.pool.score_stream`) and puts them in the queue without re-ordering
+  the rest.
+
+The scores are also written into each task's data (``al_priority``, ``al_uncertainty``,
+``al_diversity``, ``al_difficulty``: :data:`integrations.queue_view.SCORE_COLUMNS`), which the
+Data Manager shows as columns; only tasks whose values changed are updated, and their own data
+is kept. Label Studio 1.23.2's bulk prediction import drops ``cluster``, so up to
+``AL_CLUSTER_PUSH_MAX`` predictions are created one request each (four at a time, measured about
+25 per second) to keep it; larger pushes go in bulk, 1,000 per request, without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+from integrations.label_studio import LabelStudioAPI
+from integrations.queue_view import SCORE_COLUMNS, ensure_queue_view
+from ml_backend.faults import crash_point
+from ml_backend.inference.predictor import Predictor
+from ml_backend.scoring.pool import ScoredPool, TaskScore, score_stream, score_tasks
+from ml_backend.scoring.store import ScoreStore
+from ml_backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def push_predictions(client: LabelStudioAPI, project_id: int, predictions: list[dict], settings: Settings) -> str:
+    """Write predictions to Label Studio; returns ``"each"`` or ``"bulk"``.
+
+    Label Studio 1.23's bulk import stores task, result, score and model version but drops
+    ``cluster``; up to ``AL_CLUSTER_PUSH_MAX`` predictions (with clusters on) go one request each
+    to keep it, more go in bulk.
+    """
+    if settings.al_clusters > 1 and len(predictions) <= settings.al_cluster_push_max:
+        client.create_predictions(predictions)
+        return "each"
+    client.import_predictions(project_id, predictions)
+    return "bulk"
+
+
+def score_columns(tasks: Sequence[Mapping[str, Any]], scores: Sequence[TaskScore]) -> dict[int, dict]:
+    """New ``data`` for each task whose score columns changed (rounded to 3 decimals).
+
+    The task's own data is kept as it is; only the ``al_*`` keys are added or replaced.
+    """
+    by_id = {int(t["id"]): t for t in tasks}
+    out: dict[int, dict] = {}
+    for s in scores:
+        task = by_id.get(s.task)
+        if task is None:
+            continue
+        data = dict(task.get("data") or {})
+        new = {
+            SCORE_COLUMNS["priority"]: round(s.priority, 3),
+            SCORE_COLUMNS["uncertainty"]: round(s.uncertainty, 3),
+            SCORE_COLUMNS["diversity"]: round(s.diversity, 3),
+            SCORE_COLUMNS["difficulty"]: s.difficulty,
+        }
+        if any(data.get(k) != v for k, v in new.items()):
+            out[s.task] = {**data, **new}
+    return out
+
+
+def score_new_tasks(
+    client: LabelStudioAPI, project_id: int, tasks: Sequence[Mapping[str, Any]], predictor: Predictor, settings: Settings, store: ScoreStore
+) -> ScoredPool:
+    """Score tasks imported after the last full scoring and put them in the queue (no full re-score).
+
+    Uses the embeddings and cluster centres kept by the last full scoring; a project never scored
+    gets a full scoring instead.
+    """
+    state = store.load_state(project_id)
+    if state is None:
+        return score_project(client, project_id, predictor, settings, progress=False)
+    project = client.get_project(project_id)
+    served = predictor.serve(project["label_config"], project=project_id)
+    pooled = score_stream(tasks, served, predictor, settings, state)
+    if not pooled.scores:
+        return pooled
+    push_predictions(client, project_id, pooled.predictions, settings)
+    columns = score_columns(tasks, pooled.scores)
+    if columns:
+        client.update_task_data(columns)
+    store.append(project_id, pooled)
+    return pooled
+
+
+def score_project(
+    client: LabelStudioAPI, project_id: int, predictor: Predictor, settings: Settings, progress: bool = True, retire: Sequence[str] = ()
+) -> ScoredPool:
+    """Score every task of a project and reorder its queue in Label Studio.
+
+    Steps: fetch the project and all its tasks; score them (:func:`score_tasks`) with the
+    project's served model; replace this model version's predictions in bulk; switch the project
+    to uncertainty sampling on this version; make sure the "Active learning queue" Data Manager
+    tab exists; store the scores for ``GET /scores``.
+
+    Args:
+        retire: earlier model versions whose predictions are deleted once the new ones are in
+            (after a retrained model is promoted), so each task keeps one prediction of ours.
+    """
+    project = client.get_project(project_id)
+    served = predictor.serve(project["label_config"], project=project_id)
+    tasks = client.list_tasks(project_id)
+    pooled = score_tasks(tasks, served, predictor, settings, progress=progress)
+    version = served.model.version
+    if pooled.predictions:
+        client.delete_model_version(project_id, version)
+        push_predictions(client, project_id, pooled.predictions, settings)
+        crash_point("scoring:pushed")
+        client.use_uncertainty_sampling(project_id, version)
+        for old in retire:
+            if old and old != version:
+                client.delete_model_version(project_id, old)
+        ensure_queue_view(client, project_id)
+    columns = score_columns(tasks, pooled.scores)
+    if columns:
+        client.update_task_data(columns)
+    ScoreStore(settings.paths).save(project_id, pooled.scores, pooled)
+    for tid, err in pooled.errors.items():
+        log.warning("task %s not scored: %s", tid, err)
+    return pooled

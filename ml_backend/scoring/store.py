@@ -1,0 +1,81 @@
+"""The last scores of each project, kept under ``MODEL_DIR/scores`` (for ``GET /scores`` and for
+scoring newly imported tasks without a full pass).
+
+Two files per project (:class:`ml_backend.state.StatePaths`), each replaced atomically and
+fsynced: the scores as JSON, and the arrays that scoring new tasks needs (normalized embeddings,
+which tasks are labeled, cluster centres, labeled objects per class, the uncertainty scale) as
+``.npz``.
+
+Example:
+    >>> import tempfile
+    >>> store = ScoreStore(StatePaths(tempfile.mkdtemp()))
+    >>> store.load(3) is None
+    True
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Sequence
+
+import numpy as np
+
+from ml_backend.al.diversity import normalize
+from ml_backend.scoring.pool import ScoredPool, TaskScore
+from ml_backend.state import StatePaths, atomic_write
+
+
+class ScoreStore:
+    """Last scores per project.
+
+    Args:
+        paths: the ``MODEL_DIR`` layout.
+    """
+
+    def __init__(self, paths: StatePaths):
+        self.paths = paths
+
+    def save(self, project_id: int, scores: Sequence[TaskScore], pooled: ScoredPool | None = None) -> None:
+        """Keep the scores (for ``/scores``) and, with ``pooled``, what stream scoring needs."""
+        atomic_write(self.paths.score_file(project_id), json.dumps([asdict(s) for s in scores]))
+        if pooled is not None and pooled.embeddings is not None and len(pooled.scores):
+            E = normalize(pooled.embeddings)
+            clusters = np.array([s.cluster for s in pooled.scores])
+            centroids = np.stack([E[clusters == c].mean(axis=0) for c in sorted(set(clusters.tolist()))])
+            arrays = {
+                "task_ids": np.array([s.task for s in pooled.scores]),
+                "embeddings": E,
+                "labeled": np.array([s.labeled for s in pooled.scores]),
+                "centroids": normalize(centroids),
+                "labeled_counts": pooled.labeled_counts if pooled.labeled_counts is not None else np.zeros(0),
+                "max_uncertainty": np.array(pooled.uncertainty_scale),
+            }
+            atomic_write(self.paths.score_state(project_id), lambda f: np.savez(f, **arrays))
+
+    def projects(self) -> list[int]:
+        """The projects with stored scores."""
+        return self.paths.scored_projects()
+
+    def load(self, project_id: int) -> list[dict] | None:
+        p = self.paths.score_file(project_id)
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def load_state(self, project_id: int) -> dict[str, np.ndarray] | None:
+        p = self.paths.score_state(project_id)
+        if not p.exists():
+            return None
+        with np.load(p) as z:
+            return {k: z[k] for k in z.files}
+
+    def append(self, project_id: int, pooled: ScoredPool) -> None:
+        """Add newly scored tasks to the stored scores and embeddings."""
+        old = {s["task"]: s for s in self.load(project_id) or []}
+        old.update({s.task: asdict(s) for s in pooled.scores})
+        atomic_write(self.paths.score_file(project_id), json.dumps(list(old.values())))
+        state = self.load_state(project_id)
+        if state is not None and pooled.embeddings is not None:
+            state["task_ids"] = np.concatenate([state["task_ids"], [s.task for s in pooled.scores]])
+            state["embeddings"] = np.concatenate([state["embeddings"], normalize(pooled.embeddings)])
+            state["labeled"] = np.concatenate([state["labeled"], np.zeros(len(pooled.scores), dtype=bool)])
+            atomic_write(self.paths.score_state(project_id), lambda f: np.savez(f, **state))

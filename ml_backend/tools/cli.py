@@ -1,0 +1,156 @@
+"""The tools' commands: ``python -m ml_backend demo | simulate | bench | pretrain | make-digits``.
+
+:data:`COMMANDS` are :class:`ml_backend.cli.Command` records that ``python -m ml_backend``
+(:mod:`ml_backend.__main__`) adds to the runtime's own.
+
+Example:
+    >>> sorted(c.name for c in COMMANDS)
+    ['bench', 'demo', 'make-digits', 'pretrain', 'simulate']
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ml_backend.cli import Command
+from ml_backend.log_redaction import setup_logging
+
+
+def demo(args: argparse.Namespace) -> int:
+    from ml_backend.tools.demo import run_demo
+
+    setup_logging("INFO")
+    run_demo(args.dir, ls_port=args.ls_port, backend_port=args.backend_port, n_images=args.images, epochs=args.epochs, wait=not args.no_wait)
+    return 0
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", default="demo_state", help="where the demo keeps its files")
+    p.add_argument("--ls-port", type=int, default=8080)
+    p.add_argument("--backend-port", type=int, default=9090)
+    p.add_argument("--images", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=60, help="starter model training epochs")
+    p.add_argument("--no-wait", action="store_true", help="set everything up, print, and stop (no serving)")
+
+
+def simulate(args: argparse.Namespace) -> int:
+    """Run or resume the study, then write its summary and figure."""
+    from ml_backend.tools.datasets import DatasetError
+    from ml_backend.tools.study.loop import SimConfig, SimulationError, run_study
+    from ml_backend.tools.study.report import report
+
+    setup_logging("WARNING")
+    try:
+        try:
+            seeds = tuple(range(int(args.seeds))) if args.seeds.isdigit() else tuple(int(x) for x in args.seeds.split(","))
+        except ValueError:
+            raise SimulationError(f"--seeds must be a count (3) or a comma-separated list of integers (0,5,7), got {args.seeds!r}") from None
+        cfg = SimConfig(
+            data=str(args.data), format=args.format, out=str(args.out), weights=str(args.weights),
+            strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=args.initial, step=args.step,
+            rounds=args.rounds, seeds=seeds, steps=args.steps, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+            test_fraction=args.test_fraction, device=args.device,
+        )  # fmt: skip
+        if not args.report:
+            run_study(cfg)
+        print(report(args.out, args.metric))
+    except (SimulationError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"results: {args.out}/results.json, summary: {args.out}/summary.md, figure: {args.out}/learning_curve.png")
+    return 0
+
+
+def _simulate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset folder (or a YOLO yaml / COCO json)")
+    p.add_argument("--format", required=True, choices=["voc", "yolo", "coco"])
+    p.add_argument("--weights", required=True, help="starting model (.pt): a pretrained one, or one made by `python -m ml_backend pretrain`")
+    p.add_argument("--strategies", default="random,uncertainty,diversity,hybrid", help="comma-separated; random is the reference")
+    p.add_argument("--initial", type=int, default=20, help="labels of round 0 (a random draw, the same for every strategy)")
+    p.add_argument("--step", type=int, default=20, help="labels added per round")
+    p.add_argument("--rounds", type=int, default=4, help="rounds after round 0")
+    p.add_argument("--seeds", default="3", help="a number of seeds (3 -> 0,1,2) or a comma-separated list")
+    p.add_argument("--steps", type=int, default=100, help="training budget per round in optimizer steps (epochs follow from the label count)")
+    p.add_argument("--epochs", type=int, default=0, help="a fixed number of epochs per round instead of --steps")
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--test-fraction", type=float, default=0.25, help="share of images in the fixed test split")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--metric", default="map50", choices=["map50", "map50_95"], help="what the summary compares")
+    p.add_argument("--out", required=True, help="results folder; an existing one with the same settings is resumed")
+    p.add_argument("--report", action="store_true", help="only rewrite the summary and figure from the results so far")
+
+
+def make_digits(args: argparse.Namespace) -> int:
+    from ml_backend.tools.digit_scenes import make_digit_scenes
+
+    print(f"wrote {make_digit_scenes(args.out, args.images, args.variant, seed=args.seed)}")
+    return 0
+
+
+def _digits_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True)
+    p.add_argument("--images", type=int, default=400)
+    p.add_argument("--variant", choices=["target", "source"], default="target", help="target: digits 0,1,4,7 (0 rare); source: 2,3,5,6,9 for pretraining")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def pretrain(args: argparse.Namespace) -> int:
+    from ml_backend.tools.starter import pretrain_model
+
+    setup_logging("INFO")
+    path = pretrain_model(
+        args.out, data=args.data, fmt=args.format, n_images=args.images, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+        model_yaml=args.model, device=args.device,
+    )  # fmt: skip
+    print(f"wrote {path}")
+    return 0
+
+
+def _pretrain_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="where to write the .pt")
+    p.add_argument("--data", help="a dataset folder to pretrain on (default: synthetic shapes)")
+    p.add_argument("--format", choices=["voc", "yolo", "coco"])
+    p.add_argument("--images", type=int, default=2000, help="synthetic images (without --data)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--model", default="yolov8n.yaml", help="the Ultralytics model yaml")
+    p.add_argument("--device", default="auto")
+
+
+def bench(args: argparse.Namespace) -> int:
+    from ml_backend.tools.bench import run_bench
+
+    setup_logging("WARNING")
+    run_bench(args.out, args.only, args.repeat, args.dir, args.device, rescoring_tasks=args.tasks, weights=args.weights)
+    return 0
+
+
+def _bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--only", nargs="*", choices=["scoring", "predict", "rescoring", "kcenter", "push", "push-each", "training", "load"], help="run only these"
+    )
+    p.add_argument("--repeat", type=int, default=5, help="runs per figure (the median is reported); predict: 6x / 2x this many requests")
+    p.add_argument("--out", default="bench.json")
+    p.add_argument("--dir", default=".cache/bench", help="scratch folder (model, images, Label Studio)")
+    p.add_argument("--device", default="cpu", help="DEVICE of every benchmark that runs a model: cpu, cuda, cuda:0, auto, ...")
+    p.add_argument("--tasks", type=int, default=1000, help="tasks in the rescoring benchmark's pool")
+    p.add_argument(
+        "--weights", help="model of scoring, predict and rescoring (default: a shape detector trained once, 50 epochs at 96 px on synthetic images)"
+    )
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("demo", "offline demo: synthetic images, a starter model, a real Label Studio, connected", _demo_arguments, demo),
+    Command("simulate", "label-savings study: the active-learning loop on a labeled dataset, ground truth as the annotator", _simulate_arguments, simulate),
+    Command("make-digits", "write the multi-class study dataset: real handwritten digits in synthetic scenes (COCO)", _digits_arguments, make_digits),
+    Command("pretrain", "train a starting model from the model yaml (offline): on synthetic shapes, or on a dataset", _pretrain_arguments, pretrain),
+    Command(
+        "bench",
+        "benchmarks: scoring overhead, /predict latency, re-scoring, k-center, pushing predictions (not tests)",
+        _bench_arguments,
+        bench,
+    ),
+)

@@ -1,0 +1,286 @@
+"""Label Studio annotations -> an Ultralytics dataset on disk (for retraining).
+
+Pure conversion: tasks with their annotations in, label lines out. Geometry comes back from
+Label Studio's percent coordinates (rectangles, rotated rectangles, polygons, choices) into
+Ultralytics' normalized formats:
+
+* detect: ``cls cx cy w h`` (a rotated rectangle becomes its axis-aligned bounds);
+* obb: ``cls x1 y1 x2 y2 x3 y3 x4 y4`` (the four corners, rotation about the top-left corner);
+* segment: ``cls x1 y1 x2 y2 ...`` (polygons; rectangles become 4-point polygons);
+* classify: the image goes into a folder named after its class.
+
+Skipped (cancelled) annotations are left out; a task's newest remaining annotation is used.
+The train/val split is deterministic by task id, so a task never moves between splits as the
+project grows.
+
+Example:
+    >>> rect = {"type": "rectanglelabels", "value": {"x": 10, "y": 20, "width": 30, "height": 40, "rotation": 0, "rectanglelabels": ["car"]}}
+    >>> region_to_line(rect, {"car": 0}, "detect")
+    '0 0.250000 0.400000 0.300000 0.400000'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+
+LABEL_KEYS = ("rectanglelabels", "polygonlabels", "choices", "labels")
+
+
+def dataloader_workers() -> int:
+    """Ultralytics dataloader workers: none on a small machine (a worker per core only slows it down)."""
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(8, cpus // 2)
+
+
+def write_data_yaml(root: Path, names: dict[int, str]) -> Path:
+    """Ultralytics' ``data.yaml`` for ``images/{train,val}`` under ``root`` (JSON is valid YAML)."""
+    path = root / "data.yaml"
+    body = {"path": str(root.resolve()), "train": "images/train", "val": "images/val", "names": {int(i): str(n) for i, n in names.items()}}
+    path.write_text(json.dumps(body, indent=2))
+    return path
+
+
+def split_score(task_id: int, salt: str = "al-split-v1") -> float:
+    """A number in [0, 1) fixed by the task id: below ``val_fraction`` means held out."""
+    h = int(hashlib.sha256(f"{salt}:{int(task_id)}".encode()).hexdigest()[:8], 16)
+    return (h % 10_000) / 10_000
+
+
+def split_of(task_id: int, val_fraction: float = 0.2) -> str:
+    """``train`` or ``val`` for a task id, the same on every run and every machine."""
+    return "val" if split_score(task_id) < val_fraction else "train"
+
+
+def assign_splits(task_ids: Sequence[int], val_fraction: float = 0.2) -> dict[int, str]:
+    """:func:`split_of` for each task, except that two or more tasks always hold out at least one.
+
+    With few labels the hash can put every task in ``train``; then the task with the lowest
+    score is held out (it returns to ``train`` once another task's own score holds it out), so
+    there is always something to compare the old and new model on.
+
+    Example:
+        >>> sorted(assign_splits([1, 2], 0.0).values())
+        ['train', 'val']
+    """
+    splits = {int(t): split_of(t, val_fraction) for t in task_ids}
+    if len(splits) >= 2 and "val" not in splits.values():
+        splits[min(splits, key=split_score)] = "val"
+    return splits
+
+
+def current_annotation(task: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The newest annotation of a task that was not cancelled (skipped), or None."""
+    kept = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    if not kept:
+        return None
+    return max(kept, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), int(a.get("id") or 0)))
+
+
+def _label_of(value: Mapping[str, Any]) -> str | None:
+    for key in LABEL_KEYS:
+        labels = value.get(key)
+        if labels:
+            return str(labels[0])
+    return None
+
+
+def _corners_px(value: Mapping[str, Any], width: float, height: float) -> list[tuple[float, float]]:
+    x, y = float(value["x"]) / 100 * width, float(value["y"]) / 100 * height
+    w, h = float(value["width"]) / 100 * width, float(value["height"]) / 100 * height
+    t = math.radians(float(value.get("rotation") or 0.0))
+    c, s = math.cos(t), math.sin(t)
+    return [(x + dx * c - dy * s, y + dx * s + dy * c) for dx, dy in ((0, 0), (w, 0), (w, h), (0, h))]
+
+
+def _clip01(v: float) -> float:
+    return min(1.0, max(0.0, v))
+
+
+def region_to_line(region: Mapping[str, Any], class_ids: Mapping[str, int], kind: str) -> str | None:
+    """One Ultralytics label line for a Label Studio region, or None if it does not apply.
+
+    Args:
+        region: a Label Studio result item.
+        class_ids: label -> class id.
+        kind: ``detect``, ``obb`` or ``segment``.
+    """
+    value = region.get("value") or {}
+    label = _label_of(value)
+    if label is None or label not in class_ids:
+        return None
+    cls = class_ids[label]
+    width = float(region.get("original_width") or 100.0)
+    height = float(region.get("original_height") or 100.0)
+    if "points" in value:
+        pts = [(float(px) / 100, float(py) / 100) for px, py in value["points"]]
+        if len(pts) < 3:
+            return None
+    elif {"x", "y", "width", "height"} <= set(value):
+        pts = [(px / width, py / height) for px, py in _corners_px(value, width, height)]
+    else:
+        return None
+    pts = [(_clip01(px), _clip01(py)) for px, py in pts]
+    if kind == "detect":
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        w, h = max(xs) - min(xs), max(ys) - min(ys)
+        if w <= 0 or h <= 0:
+            return None
+        return f"{cls} {(min(xs) + max(xs)) / 2:.6f} {(min(ys) + max(ys)) / 2:.6f} {w:.6f} {h:.6f}"
+    if kind == "obb":
+        if len(pts) != 4:
+            return None
+        return f"{cls} " + " ".join(f"{px:.6f} {py:.6f}" for px, py in pts)
+    if kind == "segment":
+        return f"{cls} " + " ".join(f"{px:.6f} {py:.6f}" for px, py in pts)
+    raise ValueError(f"kind must be detect, obb or segment, got {kind!r}")
+
+
+def task_label_lines(task: Mapping[str, Any], class_ids: Mapping[str, int], kind: str, from_name: str | None = None) -> list[str] | None:
+    """Label lines of a task's current annotation (an empty list is a labeled background image).
+
+    None when the task has no annotation to learn from.
+    """
+    ann = current_annotation(task)
+    if ann is None:
+        return None
+    lines = []
+    for region in ann.get("result") or []:
+        if from_name and region.get("from_name") != from_name:
+            continue
+        line = region_to_line(region, class_ids, kind)
+        if line is not None:
+            lines.append(line)
+    return lines
+
+
+def task_class(task: Mapping[str, Any], from_name: str | None = None) -> str | None:
+    """The chosen class of a classification task's current annotation."""
+    ann = current_annotation(task)
+    if ann is None:
+        return None
+    for region in ann.get("result") or []:
+        if from_name and region.get("from_name") != from_name:
+            continue
+        choices = (region.get("value") or {}).get("choices")
+        if choices:
+            return str(choices[0])
+    return None
+
+
+def unknown_labels(tasks: Sequence[Mapping[str, Any]], label_ids: Mapping[str, int], from_name: str | None = None) -> dict[str, int]:
+    """Labels used in current annotations that map to no class of the model, with their counts
+    (their regions cannot be trained on; the run reports them)."""
+    counts: dict[str, int] = {}
+    for task in tasks:
+        ann = current_annotation(task)
+        for region in (ann or {}).get("result") or []:
+            if from_name and region.get("from_name") != from_name:
+                continue
+            value = region.get("value") or {}
+            for label in (str(x) for key in LABEL_KEYS for x in value.get(key) or []):
+                if label not in label_ids:
+                    counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What :func:`write_dataset` wrote."""
+
+    root: Path
+    data: Path  # what ``YOLO.train(data=...)`` takes
+    counts: dict[str, int]  # images per split
+    skipped: dict[int, str]  # task id -> why it was left out
+
+
+def write_dataset(
+    tasks: Sequence[Mapping[str, Any]],
+    names: Mapping[int, str],
+    kind: str,
+    load_image: Callable[[Mapping[str, Any]], np.ndarray],
+    out_dir: str | Path,
+    from_name: str | None = None,
+    val_fraction: float = 0.2,
+    label_ids: Mapping[str, int] | None = None,
+    splits: Mapping[int, str] | None = None,
+) -> DatasetSummary:
+    """Write the labeled tasks as an Ultralytics dataset.
+
+    Args:
+        tasks: Label Studio tasks with their annotations (unlabeled ones are ignored).
+        names: class id -> class name, as the model has them (labels are matched by name).
+        kind: ``detect``, ``segment``, ``obb`` or ``classify``.
+        load_image: task -> RGB image (H, W, 3); an exception leaves that task out.
+        out_dir: a new folder (written from scratch).
+        from_name: only regions of this control.
+        val_fraction: share of tasks in the validation split (by task id, deterministic).
+        label_ids: Label Studio label -> class id, when the project's labels are not the model's
+            class names (``predicted_values`` mappings); default: matched by name.
+        splits: task id -> ``train`` or ``val``, instead of the split by task id (the simulation
+            holds out a fixed test set); labeled tasks it does not name are left out.
+    """
+    from PIL import Image
+
+    root = Path(out_dir)
+    if root.exists():
+        shutil.rmtree(root)
+    class_ids = dict(label_ids) if label_ids is not None else {str(n): int(i) for i, n in names.items()}
+    counts = {"train": 0, "val": 0}
+    skipped: dict[int, str] = {}
+    usable: list[tuple[int, Mapping[str, Any], Any]] = []  # (task id, task, class or label lines)
+    for task in tasks:
+        tid = int(task["id"])
+        if kind == "classify":
+            cls = task_class(task, from_name)
+            if cls is None:
+                continue
+            if cls not in class_ids:
+                skipped[tid] = f"class {cls!r} is not one of the model's classes"
+                continue
+            usable.append((tid, task, cls))
+        else:
+            lines = task_label_lines(task, class_ids, kind, from_name)
+            if lines is not None:
+                usable.append((tid, task, lines))
+    if splits is None:
+        splits = assign_splits([tid for tid, _, _ in usable], val_fraction)
+    else:
+        usable = [u for u in usable if u[0] in splits]
+    for tid, task, payload in usable:
+        cls = lines = payload
+        try:
+            image = load_image(task)
+        except Exception as exc:  # one broken image never sinks the dataset
+            skipped[tid] = f"image: {exc}"
+            continue
+        split = splits[tid]
+        if kind == "classify":
+            path = root / split / str(names[class_ids[cls]]) / f"task_{tid}.jpg"
+        else:
+            path = root / "images" / split / f"task_{tid}.jpg"
+            label = root / "labels" / split / f"task_{tid}.txt"
+            label.parent.mkdir(parents=True, exist_ok=True)
+            label.write_text("".join(line + "\n" for line in lines))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path, quality=95)
+        counts[split] += 1
+    if kind == "classify":
+        for split in ("train", "val"):
+            for n in names.values():
+                (root / split / str(n)).mkdir(parents=True, exist_ok=True)
+        data = root
+    else:
+        for split in ("train", "val"):
+            (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        data = write_data_yaml(root, dict(names))
+    return DatasetSummary(root, data, counts, skipped)

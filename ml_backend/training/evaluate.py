@@ -1,0 +1,51 @@
+"""Ultralytics' validation of a model on a dataset's held-out split, as the numbers the loop compares.
+
+Example:
+    >>> PRIMARY_METRIC["detect"]
+    'mAP50-95'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ml_backend.settings import Settings
+from ml_backend.training.dataset import dataloader_workers
+
+PRIMARY_METRIC = {"detect": "mAP50-95", "obb": "mAP50-95", "segment": "mask mAP50-95", "classify": "top1"}
+
+
+def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Settings, workdir: Path) -> dict[str, Any]:
+    """Ultralytics' validation of ``weights`` on the ``val`` split of ``data``.
+
+    Returns:
+        ``{"metric": name, "primary": value, ...}``: for detection-like models ``map50_95``,
+        ``map50`` and ``per_class`` (class name -> ``ap50_95``, ``ap50``; only classes present
+        in the held-out labels; with precision, recall and F1 at the confidence that maximizes the
+        mean F1); for segmentation the mask metrics (box ones under ``box_*``);
+        for classifiers ``top1`` and ``top5``.
+    """
+    from ml_backend.inference.model import import_yolo
+
+    YOLO = import_yolo()
+    model = YOLO(str(weights))
+    r = model.val(
+        data=str(data), split="val", imgsz=settings.train_imgsz, batch=settings.train_batch if settings.train_batch > 0 else 16,
+        device=settings.ultralytics_device, workers=dataloader_workers(), plots=False, verbose=False,
+        project=str(workdir / "runs"), name="val", exist_ok=True,
+    )
+    if kind == "classify":
+        return {"metric": "top1", "primary": float(r.top1), "top1": float(r.top1), "top5": float(r.top5)}
+    names = {int(k): str(v) for k, v in dict(r.names).items()}
+    part = r.seg if kind == "segment" else r.box
+    per_class = {
+        names.get(int(c), str(c)): {
+            "ap50_95": float(part.ap[i]), "ap50": float(part.ap50[i]), "precision": float(part.p[i]), "recall": float(part.r[i]), "f1": float(part.f1[i]),
+        }
+        for i, c in enumerate(part.ap_class_index)
+    }
+    out: dict[str, Any] = {"metric": PRIMARY_METRIC[kind], "primary": float(part.map), "map50_95": float(part.map), "map50": float(part.map50), "per_class": per_class}
+    if kind == "segment":
+        out.update(box_map50_95=float(r.box.map), box_map50=float(r.box.map50))
+    return out

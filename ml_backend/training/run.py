@@ -1,0 +1,221 @@
+"""One training run: a project's labels from Label Studio -> a fine-tuned model, judged against the current one.
+
+This is the work itself, run in a process of its own (a child of the server, or an RQ worker:
+see :mod:`ml_backend.jobs.runners`); it never touches the served model. Steps:
+
+1. all current annotations of the project come from Label Studio's API (not webhook payloads);
+2. they become an Ultralytics dataset (:func:`ml_backend.training.dataset.write_dataset`): boxes,
+   polygons, oriented boxes or classes, skipped annotations left out, a train/val split by
+   task id, images from the backend's image cache;
+3. Ultralytics fine-tunes the current model (``TRAIN_EPOCHS``, ``TRAIN_IMGSZ``, ``TRAIN_BATCH``,
+   ``DEVICE``); nothing of its training loop is rewritten;
+4. the old and the new model are evaluated on the same held-out tasks
+   (:func:`ml_backend.training.evaluate.evaluate`: mAP50-95, mAP50 and AP per class; top-1 and
+   top-5 for classifiers), and :func:`ml_backend.training.promotion.decide` says whether the new
+   one should be served (``PROMOTION``).
+
+The caller stores and promotes the new weights (:mod:`ml_backend.jobs.training_jobs`).
+
+Example:
+    >>> req = TrainRequest(12, "/models/base.pt", "base-1a2b", "/tmp/run", "20 new labels")
+    >>> TrainRequest.from_json(req.to_json()) == req
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from integrations.label_studio import LabelStudioAPI
+from ml_backend.inference.label_config import check_label_map, select_target
+from ml_backend.inference.predictor import task_image_uri
+from ml_backend.settings import Settings
+from ml_backend.training.dataset import dataloader_workers, unknown_labels, write_dataset
+from ml_backend.training.evaluate import evaluate
+from ml_backend.training.promotion import decide
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[..., None]
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What one run needs; plain data, so it can cross a process or a Redis queue.
+
+    Args:
+        project_id: Label Studio project.
+        base_weights: the weights to fine-tune (the project's served model), a local path.
+        base_version: their model version.
+        workdir: a folder for this run (dataset, Ultralytics run, new weights).
+        reason: why the run was started (shown in the status).
+    """
+
+    project_id: int
+    base_weights: str
+    base_version: str
+    workdir: str
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TrainRequest":
+        return cls(int(data["project_id"]), str(data["base_weights"]), str(data["base_version"]), str(data["workdir"]), str(data.get("reason", "")))
+
+
+@dataclass
+class TrainOutcome:
+    """What a run produced.
+
+    ``status`` is ``trained`` (new weights in ``weights``, judged in ``promote``/``decision``) or
+    ``skipped`` (not enough labels to train or to judge; ``decision`` says what is missing).
+    """
+
+    project_id: int
+    status: str
+    base_version: str
+    decision: str
+    promote: bool = False
+    weights: str | None = None
+    metrics_new: dict[str, Any] = field(default_factory=dict)
+    metrics_old: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TrainOutcome":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def fine_tune(model: Any, data: str | Path, settings: Settings, workdir: Path, epochs: int, progress: Progress | None = None) -> Path:
+    """Ultralytics' training of ``model`` (a ``YOLO`` or a weights path) on ``data``: the one recipe.
+
+    The server's retraining and the label-savings simulation both train through here:
+    ``TRAIN_IMGSZ``, ``TRAIN_BATCH``, ``DEVICE`` and ``AL_SEED`` from ``settings``, Ultralytics'
+    defaults for everything else, no validation during training (``val=False``: old and new are
+    compared on held-out labels afterwards). A model whose classes differ from ``data``'s gets
+    a new head (Ultralytics transfers every other layer).
+
+    Returns:
+        The trained weights (``last.pt`` of the run under ``workdir/runs/train``).
+
+    Raises:
+        TrainingError: Ultralytics finished without writing weights.
+    """
+    from ml_backend.inference.model import import_yolo
+
+    report = progress or (lambda stage, **kw: None)
+    if not hasattr(model, "train"):
+        model = import_yolo()(str(model))
+
+    def on_epoch_end(trainer: Any) -> None:
+        losses = {}
+        try:
+            losses = {k.split("/")[-1]: round(float(v), 5) for k, v in trainer.label_loss_items(trainer.tloss).items()}
+        except Exception:  # losses are a nicety for the status; never fail a run over them
+            pass
+        report("training", epoch=int(trainer.epoch) + 1, epochs=epochs, losses=losses)
+
+    report("training", epoch=0, epochs=epochs)
+    model.add_callback("on_train_epoch_end", on_epoch_end)
+    model.train(
+        data=str(data), epochs=epochs, imgsz=settings.train_imgsz, batch=settings.train_batch,
+        device=settings.ultralytics_device, workers=dataloader_workers(), seed=settings.al_seed, deterministic=True,
+        plots=False, val=False,  # no model selection on the held-out split: the caller judges old against new
+        verbose=False, project=str((Path(workdir) / "runs").resolve()), name="train", exist_ok=True,
+    )
+    trained = Path(model.trainer.last)
+    if not trained.is_file():
+        raise TrainingError(f"Ultralytics finished without writing {trained}")
+    return trained
+
+
+def train_project(req: TrainRequest, settings: Settings, client: LabelStudioAPI, load_image: Callable[[str, int], Any], progress: Progress | None = None) -> TrainOutcome:
+    """Fine-tune ``req.base_weights`` on the project's current labels and judge the result.
+
+    Args:
+        req: what to train.
+        settings: training settings (``TRAIN_*``, ``DEVICE``, ``PROMOTION``).
+        client: a Label Studio client (:class:`integrations.label_studio.LabelStudioClient`).
+        load_image: ``(uri, task_id) -> RGB array``, e.g. an :class:`ml_backend.inference.images.ImageFetcher`'s ``load``.
+        progress: called as ``progress(stage, **fields)`` as the run goes.
+
+    Raises:
+        TrainingError: the weights cannot be fine-tuned or the project does not fit the model.
+    """
+    from ml_backend.inference.model import import_yolo
+
+    started = time.monotonic()
+    report = progress or (lambda stage, **kw: None)
+    workdir = Path(req.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not str(req.base_weights).endswith(".pt"):
+        raise TrainingError(f"the served weights {req.base_weights} are not PyTorch (.pt) weights; exported models cannot be fine-tuned: set MODEL_PATH to a .pt file")
+    YOLO = import_yolo()
+    model = YOLO(req.base_weights)
+    kind, names = model.task, {int(k): str(v) for k, v in dict(model.names).items()}
+    if kind == "classify" and [names[i] for i in sorted(names)] != sorted(names.values()):
+        raise TrainingError("classification fine-tuning needs a model whose class names are in alphabetical order of their ids (Ultralytics orders class folders by name)")
+
+    report("fetching labels")
+    project = client.get_project(req.project_id)
+    target = select_target(project["label_config"], kind)
+    label_map = check_label_map(names, target)  # class id -> Label Studio label
+    label_ids = {label: cid for cid, label in label_map.items()}
+    tasks = client.list_tasks(req.project_id)
+
+    report("writing dataset")
+    summary = write_dataset(
+        tasks, names, kind, lambda t: load_image(task_image_uri(t, target.value_key), t.get("id")), workdir / "dataset",
+        from_name=target.from_name, val_fraction=settings.train_val_fraction, label_ids=label_ids,
+    )
+    unknown = unknown_labels(tasks, label_ids, target.from_name)
+    dataset = {"train": summary.counts["train"], "val": summary.counts["val"], "skipped": {str(k): v for k, v in summary.skipped.items()}}
+    if unknown:
+        dataset["unknown_labels"] = unknown
+        log.warning("training: regions with labels the model has no class for were left out: %s", unknown)
+    for tid, why in summary.skipped.items():
+        log.warning("training: task %s left out: %s", tid, why)
+
+    def skipped(why: str) -> TrainOutcome:
+        return TrainOutcome(req.project_id, "skipped", req.base_version, why, dataset=dataset, seconds=time.monotonic() - started)
+
+    if summary.counts["train"] == 0:
+        return skipped("no labeled tasks to train on yet: label some tasks first")
+    if summary.counts["val"] == 0:
+        return skipped(
+            f"no held-out labels yet: all {summary.counts['train']} labeled tasks fell in the training split "
+            f"(TRAIN_VAL_FRACTION={settings.train_val_fraction}); the next run, with more labels, will have some"
+        )
+
+    epochs = settings.train_epochs
+    new_weights = workdir / f"project{req.project_id}.pt"
+    shutil.copyfile(fine_tune(model, summary.data, settings, workdir, epochs, report), new_weights)
+
+    report("evaluating")
+    metrics_old = evaluate(req.base_weights, summary.data, kind, settings, workdir)
+    metrics_new = evaluate(new_weights, summary.data, kind, settings, workdir)
+    promote, why = decide(metrics_old, metrics_new, settings.promotion)
+    return TrainOutcome(
+        req.project_id, "trained", req.base_version, why, promote, str(new_weights), metrics_new, metrics_old, dataset, epochs,
+        time.monotonic() - started,
+    )
+
+

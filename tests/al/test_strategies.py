@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+
+from ml_backend.al.strategies import REGISTRY, Pool, StrategyParams, class_rarity, get_strategy, resolve
+
+
+def make_pool(n: int = 60, seed: int = 0, labeled: bool = True) -> Pool:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 16)).astype(np.float32)
+    return Pool(
+        uncertainty=rng.random(n),
+        embeddings=X,
+        labeled_embeddings=rng.standard_normal((5, 16)).astype(np.float32) if labeled else None,
+        class_counts=rng.integers(0, 3, size=(n, 4)),
+        labeled_class_counts=np.array([50, 20, 5, 0]),
+        ids=np.arange(100, 100 + n),
+    )
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("labeled", [True, False])
+@pytest.mark.parametrize("which", ["rank", "stream"])
+def test_strategy_contract(name: str, labeled: bool, which: str) -> None:
+    """Every registered strategy, for the whole pool and for new tasks: one finite priority in [0, 1]
+    per item, deterministic for a seed; its record names it and says what it needs."""
+    spec = get_strategy(name)
+    assert spec.name == name and spec.summary
+    assert spec.needs <= {"embeddings", "labeled_embeddings", "class_counts", "labeled_class_counts", "ids"}
+    assert spec.fallback is None or not get_strategy(spec.fallback).needs  # a fallback that always runs
+    pool = make_pool(labeled=labeled)
+    params = StrategyParams(batch_size=10, seed=3, class_balance_weight=0.5)
+    fn = getattr(spec, which)
+    prio = fn(pool, params)
+    assert prio.shape == (len(pool),)
+    assert np.isfinite(prio).all() and (prio >= 0).all() and (prio <= 1).all()
+    assert np.array_equal(prio, fn(pool, params))
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("which", ["rank", "stream"])
+def test_strategy_handles_a_single_item(name: str, which: str) -> None:
+    pool = Pool(uncertainty=np.array([0.3]), embeddings=np.ones((1, 4), dtype=np.float32))
+    assert getattr(get_strategy(name), which)(pool, StrategyParams()).shape == (1,)
+
+
+@pytest.mark.parametrize(
+    ("name", "embeddings", "expected"),
+    [("hybrid", True, "hybrid"), ("hybrid", False, "uncertainty"), ("diversity", False, "uncertainty"), ("random", False, "random")],
+)
+def test_a_strategy_without_what_it_needs_falls_back(name: str, embeddings: bool, expected: str) -> None:
+    pool = Pool(uncertainty=np.zeros(3), embeddings=np.eye(3, dtype=np.float32) if embeddings else None)
+    assert resolve(name, pool).name == expected
+
+
+def test_new_tasks_get_a_random_draw_of_their_own_task_id() -> None:
+    """A task keeps its random priority whatever else arrives with it."""
+    spec, params = get_strategy("random"), StrategyParams(seed=4)
+    alone = spec.stream(Pool(uncertainty=np.zeros(1), ids=np.array([7])), params)
+    together = spec.stream(Pool(uncertainty=np.zeros(3), ids=np.array([5, 7, 9])), params)
+    assert together[1] == alone[0]
+
+
+@pytest.mark.parametrize(
+    ("uncertainty", "labeled", "weight", "expected"),
+    [
+        # nothing labeled: distance term 1, so 0.5 * (eps + u)^a
+        (0.64, None, 1.0, 0.5 * (1e-6 + 0.64)),
+        (0.64, None, 0.0, 0.5),  # diversity_weight only: the uncertainty exponent is 0 for "diversity"
+        # the same point labeled: distance 0, bottom of the lower half
+        (0.64, [[1.0, 0.0]], 1.0, 0.0),
+    ],
+)
+def test_hybrid_places_new_tasks_in_the_lower_half_by_its_own_objective(uncertainty, labeled, weight, expected) -> None:
+    pool = Pool(
+        uncertainty=np.array([uncertainty]), embeddings=np.array([[1.0, 0.0]], dtype=np.float32),
+        labeled_embeddings=None if labeled is None else np.array(labeled, dtype=np.float32),
+    )
+    spec = get_strategy("hybrid" if weight else "diversity")
+    assert spec.stream(pool, StrategyParams(uncertainty_weight=1.0)) == pytest.approx([expected], abs=1e-6)
+
+
+def test_random_differs_by_seed() -> None:
+    pool = make_pool()
+    assert not np.array_equal(get_strategy("random").rank(pool, StrategyParams(seed=1)), get_strategy("random").rank(pool, StrategyParams(seed=2)))
+
+
+def test_uncertainty_ranks_by_uncertainty() -> None:
+    pool = Pool(uncertainty=np.array([0.2, 0.8, 0.5]))
+    assert np.argsort(-get_strategy("uncertainty").rank(pool, StrategyParams())).tolist() == [1, 2, 0]
+
+
+def test_class_balance_favours_predicted_rare_classes() -> None:
+    pool = Pool(uncertainty=np.array([0.5, 0.5]), class_counts=np.array([[2, 0], [0, 1]]), labeled_class_counts=np.array([100, 0]))
+    assert class_rarity(pool.class_counts, pool.labeled_class_counts, 2) == pytest.approx([2 / 101, 1.0])
+    prio = get_strategy("uncertainty").rank(pool, StrategyParams(class_balance_weight=1.0))
+    assert prio[1] > prio[0]
+
+
+def test_hybrid_spreads_the_top_of_the_queue_over_clusters() -> None:
+    """Twenty near-identical, very uncertain frames must not fill the top of the queue."""
+    rng = np.random.default_rng(0)
+    dup = np.ones((20, 8)) + 0.001 * rng.standard_normal((20, 8))
+    others = np.eye(8)[1:] * 5 + 0.01 * rng.standard_normal((7, 8))
+    X = np.vstack([dup, others]).astype(np.float32)
+    u = np.r_[np.full(20, 0.95), np.full(7, 0.6)]
+    pool = Pool(uncertainty=u, embeddings=X)
+    top8_unc = np.argsort(-get_strategy("uncertainty").rank(pool, StrategyParams()))[:8]
+    top8_hyb = np.argsort(-get_strategy("hybrid").rank(pool, StrategyParams(batch_size=8)))[:8]
+    assert (top8_unc < 20).all()  # uncertainty alone: all duplicates
+    assert (top8_hyb < 20).sum() == 1  # hybrid: one duplicate, then the other clusters
+
+
+def test_hybrid_prefers_uncertain_among_equally_new_items() -> None:
+    X = np.eye(4, dtype=np.float32)
+    pool = Pool(uncertainty=np.array([0.1, 0.9, 0.2, 0.3]), embeddings=X)
+    assert int(np.argmax(get_strategy("hybrid").rank(pool, StrategyParams(batch_size=1)))) == 1
+
+
+def test_diversity_needs_embeddings() -> None:
+    with pytest.raises(ValueError, match="needs embeddings"):
+        get_strategy("diversity").rank(Pool(uncertainty=np.zeros(3)), StrategyParams())
+
+
+def test_unknown_strategy_lists_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="random, uncertainty, diversity, hybrid"):
+        get_strategy("smart")
+
+
+@pytest.mark.parametrize("bad", [{"uncertainty_weight": -1}, {"batch_size": 0}])
+def test_bad_params(bad) -> None:
+    with pytest.raises(ValueError):
+        StrategyParams(**bad)

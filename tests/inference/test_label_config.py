@@ -1,0 +1,88 @@
+import pytest
+
+from ml_backend.inference.label_config import LabelConfigError, Target, build_label_map, check_label_map, select_target
+
+IMG = '<Image name="image" value="$img"/>'
+
+
+def cfg(body: str, image: str = IMG) -> str:
+    return f"<View>{image}{body}</View>"
+
+
+RECT = '<RectangleLabels name="box" toName="image"><Label value="Car"/><Label value="person"/></RectangleLabels>'
+POLY = '<PolygonLabels name="poly" toName="image"><Label value="Car"/></PolygonLabels>'
+CHOICES = '<Choices name="cls" toName="image"><Choice value="Cat"/><Choice value="Dog"/></Choices>'
+
+
+@pytest.mark.parametrize(
+    ("config", "task", "expected"),
+    [
+        (cfg(RECT), "detect", ("box", "rectangle", "rectanglelabels")),
+        (cfg(POLY), "segment", ("poly", "polygon", "polygonlabels")),
+        (cfg(RECT), "segment", ("box", "rectangle", "rectanglelabels")),
+        (cfg(RECT + POLY), "segment", ("poly", "polygon", "polygonlabels")),
+        (cfg(CHOICES), "classify", ("cls", "choices", "choices")),
+        (cfg(RECT), "obb", ("box", "obb", "rectanglelabels")),
+    ],
+)
+def test_select_target(config: str, task: str, expected: tuple) -> None:
+    t = select_target(config, task)
+    assert (t.from_name, t.kind, t.result_type) == expected
+    assert t.to_name == "image"
+    assert t.value_key == "img"
+
+
+@pytest.mark.parametrize(
+    ("config", "task", "fragment"),
+    [
+        ("", "detect", "no labeling config"),
+        ("<View><Image", "detect", "could not be parsed"),
+        ('<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>', "classify", "needs an <Image>"),
+        (cfg(CHOICES), "detect", "needs <RectangleLabels>"),
+        (cfg(RECT), "classify", "needs <Choices>"),
+        (cfg(POLY), "detect", "needs <RectangleLabels>"),
+        (cfg('<RectangleLabels name="b" toName="image" canRotate="false"><Label value="a"/></RectangleLabels>'), "obb", "canRotate"),
+        (cfg(RECT), "pose", "not supported"),
+    ],
+)
+def test_unservable_configs_say_what_to_change(config: str, task: str, fragment: str) -> None:
+    with pytest.raises(LabelConfigError, match=fragment):
+        select_target(config, task)
+
+
+def _target(labels: tuple[str, ...], predicted: dict | None = None) -> Target:
+    return Target("box", "image", "image", "rectangle", labels, predicted or {})
+
+
+@pytest.mark.parametrize(
+    ("names", "labels", "predicted", "expected"),
+    [
+        ({0: "car", 1: "person"}, ("car", "person"), {}, {0: "car", 1: "person"}),  # exact
+        ({0: "car", 1: "person"}, ("Car", "PERSON"), {}, {0: "Car", 1: "PERSON"}),  # case-insensitive
+        ({0: "car", 1: "truck", 2: "dog"}, ("Vehicle",), {"Vehicle": ("car", "truck")}, {0: "Vehicle", 1: "Vehicle"}),
+        ({0: "car", 1: "Car"}, ("Car",), {}, {0: "Car", 1: "Car"}),  # exact wins, fold also maps
+        ({0: "car"}, ("Auto", "car"), {"Auto": ("car",)}, {0: "Auto"}),  # explicit beats exact
+        ({0: "cat"}, ("dog",), {}, {}),  # unmapped dropped
+    ],
+)
+def test_build_label_map(names: dict, labels: tuple, predicted: dict, expected: dict) -> None:
+    assert build_label_map(names, _target(labels, predicted)) == expected
+
+
+def test_predicted_values_attribute_is_read_from_config() -> None:
+    config = cfg('<RectangleLabels name="b" toName="image"><Label value="Vehicle" predicted_values="car, truck"/><Label value="Person"/></RectangleLabels>')
+    t = select_target(config, "detect")
+    assert t.predicted_values == {"Vehicle": ("car", "truck")}
+    assert build_label_map({0: "person", 2: "car", 7: "truck", 9: "boat"}, t) == {0: "Person", 2: "Vehicle", 7: "Vehicle"}
+
+
+def test_no_mapped_class_is_an_error_that_suggests_predicted_values() -> None:
+    with pytest.raises(LabelConfigError, match="predicted_values"):
+        check_label_map({0: "cat"}, _target(("dog",)))
+
+
+def test_odd_label_characters_survive() -> None:
+    config = cfg('<RectangleLabels name="b" toName="image"><Label value="Ünïcødé &amp; &lt;x&gt; &quot;q&quot;"/></RectangleLabels>')
+    t = select_target(config, "detect")
+    assert t.labels == ('Ünïcødé & <x> "q"',)
+    assert build_label_map({0: 'ünïcødé & <x> "q"'}, t) == {0: 'Ünïcødé & <x> "q"'}

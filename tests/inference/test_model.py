@@ -1,0 +1,44 @@
+"""Per-class scores and embeddings captured from the same forward pass as the predictions."""
+
+import numpy as np
+import pytest
+
+from ml_backend.inference.model import load_weights
+from ml_backend.tools.synthetic import make_image
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(1)
+    return [np.asarray(make_image(rng, 96, 80).image) for _ in range(3)] + [np.zeros((80, 96, 3), np.uint8)]
+
+
+@pytest.mark.parametrize("kind", ["detect", "segment", "obb", "classify"])
+def test_scores_come_from_the_same_pass_and_change_nothing(tiny_weights, images, kind) -> None:
+    model = load_weights(str(tiny_weights(kind)))
+    plain = model.predict(images, conf=0.001, imgsz=64, device="cpu", batch=2)
+    scored = model.predict(images, conf=0.001, imgsz=64, device="cpu", batch=2, with_scores=True)
+    again = model.predict(images, conf=0.001, imgsz=64, device="cpu", batch=2)
+    for p, s, a in zip(plain, scored, again):
+        np.testing.assert_allclose(s.scores, p.scores, atol=1e-5)
+        np.testing.assert_allclose(a.scores, p.scores, atol=1e-5)  # hooks removed afterwards
+        assert p.embedding is None
+        assert (p.class_scores is None) == (kind != "classify")  # a classifier's probabilities are always its class scores
+        assert s.embedding is not None and s.embedding.ndim == 1 and np.isfinite(s.embedding).all()
+        if kind == "classify":
+            np.testing.assert_allclose(s.class_scores[0], s.probs)
+        else:
+            assert s.class_scores.shape == (len(s.class_ids), len(model.names))
+            # the kept class is the top of each object's class-score vector
+            np.testing.assert_allclose(s.class_scores.max(axis=1), s.scores, atol=1e-4)
+            assert (s.class_scores.argmax(axis=1) == s.class_ids).all()
+    assert len({s.embedding.shape for s in scored}) == 1
+
+
+def test_exported_weights_predict_without_scores(tmp_path, tiny_weights, images) -> None:
+    from ml_backend.inference.model import import_yolo
+
+    onnx = import_yolo()(str(tiny_weights("detect"))).export(format="onnx", imgsz=64, verbose=False)
+    model = load_weights(onnx)
+    out = model.predict(images[:2], conf=0.001, imgsz=64, device="cpu", with_scores=True)
+    assert len(out) == 2 and all(p.class_scores is None and p.embedding is None for p in out)

@@ -1,0 +1,41 @@
+"""The local runner's child process: settings reach it, failures come back with their reason."""
+
+from __future__ import annotations
+
+import time
+
+from ml_backend.settings import Settings
+from ml_backend.training.run import TrainingError, TrainRequest
+from ml_backend.jobs.runners import LocalRunner
+
+
+def test_a_failing_child_reports_its_reason(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative MODEL_DIR, as in the default ./ml_state
+    settings = Settings.from_env({"MODEL_DIR": "state", "LABEL_STUDIO_URL": "", "DEVICE": "cpu"})
+    req = TrainRequest(3, str(tmp_path / "base.pt"), "v0", "state/training/project3/run-1", "test")
+    handle = LocalRunner(settings).start(req)
+    deadline = time.monotonic() + 120
+    while not handle.done() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert handle.done()
+    try:
+        handle.outcome()
+    except TrainingError as exc:
+        assert "set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY" in str(exc)
+    else:
+        raise AssertionError("a child without Label Studio settings must fail")
+    assert (tmp_path / "state/training/project3/run-1/train.log").is_file()
+
+
+def test_a_killed_child_is_reported_as_such(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({"MODEL_DIR": str(tmp_path / "state"), "DEVICE": "cpu"})
+    handle = LocalRunner(settings).start(TrainRequest(3, "base.pt", "v0", str(tmp_path / "run"), "test"))
+    handle.cancel()
+    assert handle.done()
+    try:
+        handle.outcome()
+    except TrainingError as exc:
+        assert str(exc).startswith("the training process ")  # killed by signal 15, or exited with 143
+    else:
+        raise AssertionError("a cancelled run has no outcome")

@@ -1,0 +1,183 @@
+"""The background scoring worker: enqueue-only webhooks, coalescing, label counting."""
+
+import threading
+import time
+
+import pytest
+
+import ml_backend.jobs.scoring_jobs as jobs_mod
+from ml_backend.jobs.scoring_jobs import ScoringJobs
+from ml_backend.settings import Settings
+
+
+@pytest.fixture()
+def recorded(monkeypatch):
+    calls = []
+    gate = threading.Event()
+
+    def fake_new(client, project_id, tasks, predictor, settings, store):
+        gate.wait(5)
+        calls.append(("new", project_id, sorted(t["id"] for t in tasks)))
+        return type("P", (), {"scores": tasks})()
+
+    def fake_full(client, project_id, predictor, settings, progress=False, retire=()):
+        gate.wait(5)
+        calls.append(("full", project_id) + ((tuple(retire),) if retire else ()))
+        return type("P", (), {"scores": []})()
+
+    monkeypatch.setattr(jobs_mod, "score_new_tasks", fake_new)
+    monkeypatch.setattr(jobs_mod, "score_project", fake_full)
+    return calls, gate
+
+
+def make(tmp_path, client=object(), **env) -> ScoringJobs:
+    settings = Settings.from_env({"MODEL_DIR": str(tmp_path), **env})
+    return ScoringJobs(settings, predictor=None, client_factory=lambda: client)  # type: ignore[arg-type]
+
+
+def test_new_tasks_coalesce_while_the_worker_is_busy(tmp_path, recorded) -> None:
+    calls, gate = recorded
+    jobs = make(tmp_path)
+    jobs.add_tasks(1, [{"id": 1}])
+    assert not jobs.idle(0.2)  # the first run is held at the gate
+    jobs.add_tasks(1, [{"id": 2}, {"id": 3}])
+    jobs.add_tasks(1, [{"id": 3}, {"no": "id"}])
+    gate.set()
+    assert jobs.idle(5)
+    assert calls == [("new", 1, [1]), ("new", 1, [2, 3])]
+
+
+def label(aid: int, project: int = 7) -> dict:
+    return {"action": "ANNOTATION_CREATED", "project": {"id": project}, "annotation": {"id": aid, "updated_at": "t"}}
+
+
+def test_labels_trigger_one_full_rescore_every_n(tmp_path, recorded) -> None:
+    calls, gate = recorded
+    gate.set()
+    jobs = make(tmp_path, RESCORE_MIN_NEW_LABELS="3")
+    assert [jobs.add_label_event(label(i)) for i in range(2)] == [1, 2]
+    assert jobs.add_label_event(label(1)) == 2  # the same event again counts once
+    assert jobs.idle(2) and calls == []
+    assert jobs.add_label_event(label(2)) == 3
+    assert jobs.idle(5)
+    assert calls == [("full", 7)]
+    assert jobs.events.pending(7, "scoring") == 0  # reset after the successful re-score
+    bulk = {"action": "ANNOTATIONS_CREATED", "project": {"id": 7}, "annotations": [{"id": 10 + i, "updated_at": "t"} for i in range(5)]}
+    assert jobs.add_label_event(bulk) == 5  # a bulk event counts all its labels
+    assert jobs.idle(5) and calls == [("full", 7), ("full", 7)]
+
+
+def test_a_failed_rescore_keeps_its_labels_pending(tmp_path, monkeypatch) -> None:
+    def boom(*a, **k):
+        raise RuntimeError("Label Studio is down")
+
+    monkeypatch.setattr(jobs_mod, "score_project", boom)
+    jobs = make(tmp_path, RESCORE_MIN_NEW_LABELS="2")
+    jobs.add_label_event(label(1))
+    jobs.add_label_event(label(2))
+    assert jobs.idle(5) and "down" in jobs.last_error
+    assert jobs.events.pending(7, "scoring") == 2
+
+
+def test_without_label_studio_settings_nothing_runs_and_the_worker_survives(tmp_path, recorded) -> None:
+    calls, gate = recorded
+    gate.set()
+    jobs = make(tmp_path, client=None)
+    jobs.add_tasks(1, [{"id": 1}])
+    assert jobs.idle(5) and calls == []
+    assert jobs.runs == 1
+
+
+def test_a_failing_run_is_reported_and_the_next_one_runs(tmp_path, monkeypatch) -> None:
+    def boom(*a, **k):
+        raise RuntimeError("Label Studio is down")
+
+    monkeypatch.setattr(jobs_mod, "score_new_tasks", boom)
+    jobs = make(tmp_path)
+    jobs.add_tasks(1, [{"id": 1}])
+    assert jobs.idle(5) and "Label Studio is down" in jobs.last_error
+    jobs.add_tasks(1, [{"id": 2}])
+    assert jobs.idle(5) and jobs.runs == 2
+
+
+def test_a_promotion_rescores_the_project_and_retires_the_old_version(tmp_path, recorded) -> None:
+    calls, gate = recorded
+    jobs = make(tmp_path)
+    jobs.add_tasks(3, [{"id": 1}])
+    assert not jobs.idle(0.2)  # held at the gate
+    jobs.request_full(3, retire=["v1"])
+    jobs.request_full(3, retire=["v2", ""])  # coalesces with the first request
+    gate.set()
+    assert jobs.idle(5)
+    assert calls == [("new", 3, [1]), ("full", 3, ("v1", "v2"))]
+
+
+def test_work_left_by_a_crash_runs_at_the_next_start(tmp_path, recorded) -> None:
+    from ml_backend.jobs.scoring_jobs import ScoringQueue
+
+    calls, gate = recorded
+    gate.set()
+    left = ScoringQueue(tmp_path / "state.db")  # what a killed process had queued
+    left.add_tasks(2, [{"id": 5}, {"id": 6}])
+    left.request_full(4, ["old-v"])
+    left.add_tasks(4, [{"id": 9}])
+    left.close()
+    jobs = make(tmp_path)
+    assert jobs.idle(5)
+    assert sorted(calls) == [("full", 4, ("old-v",)), ("new", 2, [5, 6])]  # a full run covers the project's new tasks too
+    assert jobs.queue.projects() == set()
+
+
+def test_a_task_queued_again_during_its_run_is_scored_again(tmp_path, recorded) -> None:
+    calls, gate = recorded
+    jobs = make(tmp_path)
+    jobs.add_tasks(1, [{"id": 1, "v": "old"}])
+    assert not jobs.idle(0.2)  # the run has taken it and waits at the gate
+    jobs.add_tasks(1, [{"id": 1, "v": "new"}])
+    gate.set()
+    assert jobs.idle(5) and calls == [("new", 1, [1]), ("new", 1, [1])]
+
+
+def test_a_failed_run_stays_queued_and_is_retried_after_a_back_off(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(jobs_mod, "RETRY_FIRST_S", 0.3)
+    outcomes = ["Label Studio is down", None]
+    calls = []
+
+    def flaky(client, project_id, tasks, predictor, settings, store):
+        calls.append(sorted(t["id"] for t in tasks))
+        err = outcomes.pop(0)
+        if err:
+            raise ConnectionError(err)
+        return type("P", (), {"scores": tasks})()
+
+    monkeypatch.setattr(jobs_mod, "score_new_tasks", flaky)
+    jobs = make(tmp_path)
+    jobs.add_tasks(1, [{"id": 1}, {"id": 2}])
+    assert jobs.idle(5) and "down" in jobs.last_error and jobs.queue.projects() == {1}  # kept, waiting to retry
+    deadline = time.monotonic() + 5
+    while jobs.queue.projects() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert calls == [[1, 2], [1, 2]] and jobs.queue.projects() == set() and jobs.last_error is None
+
+
+def test_scores_from_an_older_model_than_the_served_one_are_redone_at_start(tmp_path, recorded) -> None:
+    from ml_backend.state import StatePaths, atomic_write
+
+    calls, gate = recorded
+    gate.set()
+    paths = StatePaths(tmp_path)
+    atomic_write(paths.score_file(3), '[{"task": 1, "model_version": "v1"}, {"task": 2, "model_version": "v1"}]')
+    atomic_write(paths.score_file(4), '[{"task": 7, "model_version": "v2"}]')
+    jobs = make(tmp_path)
+    stale = jobs.check_served_versions(lambda pid: {3: "v2", 4: "v2"}.get(pid))
+    assert stale == [3]
+    assert jobs.idle(5) and calls == [("full", 3, ("v1",))]
+    assert jobs.check_served_versions(lambda pid: None) == []  # no promoted model: nothing to check
+
+
+def test_a_promoted_project_never_scored_is_scored_at_start(tmp_path, recorded) -> None:
+    calls, gate = recorded
+    gate.set()
+    jobs = make(tmp_path)
+    assert jobs.check_served_versions(lambda pid: "v3" if pid == 8 else None, projects=[8, 9]) == [8]
+    assert jobs.idle(5) and calls == [("full", 8)]

@@ -1,0 +1,303 @@
+"""The retraining loop with a fake runner (fixed outcomes): trigger, coalescing, promotion, failure, restart."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ml_backend.jobs.label_events import LabelEventStore
+from ml_backend.inference.model import ModelHolder
+from ml_backend.inference.served_models import ServedModels
+from ml_backend.settings import Settings
+from ml_backend.training.run import TrainingError, TrainOutcome
+from integrations.connection import threshold_from_extra_params
+from ml_backend.jobs.training_jobs import TrainingJobs, TrainingState
+
+
+class FakeHandle:
+    def __init__(self, runner: "FakeRunner", req):
+        self.runner, self.req = runner, req
+
+    def progress(self):
+        return {"stage": "training", "epoch": 2, "epochs": 5}
+
+    def done(self):
+        return self.runner.gate.is_set()
+
+    def outcome(self):
+        result = self.runner.results.pop(0) if self.runner.results else "better"
+        if isinstance(result, Exception):
+            raise result
+        if result == "skipped":
+            return TrainOutcome(self.req.project_id, "skipped", self.req.base_version, "no held-out labels yet")
+        Path(self.req.workdir).mkdir(parents=True, exist_ok=True)
+        weights = Path(self.req.workdir) / f"project{self.req.project_id}.pt"
+        shutil.copyfile(self.req.base_weights, weights)
+        if result == "broken":
+            weights.write_bytes(b"not a checkpoint")
+        new = 0.6 if result in ("better", "broken") else 0.2
+        return TrainOutcome(
+            self.req.project_id, "trained", self.req.base_version, f"{result}", promote=result in ("better", "broken"), weights=str(weights),
+            metrics_new={"metric": "mAP50-95", "primary": new}, metrics_old={"metric": "mAP50-95", "primary": 0.4},
+            dataset={"train": 8, "val": 2}, epochs=5,
+        )
+
+    def cancel(self):
+        self.runner.cancelled += 1
+
+
+class FakeRunner:
+    def __init__(self, results=None, open_gate=True):
+        self.gate = threading.Event()
+        if open_gate:
+            self.gate.set()
+        self.results = list(results or [])
+        self.requests = []
+        self.cancelled = 0
+
+    def start(self, req):
+        self.requests.append(req)
+        return FakeHandle(self, req)
+
+
+def label(aid: int, project: int = 5, stamp: str = "t") -> dict:
+    return {"action": "ANNOTATION_CREATED", "project": {"id": project}, "annotation": {"id": aid, "updated_at": stamp}}
+
+
+@pytest.fixture()
+def make_jobs(tmp_path, tiny_weights):
+    made = []
+
+    def make(runner: FakeRunner, **env) -> tuple[TrainingJobs, list]:
+        settings = Settings.from_env({"MODEL_DIR": str(tmp_path / "state"), "RETRAIN_MIN_NEW_LABELS": "3", "DEVICE": "cpu", **env})
+        models = ServedModels(ModelHolder(str(tiny_weights("detect")), "cpu"), settings.model_dir)
+        events = LabelEventStore(settings.model_dir / "state.db")
+        promoted = []
+        jobs = TrainingJobs(settings, models, events, on_promoted=lambda *a: promoted.append(a), runner=runner, poll_s=0.02)
+        made.append(jobs)
+        return jobs, promoted
+
+    yield make
+    for jobs in made:
+        jobs.close()
+
+
+def feed(jobs: TrainingJobs, ids, project: int = 5, stamp: str = "t") -> dict:
+    out = {}
+    for i in ids:
+        jobs.events.record(label(i, project, stamp))
+        out = jobs.on_label_event(project)
+    return out
+
+
+def test_enough_new_labels_train_once_and_promote_a_better_model(make_jobs) -> None:
+    runner = FakeRunner(["better"])
+    jobs, promoted = make_jobs(runner)
+    base = jobs.models.base.get().version
+    assert feed(jobs, [1, 2]) == {"training": "idle", "labels_since_training": 2}
+    jobs.events.record(label(2))  # the same event delivered again counts once
+    assert jobs.on_label_event(5)["labels_since_training"] == 2
+    assert jobs.idle(1) and runner.requests == []
+    assert feed(jobs, [3])["labels_since_training"] == 3
+    assert jobs.idle(10)
+    assert len(runner.requests) == 1 and runner.requests[0].base_version == base
+    assert "3 new or changed labels" in runner.requests[0].reason
+
+    status = jobs.status(5)
+    current = jobs.models.current(5)
+    assert current is not None and current.parent == base
+    assert status["state"] == "idle" and status["labels_since_training"] == 0
+    assert status["model_version"] == current.version != base
+    assert status["last_run"]["promoted"] is True and status["last_run"]["version"] == current.version
+    assert current.metrics["new"]["primary"] == 0.6 and current.metrics["previous"]["primary"] == 0.4
+    assert promoted == [(5, current.version, base)]
+    assert jobs.models.get(5).version == current.version  # served, already loaded
+    assert jobs.models.get(6).version == base  # other projects keep the base model
+
+
+def test_a_worse_model_is_kept_but_not_served(make_jobs) -> None:
+    jobs, promoted = make_jobs(FakeRunner(["worse"]))
+    assert jobs.request(5, "START_TRAINING") == "queued"
+    assert jobs.idle(10)
+    assert jobs.models.current(5) is None and promoted == []
+    stored = jobs.models.registry(5).list()
+    assert len(stored) == 1 and stored[0].metrics["new"]["primary"] == 0.2
+    status = jobs.status(5)
+    assert status["state"] == "idle" and status["last_run"]["promoted"] is False and status["last_run"]["version"] == stored[0].version
+
+
+def test_events_during_a_run_coalesce_into_one_follow_up(make_jobs) -> None:
+    runner = FakeRunner(["better", "better"], open_gate=False)
+    jobs, promoted = make_jobs(runner)
+    feed(jobs, [1, 2, 3])
+    deadline = time.monotonic() + 5
+    while jobs.status(5)["state"] != "training" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert jobs.status(5)["state"] == "training"
+    time.sleep(0.1)
+    assert jobs.status(5)["progress"]["epoch"] == 2  # progress shows while it runs
+    feed(jobs, [4, 5])
+    assert jobs.status(5)["follow_up"] is False  # 2 labels during the run: below the threshold
+    feed(jobs, range(6, 16))
+    assert jobs.request(5, "START_TRAINING") == "training"
+    assert jobs.status(5)["follow_up"] is True
+    runner.gate.set()
+    assert jobs.idle(10)
+    assert len(runner.requests) == 2  # the run and one follow-up, not one per event
+    assert "follow-up" in runner.requests[1].reason
+    assert len(promoted) == 2 and promoted[1][2] == promoted[0][1]  # the follow-up fine-tuned the promoted model
+    assert jobs.status(5)["labels_since_training"] == 0
+
+
+def test_a_failed_run_reports_why_and_keeps_its_labels_pending(make_jobs) -> None:
+    runner = FakeRunner([TrainingError("Label Studio is down"), "better"])
+    jobs, promoted = make_jobs(runner)
+    feed(jobs, [1, 2, 3])
+    assert jobs.idle(10)
+    status = jobs.status(5)
+    assert status["state"] == "failed" and status["message"] == "Label Studio is down"
+    assert status["labels_since_training"] == 3 and jobs.models.current(5) is None and promoted == []
+    feed(jobs, [4, 5])  # no retry storm: only labels since the failed run started count
+    assert jobs.idle(0.5) and jobs.status(5)["state"] == "failed" and len(runner.requests) == 1
+    feed(jobs, [6])  # RETRAIN_MIN_NEW_LABELS new ones since: retried
+    assert jobs.idle(10)
+    assert jobs.status(5)["state"] == "idle" and len(promoted) == 1 and len(runner.requests) == 2
+
+
+def test_a_skipped_run_says_why_and_serves_nothing_new(make_jobs) -> None:
+    jobs, promoted = make_jobs(FakeRunner(["skipped"]))
+    jobs.request(5, "START_TRAINING")
+    assert jobs.idle(10)
+    status = jobs.status(5)
+    assert status["state"] == "idle" and status["message"] == "no held-out labels yet"
+    assert jobs.models.registry(5).list() == [] and promoted == []
+
+
+def test_automatic_retraining_can_be_turned_off(make_jobs) -> None:
+    runner = FakeRunner()
+    jobs, _ = make_jobs(runner, RETRAIN_MIN_NEW_LABELS="0")
+    assert feed(jobs, range(1, 30))["training"] == "idle"
+    assert jobs.idle(0.5) and runner.requests == []
+    jobs.request(5, "START_TRAINING")  # the train button still works
+    assert jobs.idle(10) and len(runner.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra_params", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ({}, None),
+        ({"other": 1}, None),
+        ({"retrain_min_new_labels": None}, None),
+        ({"retrain_min_new_labels": 20}, 20),
+        ({"retrain_min_new_labels": 0}, 0),
+        ({"retrain_min_new_labels": " 7 "}, 7),
+        ('{"retrain_min_new_labels": 12, "other": "x"}', 12),
+    ],
+)
+def test_a_projects_threshold_is_read_from_label_studios_extra_params(extra_params, expected) -> None:
+    assert threshold_from_extra_params(extra_params) == expected
+
+
+@pytest.mark.parametrize(
+    ("extra_params", "fragment"),
+    [
+        ("not json", "must be a JSON object"),
+        ([1, 2], "must be a JSON object"),
+        ({"retrain_min_new_labels": -1}, "whole number from 0"),
+        ({"retrain_min_new_labels": 2.5}, "whole number from 0"),
+        ({"retrain_min_new_labels": True}, "whole number from 0"),
+        ({"retrain_min_new_labels": "ten"}, "whole number from 0"),
+        ({"retrain_min_new_labels": 10**30}, "whole number from 0"),
+        ({"retrain_min_new_labels": "²"}, "whole number from 0"),
+    ],
+)
+def test_a_bad_threshold_in_extra_params_says_what_to_fix(extra_params, fragment) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        threshold_from_extra_params(extra_params)
+
+
+def test_a_projects_own_threshold_wins_survives_a_restart_and_can_be_cleared(make_jobs) -> None:
+    runner = FakeRunner()
+    jobs, _ = make_jobs(runner)  # RETRAIN_MIN_NEW_LABELS=3
+    jobs.set_threshold(5, 6)
+    assert feed(jobs, [1, 2, 3, 4, 5])["training"] == "idle"  # 3 would have started a run
+    assert jobs.idle(0.3) and runner.requests == []
+    assert jobs.status(5)["retrain_min_new_labels"] == 6 and "extra_params" in jobs.status(5)["retrain_threshold_from"]
+    assert jobs.status(7)["retrain_min_new_labels"] == 3  # other projects keep the default
+    jobs.close()
+
+    again, _ = make_jobs(runner)  # a restart: the threshold comes from the state file
+    assert again.status(5)["retrain_min_new_labels"] == 6
+    feed(again, [6])
+    assert again.idle(10) and len(runner.requests) == 1 and "retrain_min_new_labels=6" in runner.requests[0].reason
+
+    again.set_threshold(5, None)  # the key removed in Label Studio: back to RETRAIN_MIN_NEW_LABELS
+    assert again.status(5)["retrain_min_new_labels"] == 3 and again.status(5)["retrain_threshold_from"] == "RETRAIN_MIN_NEW_LABELS"
+
+
+def test_lowering_a_threshold_below_the_labels_counted_starts_a_run(make_jobs) -> None:
+    runner = FakeRunner()
+    jobs, _ = make_jobs(runner, RETRAIN_MIN_NEW_LABELS="0")
+    feed(jobs, [1, 2, 3, 4])
+    assert jobs.idle(0.3) and runner.requests == []
+    jobs.set_threshold(5, 4)
+    assert jobs.idle(10) and len(runner.requests) == 1 and "4 new or changed labels" in runner.requests[0].reason
+
+
+def test_a_state_file_from_before_per_project_thresholds_is_upgraded_in_place(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE training (project INTEGER PRIMARY KEY, state TEXT NOT NULL, reason TEXT, follow_up INTEGER DEFAULT 0,"
+        " start_seq INTEGER DEFAULT 0, owner TEXT, queued REAL, started REAL, finished REAL, progress TEXT, message TEXT, last TEXT,"
+        " runs INTEGER DEFAULT 0, heartbeat REAL)"
+    )
+    old.execute("INSERT INTO training (project, state, runs, last) VALUES (5, 'idle', 4, '{\"version\": \"v4\"}')")
+    old.commit()
+    old.close()
+    state = TrainingState(path)
+    row = state.get(5)
+    assert (row["runs"], row["last"], row["threshold"]) == (4, '{"version": "v4"}', None)  # nothing lost
+    state.update(5, threshold=9)
+    assert state.get(5)["threshold"] == 9
+    TrainingState(path).close()  # opening an upgraded file again is fine
+    state.close()
+
+
+def test_a_run_interrupted_by_a_restart_is_queued_again(make_jobs, tmp_path) -> None:
+    import socket
+
+    state = TrainingState(tmp_path / "state" / "state.db")
+    state.update(5, state="training", owner=f"{socket.gethostname()}:999999999", reason="x")  # its process is gone
+    runner = FakeRunner()
+    jobs, promoted = make_jobs(runner)
+    assert jobs.idle(10)
+    assert len(runner.requests) == 1 and "stopped during the previous run" in runner.requests[0].reason
+    assert jobs.status(5)["state"] == "idle" and len(promoted) == 1
+
+
+def test_a_run_over_the_time_limit_is_stopped(make_jobs) -> None:
+    runner = FakeRunner(open_gate=False)
+    jobs, promoted = make_jobs(runner, TRAIN_TIMEOUT="10")
+    jobs.request(5, "START_TRAINING")
+    assert jobs.idle(20)
+    status = jobs.status(5)
+    assert status["state"] == "failed" and "TRAIN_TIMEOUT=10" in status["message"]
+    assert runner.cancelled == 1 and jobs.models.current(5) is None and promoted == []
+
+
+def test_weights_that_do_not_load_are_never_served(make_jobs) -> None:
+    jobs, promoted = make_jobs(FakeRunner(["broken"]))
+    jobs.request(5, "START_TRAINING")
+    assert jobs.idle(10)
+    status = jobs.status(5)
+    assert jobs.models.current(5) is None and promoted == []
+    assert status["last_run"]["promoted"] is False and "could not be loaded" in status["message"]

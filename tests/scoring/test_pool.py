@@ -1,0 +1,214 @@
+"""Scoring with a fake model whose outputs are fixed: every number is known in advance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ml_backend.inference.label_config import select_target
+from ml_backend.inference.model import ImagePrediction
+from ml_backend.inference.predictor import Served
+from ml_backend.scoring.pool import difficulty, image_scores, is_labeled, labeled_class_counts, score_tasks
+from ml_backend.scoring.publish import score_columns
+from ml_backend.scoring.store import ScoreStore
+from ml_backend.state import StatePaths
+from ml_backend.settings import Settings
+
+CFG = '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image"><Label value="a"/><Label value="b"/></RectangleLabels></View>'
+
+
+class FakeModel:
+    task = "detect"
+    names = {0: "a", 1: "b"}
+    version = "fake-1"
+
+
+class FakePredictor:
+    """Returns a fixed ImagePrediction (or error) per task id."""
+
+    def __init__(self, outputs: dict[int, ImagePrediction | str]):
+        self.outputs = outputs
+        self.calls = []
+
+    def run(self, tasks, served, with_scores=False, conf=None):
+        self.calls.append((with_scores, conf))
+        for t in tasks:
+            yield self.outputs[t["id"]]
+
+
+def det(scores_by_class: list[list[float]], boxes: list[list[float]], emb: list[float]) -> ImagePrediction:
+    P = np.array(scores_by_class, dtype=float).reshape(len(scores_by_class), 2)
+    return ImagePrediction(
+        width=100, height=100,
+        class_ids=P.argmax(1) if len(P) else np.zeros(0, dtype=int),
+        scores=P.max(1) if len(P) else np.zeros(0),
+        boxes_xyxy=np.array(boxes, dtype=float).reshape(-1, 4),
+        class_scores=P,
+        embedding=np.array(emb, dtype=np.float32),
+    )
+
+
+SERVED = Served(FakeModel(), select_target(CFG, "detect"), {0: "a", 1: "b"})  # type: ignore[arg-type]
+
+
+def settings(**env) -> Settings:
+    base = {"SCORE_THRESHOLD": "0.5", "CANDIDATE_THRESHOLD": "0.1", "UNCERTAINTY_MEASURE": "least_confidence", "UNCERTAINTY_AGGREGATION": "max",
+            "AL_STRATEGY": "uncertainty", "AL_CLASS_BALANCE_WEIGHT": "0", "AL_CLUSTERS": "2"}
+    base.update(env)
+    return Settings.from_env(base)
+
+
+@pytest.mark.parametrize(("u", "bucket"), [(0.0, "easy"), (0.33, "easy"), (0.34, "medium"), (0.66, "medium"), (0.67, "hard"), (1.0, "hard")])
+def test_difficulty(u, bucket) -> None:
+    assert difficulty(u) == bucket
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected_u", "expected_counts"),
+    [
+        ([[0.9, 0.1]], 0.1, [1, 0]),  # one sure object
+        ([[0.9, 0.1], [0.05, 0.3]], 0.7, [1, 0]),  # a faint candidate (0.3 < SCORE_THRESHOLD) counts in uncertainty, not in counts
+        ([[0.9, 0.1], [0.02, 0.05]], 0.1, [1, 0]),  # below CANDIDATE_THRESHOLD: ignored
+        ([], 0.0, [0, 0]),  # nothing at all
+    ],
+)
+def test_image_scores(scores, expected_u, expected_counts) -> None:
+    boxes = [[i * 20, 0, i * 20 + 10, 10] for i in range(len(scores))]
+    u, counts = image_scores(det(scores, boxes, [1, 0]), settings(), 2)
+    assert u == pytest.approx(expected_u)
+    assert counts.tolist() == expected_counts
+
+
+def test_classification_image_scores() -> None:
+    pred = ImagePrediction(width=10, height=10, probs=np.array([0.2, 0.8]))
+    u, counts = image_scores(pred, settings(UNCERTAINTY_MEASURE="margin"), 2)
+    assert u == pytest.approx(1 - 0.6) and counts.tolist() == [0, 1]
+
+
+def test_labeled_tasks_and_their_class_counts() -> None:
+    tasks = [
+        {"id": 1, "annotations": [{"was_cancelled": False, "result": [{"value": {"rectanglelabels": ["b"]}}, {"value": {"rectanglelabels": ["b"]}}]}]},
+        {"id": 2, "annotations": [{"was_cancelled": True, "result": [{"value": {"rectanglelabels": ["a"]}}]}]},
+        {"id": 3, "annotations": []},
+    ]
+    assert [is_labeled(t) for t in tasks] == [True, False, False]
+    assert labeled_class_counts(tasks, SERVED, 2).tolist() == [0, 2]
+
+
+def _pool() -> tuple[list[dict], FakePredictor]:
+    outputs = {
+        1: det([[0.95, 0.05]], [[0, 0, 10, 10]], [1, 0, 0]),  # labeled
+        2: det([[0.6, 0.4]], [[0, 0, 10, 10]], [1, 0.05, 0]),  # unsure, close to the labeled one
+        3: det([[0.8, 0.2]], [[0, 0, 10, 10]], [0, 0, 1]),  # fairly sure, far away
+        4: "image not found (404)",
+        5: det([[0.7, 0.3]], [[0, 0, 10, 10]], [0, 1, 0]),
+    }
+    tasks = [{"id": i, "data": {"image": f"/data/upload/{i}.jpg"}, "annotations": [{"result": []}] if i == 1 else []} for i in outputs]
+    return tasks, FakePredictor(outputs)
+
+
+def test_score_tasks_with_a_fake_model() -> None:
+    tasks, predictor = _pool()
+    pooled = score_tasks(tasks, SERVED, predictor, settings())  # type: ignore[arg-type]
+    assert predictor.calls == [(True, 0.1)]  # scores on, candidates down to CANDIDATE_THRESHOLD
+    assert pooled.errors == {4: "image not found (404)"}
+    by = {s.task: s for s in pooled.scores}
+    assert set(by) == {1, 2, 3, 5}
+    assert by[1].labeled and by[1].priority == 0.0
+    assert [by[t].uncertainty for t in (2, 3, 5)] == pytest.approx([0.4, 0.2, 0.3])
+    assert [by[t].priority for t in (2, 3, 5)] == pytest.approx([0.4, 0.2, 0.3])  # uncertainty strategy, no class term
+    assert by[1].diversity == pytest.approx(0.0)
+    assert by[3].diversity == pytest.approx(np.sqrt(2) / 2, abs=1e-5)
+    assert by[2].diversity < by[5].diversity
+    preds = {p["task"]: p for p in pooled.predictions}
+    assert preds[2]["score"] == pytest.approx(0.6) and preds[1]["score"] == 1.0
+    assert all(p["model_version"] == "fake-1" and p["cluster"] in (0, 1) for p in preds.values())
+    assert preds[2]["result"][0]["value"]["rectanglelabels"] == ["a"]  # the pre-annotation rides along
+    assert preds[3]["result"][0]["value"]["rectanglelabels"] == ["a"]
+
+
+@pytest.mark.parametrize("strategy", ["random", "uncertainty", "diversity", "hybrid"])
+def test_every_strategy_scores_the_pool_deterministically(strategy) -> None:
+    tasks, _ = _pool()
+    runs = [score_tasks(tasks, SERVED, _pool()[1], settings(AL_STRATEGY=strategy)) for _ in range(2)]  # type: ignore[arg-type]
+    assert [s.priority for s in runs[0].scores] == [s.priority for s in runs[1].scores]
+    assert all(0 <= s.priority <= 1 for s in runs[0].scores)
+
+
+def test_score_columns_keep_the_task_data_and_skip_unchanged() -> None:
+    tasks, predictor = _pool()
+    pooled = score_tasks(tasks, SERVED, predictor, settings())  # type: ignore[arg-type]
+    cols = score_columns(tasks, pooled.scores)
+    assert set(cols) == {1, 2, 3, 5}
+    assert cols[2] == {"image": "/data/upload/2.jpg", "al_priority": 0.4, "al_uncertainty": 0.4, "al_diversity": cols[2]["al_diversity"], "al_difficulty": "medium"}
+    tasks_after = [dict(t, data=cols.get(t["id"], t["data"])) for t in tasks]
+    assert score_columns(tasks_after, pooled.scores) == {}
+
+
+def test_score_store_round_trip(tmp_path) -> None:
+    tasks, predictor = _pool()
+    pooled = score_tasks(tasks, SERVED, predictor, settings())  # type: ignore[arg-type]
+    store = ScoreStore(StatePaths(tmp_path))
+    assert store.load(7) is None
+    store.save(7, pooled.scores)
+    assert store.load(7) == json.loads(json.dumps([s.__dict__ for s in pooled.scores]))
+    assert not list((tmp_path / "scores").glob(".tmp-*"))
+
+
+def mean_color_embedder(images):
+    """A stand-in user embedder: mean colour per image."""
+    return np.stack([im.reshape(-1, 3).mean(axis=0) for im in images])
+
+
+def test_a_pluggable_embedder_replaces_the_model_features(tmp_path, tiny_weights) -> None:
+    from ml_backend.inference.predictor import Predictor, make_fetcher, make_holder
+
+    s = Settings.from_env({"MODEL_PATH": str(tiny_weights("detect")), "MODEL_DIR": str(tmp_path), "EMBEDDER": "tests.scoring.test_pool:mean_color_embedder", "IMGSZ": "64"})
+    predictor = Predictor(s, make_holder(s), make_fetcher(s, "", ""))
+    red = np.zeros((40, 50, 3), np.uint8)
+    red[..., 0] = 200
+    predictor._load = lambda task, target: red  # type: ignore[method-assign]
+    served = predictor.serve(CFG.replace('"a"', '"circle"').replace('"b"', '"square"'))
+    out = list(predictor.run([{"id": 1}], served, with_scores=True))
+    assert out[0].embedding.tolist() == [200.0, 0.0, 0.0]
+    plain = list(predictor.run([{"id": 1}], served))
+    assert plain[0].embedding is None
+
+
+@pytest.mark.parametrize(("value", "fragment"), [("nocolon", "module:function"), ("tests.nope:f", "could not be loaded"), ("json:__name__", "not a function")])
+def test_bad_embedder(tmp_path, value, fragment) -> None:
+    from ml_backend.inference.predictor import load_embedder
+    from ml_backend.settings import SettingsError
+
+    if ":" not in value:
+        with pytest.raises(SettingsError, match=fragment):
+            Settings.from_env({"EMBEDDER": value})
+    else:
+        with pytest.raises(ValueError, match=fragment):
+            load_embedder(value)
+
+
+class RecordingClient:
+    def __init__(self):
+        self.calls = []
+
+    def create_predictions(self, preds):
+        self.calls.append(("each", len(preds)))
+
+    def import_predictions(self, pid, preds):
+        self.calls.append(("bulk", len(preds)))
+
+
+@pytest.mark.parametrize(
+    ("clusters", "push_max", "n", "expected"),
+    [("8", "2000", 10, "each"), ("8", "2000", 2001, "bulk"), ("1", "2000", 10, "bulk"), ("8", "0", 1, "bulk")],
+)
+def test_push_keeps_clusters_only_where_affordable(clusters, push_max, n, expected) -> None:
+    from ml_backend.scoring.publish import push_predictions
+
+    client = RecordingClient()
+    s = Settings.from_env({"AL_CLUSTERS": clusters, "AL_CLUSTER_PUSH_MAX": push_max})
+    assert push_predictions(client, 1, [{}] * n, s) == expected
+    assert client.calls == [(expected, n)]

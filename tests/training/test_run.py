@@ -1,0 +1,189 @@
+"""One training run with real Ultralytics on tiny weights; Label Studio's API is a fixed fake here
+(the end-to-end tests use the real one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml_backend.settings import Settings
+from ml_backend.tools.synthetic import ls_box_result, make_image
+from ml_backend.training.run import TrainingError, TrainRequest, decide, train_project
+from ml_backend.training.dataset import split_of
+
+CONFIG = (
+    '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+    '<Label value="Round" predicted_values="circle"/><Label value="square"/><Label value="triangle"/>'
+    "</RectangleLabels></View>"
+)
+LABELS = {0: "Round", 1: "square", 2: "triangle"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "policy", "served"),
+    [
+        (0.50, 0.55, "if_better", True),
+        (0.50, 0.50, "if_better", True),  # not worse: the new model has seen more labels
+        (0.50, 0.49, "if_better", False),
+        (0.50, 0.10, "always", True),
+        (0.0, 0.0, "if_better", False),  # a tie at zero shows nothing
+        (0.0, 0.01, "if_better", True),
+    ],
+)
+def test_decide(old: float, new: float, policy: str, served: bool) -> None:
+    ok, why = decide({"metric": "mAP50-95", "primary": old}, {"metric": "mAP50-95", "primary": new}, policy)
+    assert ok is served
+    assert (f"{new:.4f}" in why and f"{old:.4f}" in why) or "both score" in why
+
+
+class FakeClient:
+    """Label Studio's two read calls a run makes, answered from memory."""
+
+    def __init__(self, tasks: list[dict]):
+        self.tasks = tasks
+
+    def get_project(self, project_id: int) -> dict:
+        return {"id": project_id, "label_config": CONFIG}
+
+    def list_tasks(self, project_id: int) -> list[dict]:
+        return self.tasks
+
+
+def labeled_tasks(ids: list[int], size: int = 64) -> tuple[list[dict], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(3)
+    tasks, images = [], {}
+    for tid in ids:
+        s = make_image(rng, size, size)
+        uri = f"/data/upload/1/{tid}.jpg"
+        images[uri] = np.asarray(s.image)
+        ann = {"id": tid * 10, "result": ls_box_result(s, LABELS), "was_cancelled": False, "updated_at": "2026-11-21T10:00:00Z"}
+        tasks.append({"id": tid, "data": {"image": uri}, "annotations": [ann]})
+    return tasks, images
+
+
+def settings_for(tmp_path, **env) -> Settings:
+    return Settings.from_env({
+        "MODEL_DIR": str(tmp_path / "state"), "TRAIN_EPOCHS": "2", "TRAIN_IMGSZ": "64", "TRAIN_BATCH": "8", "DEVICE": "cpu",
+        "TRAIN_VAL_FRACTION": "0.25", **env,
+    })
+
+
+def test_a_run_fine_tunes_the_model_and_judges_it_on_held_out_labels(tmp_path, tiny_weights) -> None:
+    tasks, images = labeled_tasks(list(range(1, 25)))
+    tasks[0]["annotations"][0]["was_cancelled"] = True  # a skipped task is left out
+    tasks.append({"id": 99, "data": {"image": "/data/upload/1/99.jpg"}, "annotations": []})  # unlabeled
+    tasks.append({"id": 98, "data": {"image": "/broken.jpg"}, "annotations": tasks[1]["annotations"]})
+    extra = dict(tasks[2]["annotations"][0]["result"][0])
+    extra["value"] = {**extra["value"], "rectanglelabels": ["Hexagon"]}  # a label the model has no class for
+    tasks[2]["annotations"][0]["result"].append(extra)
+
+    def load(uri, task_id):
+        if uri not in images:
+            raise ValueError(f"cannot decode {uri}")
+        return images[uri]
+
+    stages = []
+    req = TrainRequest(5, str(tiny_weights("detect")), "detect-base", str(tmp_path / "run"), "test")
+    out = train_project(req, settings_for(tmp_path), FakeClient(tasks), load, lambda stage, **kw: stages.append((stage, kw)))
+
+    assert out.status == "trained" and out.project_id == 5 and out.base_version == "detect-base"
+    labeled = [t for t in range(2, 25)]  # task 1 was skipped, 98 has a broken image, 99 no labels
+    expected_val = sum(split_of(t, 0.25) == "val" for t in labeled)
+    assert out.dataset["val"] == expected_val > 0
+    assert out.dataset["train"] == len(labeled) - expected_val
+    assert "98" in out.dataset["skipped"] and "cannot decode" in out.dataset["skipped"]["98"]
+    assert out.dataset["unknown_labels"] == {"Hexagon": 1}
+    for metrics in (out.metrics_old, out.metrics_new):
+        assert metrics["metric"] == "mAP50-95" and 0.0 <= metrics["primary"] <= 1.0
+        assert metrics["primary"] == metrics["map50_95"] and 0.0 <= metrics["map50"] <= 1.0
+        assert set(metrics["per_class"]) <= {"circle", "square", "triangle"}
+    assert out.promote == decide(out.metrics_old, out.metrics_new, "if_better")[0]
+    from ultralytics import YOLO
+
+    trained = YOLO(out.weights)
+    assert dict(trained.names) == {0: "circle", 1: "square", 2: "triangle"}  # the model keeps its class ids
+    assert [s for s, _ in stages][:2] == ["fetching labels", "writing dataset"]
+    epochs = [kw["epoch"] for s, kw in stages if s == "training"]
+    assert epochs == [0, 1, 2] and stages[-1][0] == "evaluating"
+    # Label lines: "Round" was mapped back to class 0 through predicted_values.
+    label_text = "".join(p.read_text() for p in (tmp_path / "run" / "dataset" / "labels").rglob("*.txt"))
+    assert {line.split()[0] for line in label_text.splitlines()} <= {"0", "1", "2"}
+    assert any(line.startswith("0 ") for line in label_text.splitlines())
+
+
+def test_without_held_out_labels_the_run_is_skipped_and_says_why(tmp_path, tiny_weights) -> None:
+    ids = [t for t in range(1, 200) if split_of(t, 0.25) == "train"][:1]  # one labeled task: nothing to hold out
+    tasks, images = labeled_tasks(ids)
+    req = TrainRequest(5, str(tiny_weights("detect")), "v0", str(tmp_path / "run"))
+    out = train_project(req, settings_for(tmp_path), FakeClient(tasks), lambda uri, tid: images[uri])
+    assert out.status == "skipped" and out.weights is None and not out.promote
+    assert "no held-out labels" in out.decision and "TRAIN_VAL_FRACTION" in out.decision
+
+
+def test_nothing_labeled_is_skipped(tmp_path, tiny_weights) -> None:
+    req = TrainRequest(5, str(tiny_weights("detect")), "v0", str(tmp_path / "run"))
+    out = train_project(req, settings_for(tmp_path), FakeClient([{"id": 1, "data": {"image": "x"}, "annotations": []}]), lambda u, t: None)
+    assert out.status == "skipped" and "label some tasks" in out.decision
+
+
+def test_exported_weights_cannot_be_fine_tuned(tmp_path) -> None:
+    req = TrainRequest(5, str(tmp_path / "model.onnx"), "v0", str(tmp_path / "run"))
+    with pytest.raises(TrainingError, match="exported models cannot be fine-tuned"):
+        train_project(req, settings_for(tmp_path), FakeClient([]), lambda u, t: None)
+
+
+def _region(kind: str, s, sh) -> dict:
+    w, h = s.image.size
+    name = ("circle", "square", "triangle")[sh.cls]
+    base = {"from_name": "label", "to_name": "image", "original_width": w, "original_height": h}
+    if kind == "segment":
+        pts = [[100 * x / w, 100 * y / h] for x, y in sh.polygon]
+        return {**base, "type": "polygonlabels", "value": {"points": pts, "polygonlabels": [name]}}
+    x1, y1, x2, y2 = sh.xyxy
+    value = {"x": 100 * x1 / w, "y": 100 * y1 / h, "width": 100 * (x2 - x1) / w, "height": 100 * (y2 - y1) / h, "rotation": 0}
+    return {**base, "type": "rectanglelabels", "value": {**value, "rectanglelabels": [name]}}
+
+
+KIND_CONFIGS = {
+    "segment": ('<View><Image name="image" value="$image"/><PolygonLabels name="label" toName="image">'
+                '<Label value="circle"/><Label value="square"/><Label value="triangle"/></PolygonLabels></View>'),
+    "obb": ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+            '<Label value="circle"/><Label value="square"/><Label value="triangle"/></RectangleLabels></View>'),
+    "classify": ('<View><Image name="image" value="$image"/><Choices name="label" toName="image">'
+                 '<Choice value="circle"/><Choice value="square"/><Choice value="triangle"/></Choices></View>'),
+}
+
+
+@pytest.mark.parametrize(("kind", "metric"), [("segment", "mask mAP50-95"), ("obb", "mAP50-95"), ("classify", "top1")])
+def test_every_model_task_fine_tunes_and_is_judged(tmp_path, tiny_weights, kind, metric) -> None:
+    rng = np.random.default_rng(9)
+    tasks, images = [], {}
+    for tid in range(1, 17):
+        s = make_image(rng, 64, 64, max_objects=1 if kind == "classify" else 3)
+        uri = f"/data/upload/1/{tid}.jpg"
+        images[uri] = np.asarray(s.image)
+        if kind == "classify":
+            result = [{"from_name": "label", "to_name": "image", "type": "choices",
+                       "value": {"choices": [("circle", "square", "triangle")[s.shapes[0].cls]]}}]
+        else:
+            result = [_region(kind, s, sh) for sh in s.shapes]
+        tasks.append({"id": tid, "data": {"image": uri}, "annotations": [{"id": tid, "result": result, "was_cancelled": False}]})
+
+    class Client(FakeClient):
+        def get_project(self, project_id: int) -> dict:
+            return {"id": project_id, "label_config": KIND_CONFIGS[kind]}
+
+    req = TrainRequest(2, str(tiny_weights(kind)), "v0", str(tmp_path / "run"))
+    out = train_project(req, settings_for(tmp_path, TRAIN_EPOCHS="1"), Client(tasks), lambda uri, tid: images[uri])
+    assert out.status == "trained" and out.dataset["train"] + out.dataset["val"] == 16 and out.dataset["val"] > 0
+    for metrics in (out.metrics_old, out.metrics_new):
+        assert metrics["metric"] == metric and 0.0 <= metrics["primary"] <= 1.0
+        if kind == "classify":
+            assert metrics["primary"] == metrics["top1"] and 0.0 <= metrics["top5"] <= 1.0
+        else:
+            assert metrics["primary"] == metrics["map50_95"] and set(metrics["per_class"]) <= {"circle", "square", "triangle"}
+        if kind == "segment":
+            assert 0.0 <= metrics["box_map50_95"] <= 1.0
+    from ultralytics import YOLO
+
+    assert YOLO(out.weights).task == kind
