@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test serve system-deps study bench load
+.PHONY: setup demo test lint serve system-deps study bench load screenshot-deps
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -32,7 +32,13 @@ system-deps:
 	      || { tail -20 .apt-redis.log; echo "error: could not install redis-server; install it (apt-get install redis-server) and run make test again"; exit 1; }; \
 	  else echo "error: the tests need redis-server: sudo apt-get install redis-server"; exit 1; fi; }
 
-test: setup system-deps
+# Lint (ruff), format check and types (mypy), as configured in pyproject.toml; part of `make test`.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint system-deps
 	$(VENV)/bin/python -m pytest
 
 # Long runs, not in CI. The label-savings study as the README reports it (CPU, reduced: about
@@ -59,3 +65,8 @@ bench: setup
 # The reliability load figures of the README (about 5 minutes): a real Label Studio and backend.
 load: setup
 	$(VENV)/bin/python -m ml_backend bench --only load --repeat 3 --out load.json
+
+# What the screenshot tool needs (ml_backend/tools/screenshot.py): Debian's chromium, playwright in .venv.
+screenshot-deps: setup
+	command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+	$(VENV)/bin/pip install -q --disable-pip-version-check playwright $(PIP_QUIET)

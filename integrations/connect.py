@@ -68,7 +68,7 @@ class ConnectReport:
     changed: bool = False
 
 
-def _same_url(a: str, b: str) -> bool:
+def _same_url(a: object, b: object) -> bool:
     return str(a or "").rstrip("/") == str(b or "").rstrip("/")
 
 
@@ -101,7 +101,11 @@ def project_settings() -> dict[str, Any]:
 
 
 def connect_project(
-    client: LabelStudioClient, project_id: int, backend_url: str, access: Access, title: str = DEFAULT_TITLE,
+    client: LabelStudioClient,
+    project_id: int,
+    backend_url: str,
+    access: Access,
+    title: str = DEFAULT_TITLE,
     retrain_threshold: int | None = None,
 ) -> ConnectReport:
     """Register this backend on a project and set the project up for the active-learning queue.
@@ -126,7 +130,9 @@ def connect_project(
         project = client.get_project(project_id)
     except LabelStudioError as exc:
         if exc.status == 404:
-            raise LabelStudioError(f"project {project_id} does not exist in Label Studio at {client.url} (or this token cannot see it)", 404) from None
+            raise LabelStudioError(
+                f"project {project_id} does not exist in Label Studio at {client.url} (or this token cannot see it)", 404
+            ) from None
         raise
     name = f"project {project_id} ({project.get('title', '')})"
 
@@ -146,7 +152,8 @@ def connect_project(
         report.changed = True
     else:
         differs = {
-            k: v for k, v in wanted.items()
+            k: v
+            for k, v in wanted.items()
             if k != "basic_auth_pass" and (extra_params_dict(mine.get(k)) if k == "extra_params" else mine.get(k)) != v
         }
         if differs or access.basic_auth_user:  # the password cannot be read back, so it is always sent
@@ -156,7 +163,9 @@ def connect_project(
             report.actions.append(f"the ML backend {backend_url} was already registered (backend id {mine['id']}); updated {what}")
             report.changed = True
         else:
-            report.actions.append(f"the ML backend {backend_url} is already registered on {name} (backend id {mine['id']}), interactive pre-annotation on")
+            report.actions.append(
+                f"the ML backend {backend_url} is already registered on {name} (backend id {mine['id']}), interactive pre-annotation on"
+            )
     report.backend_id = int(mine["id"])
     others = [b.get("url") for b in backends if not _same_url(b.get("url"), backend_url)]
     if others:
@@ -192,8 +201,17 @@ def _webhook_headers(client: LabelStudioClient, project_id: int, backend_url: st
     hook = next((h for h in hooks if _same_url(h.get("url"), url)), None)
     want = webhook_headers(access.webhook_secret, access.basic_auth)
     if hook is None:  # Label Studio makes it when the backend is registered; someone deleted it
-        client.post("/api/webhooks", json={"project": int(project_id), "url": url, "send_payload": True, "send_for_all_actions": True,
-                                           "headers": want, "is_active": True})
+        client.post(
+            "/api/webhooks",
+            json={
+                "project": int(project_id),
+                "url": url,
+                "send_payload": True,
+                "send_for_all_actions": True,
+                "headers": want,
+                "is_active": True,
+            },
+        )
         report.actions.append(f"created the webhook {url} (label events for retraining and re-scoring)")
         report.changed = True
         return

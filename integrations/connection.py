@@ -47,7 +47,9 @@ def threshold_from_extra_params(extra_params: Any) -> int | None:
         try:
             extra_params = json.loads(extra_params)
         except ValueError:
-            raise ValueError(f'the ML backend\'s extra_params in Label Studio must be a JSON object, e.g. {{"{THRESHOLD_PARAM}": 20}}') from None
+            raise ValueError(
+                f'the ML backend\'s extra_params in Label Studio must be a JSON object, e.g. {{"{THRESHOLD_PARAM}": 20}}'
+            ) from None
     if not isinstance(extra_params, dict):
         raise ValueError(
             f'the ML backend\'s extra_params in Label Studio must be a JSON object, e.g. {{"{THRESHOLD_PARAM}": 20}}, '

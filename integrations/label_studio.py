@@ -21,7 +21,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Iterable, Mapping, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 import requests
 
@@ -99,7 +100,11 @@ class LabelStudioAuth:
             resp = requests.post(f"{self.url}/api/token/refresh/", json={"refresh": self._key}, timeout=self.timeout)
         except requests.RequestException as exc:
             raise LabelStudioError(f"cannot reach Label Studio at {self.url} to refresh the access token ({type(exc).__name__})") from None
-        access = resp.json().get("access") if resp.status_code == 200 and resp.headers.get("content-type", "").startswith("application/json") else None
+        access = (
+            resp.json().get("access")
+            if resp.status_code == 200 and resp.headers.get("content-type", "").startswith("application/json")
+            else None
+        )
         if not access:
             raise LabelStudioError(
                 f"Label Studio at {self.url} did not accept the personal access token (HTTP {resp.status_code}): "
@@ -296,7 +301,9 @@ class LabelStudioClient:
             data["columnsDisplayType"] = display_types
         for view in self.get("/api/dm/views", params={"project": int(project_id)}):
             if view.get("data", {}).get("title") == title:
-                return self.patch(f"/api/dm/views/{view['id']}", json={"project": int(project_id), "data": {**view.get("data", {}), **data}})
+                return self.patch(
+                    f"/api/dm/views/{view['id']}", json={"project": int(project_id), "data": {**view.get("data", {}), **data}}
+                )
         return self.post("/api/dm/views", json={"project": int(project_id), "data": data})
 
     def next_task(self, project_id: int) -> dict:

@@ -104,7 +104,7 @@ class LocalLabelStudio:
         except requests.RequestException:
             return False
 
-    def start(self, timeout: float = 300.0) -> "LocalLabelStudio":
+    def start(self, timeout: float = 300.0) -> LocalLabelStudio:
         exe = ensure_installed(self.venv)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.files_root.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ class LocalLabelStudio:
                 self.proc.wait(timeout=10)
         self.proc = None
 
-    def __enter__(self) -> "LocalLabelStudio":
+    def __enter__(self) -> LocalLabelStudio:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

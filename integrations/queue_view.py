@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from integrations.label_studio import LabelStudioAPI
 
 QUEUE_VIEW_TITLE = "Active learning queue"
 # Task data keys that show the scores as Data Manager columns (sortable, filterable).
@@ -23,19 +23,31 @@ QUEUE_VIEW_HIDDEN = {
     "explore": [
         f"tasks:{c}"
         for c in (
-            "inner_id", "annotators", "annotations_results", "annotations_ids", "predictions_results", "predictions_model_versions",
-            "file_upload", "storage_filename", "created_at", "updated_at", "updated_by", "avg_lead_time", "draft_exists", "completed_at",
+            "inner_id",
+            "annotators",
+            "annotations_results",
+            "annotations_ids",
+            "predictions_results",
+            "predictions_model_versions",
+            "file_upload",
+            "storage_filename",
+            "created_at",
+            "updated_at",
+            "updated_by",
+            "avg_lead_time",
+            "draft_exists",
+            "completed_at",
         )
     ],
     "labeling": [],
 }
 
 
-def ensure_queue_view(client: Any, project_id: int) -> dict:
+def ensure_queue_view(client: LabelStudioAPI, project_id: int) -> dict:
     """Create the queue tab once, then keep it up to date (ordering, hidden columns, number columns).
 
     Args:
-        client: a :class:`integrations.label_studio.LabelStudioClient`.
+        client: Label Studio's API.
         project_id: the project.
     """
     return client.ensure_view(
@@ -45,3 +57,28 @@ def ensure_queue_view(client: Any, project_id: int) -> dict:
         hidden=QUEUE_VIEW_HIDDEN,
         display_types={f"tasks:data.{SCORE_COLUMNS[k]}": "Number" for k in ("priority", "uncertainty", "diversity")},
     )
+
+
+def serving_order(tasks: list[tuple[int, int, float]]) -> list[int]:
+    """The order in which Label Studio 1.23's uncertainty sampling serves tasks to one annotator
+    who labels each task as it is served.
+
+    Its rule: the next task comes from the cluster this annotator has labeled least, and within
+    that, the lowest prediction score (ours is ``1 - priority``) first.
+
+    Args:
+        tasks: ``(task id, cluster, priority)`` of the unlabeled tasks.
+
+    Example:
+        >>> serving_order([(1, 0, 0.9), (2, 0, 0.8), (3, 1, 0.1)])  # task 3 is alone in cluster 1
+        [1, 3, 2]
+    """
+    solved: dict[int, int] = {}
+    todo = list(tasks)
+    order = []
+    while todo:
+        nxt = min(todo, key=lambda t: (solved.get(t[1], 0), 1.0 - t[2], t[0]))
+        todo.remove(nxt)
+        order.append(nxt[0])
+        solved[nxt[1]] = solved.get(nxt[1], 0) + 1
+    return order

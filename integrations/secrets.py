@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 MASK = "***"
 MIN_SECRET_LEN = 4  # shorter values would mask ordinary words

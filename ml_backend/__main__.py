@@ -5,7 +5,7 @@ training run import loads a tool."""
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ml_backend import cli
 from ml_backend.tools import cli as tools_cli

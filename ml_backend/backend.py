@@ -49,7 +49,9 @@ def check_model_dir(folder: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise SettingsError(f"MODEL_DIR={folder} is not writable ({exc.strerror or exc}): point it at a folder (volume) this user can write") from None
+        raise SettingsError(
+            f"MODEL_DIR={folder} is not writable ({exc.strerror or exc}): point it at a folder (volume) this user can write"
+        ) from None
 
 
 def label_studio_client(settings: Settings) -> LabelStudioClient | None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from integrations.connect import Access, connect_project
 from integrations.label_studio import LabelStudioClient, LabelStudioError
@@ -196,7 +196,9 @@ def train(args: argparse.Namespace) -> int:
             if scored and {s["model_version"] for s in scored} == {status["model_version"]}:
                 print(f"project {project_id}: re-scored {len(scored)} tasks with {status['model_version']}; queue reordered")
             else:
-                print(f"project {project_id}: re-scoring did not finish ({backend.scoring.last_error}); the server re-scores it when it starts")
+                print(
+                    f"project {project_id}: re-scoring did not finish ({backend.scoring.last_error}); the server re-scores it when it starts"
+                )
     finally:
         backend.close()
     print(f"project {project_id}: {status['state']}: {status['message']}")
@@ -214,6 +216,10 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--burst", action="store_true", help="stop when the queue is empty")
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("serve", "run the ML backend HTTP server", _serve_arguments, serve),
     Command("score", "score every task of a project and reorder its queue in Label Studio", _project_argument, score),
@@ -227,7 +233,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "worker",
         "run an RQ training worker (needs REDIS_URL); can run on another (GPU) machine",
-        lambda p: p.add_argument("--burst", action="store_true", help="stop when the queue is empty"),
+        _worker_arguments,
         worker,
     ),
 )

@@ -63,7 +63,7 @@ def _errors(*codes: str) -> dict[str, Any]:
     for code in sorted({"401", "405", *codes}):
         out[code] = {"description": _ERRORS[code], "content": {_JSON: {"schema": _ref("Error")}}}
     out["401"]["headers"] = {
-        "WWW-Authenticate": {"description": "`Basic realm=\"ml-backend\"` when basic auth is missing.", "schema": {"type": "string"}}
+        "WWW-Authenticate": {"description": '`Basic realm="ml-backend"` when basic auth is missing.', "schema": {"type": "string"}}
     }
     return out
 
@@ -172,10 +172,13 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "action": {
                 "description": "The event name; these are the ones the backend acts on, any other is acknowledged.",
-                "anyOf": [{"type": "string", "enum": [*sorted(LABEL_ACTIONS), "TASKS_CREATED", "START_TRAINING"]}, {"type": "string", "minLength": 1}],
+                "anyOf": [
+                    {"type": "string", "enum": [*sorted(LABEL_ACTIONS), "TASKS_CREATED", "START_TRAINING"]},
+                    {"type": "string", "minLength": 1},
+                ],
             },
             "project": {
-                "description": "Label Studio sends the project object; an id or `\"<id>.<timestamp>\"` is also taken.",
+                "description": 'Label Studio sends the project object; an id or `"<id>.<timestamp>"` is also taken.',
                 "anyOf": [
                     {"type": "object", "properties": {"id": _ID}},
                     _ID,
@@ -266,7 +269,10 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["project", "scores"],
         "properties": {
             "project": {"type": "integer"},
-            "scores": {"type": "array", "items": {"type": "object", "description": "one scored task: task id, uncertainty, cluster, rank ..."}},
+            "scores": {
+                "type": "array",
+                "items": {"type": "object", "description": "one scored task: task id, uncertainty, cluster, rank ..."},
+            },
         },
     },
 }
@@ -302,10 +308,16 @@ _PATHS: dict[str, Any] = {
             "requestBody": _json_body(
                 _ref("PredictRequest"),
                 "The tasks to predict and the labeling config.",
-                {"tasks": [{"id": 1, "data": {"image": "/data/upload/3/shapes.jpg"}}], "label_config": _EXAMPLE_CONFIG, "project": "3.1700000000"},
+                {
+                    "tasks": [{"id": 1, "data": {"image": "/data/upload/3/shapes.jpg"}}],
+                    "label_config": _EXAMPLE_CONFIG,
+                    "project": "3.1700000000",
+                },
             ),
             "responses": {
-                "200": _ok(_ref("PredictResponse"), "One entry per task; a task whose image fails gets an error entry, not a failed request."),
+                "200": _ok(
+                    _ref("PredictResponse"), "One entry per task; a task whose image fails gets an error entry, not a failed request."
+                ),
                 **_errors("400", "413", "422", "502", "503"),
             },
         }
@@ -320,7 +332,10 @@ _PATHS: dict[str, Any] = {
                 "A Label Studio webhook payload.",
                 {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "annotation": {"id": 7, "updated_at": "2024-01-01T00:00:00Z"}},
             ),
-            "responses": {"200": _ok(_ref("WebhookResponse"), "The event was taken (work happens in the background)."), **_errors("400", "413")},
+            "responses": {
+                "200": _ok(_ref("WebhookResponse"), "The event was taken (work happens in the background)."),
+                **_errors("400", "413"),
+            },
         }
     },
     "/train": {
@@ -328,7 +343,10 @@ _PATHS: dict[str, Any] = {
             "operationId": "train",
             "summary": "Queue a training run for a project (older Label Studio's train button)",
             "requestBody": _json_body(_ref("TrainRequest"), "The project to train.", {"project": 3}),
-            "responses": {"200": _ok(_ref("TrainResponse"), "The run is queued (or a follow-up is, during a run)."), **_errors("400", "413")},
+            "responses": {
+                "200": _ok(_ref("TrainResponse"), "The run is queued (or a follow-up is, during a run)."),
+                **_errors("400", "413"),
+            },
         }
     },
     "/training": {
@@ -337,7 +355,9 @@ _PATHS: dict[str, Any] = {
             "summary": "Retraining status: one project, or every project that has one",
             "parameters": [_PROJECT_QUERY],
             "responses": {
-                "200": _ok({"anyOf": [_ref("TrainingStatus"), _ref("TrainingList")]}, "With `project`: its status; without: `{\"projects\": [...]}`."),
+                "200": _ok(
+                    {"anyOf": [_ref("TrainingStatus"), _ref("TrainingList")]}, 'With `project`: its status; without: `{"projects": [...]}`.'
+                ),
                 **_errors("400"),
             },
         }
@@ -369,24 +389,33 @@ _PATHS: dict[str, Any] = {
 _PATHS["/"] = {"get": {**copy.deepcopy(_PATHS["/health"]["get"]), "operationId": "root", "summary": "Same as `/health`"}}
 
 # Through JSON: no schema object is shared between two places of the document.
-SPEC: dict[str, Any] = json.loads(json.dumps({
-    "openapi": "3.0.3",
-    "info": {
-        "title": "Label Studio active-learning ML backend",
-        "version": "1.0.0",
-        "description": "Label Studio's ML backend protocol (`/health`, `/setup`, `/predict`, `/webhook`, `/train`, "
-        "`/versions`, `/metrics`) plus `/training` and `/scores`. Errors: `{\"status\": \"error\", \"error\": msg}`.",
-    },
-    "servers": [{"url": "http://localhost:9090"}],
-    "security": _SECURITY,
-    "paths": dict(sorted(_PATHS.items())),
-    "components": {
-        "schemas": _SCHEMAS,
-        "securitySchemes": {
-            "basicAuth": {"type": "http", "scheme": "basic", "description": "When BASIC_AUTH_USER and BASIC_AUTH_PASS are set."},
-            "webhookSecret": {"type": "apiKey", "in": "header", "name": "X-Webhook-Secret", "description": "On /webhook, when WEBHOOK_SECRET is set."},
-        },
-    },
-}))
+SPEC: dict[str, Any] = json.loads(
+    json.dumps(
+        {
+            "openapi": "3.0.3",
+            "info": {
+                "title": "Label Studio active-learning ML backend",
+                "version": "1.0.0",
+                "description": "Label Studio's ML backend protocol (`/health`, `/setup`, `/predict`, `/webhook`, `/train`, "
+                '`/versions`, `/metrics`) plus `/training` and `/scores`. Errors: `{"status": "error", "error": msg}`.',
+            },
+            "servers": [{"url": "http://localhost:9090"}],
+            "security": _SECURITY,
+            "paths": dict(sorted(_PATHS.items())),
+            "components": {
+                "schemas": _SCHEMAS,
+                "securitySchemes": {
+                    "basicAuth": {"type": "http", "scheme": "basic", "description": "When BASIC_AUTH_USER and BASIC_AUTH_PASS are set."},
+                    "webhookSecret": {
+                        "type": "apiKey",
+                        "in": "header",
+                        "name": "X-Webhook-Secret",
+                        "description": "On /webhook, when WEBHOOK_SECRET is set.",
+                    },
+                },
+            },
+        }
+    )
+)
 
 __all__ = ["SPEC"]

@@ -140,9 +140,12 @@ def create_app(
             given = request.headers.get(WEBHOOK_SECRET_HEADER, "")
             if hmac.compare_digest(given.encode(), settings.webhook_secret.encode()) or (settings.basic_auth_user and _basic_auth_ok()):
                 return None
-            log.warning("refused a webhook from %s: %s", request.remote_addr, "wrong secret" if given else f"no {WEBHOOK_SECRET_HEADER} header")
+            log.warning(
+                "refused a webhook from %s: %s", request.remote_addr, "wrong secret" if given else f"no {WEBHOOK_SECRET_HEADER} header"
+            )
             return error_response(
-                401, f"webhook refused: send the shared secret (WEBHOOK_SECRET) in the {WEBHOOK_SECRET_HEADER} header; "
+                401,
+                f"webhook refused: send the shared secret (WEBHOOK_SECRET) in the {WEBHOOK_SECRET_HEADER} header; "
                 f"`python -m ml_backend connect` adds it to Label Studio's webhook",
             )
         if not settings.basic_auth_user or _basic_auth_ok():
@@ -189,13 +192,15 @@ def create_app(
             # Label Studio sends the ML backend's extra_params on every /setup: they are the
             # project's settings (absent: back to RETRAIN_MIN_NEW_LABELS).
             training.set_threshold(project_id, threshold)
-        log.info("setup project=%s model=%s target=%s (%s)", project or "?", served.model.version, served.target.from_name, served.target.kind)
+        log.info(
+            "setup project=%s model=%s target=%s (%s)", project or "?", served.model.version, served.target.from_name, served.target.kind
+        )
         return jsonify({"model_version": served.model.version})
 
     @app.post("/predict")
     def predict() -> Response:
         data = _json_body()
-        tasks = data.get("tasks")
+        tasks: Any = data.get("tasks")  # the predictor says what is wrong with it
         project = _project_key(data.get("project"))
         label_config = data.get("label_config") or project_configs.get(project)
         if not isinstance(label_config, str) or not label_config.strip():
@@ -223,7 +228,9 @@ def create_app(
         if action == "START_TRAINING":
             if project_id is None:
                 raise BadRequest("START_TRAINING needs 'project' with the project's id")
-            return jsonify({"status": "ok", "action": action, "training": training.request(project_id, "START_TRAINING (Label Studio's train button)")})
+            return jsonify(
+                {"status": "ok", "action": action, "training": training.request(project_id, "START_TRAINING (Label Studio's train button)")}
+            )
         log.debug("webhook %s", action)
         return jsonify({"status": "ok", "action": action})
 
@@ -254,12 +261,12 @@ def create_app(
         stored = [v.to_json() for v in models.registry(project_id).list()]
         info = models.current(project_id)
         base = holder.version
-        current = info.version if info else base
+        served_version = info.version if info else base
         for v in stored:
-            v["served"] = v["version"] == current
+            v["served"] = v["version"] == served_version
             v.pop("weights", None)
         names = ([base] if base else []) + [v["version"] for v in stored]
-        return jsonify({"versions": names, "model_version": current, "base_version": base, "details": stored})
+        return jsonify({"versions": names, "model_version": served_version, "base_version": base, "details": stored})
 
     @app.get("/scores")
     def scores() -> Response:

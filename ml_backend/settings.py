@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 
 from ml_backend.al.strategies import STRATEGY_NAMES
 from ml_backend.state import StatePaths
@@ -39,43 +40,115 @@ class SettingSpec:
 # The single list of settings. ``Settings.from_env`` reads exactly these, and a test checks that
 # the README's table names every one.
 SPECS: tuple[SettingSpec, ...] = (
-    SettingSpec("LABEL_STUDIO_URL", "", "Base URL of Label Studio as this backend reaches it, e.g. `http://label-studio:8080`. Needed to download uploaded and local-files images and to talk to the API."),
-    SettingSpec("LABEL_STUDIO_API_KEY", "", "Label Studio personal access token (a JWT refresh token, the 1.23 default) or legacy token. Sent only to `LABEL_STUDIO_URL`; never logged."),
-    SettingSpec("MODEL_PATH", "yolo11n.pt", "Weights to serve: a local `.pt`/`.onnx` file, or an Ultralytics name such as `yolo11n.pt` (downloads when online)."),
-    SettingSpec("MODEL_DIR", "./ml_state", "Where this backend keeps its state: image cache, model versions, databases. Put it on a volume."),
-    SettingSpec("SCORE_THRESHOLD", "0.25", "Minimum confidence of a predicted object (or class, for classifiers) to be sent to Label Studio, 0..1."),
+    SettingSpec(
+        "LABEL_STUDIO_URL",
+        "",
+        "Base URL of Label Studio as this backend reaches it, e.g. `http://label-studio:8080`. Needed to download uploaded and local-files images and to talk to the API.",
+    ),
+    SettingSpec(
+        "LABEL_STUDIO_API_KEY",
+        "",
+        "Label Studio personal access token (a JWT refresh token, the 1.23 default) or legacy token. Sent only to `LABEL_STUDIO_URL`; never logged.",
+    ),
+    SettingSpec(
+        "MODEL_PATH",
+        "yolo11n.pt",
+        "Weights to serve: a local `.pt`/`.onnx` file, or an Ultralytics name such as `yolo11n.pt` (downloads when online).",
+    ),
+    SettingSpec(
+        "MODEL_DIR", "./ml_state", "Where this backend keeps its state: image cache, model versions, databases. Put it on a volume."
+    ),
+    SettingSpec(
+        "SCORE_THRESHOLD", "0.25", "Minimum confidence of a predicted object (or class, for classifiers) to be sent to Label Studio, 0..1."
+    ),
     SettingSpec("DEVICE", "auto", "Inference and training device: `auto` (GPU when present), `cpu`, `cuda`, `cuda:0`, `mps`."),
     SettingSpec("IMGSZ", "640", "Inference image size in pixels (longest side)."),
     SettingSpec("PREDICT_BATCH", "16", "Images per batched forward pass in `/predict`."),
-    SettingSpec("BASIC_AUTH_USER", "", "With `BASIC_AUTH_PASS`: require HTTP basic auth on every route but `/health`. Enter the same pair in Label Studio's model connection."),
+    SettingSpec(
+        "BASIC_AUTH_USER",
+        "",
+        "With `BASIC_AUTH_PASS`: require HTTP basic auth on every route but `/health`. Enter the same pair in Label Studio's model connection.",
+    ),
     SettingSpec("BASIC_AUTH_PASS", "", "Password for `BASIC_AUTH_USER`."),
-    SettingSpec("WEBHOOK_SECRET", "", "When set, `/webhook` takes only requests carrying it in the `X-Webhook-Secret` header (or, for Label Studio's train button, valid basic auth). `connect` adds the header to Label Studio's webhook."),
-    SettingSpec("ALLOWED_HOSTS", "", "Comma-separated host names or CIDR ranges this backend may download images from even though they resolve to private, loopback or link-local addresses (the Label Studio host is always allowed)."),
+    SettingSpec(
+        "WEBHOOK_SECRET",
+        "",
+        "When set, `/webhook` takes only requests carrying it in the `X-Webhook-Secret` header (or, for Label Studio's train button, valid basic auth). `connect` adds the header to Label Studio's webhook.",
+    ),
+    SettingSpec(
+        "ALLOWED_HOSTS",
+        "",
+        "Comma-separated host names or CIDR ranges this backend may download images from even though they resolve to private, loopback or link-local addresses (the Label Studio host is always allowed).",
+    ),
     SettingSpec("IMAGE_TIMEOUT", "15", "Seconds to wait for one image download."),
     SettingSpec("MAX_IMAGE_BYTES", "52428800", "Largest image download accepted, in bytes (default 50 MiB)."),
     SettingSpec("MAX_IMAGE_PIXELS", "100000000", "Largest decoded image accepted, in pixels (decompression-bomb guard)."),
     SettingSpec("LOG_LEVEL", "INFO", "Python logging level: DEBUG, INFO, WARNING, ERROR."),
-    SettingSpec("AL_STRATEGY", "hybrid", "Queue order: `random`, `uncertainty`, `diversity` or `hybrid` (uncertainty-weighted k-center). Formulas in `ml_backend/al/strategies.py`."),
+    SettingSpec(
+        "AL_STRATEGY",
+        "hybrid",
+        "Queue order: `random`, `uncertainty`, `diversity` or `hybrid` (uncertainty-weighted k-center). Formulas in `ml_backend/al/strategies.py`.",
+    ),
     SettingSpec("UNCERTAINTY_MEASURE", "entropy", "Per-object uncertainty: `entropy`, `margin` or `least_confidence`."),
     SettingSpec("UNCERTAINTY_AGGREGATION", "max", "Per-image uncertainty from its objects: `max`, `mean` or `sum`."),
-    SettingSpec("CANDIDATE_THRESHOLD", "0.05", "Lowest confidence of a candidate object counted in uncertainty (below `SCORE_THRESHOLD` it is scored but not shown), 0..1."),
+    SettingSpec(
+        "CANDIDATE_THRESHOLD",
+        "0.05",
+        "Lowest confidence of a candidate object counted in uncertainty (below `SCORE_THRESHOLD` it is scored but not shown), 0..1.",
+    ),
     SettingSpec("AL_UNCERTAINTY_WEIGHT", "1.0", "Strength of the uncertainty term in `hybrid` (exponent, >= 0)."),
     SettingSpec("AL_DIVERSITY_WEIGHT", "1.0", "Strength of the diversity term in `hybrid` (exponent, >= 0)."),
     SettingSpec("AL_CLASS_BALANCE_WEIGHT", "0.5", "Strength of the rare-class term (exponent, >= 0; 0 turns it off)."),
     SettingSpec("AL_BATCH", "100", "How many tasks k-center orders at the top of the queue per scoring round."),
-    SettingSpec("AL_CLUSTERS", "8", "k-means clusters: each prediction's `cluster` (Label Studio spreads annotators over clusters), also in `/scores`."),
-    SettingSpec("AL_CLUSTER_PUSH_MAX", "2000", "Label Studio's bulk prediction import drops `cluster`: up to this many predictions are written one request each to keep it (about 25 a second), more go in bulk without it (10,000 in under a minute). 0: always bulk."),
+    SettingSpec(
+        "AL_CLUSTERS",
+        "8",
+        "k-means clusters: each prediction's `cluster` (Label Studio spreads annotators over clusters), also in `/scores`.",
+    ),
+    SettingSpec(
+        "AL_CLUSTER_PUSH_MAX",
+        "2000",
+        "Label Studio's bulk prediction import drops `cluster`: up to this many predictions are written one request each to keep it (about 25 a second), more go in bulk without it (10,000 in under a minute). 0: always bulk.",
+    ),
     SettingSpec("AL_SEED", "0", "Seed for every random choice in scoring (same seed, same queue)."),
-    SettingSpec("EMBEDDER", "", "Optional `module:function` that embeds images for diversity instead of the model's own features: it takes a list of RGB arrays (H, W, 3) and returns an (n, d) array."),
-    SettingSpec("RESCORE_MIN_NEW_LABELS", "20", "Re-score the whole project in the background after this many label events (webhooks), so diversity follows the labels."),
-    SettingSpec("RETRAIN_MIN_NEW_LABELS", "50", "Retrain in the background after this many new, changed or deleted labels in a project (counted from webhooks, duplicates once). 0 turns automatic retraining off; Label Studio's train button (`START_TRAINING`) still works. A project's own threshold (`connect --retrain-threshold N`) overrides it."),
+    SettingSpec(
+        "EMBEDDER",
+        "",
+        "Optional `module:function` that embeds images for diversity instead of the model's own features: it takes a list of RGB arrays (H, W, 3) and returns an (n, d) array.",
+    ),
+    SettingSpec(
+        "RESCORE_MIN_NEW_LABELS",
+        "20",
+        "Re-score the whole project in the background after this many label events (webhooks), so diversity follows the labels.",
+    ),
+    SettingSpec(
+        "RETRAIN_MIN_NEW_LABELS",
+        "50",
+        "Retrain in the background after this many new, changed or deleted labels in a project (counted from webhooks, duplicates once). 0 turns automatic retraining off; Label Studio's train button (`START_TRAINING`) still works. A project's own threshold (`connect --retrain-threshold N`) overrides it.",
+    ),
     SettingSpec("TRAIN_EPOCHS", "10", "Epochs of each fine-tuning run (from the project's current model)."),
     SettingSpec("TRAIN_IMGSZ", "640", "Training and evaluation image size in pixels."),
     SettingSpec("TRAIN_BATCH", "16", "Training batch size (`-1`: Ultralytics picks one that fits the GPU)."),
-    SettingSpec("TRAIN_VAL_FRACTION", "0.2", "Share of labeled tasks held out to compare the old and new model (chosen by task id, so a task never changes sides), 0.05..0.5."),
-    SettingSpec("TRAIN_TIMEOUT", "21600", "Seconds a training run may take before it is stopped and reported as failed (the served model is untouched)."),
-    SettingSpec("PROMOTION", "if_better", "`if_better`: serve a retrained model only if it is not worse than the current one on the same held-out labels (mAP50-95; top-1 accuracy for classifiers). `always`: serve every successful run."),
-    SettingSpec("REDIS_URL", "", "When set (e.g. `redis://redis:6379/0`), training runs as an RQ job on a worker (`python -m ml_backend worker`), which may be another machine. Empty: a local child process."),
+    SettingSpec(
+        "TRAIN_VAL_FRACTION",
+        "0.2",
+        "Share of labeled tasks held out to compare the old and new model (chosen by task id, so a task never changes sides), 0.05..0.5.",
+    ),
+    SettingSpec(
+        "TRAIN_TIMEOUT",
+        "21600",
+        "Seconds a training run may take before it is stopped and reported as failed (the served model is untouched).",
+    ),
+    SettingSpec(
+        "PROMOTION",
+        "if_better",
+        "`if_better`: serve a retrained model only if it is not worse than the current one on the same held-out labels (mAP50-95; top-1 accuracy for classifiers). `always`: serve every successful run.",
+    ),
+    SettingSpec(
+        "REDIS_URL",
+        "",
+        "When set (e.g. `redis://redis:6379/0`), training runs as an RQ job on a worker (`python -m ml_backend worker`), which may be another machine. Empty: a local child process.",
+    ),
     SettingSpec("TRAIN_QUEUE", "al-training", "Name of the RQ queue training jobs go to (with `REDIS_URL`)."),
 )
 
@@ -223,7 +296,7 @@ class Settings:
     train_queue: str = "al-training"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read settings from ``env`` (default: ``os.environ``).
 
         Raises:

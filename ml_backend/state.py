@@ -32,9 +32,10 @@ import os
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 
 @dataclass(frozen=True)

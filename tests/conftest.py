@@ -29,7 +29,7 @@ def tiny_weights(weights_dir: Path):
     """``kind -> path`` of tiny YOLO weights, trained from model yamls on synthetic shapes once per session."""
     from ml_backend.tools.starter import train_starter_model
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def get(kind: str) -> Path:
         return train_starter_model(weights_dir, kind=kind, epochs=1, imgsz=64, n_train=8, n_val=4, batch=8)
 

@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bad_setting_stops_the_start_with_a_clear_message() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "ml_backend", "serve", "--port", str(free_port())],
-        capture_output=True, text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "SCORE_THRESHOLD": "lots", "PYTHONPATH": str(ROOT)}, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "SCORE_THRESHOLD": "lots", "PYTHONPATH": str(ROOT)},
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "SCORE_THRESHOLD='lots' is not valid" in proc.stderr
@@ -43,7 +47,10 @@ def test_unwritable_model_dir_stops_the_start_with_a_clear_message(tmp_path) -> 
     blocker.write_text("not a folder")
     proc = subprocess.run(
         [sys.executable, "-m", "ml_backend", "serve", "--port", str(free_port())],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "MODEL_DIR": str(blocker / "state")},
     )
     assert proc.returncode == 2

@@ -189,7 +189,7 @@ def test_dockerfile_base_user_volume_ports_and_env(dockerfile) -> None:
 
 def test_dockerfile_healthcheck_uses_python_on_health(dockerfile) -> None:
     check = _one(dockerfile, "HEALTHCHECK")
-    cmd = json.loads(check[check.index("CMD") + 3:])
+    cmd = json.loads(check[check.index("CMD") + 3 :])
     assert cmd[0] == "python" and "/health" in cmd[-1]
     compile(cmd[-1], "healthcheck", "exec")
 
@@ -209,7 +209,11 @@ def _torch_install_step(dockerfile) -> str:
 
 @pytest.mark.parametrize(
     ("variant", "index_url", "expected_index"),
-    [("cpu", "", "https://download.pytorch.org/whl/cpu"), ("cuda", "", None), ("cuda", "https://example.org/cu126", "https://example.org/cu126")],
+    [
+        ("cpu", "", "https://download.pytorch.org/whl/cpu"),
+        ("cuda", "", None),
+        ("cuda", "https://example.org/cu126", "https://example.org/cu126"),
+    ],
 )
 def test_dockerfile_torch_step_picks_the_wheel_index_from_the_build_arg(dockerfile, tmp_path, variant, index_url, expected_index) -> None:
     """The install step's shell, run with stand-in pip and python that record their arguments."""
@@ -217,7 +221,9 @@ def test_dockerfile_torch_step_picks_the_wheel_index_from_the_build_arg(dockerfi
     bin_dir.mkdir()
     for tool in ("pip", "python"):
         script = bin_dir / tool
-        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> "$CALLS"\n[ "$1" = install ] && [ "$2" = --index-url ] && cp "$5" "$CALLS.torch"\nexit 0\n')
+        script.write_text(
+            f'#!/bin/sh\necho "{tool} $*" >> "$CALLS"\n[ "$1" = install ] && [ "$2" = --index-url ] && cp "$5" "$CALLS.torch"\nexit 0\n'
+        )
         script.chmod(0o755)
     (tmp_path / "requirements.txt").write_text((ROOT / "requirements.txt").read_text())
     calls = tmp_path / "calls"
@@ -246,7 +252,9 @@ def test_dockerfile_torch_step_refuses_an_unknown_variant(dockerfile, tmp_path) 
 
 def _entry_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "BASIC_AUTH_", "REDIS_URL", "MODEL_"))}
-    env.update({"PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"})
+    env.update(
+        {"PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"}
+    )
     env.update(extra)
     return env
 
@@ -257,7 +265,9 @@ def test_entrypoint_serve_starts_the_real_server_and_health_answers(tmp_path) ->
     log_path = tmp_path / "serve.log"
     env = _entry_env(PORT=str(port), HOST="127.0.0.1", MODEL_DIR=str(state), MODEL_PATH="/nonexistent/weights/best.pt")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(["sh", str(ENTRYPOINT), "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["sh", str(ENTRYPOINT), "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         health = None
         deadline = time.monotonic() + 60
@@ -294,8 +304,12 @@ def test_entrypoint_refuses_a_model_dir_it_cannot_write(tmp_path, command, where
     blocker.write_text("not a folder")
     model_dir = blocker / "state" if where == "under-a-file" else blocker
     proc = subprocess.run(
-        ["sh", str(ENTRYPOINT), *command], cwd=ROOT, env=_entry_env(MODEL_DIR=str(model_dir), PORT=str(free_port())),
-        capture_output=True, text=True, timeout=30,
+        ["sh", str(ENTRYPOINT), *command],
+        cwd=ROOT,
+        env=_entry_env(MODEL_DIR=str(model_dir), PORT=str(free_port())),
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 1, proc.stderr
     assert f"error: MODEL_DIR={model_dir} does not exist or is not writable" in proc.stderr
@@ -304,22 +318,29 @@ def test_entrypoint_refuses_a_model_dir_it_cannot_write(tmp_path, command, where
 
 
 def test_entrypoint_passes_other_commands_through() -> None:
-    proc = subprocess.run(["sh", str(ENTRYPOINT), "python", "-c", "print(42)"], cwd=ROOT, env=_entry_env(), capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["sh", str(ENTRYPOINT), "python", "-c", "print(42)"], cwd=ROOT, env=_entry_env(), capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 0 and proc.stdout == "42\n", proc.stderr
-    proc = subprocess.run(["sh", str(ENTRYPOINT), "sh", "-c", "exit 7"], cwd=ROOT, env=_entry_env(), capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["sh", str(ENTRYPOINT), "sh", "-c", "exit 7"], cwd=ROOT, env=_entry_env(), capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 7
 
 
 @pytest.mark.parametrize("command", ["connect", "train"])
 def test_entrypoint_runs_ml_backend_subcommands(command) -> None:
-    proc = subprocess.run(["sh", str(ENTRYPOINT), command, "--help"], cwd=ROOT, env=_entry_env(), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["sh", str(ENTRYPOINT), command, "--help"], cwd=ROOT, env=_entry_env(), capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"usage: python -m ml_backend {command}") and "--project" in proc.stdout
 
 
 def test_what_the_readme_promises_about_the_stack_is_in_the_compose_file(compose) -> None:
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Deploying next to Label Studio with docker"):readme.index("## Running it against your Label Studio")]
+    start = readme.index("## Deploying next to Label Studio with docker")
+    section = readme[start : readme.index("\n## ", start)]
     services, volumes = compose["services"], compose["volumes"]
     for name in ("label-studio-data", "models", "redis-data", "worker-data"):
         assert f"`{name}`" in section and name in volumes

@@ -97,7 +97,9 @@ def monkeypatch_module():
 def fuzz_app(tmp_path_factory: pytest.TempPathFactory, tiny_weights):
     """The real app, shared by all fuzz tests so state built by one request meets the next."""
     tmp = tmp_path_factory.mktemp("fuzz")
-    app = create_app(make_settings(tmp, tiny_weights("detect"), IMAGE_TIMEOUT=2, DEVICE="cpu"), warm_up=False, training_runner=_NoTraining())
+    app = create_app(
+        make_settings(tmp, tiny_weights("detect"), IMAGE_TIMEOUT=2, DEVICE="cpu"), warm_up=False, training_runner=_NoTraining()
+    )
     app.extensions["ml_backend"].holder.get()  # loaded now: a 503 "still loading" would be a slow CI, not a finding
     yield app
     app.extensions["ml_backend"].training.close()
@@ -108,7 +110,12 @@ def _config() -> SchemathesisConfig:
         {
             "seed": SEED,
             "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
-            "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True}, "stateful": {"enabled": False}},
+            "phases": {
+                "examples": {"enabled": True},
+                "coverage": {"enabled": True},
+                "fuzzing": {"enabled": True},
+                "stateful": {"enabled": False},
+            },
         }
     )
 
@@ -140,7 +147,9 @@ def test_every_route_is_in_the_spec_and_back(tmp_path, tiny_weights) -> None:
         }
     finally:
         app.extensions["ml_backend"].training.close()
-    documented = {(path, method) for path, item in SPEC["paths"].items() for method in item if method in {"get", "post", "put", "patch", "delete"}}
+    documented = {
+        (path, method) for path, item in SPEC["paths"].items() for method in item if method in {"get", "post", "put", "patch", "delete"}
+    }
     assert routes == documented, f"routes not in SPEC: {sorted(routes - documented)}; in SPEC but not served: {sorted(documented - routes)}"
 
 
@@ -159,26 +168,57 @@ def test_api_conforms_to_spec(case, fuzz_app) -> None:
         allowed = {m.strip().lower() for m in (response.headers.get("allow") or [""])[0].split(",")}
         assert response.status_code == 200 and set(SPEC["paths"][case.path]) <= allowed, (response.status_code, allowed)
         return
-    assert (response.headers.get("content-type") or [""])[0].startswith("application/json"), f"{case.method} {case.formatted_path}: not JSON: {response.status_code} {response.text[:200]!r}"
+    assert (response.headers.get("content-type") or [""])[0].startswith("application/json"), (
+        f"{case.method} {case.formatted_path}: not JSON: {response.status_code} {response.text[:200]!r}"
+    )
     json.loads(response.text)
-    case.validate_response(response, checks=[not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance])
+    case.validate_response(
+        response, checks=[not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    )
 
 
 # --- raw garbage: bytes, odd types and query strings no schema would produce ---
 
 _POST = sorted(p for p, item in SPEC["paths"].items() if "post" in item)
 _GET = sorted(p for p, item in SPEC["paths"].items() if "get" in item)
-_CONTENT_TYPES = ["application/json", "application/json; charset=latin-1", "application/json; charset=utf-16", "text/plain", "application/x-www-form-urlencoded", ""]
-_ACTIONS = ["TASKS_CREATED", "ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING", "PROJECT_UPDATED"]
+_CONTENT_TYPES = [
+    "application/json",
+    "application/json; charset=latin-1",
+    "application/json; charset=utf-16",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "",
+]
+_ACTIONS = [
+    "TASKS_CREATED",
+    "ANNOTATION_CREATED",
+    "ANNOTATIONS_CREATED",
+    "ANNOTATION_UPDATED",
+    "ANNOTATIONS_DELETED",
+    "START_TRAINING",
+    "PROJECT_UPDATED",
+]
 _CONFIG = SPEC["paths"]["/setup"]["post"]["requestBody"]["content"]["application/json"]["example"]["schema"]
 
 _scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
-_json_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+_json_values = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8
+)
 # Digit strings as ``str.isdigit`` sees them (superscripts, other scripts) and ids past 64 bits.
 _digits = st.text(st.characters(categories=["Nd", "No"]), min_size=1, max_size=6)
-_ids = st.integers() | st.integers(min_value=2**63 - 2, max_value=2**80) | _digits | st.from_regex(r"\A[0-9]{1,30}(\.[0-9]+)?\Z") | _json_values
+_ids = (
+    st.integers()
+    | st.integers(min_value=2**63 - 2, max_value=2**80)
+    | _digits
+    | st.from_regex(r"\A[0-9]{1,30}(\.[0-9]+)?\Z")
+    | _json_values
+)
 _projects = _ids | st.fixed_dictionaries({"id": _ids})
-_tasks = st.lists(st.fixed_dictionaries({"id": _ids}, optional={"data": st.dictionaries(st.sampled_from(["image", "img"]), _json_values, max_size=2)}) | _json_values, max_size=3)
+_tasks = st.lists(
+    st.fixed_dictionaries({"id": _ids}, optional={"data": st.dictionaries(st.sampled_from(["image", "img"]), _json_values, max_size=2)})
+    | _json_values,
+    max_size=3,
+)
 _annotation = st.fixed_dictionaries({"id": _ids}, optional={"updated_at": _json_values, "result": _json_values})
 _payloads = st.fixed_dictionaries(
     {},
@@ -201,7 +241,13 @@ _bodies = st.one_of(
     _json_values.map(lambda v: json.dumps(v).encode()),
     st.text(max_size=60).map(lambda t: t.encode("utf-8", "surrogatepass")),
 )
-_query_values = _digits | st.text(max_size=20) | st.integers().map(str) | st.integers(min_value=2**63 - 2, max_value=2**80).map(str) | st.just("9" * 5000)
+_query_values = (
+    _digits
+    | st.text(max_size=20)
+    | st.integers().map(str)
+    | st.integers(min_value=2**63 - 2, max_value=2**80).map(str)
+    | st.just("9" * 5000)
+)
 _queries = st.lists(st.tuples(st.sampled_from(["project", "Project", "x"]) | st.text(max_size=5), _query_values), max_size=3)
 _RAW = settings(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck), print_blob=True)
 
@@ -227,7 +273,9 @@ def _check_raw(path: str, method: str, resp: Any, what: str) -> None:
     _count(resp.status_code)
     assert resp.status_code < 500, f"server error: {what} -> {resp.status_code} {resp.get_data(as_text=True)[:300]}"
     assert resp.is_json, f"{what} -> {resp.status_code} not JSON: {resp.get_data()[:200]!r}"
-    errors = list(OAS30Validator({**_declared(path, method, resp.status_code), "components": SPEC["components"]}).iter_errors(resp.get_json()))
+    errors = list(
+        OAS30Validator({**_declared(path, method, resp.status_code), "components": SPEC["components"]}).iter_errors(resp.get_json())
+    )
     assert not errors, f"{what} -> {resp.status_code}: body does not match SPEC: {errors[0].message}"
 
 
@@ -268,7 +316,10 @@ _EDGE_POSTS = {
     "predict": lambda v: ("/predict", {"tasks": [_TASK], "label_config": _CONFIG, "project": v}),
     "train": lambda v: ("/train", {"project": v}),
     "start-training": lambda v: ("/webhook", {"action": "START_TRAINING", "project": v}),
-    "label-event": lambda v: ("/webhook", {"action": "ANNOTATION_CREATED", "project": {"id": v}, "annotation": {"id": 1, "updated_at": "t"}}),
+    "label-event": lambda v: (
+        "/webhook",
+        {"action": "ANNOTATION_CREATED", "project": {"id": v}, "annotation": {"id": 1, "updated_at": "t"}},
+    ),
     "tasks-created": lambda v: ("/webhook", {"action": "TASKS_CREATED", "project": v, "tasks": [_TASK]}),
     "task-id": lambda v: ("/webhook", {"action": "TASKS_CREATED", "project": 5, "tasks": [{"id": v, "data": {}}]}),
     "annotation-id": lambda v: ("/webhook", {"action": "ANNOTATION_CREATED", "project": 5, "annotation": {"id": v, "updated_at": "t"}}),
@@ -283,7 +334,11 @@ def test_edge_ids_in_bodies(fuzz_app, route: str, value: Any) -> None:
     _check_raw(path, "post", resp, f"POST {path} {_short_json(body)}")
 
 
-@pytest.mark.parametrize("value", [v for v in _EDGE_IDS.values() if isinstance(v, (str, int)) and not isinstance(v, bool)], ids=[k for k, v in _EDGE_IDS.items() if isinstance(v, (str, int)) and not isinstance(v, bool)])
+@pytest.mark.parametrize(
+    "value",
+    [v for v in _EDGE_IDS.values() if isinstance(v, (str, int)) and not isinstance(v, bool)],
+    ids=[k for k, v in _EDGE_IDS.items() if isinstance(v, (str, int)) and not isinstance(v, bool)],
+)
 @pytest.mark.parametrize("path", ["/training", "/scores", "/versions"])
 def test_edge_ids_in_queries(fuzz_app, path: str, value: Any) -> None:
     resp = fuzz_app.test_client().get(path, query_string={"project": str(value)})

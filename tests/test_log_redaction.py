@@ -30,8 +30,15 @@ def test_scrub_masks_every_secret(text, secrets, expected) -> None:
 
 
 def test_the_settings_secrets_are_the_key_the_passwords_and_the_redis_password() -> None:
-    s = Settings.from_env({"LABEL_STUDIO_API_KEY": "k-123456", "BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "p-123456",
-                           "WEBHOOK_SECRET": "w-123456", "REDIS_URL": "redis://:r-123456@redis:6379/0"})
+    s = Settings.from_env(
+        {
+            "LABEL_STUDIO_API_KEY": "k-123456",
+            "BASIC_AUTH_USER": "u",
+            "BASIC_AUTH_PASS": "p-123456",
+            "WEBHOOK_SECRET": "w-123456",
+            "REDIS_URL": "redis://:r-123456@redis:6379/0",
+        }
+    )
     assert sorted(settings_secrets(s)) == ["k-123456", "p-123456", "r-123456", "w-123456"]
 
 

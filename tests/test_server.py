@@ -29,7 +29,13 @@ CHOICES_CFG = (
 
 
 def make_settings(tmp_path, model_path, **extra) -> Settings:
-    env = {"MODEL_PATH": str(model_path), "MODEL_DIR": str(tmp_path / "state"), "ALLOWED_HOSTS": "127.0.0.1", "IMGSZ": "96", "SCORE_THRESHOLD": "0.05"}
+    env = {
+        "MODEL_PATH": str(model_path),
+        "MODEL_DIR": str(tmp_path / "state"),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "IMGSZ": "96",
+        "SCORE_THRESHOLD": "0.05",
+    }
     env.update({k: str(v) for k, v in extra.items()})
     return Settings.from_env(env)
 
@@ -187,7 +193,12 @@ def test_exif_orientation_sets_displayed_size(tmp_path, detect_weights, shapes) 
 
 @pytest.mark.parametrize(
     ("kind", "config", "rtype"),
-    [("segment", POLY_CFG, "polygonlabels"), ("segment", RECT_CFG, "rectanglelabels"), ("obb", RECT_CFG, "rectanglelabels"), ("classify", CHOICES_CFG, "choices")],
+    [
+        ("segment", POLY_CFG, "polygonlabels"),
+        ("segment", RECT_CFG, "rectanglelabels"),
+        ("obb", RECT_CFG, "rectanglelabels"),
+        ("classify", CHOICES_CFG, "choices"),
+    ],
 )
 def test_other_model_tasks(tmp_path, tiny_weights, shapes, kind, config, rtype) -> None:
     base, items = shapes
@@ -219,7 +230,9 @@ def test_onnx_weights(tmp_path, tiny_weights, shapes) -> None:
     client = new_app(make_settings(tmp_path, served, IMGSZ=64, SCORE_THRESHOLD=0.0)).test_client()
     version = client.post("/setup", json={"project": "1.1", "schema": RECT_CFG}).get_json()["model_version"]
     assert version.startswith("model-")
-    results = client.post("/predict", json={"tasks": tasks_for([u for u, _ in shapes[1][:2]]), "label_config": RECT_CFG}).get_json()["results"]
+    results = client.post("/predict", json={"tasks": tasks_for([u for u, _ in shapes[1][:2]]), "label_config": RECT_CFG}).get_json()[
+        "results"
+    ]
     assert [r["model_version"] for r in results] == [version, version]
     assert all(r["result"] and r["result"][0]["type"] == "rectanglelabels" for r in results)
 
@@ -273,7 +286,9 @@ def test_without_label_studio_url_setup_hostname_and_token_are_used(tmp_path, de
     task = {"id": 1, "data": {"image": "/data/upload/7/a.jpg"}}
     before = client.post("/predict", json={"tasks": [task], "label_config": RECT_CFG}).get_json()["results"][0]
     assert "LABEL_STUDIO_URL" in before["error"]
-    assert client.post("/setup", json={"project": "1.1", "schema": RECT_CFG, "hostname": base, "access_token": "0123abcd"}).status_code == 200
+    assert (
+        client.post("/setup", json={"project": "1.1", "schema": RECT_CFG, "hostname": base, "access_token": "0123abcd"}).status_code == 200
+    )
     fetcher = app.extensions["ml_backend"].predictor.fetcher
     assert fetcher.policy.label_studio_url == base
     assert fetcher.auth_headers() == {"Authorization": "Token 0123abcd"}
@@ -283,7 +298,9 @@ def test_without_label_studio_url_setup_hostname_and_token_are_used(tmp_path, de
 
 def test_configured_label_studio_url_is_not_overridden_by_setup(tmp_path, detect_weights) -> None:
     app = new_app(make_settings(tmp_path, detect_weights, LABEL_STUDIO_URL="http://ls.example:8080"))
-    app.test_client().post("/setup", json={"project": "1.1", "schema": RECT_CFG, "hostname": "http://attacker.example", "access_token": "x"})
+    app.test_client().post(
+        "/setup", json={"project": "1.1", "schema": RECT_CFG, "hostname": "http://attacker.example", "access_token": "x"}
+    )
     assert app.extensions["ml_backend"].predictor.fetcher.policy.label_studio_url == "http://ls.example:8080"
 
 
@@ -373,7 +390,12 @@ LABEL = {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "annotation": {"i
         ({"WEBHOOK_SECRET": "hook-s3cret"}, {"X-Webhook-Secret": "hook-s3cre"}, None, 401),
         ({"WEBHOOK_SECRET": "hook-s3cret"}, {"X-Webhook-Secret": ""}, None, 401),
         # both set: Label Studio's webhook brings the secret, its train button brings basic auth
-        ({"WEBHOOK_SECRET": "hook-s3cret", "BASIC_AUTH_USER": "ann", "BASIC_AUTH_PASS": "pw"}, {"X-Webhook-Secret": "hook-s3cret"}, None, 200),
+        (
+            {"WEBHOOK_SECRET": "hook-s3cret", "BASIC_AUTH_USER": "ann", "BASIC_AUTH_PASS": "pw"},
+            {"X-Webhook-Secret": "hook-s3cret"},
+            None,
+            200,
+        ),
         ({"WEBHOOK_SECRET": "hook-s3cret", "BASIC_AUTH_USER": "ann", "BASIC_AUTH_PASS": "pw"}, {}, ("ann", "pw"), 200),
         ({"WEBHOOK_SECRET": "hook-s3cret", "BASIC_AUTH_USER": "ann", "BASIC_AUTH_PASS": "pw"}, {}, ("ann", "nope"), 401),
         ({"BASIC_AUTH_USER": "ann", "BASIC_AUTH_PASS": "pw"}, {}, None, 401),
@@ -409,7 +431,9 @@ def test_webhook_counts_label_events_and_queues_new_tasks(tmp_path, detect_weigh
     client = app.test_client()
     r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 4}, "annotation": {"id": 1}}).get_json()
     assert r["labels_since_scoring"] == 1
-    r = client.post("/webhook", json={"action": "ANNOTATIONS_CREATED", "project": {"id": 4}, "annotations": [{"id": 2}, {"id": 3}]}).get_json()
+    r = client.post(
+        "/webhook", json={"action": "ANNOTATIONS_CREATED", "project": {"id": 4}, "annotations": [{"id": 2}, {"id": 3}]}
+    ).get_json()
     assert r["labels_since_scoring"] == 3
     r = client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 4}, "tasks": [{"id": 10}, {"id": 11}]}).get_json()
     assert r["queued_for_scoring"] in (1, 2)  # the worker may already have taken some

@@ -6,8 +6,8 @@ import pytest
 
 from ml_backend.server import create_app
 
-from .test_server import RECT_CFG, make_settings
 from .jobs.test_training_jobs import FakeRunner
+from .test_server import RECT_CFG, make_settings
 
 
 @pytest.fixture()

@@ -39,8 +39,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -210,11 +210,19 @@ REGISTRY: dict[str, StrategySpec] = {
         StrategySpec("random", random_strategy, random_stream, summary="a seeded uniform draw (the study's reference)"),
         StrategySpec("uncertainty", uncertainty_strategy, uncertainty_strategy, summary="most uncertain first, rare classes weighted up"),
         StrategySpec(
-            "diversity", diversity_strategy, diversity_stream, frozenset({"embeddings"}), "uncertainty",
+            "diversity",
+            diversity_strategy,
+            diversity_stream,
+            frozenset({"embeddings"}),
+            "uncertainty",
             "greedy k-center on image embeddings: farthest from everything labeled first",
         ),
         StrategySpec(
-            "hybrid", hybrid_strategy, hybrid_stream, frozenset({"embeddings"}), "uncertainty",
+            "hybrid",
+            hybrid_strategy,
+            hybrid_stream,
+            frozenset({"embeddings"}),
+            "uncertainty",
             "uncertainty-weighted k-center: uncertain and spread out",
         ),
     )

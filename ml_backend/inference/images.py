@@ -27,14 +27,12 @@ import hashlib
 import io
 import ipaddress
 import logging
-import os
 import re
 import socket
-import tempfile
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 import numpy as np
@@ -274,7 +272,9 @@ class ImageFetcher:
 
     def _ls_url(self, path: str, uri: str) -> str:
         if not self.policy.label_studio_url:
-            raise ImageError(f"{uri!r} lives in Label Studio: set LABEL_STUDIO_URL (and LABEL_STUDIO_API_KEY) so the backend can download it")
+            raise ImageError(
+                f"{uri!r} lives in Label Studio: set LABEL_STUDIO_URL (and LABEL_STUDIO_API_KEY) so the backend can download it"
+            )
         check_no_traversal(path)  # before urljoin, which would resolve the '..' away (to another Label Studio path)
         return urljoin(self.policy.label_studio_url + "/", path.lstrip("/"))
 
@@ -338,7 +338,7 @@ def decode_image(data: bytes, max_pixels: int = 100_000_000) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(f"image is {w}x{h} pixels, over MAX_IMAGE_PIXELS={max_pixels}")

@@ -21,8 +21,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from label_studio_sdk.label_interface import LabelInterface
 
@@ -75,9 +75,7 @@ def select_target(label_config: str, model_task: str) -> Target:
     images = {o.name: o for o in li.objects if o.tag == "Image"}
     if not images:
         found = sorted({o.tag for o in li.objects}) or ["no data tags"]
-        raise LabelConfigError(
-            f"This backend labels images: the labeling config needs an <Image> tag (it has {', '.join(found)})."
-        )
+        raise LabelConfigError(f"This backend labels images: the labeling config needs an <Image> tag (it has {', '.join(found)}).")
     wanted = _CONTROLS_FOR_TASK[model_task]
     for tag, kind in wanted:
         for control in li.controls:
@@ -89,7 +87,7 @@ def select_target(label_config: str, model_task: str) -> Target:
             if kind == "obb" and str(control.attr.get("canRotate", "true")).lower() == "false":
                 raise LabelConfigError(
                     f'<RectangleLabels name="{control.name}"> has canRotate="false", but an oriented-box (OBB) '
-                    "model predicts rotated boxes: remove canRotate=\"false\" or serve a detect model."
+                    'model predicts rotated boxes: remove canRotate="false" or serve a detect model.'
                 )
             labels = tuple(control.labels)
             if not labels:
@@ -122,7 +120,7 @@ def build_label_map(model_names: Mapping[int, str], target: Target) -> dict[int,
 
     Classes that match no label are left out, so their predictions are dropped.
     """
-    explicit = {}
+    explicit: dict[str, str] = {}
     for label, names in target.predicted_values.items():
         for name in names:
             explicit.setdefault(name, label)
@@ -132,9 +130,9 @@ def build_label_map(model_names: Mapping[int, str], target: Target) -> dict[int,
         folded.setdefault(label.casefold(), label)
     mapping: dict[int, str] = {}
     for cls_id, name in model_names.items():
-        label = explicit.get(name) or exact.get(name) or folded.get(str(name).casefold())
-        if label is not None:
-            mapping[int(cls_id)] = label
+        found = explicit.get(name) or exact.get(name) or folded.get(str(name).casefold())
+        if found is not None:
+            mapping[int(cls_id)] = found
     return mapping
 
 

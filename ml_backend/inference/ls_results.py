@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -110,6 +111,7 @@ def to_ls_results(
         conf = float(pred.scores[i])
         if label is None or conf < score_threshold:
             continue
+        value: dict[str, Any]
         if target.kind == "obb":
             if len(pred.obb_xywhr) > i:
                 value = obb_percent(pred.obb_xywhr[i], pred.width, pred.height)
@@ -127,8 +129,7 @@ def to_ls_results(
             value = rect_percent(xyxy, pred.width, pred.height)
             if value["width"] <= 0 or value["height"] <= 0:
                 continue
-        value[target.result_type] = [label]
-        regions.append({**base, "id": next(ids), "value": value, "score": conf})
+        regions.append({**base, "id": next(ids), "value": {**value, target.result_type: [label]}, "score": conf})
     score = float(np.mean([r["score"] for r in regions])) if regions else 0.0
     return regions, score
 

@@ -16,9 +16,10 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -154,7 +155,7 @@ class _HeadCapture:
         self.raw: list[Any] = []
         self.idxs: list[Any] = []
         self.recording = False
-        layers = getattr(getattr(yolo, "model", None), "model", None)
+        layers: Any = getattr(getattr(yolo, "model", None), "model", None)
         self.active = hasattr(layers, "__getitem__") and hasattr(layers[-1], "register_forward_hook")
         self.predictor_class = self._predictor_class() if self.active else None
         if self.active:
@@ -182,7 +183,9 @@ class _HeadCapture:
         self.clear()
 
     def clear(self) -> None:
-        self.feats.clear(), self.raw.clear(), self.idxs.clear()
+        self.feats.clear()
+        self.raw.clear()
+        self.idxs.clear()
 
     def _predictor_class(self) -> type:
         yolo, capture = self.yolo, self

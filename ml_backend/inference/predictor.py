@@ -13,10 +13,11 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,6 +30,12 @@ from ml_backend.inference.served_models import ServedModels
 from ml_backend.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class ImageSource(Protocol):
+    """Where the predictor gets a task's image: the server's :class:`ImageFetcher`, or local files in the study."""
+
+    def load(self, uri: str, task_id: Any = None) -> np.ndarray: ...
 
 
 class BadRequest(ValueError):
@@ -71,11 +78,11 @@ class Predictor:
     Args:
         settings: backend settings.
         holder: the base model (``MODEL_PATH``).
-        fetcher: image downloader.
+        fetcher: where images come from (an :class:`ImageFetcher`, or anything with its ``load``).
         models: per-project models (default: the base model for every project).
     """
 
-    def __init__(self, settings: Settings, holder: ModelHolder, fetcher: ImageFetcher, models: ServedModels | None = None):
+    def __init__(self, settings: Settings, holder: ModelHolder, fetcher: ImageSource, models: ServedModels | None = None):
         self.settings = settings
         self.holder = holder
         self.models = models or ServedModels(holder)
@@ -151,7 +158,12 @@ class Predictor:
                     results[i] = f"unexpected error while loading the image: {type(exc).__name__}"
             if images:
                 preds = served.model.predict(
-                    images, conf=conf, imgsz=self.settings.imgsz, device=self.settings.ultralytics_device, batch=size, with_scores=with_scores
+                    images,
+                    conf=conf,
+                    imgsz=self.settings.imgsz,
+                    device=self.settings.ultralytics_device,
+                    batch=size,
+                    with_scores=with_scores,
                 )
                 if with_scores and self.embedder is not None:
                     embeddings = np.asarray(self.embedder(images), dtype=np.float32)

@@ -54,7 +54,9 @@ class ServedModels:
         """The projects with a model folder (trained versions)."""
         if self.paths is None or not self.paths.projects_dir.is_dir():
             return []
-        return sorted(int(p.name) for p in self.paths.projects_dir.iterdir() if p.name.isdigit() and self.paths.project_models(int(p.name)).is_dir())
+        return sorted(
+            int(p.name) for p in self.paths.projects_dir.iterdir() if p.name.isdigit() and self.paths.project_models(int(p.name)).is_dir()
+        )
 
     def current(self, project_id: int | None) -> VersionInfo | None:
         """The project's promoted version (None: it is served the base model)."""

@@ -107,11 +107,13 @@ class ModelRegistry:
                 raise FileNotFoundError(weights)
         except (OSError, ValueError, KeyError) as exc:
             raise KeyError(f"model version {version!r} is missing or damaged: {exc}") from None
-        return VersionInfo(meta["version"], weights, float(meta["created"]), meta.get("parent"), meta.get("metrics") or {}, meta.get("note") or "")
+        return VersionInfo(
+            meta["version"], weights, float(meta["created"]), meta.get("parent"), meta.get("metrics") or {}, meta.get("note") or ""
+        )
 
     def list(self) -> list[VersionInfo]:
         """All intact versions, oldest first (damaged ones are logged and left out)."""
-        out = []
+        out: list[VersionInfo] = []
         if not self.versions_dir.exists():
             return out
         for folder in self.versions_dir.iterdir():

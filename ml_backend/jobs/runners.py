@@ -24,8 +24,9 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from ml_backend.settings import Settings
 from ml_backend.state import write_json_atomic
@@ -141,7 +142,11 @@ class LocalRunner:
         with open(workdir / "train.log", "ab") as logf:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ml_backend.jobs.runners", str(workdir / "request.json")],
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=os.getcwd(),  # relative MODEL_DIR stays valid
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=os.getcwd(),  # relative MODEL_DIR stays valid
             )
         log.info("project %s: training started in process %d (%s)", req.project_id, proc.pid, workdir)
         return LocalHandle(proc, workdir)
@@ -180,7 +185,9 @@ def child_main(request_path: str) -> int:
         return 0
     except Exception as exc:
         traceback.print_exc()
-        write_json_atomic(workdir / "error.json", {"error": f"{type(exc).__name__}: {exc}" if not isinstance(exc, TrainingError) else str(exc)})
+        write_json_atomic(
+            workdir / "error.json", {"error": f"{type(exc).__name__}: {exc}" if not isinstance(exc, TrainingError) else str(exc)}
+        )
         return 1
 
 
@@ -258,7 +265,9 @@ class RQHandle:
                 pass
             return outcome
         if status in ("queued", "started", "deferred", "scheduled"):
-            raise TrainingError(f"RQ job {self.job.id} did not finish within TRAIN_TIMEOUT; is a worker running (python -m ml_backend worker)?")
+            raise TrainingError(
+                f"RQ job {self.job.id} did not finish within TRAIN_TIMEOUT; is a worker running (python -m ml_backend worker)?"
+            )
         detail = ""
         try:
             res = self.job.latest_result()
@@ -296,8 +305,13 @@ class RQRunner:
         request = {k: v for k, v in req.to_json().items() if k not in ("base_weights", "workdir")}
         request.update(base_weights="", workdir="")
         job = self.queue.enqueue(
-            rq_train, request, Path(req.base_weights).read_bytes(), policy,
-            job_timeout=int(self.settings.train_timeout), result_ttl=7 * 86400, failure_ttl=7 * 86400,
+            rq_train,
+            request,
+            Path(req.base_weights).read_bytes(),
+            policy,
+            job_timeout=int(self.settings.train_timeout),
+            result_ttl=7 * 86400,
+            failure_ttl=7 * 86400,
             description=f"train Label Studio project {req.project_id}",
         )
         log.info("project %s: training enqueued as RQ job %s on %s", req.project_id, job.id, self.settings.train_queue)

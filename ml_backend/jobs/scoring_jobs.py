@@ -25,12 +25,14 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
-from ml_backend.jobs.label_events import LabelEventStore, as_id, event_project
+from integrations.label_studio import LabelStudioAPI
 from ml_backend.inference.predictor import Predictor
+from ml_backend.jobs.label_events import LabelEventStore, as_id, event_project
 from ml_backend.scoring.publish import score_new_tasks, score_project
 from ml_backend.scoring.store import ScoreStore
 from ml_backend.settings import Settings
@@ -96,8 +98,11 @@ class ScoringQueue:
 
     def add_tasks(self, project_id: int, tasks: list[Mapping[str, Any]]) -> int:
         """Queue new tasks (a task queued again replaces its older copy); returns the project's pending tasks."""
-        rows = [(int(t["id"]), json.dumps(dict(t), default=str)) for t in tasks
-                if isinstance(t, Mapping) and isinstance(t.get("id"), int) and as_id(t["id"]) is not None]
+        rows: list[tuple[int, str | None]] = [
+            (int(t["id"]), json.dumps(dict(t), default=str))
+            for t in tasks
+            if isinstance(t, Mapping) and isinstance(t.get("id"), int) and as_id(t["id"]) is not None
+        ]
         if rows:
             self._write(project_id, rows)
         with self._lock:
@@ -116,7 +121,9 @@ class ScoringQueue:
                 return None
             project_id = min(rows, key=lambda r: (-int(r[1]), r[2]))[0]
             work = Work(int(project_id), False)
-            for task, payload, retire, seq in self._db.execute("SELECT task, payload, retire, seq FROM scoring_queue WHERE project=?", (project_id,)):
+            for task, payload, retire, seq in self._db.execute(
+                "SELECT task, payload, retire, seq FROM scoring_queue WHERE project=?", (project_id,)
+            ):
                 work.taken_seq = max(work.taken_seq, int(seq))
                 if task == FULL:
                     work.full, work.retire = True, json.loads(retire) if retire else []
@@ -147,7 +154,7 @@ class ScoringJobs:
         client_factory: returns a Label Studio client (``None`` when not configured).
     """
 
-    def __init__(self, settings: Settings, predictor: Predictor, client_factory: Callable[[], Any]):
+    def __init__(self, settings: Settings, predictor: Predictor, client_factory: Callable[[], LabelStudioAPI | None]):
         self.settings = settings
         self.predictor = predictor
         self.client_factory = client_factory
@@ -211,6 +218,7 @@ class ScoringJobs:
 
     def idle(self, timeout: float = 0.0) -> bool:
         """True when nothing is running and nothing is pending but work waiting to be retried after a failure."""
+
         def quiet() -> bool:
             return not self._busy and not (self.queue.projects() - set(self._retry_at))
 

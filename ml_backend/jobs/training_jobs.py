@@ -33,23 +33,26 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from integrations.connection import THRESHOLD_PARAM
 from ml_backend.faults import crash_point
-from ml_backend.jobs.label_events import LabelEventStore
 from ml_backend.inference.model import ModelHolder
 from ml_backend.inference.served_models import ServedModels
+from ml_backend.jobs.label_events import LabelEventStore
+from ml_backend.jobs.runners import Runner, make_runner
 from ml_backend.settings import Settings
 from ml_backend.state import open_state_db, transaction
 from ml_backend.training.run import TrainingError, TrainOutcome, TrainRequest
-from ml_backend.jobs.runners import Runner, make_runner
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "training"
 STATES = ("idle", "queued", "training", "failed")
+
+
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -103,9 +106,23 @@ class TrainingState:
             row = cur.fetchone()
             cols = [c[0] for c in cur.description]
         if row is None:
-            return {"project": int(project_id), "state": "idle", "reason": None, "follow_up": 0, "start_seq": 0, "owner": None, "queued": None,
-                    "started": None, "finished": None, "progress": None, "message": None, "last": None, "runs": 0, "heartbeat": None,
-                    "threshold": None}
+            return {
+                "project": int(project_id),
+                "state": "idle",
+                "reason": None,
+                "follow_up": 0,
+                "start_seq": 0,
+                "owner": None,
+                "queued": None,
+                "started": None,
+                "finished": None,
+                "progress": None,
+                "message": None,
+                "last": None,
+                "runs": 0,
+                "heartbeat": None,
+                "threshold": None,
+            }
         return dict(zip(cols, row))
 
     def projects(self) -> list[int]:
@@ -118,7 +135,9 @@ class TrainingState:
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO training (project, state) VALUES (?, 'idle')", (int(project_id),))
             if fields:
-                self._db.execute(f"UPDATE training SET {', '.join(f'{k}=?' for k in fields)} WHERE project=?", [*fields.values(), int(project_id)])
+                self._db.execute(
+                    f"UPDATE training SET {', '.join(f'{k}=?' for k in fields)} WHERE project=?", [*fields.values(), int(project_id)]
+                )
 
     def request(self, project_id: int, reason: str) -> str:
         """Atomically: during a run, set its follow-up flag; when idle or failed, queue. Returns the state after."""
@@ -140,7 +159,9 @@ class TrainingState:
         fields = {**_encoded(fields), "follow_up": 0}
         with transaction(self._db, self._lock):
             follow = self._db.execute("SELECT follow_up FROM training WHERE project=?", (int(project_id),)).fetchone()
-            self._db.execute(f"UPDATE training SET {', '.join(f'{k}=?' for k in fields)} WHERE project=?", [*fields.values(), int(project_id)])
+            self._db.execute(
+                f"UPDATE training SET {', '.join(f'{k}=?' for k in fields)} WHERE project=?", [*fields.values(), int(project_id)]
+            )
         return bool(follow and follow[0])
 
     def claim(self, owner: str, latest_seq: Callable[[int], int]) -> int | None:
@@ -311,7 +332,9 @@ class TrainingJobs:
             if row["state"] != "training" or (row["owner"] == self.owner and not startup):
                 continue
             if not _owner_alive(row["owner"], row["heartbeat"]):
-                self.state.update(pid, state="queued", reason="resumed: the backend stopped during the previous run", queued=time.time(), owner=None)
+                self.state.update(
+                    pid, state="queued", reason="resumed: the backend stopped during the previous run", queued=time.time(), owner=None
+                )
                 log.warning("project %s: a training run was interrupted by a restart; it is queued again", pid)
 
     def _loop(self) -> None:
@@ -327,7 +350,9 @@ class TrainingJobs:
                 self._run(project_id)
             except Exception:  # never let the thread die
                 log.exception("project %s: training bookkeeping failed", project_id)
-                self.state.update(project_id, state="failed", message="internal error in the training loop; see the backend log", finished=time.time())
+                self.state.update(
+                    project_id, state="failed", message="internal error in the training loop; see the backend log", finished=time.time()
+                )
             finally:
                 self._busy = False
 
@@ -349,11 +374,15 @@ class TrainingJobs:
             while not handle.done():
                 if self._stop.wait(self.poll_s):
                     handle.cancel()
-                    self.state.update(project_id, state="queued", reason="resumed: the backend stopped during the previous run", queued=time.time())
+                    self.state.update(
+                        project_id, state="queued", reason="resumed: the backend stopped during the previous run", queued=time.time()
+                    )
                     return
                 if time.monotonic() > deadline:
                     handle.cancel()
-                    raise TrainingError(f"stopped after TRAIN_TIMEOUT={self.settings.train_timeout:.0f} s; raise it, or lower TRAIN_EPOCHS/TRAIN_IMGSZ")
+                    raise TrainingError(
+                        f"stopped after TRAIN_TIMEOUT={self.settings.train_timeout:.0f} s; raise it, or lower TRAIN_EPOCHS/TRAIN_IMGSZ"
+                    )
                 prog = handle.progress()
                 self.state.update(project_id, heartbeat=time.time(), **({"progress": prog} if prog else {}))
             outcome = handle.outcome()
@@ -368,7 +397,9 @@ class TrainingJobs:
             log.error("project %s: training failed: %s", project_id, message)
             state, last = "failed", {"status": "failed", "decision": message, "finished_at": time.time()}
         runs = (self.state.get(project_id)["runs"] or 0) + 1
-        follow_up = self.state.finish(project_id, state=state, message=message, last=last, finished=time.time(), owner=None, progress=None, runs=runs)
+        follow_up = self.state.finish(
+            project_id, state=state, message=message, last=last, finished=time.time(), owner=None, progress=None, runs=runs
+        )
         threshold, _ = self.threshold(project_id)
         if not follow_up and state == "idle" and threshold > 0 and self.events.pending(project_id, CONSUMER) >= threshold:
             follow_up = True  # labels that came in as the run ended (the flag's race): they count too
@@ -378,15 +409,22 @@ class TrainingJobs:
     def _finish(self, project_id: int, outcome: TrainOutcome) -> dict[str, Any]:
         """Store the trained model, promote it if it won, and say what happened."""
         last: dict[str, Any] = {
-            "status": outcome.status, "decision": outcome.decision, "base_version": outcome.base_version, "dataset": outcome.dataset,
-            "seconds": round(outcome.seconds, 1), "finished_at": time.time(), "version": None, "promoted": False,
+            "status": outcome.status,
+            "decision": outcome.decision,
+            "base_version": outcome.base_version,
+            "dataset": outcome.dataset,
+            "seconds": round(outcome.seconds, 1),
+            "finished_at": time.time(),
+            "version": None,
+            "promoted": False,
         }
         if outcome.status != "trained" or not outcome.weights:
             log.info("project %s: training skipped: %s", project_id, outcome.decision)
             return last
         registry = self.models.registry(project_id)
         info = registry.add(
-            outcome.weights, parent=outcome.base_version,
+            outcome.weights,
+            parent=outcome.base_version,
             metrics={"new": outcome.metrics_new, "previous": outcome.metrics_old, "dataset": outcome.dataset, "epochs": outcome.epochs},
             note=outcome.decision,
         )

@@ -23,8 +23,9 @@ its queue by prediction score, lowest first. Nothing here talks to Label Studio
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -128,7 +129,9 @@ class Observed:
     errors: dict[int, str]
 
 
-def observe(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: Predictor, settings: Settings, progress: bool = False) -> Observed:
+def observe(
+    tasks: Sequence[Mapping[str, Any]], served: Served, predictor: Predictor, settings: Settings, progress: bool = False
+) -> Observed:
     """Run the model over ``tasks`` (scores and embeddings on), one row per task that did not fail."""
     n_classes = len(served.model.names)
     conf = min(settings.candidate_threshold, settings.score_threshold)
@@ -148,12 +151,13 @@ def observe(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: Predi
         counts.append(c)
         embs.append(pred.embedding)
         regions.append(to_ls_results(pred, served.target, served.label_map, settings.score_threshold)[0])
-    has_emb = bool(embs) and all(e is not None for e in embs)
+    present = [e for e in embs if e is not None]
+    has_emb = bool(embs) and len(present) == len(embs)
     return Observed(
         ids=np.array(ids, dtype=int),
         uncertainty=np.array(unc, dtype=np.float64),
         class_counts=np.stack(counts) if counts else np.zeros((0, n_classes)),
-        embeddings=np.stack(embs) if has_emb else None,
+        embeddings=np.stack(present) if has_emb else None,
         regions=regions,
         errors=errors,
     )
@@ -170,7 +174,9 @@ def _prediction(task_id: int, regions: list[dict], priority: float, version: str
     return {"task": int(task_id), "result": regions, "score": float(1.0 - priority), "model_version": version, "cluster": int(cluster)}
 
 
-def score_tasks(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: Predictor, settings: Settings, progress: bool = False) -> ScoredPool:
+def score_tasks(
+    tasks: Sequence[Mapping[str, Any]], served: Served, predictor: Predictor, settings: Settings, progress: bool = False
+) -> ScoredPool:
     """Run the model over ``tasks`` and compute every score (no Label Studio calls)."""
     obs = observe(tasks, served, predictor, settings, progress)
     if not len(obs.ids):
@@ -196,7 +202,9 @@ def score_tasks(tasks: Sequence[Mapping[str, Any]], served: Served, predictor: P
     clusters = kmeans_clusters(E, settings.al_clusters, seed=settings.al_seed) if E is not None else np.zeros(len(u), dtype=int)
     version = served.model.version
     scores = [
-        TaskScore(int(t), float(u[j]), float(diversity[j]), float(priority[j]), int(clusters[j]), difficulty(float(u[j])), bool(lab[j]), version)
+        TaskScore(
+            int(t), float(u[j]), float(diversity[j]), float(priority[j]), int(clusters[j]), difficulty(float(u[j])), bool(lab[j]), version
+        )
         for j, t in enumerate(obs.ids)
     ]
     predictions = [_prediction(t, obs.regions[j], priority[j], version, clusters[j]) for j, t in enumerate(obs.ids)]
@@ -221,7 +229,9 @@ def strategy_params(settings: Settings) -> StrategyParams:
 def _strategy(pool: Pool, settings: Settings) -> StrategySpec:
     spec = resolve(settings.al_strategy, pool)
     if spec.name != settings.al_strategy:
-        log.warning("AL_STRATEGY=%s needs embeddings, which these weights do not give (exported model?): using %s", settings.al_strategy, spec.name)
+        log.warning(
+            "AL_STRATEGY=%s needs embeddings, which these weights do not give (exported model?): using %s", settings.al_strategy, spec.name
+        )
     return spec
 
 
@@ -242,12 +252,17 @@ def score_stream(
     labeled_emb = state["embeddings"][state["labeled"]] if state["labeled"].any() else None
     d = diversity_scores(E, labeled_emb) if E is not None else np.ones(len(ids))
     pool = Pool(
-        uncertainty=u, embeddings=E, labeled_embeddings=labeled_emb, class_counts=obs.class_counts,
-        labeled_class_counts=state["labeled_counts"] if len(state["labeled_counts"]) else None, ids=ids,
+        uncertainty=u,
+        embeddings=E,
+        labeled_embeddings=labeled_emb,
+        class_counts=obs.class_counts,
+        labeled_class_counts=state["labeled_counts"] if len(state["labeled_counts"]) else None,
+        ids=ids,
     )
     prio = _strategy(pool, settings).stream(pool, strategy_params(settings))
-    has_centroids = E is not None and len(state["centroids"])
-    clusters = np.argmax(normalize(E) @ state["centroids"].T, axis=1) if has_centroids else np.zeros(len(ids), dtype=int)
+    clusters = np.zeros(len(ids), dtype=int)
+    if E is not None and len(state["centroids"]):
+        clusters = np.argmax(normalize(E) @ state["centroids"].T, axis=1)
     version = served.model.version
     scores = [
         TaskScore(int(t), float(u[j]), float(d[j]), float(prio[j]), int(clusters[j]), difficulty(float(u[j])), False, version)

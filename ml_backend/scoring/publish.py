@@ -18,7 +18,8 @@ is kept. Label Studio 1.23.2's bulk prediction import drops ``cluster``, so up t
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from integrations.label_studio import LabelStudioAPI
 from integrations.queue_view import SCORE_COLUMNS, ensure_queue_view

@@ -16,8 +16,9 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class ScoreStore:
             E = normalize(pooled.embeddings)
             clusters = np.array([s.cluster for s in pooled.scores])
             centroids = np.stack([E[clusters == c].mean(axis=0) for c in sorted(set(clusters.tolist()))])
-            arrays = {
+            arrays: dict[str, Any] = {
                 "task_ids": np.array([s.task for s in pooled.scores]),
                 "embeddings": E,
                 "labeled": np.array([s.labeled for s in pooled.scores]),
@@ -78,4 +79,5 @@ class ScoreStore:
             state["task_ids"] = np.concatenate([state["task_ids"], [s.task for s in pooled.scores]])
             state["embeddings"] = np.concatenate([state["embeddings"], normalize(pooled.embeddings)])
             state["labeled"] = np.concatenate([state["labeled"], np.zeros(len(pooled.scores), dtype=bool)])
-            atomic_write(self.paths.score_state(project_id), lambda f: np.savez(f, **state))
+            arrays: dict[str, Any] = state
+            atomic_write(self.paths.score_state(project_id), lambda f: np.savez(f, **arrays))

@@ -44,13 +44,14 @@ import shutil
 import statistics
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from ml_backend.tools.loadtest import latency_summary as _summary
 from ml_backend.settings import Settings
+from ml_backend.tools.loadtest import latency_summary as _summary
 
 
 def _median_time(fn: Callable[[], object], repeat: int, warmup: int = 1) -> tuple[float, list[float]]:
@@ -137,9 +138,15 @@ def bench_scoring(
     t_plain, all_plain = _median_time(plain, repeat)
     t_ours, all_ours = _median_time(ours, repeat)
     return {
-        "images": n_images, "imgsz": size, "device": device,
-        "plain_ultralytics_s": t_plain, "with_scores_s": t_ours, "overhead": t_ours / t_plain - 1,
-        "runs_plain_s": all_plain, "runs_ours_s": all_ours, "goal": "overhead <= 15%",
+        "images": n_images,
+        "imgsz": size,
+        "device": device,
+        "plain_ultralytics_s": t_plain,
+        "with_scores_s": t_ours,
+        "overhead": t_ours / t_plain - 1,
+        "runs_plain_s": all_plain,
+        "runs_ours_s": all_ours,
+        "goal": "overhead <= 15%",
     }
 
 
@@ -164,9 +171,18 @@ def bench_push(workdir: Path, repeat: int, n: int = 10_000, each: bool = False) 
         for start in range(0, n, 2000):
             client.import_tasks(pid, [{"image": f"https://example.com/{i}.jpg"} for i in range(start, min(n, start + 2000))])
         ids = [t["id"] for t in client.list_tasks(pid, fields="task_only")]
-        region = {"from_name": "label", "to_name": "image", "type": "rectanglelabels", "original_width": 640, "original_height": 480,
-                  "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rotation": 0, "rectanglelabels": ["a"]}, "score": 0.5}
-        preds = [{"task": t, "result": [region], "score": (i % 97) / 97, "model_version": "bench", "cluster": i % 8} for i, t in enumerate(ids)]
+        region = {
+            "from_name": "label",
+            "to_name": "image",
+            "type": "rectanglelabels",
+            "original_width": 640,
+            "original_height": 480,
+            "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rotation": 0, "rectanglelabels": ["a"]},
+            "score": 0.5,
+        }
+        preds = [
+            {"task": t, "result": [region], "score": (i % 97) / 97, "model_version": "bench", "cluster": i % 8} for i, t in enumerate(ids)
+        ]
 
         def bulk() -> None:
             client.delete_model_version(pid, "bench")
@@ -306,7 +322,9 @@ class _PredictClient:
             tid = next(self.ids)
             uri = self.uris[tid % len(self.uris)]
             tasks.append({"id": tid, "data": {"image": f"{uri}?r={tid}" if download else uri}})
-        resp = self.session.post(f"{self.url}/predict", json={"tasks": tasks, "project": "1.0", "label_config": self.label_config}, timeout=600)
+        resp = self.session.post(
+            f"{self.url}/predict", json={"tasks": tasks, "project": "1.0", "label_config": self.label_config}, timeout=600
+        )
         if resp.status_code != 200:
             raise RuntimeError(f"/predict answered {resp.status_code}: {resp.text[:300]}")
         results = resp.json()["results"]
@@ -325,9 +343,20 @@ class _PredictClient:
 def _backend_env(weights: Path, state: Path, ls_url: str, device: str, imgsz: int, conf: float) -> dict[str, str]:
     """Settings of the benchmarked backend process (the caller's BASIC_AUTH_* etc. switched off)."""
     return {
-        "MODEL_PATH": str(weights), "MODEL_DIR": str(state), "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": "",
-        "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": "", "REDIS_URL": "", "EMBEDDER": "", "RETRAIN_MIN_NEW_LABELS": "0",
-        "DEVICE": device, "IMGSZ": str(imgsz), "SCORE_THRESHOLD": str(conf), "PREDICT_BATCH": "16", "LOG_LEVEL": "WARNING",
+        "MODEL_PATH": str(weights),
+        "MODEL_DIR": str(state),
+        "LABEL_STUDIO_URL": ls_url,
+        "LABEL_STUDIO_API_KEY": "",
+        "BASIC_AUTH_USER": "",
+        "BASIC_AUTH_PASS": "",
+        "REDIS_URL": "",
+        "EMBEDDER": "",
+        "RETRAIN_MIN_NEW_LABELS": "0",
+        "DEVICE": device,
+        "IMGSZ": str(imgsz),
+        "SCORE_THRESHOLD": str(conf),
+        "PREDICT_BATCH": "16",
+        "LOG_LEVEL": "WARNING",
     }
 
 
@@ -413,7 +442,9 @@ def bench_predict(
     yolo = load_weights(str(weights)).yolo
     images = _decoded_bgr(root, uris)
     udev = _ultralytics_device(device)
-    rows = [_predict_row(n, c, _plain_predict_latencies(yolo, images, n, c, warmup, conf, imgsz, udev), ours[n]) for n, c in zip(sizes, counts)]
+    rows = [
+        _predict_row(n, c, _plain_predict_latencies(yolo, images, n, c, warmup, conf, imgsz, udev), ours[n]) for n, c in zip(sizes, counts)
+    ]
     return {
         "server": "gunicorn (python -m ml_backend serve: 1 worker, gthread, 8 threads) over HTTP on 127.0.0.1, one keep-alive session",
         "images": f"{len(uris)} {STAND_IN_NOTE}",
@@ -424,8 +455,14 @@ def bench_predict(
         "prediction_cache": "none: /predict runs the model on every request; each request also has new task ids",
         "plain": "model.yolo.predict on the same images decoded in memory (BGR), same weights, imgsz, device and conf; results moved to the CPU",
         "ratio": "median ours / median plain",
-        "device": device, "imgsz": imgsz, "image_size": list(image_size), "conf": conf, "warmup": warmup,
-        "weights": str(weights), "regions_per_task": regions, "by_tasks": rows,
+        "device": device,
+        "imgsz": imgsz,
+        "image_size": list(image_size),
+        "conf": conf,
+        "warmup": warmup,
+        "weights": str(weights),
+        "regions_per_task": regions,
+        "by_tasks": rows,
     }
 
 
@@ -475,9 +512,9 @@ def bench_rescoring(
         imgsz: ``IMGSZ``.
         weights: the model (default: the benchmarks' starter detector).
     """
-    from ml_backend.tools.demo import DEMO_CONFIG
     from ml_backend.inference.predictor import make_predictor
     from ml_backend.scoring.pool import score_tasks
+    from ml_backend.tools.demo import DEMO_CONFIG
 
     weights = Path(weights or _detector(workdir)).resolve()
     root = workdir / "rescoring-images"
@@ -486,7 +523,15 @@ def bench_rescoring(
     state = workdir / "rescoring-state"
     shutil.rmtree(state, ignore_errors=True)
     with label_studio_stand_in(root) as ls_url:
-        settings = Settings.from_env({"MODEL_PATH": str(weights), "MODEL_DIR": str(state.resolve()), "LABEL_STUDIO_URL": ls_url, "DEVICE": device, "IMGSZ": str(imgsz)})
+        settings = Settings.from_env(
+            {
+                "MODEL_PATH": str(weights),
+                "MODEL_DIR": str(state.resolve()),
+                "LABEL_STUDIO_URL": ls_url,
+                "DEVICE": device,
+                "IMGSZ": str(imgsz),
+            }
+        )
         predictor = make_predictor(settings)
         served = predictor.serve(DEMO_CONFIG, wait=120)
         _warm_up(served, settings, *image_size)
@@ -502,11 +547,19 @@ def bench_rescoring(
         "function": "ml_backend.scoring.pool.score_tasks (model pass with scores and embeddings, uncertainty, diversity, AL_STRATEGY, k-means); no Label Studio I/O",
         "write_side": "pushing the predictions to Label Studio is the push benchmark",
         "images": f"{n_tasks} {STAND_IN_NOTE}",
-        "tasks": n_tasks, "labeled": sum(1 for t in tasks if t["annotations"]), "image_size": list(image_size), "imgsz": imgsz, "device": device,
-        "predict_batch": settings.predict_batch, "strategy": settings.al_strategy, "clusters": settings.al_clusters, "weights": str(weights),
+        "tasks": n_tasks,
+        "labeled": sum(1 for t in tasks if t["annotations"]),
+        "image_size": list(image_size),
+        "imgsz": imgsz,
+        "device": device,
+        "predict_batch": settings.predict_batch,
+        "strategy": settings.al_strategy,
+        "clusters": settings.al_clusters,
+        "weights": str(weights),
         "first_scoring": {**_rate(t_first, n_tasks), "images": "downloaded from the stand-in, then cached"},
         "rescoring": {**_rate(t_re, n_tasks), "images": "the disk cache (stand-in stopped)", "runs_s": runs},
-        "scored": len(last.scores), "errors": len(last.errors),
+        "scored": len(last.scores),
+        "errors": len(last.errors),
     }
 
 
@@ -545,11 +598,23 @@ def bench_training(workdir: Path, runs: int = 3, n_images: int = 60, epochs: int
         import shutil
 
         shutil.rmtree(state, ignore_errors=True)
-        proc = start_backend(workdir, port, {
-            "MODEL_PATH": str(weights), "MODEL_DIR": str(state), "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": token,
-            "RETRAIN_MIN_NEW_LABELS": "0", "TRAIN_EPOCHS": str(epochs), "TRAIN_IMGSZ": str(imgsz), "TRAIN_BATCH": "8", "DEVICE": device,
-            "IMGSZ": str(imgsz), "LOG_LEVEL": "WARNING",
-        })
+        proc = start_backend(
+            workdir,
+            port,
+            {
+                "MODEL_PATH": str(weights),
+                "MODEL_DIR": str(state),
+                "LABEL_STUDIO_URL": ls.url,
+                "LABEL_STUDIO_API_KEY": token,
+                "RETRAIN_MIN_NEW_LABELS": "0",
+                "TRAIN_EPOCHS": str(epochs),
+                "TRAIN_IMGSZ": str(imgsz),
+                "TRAIN_BATCH": "8",
+                "DEVICE": device,
+                "IMGSZ": str(imgsz),
+                "LOG_LEVEL": "WARNING",
+            },
+        )
         wait_for_model(url, proc)
         session = requests.Session()
         seq = iter(range(10**9))
@@ -563,10 +628,16 @@ def bench_training(workdir: Path, runs: int = 3, n_images: int = 60, epochs: int
             session.get(f"{url}/health", timeout=1).raise_for_status()
 
         def predict() -> None:
-            session.post(f"{url}/predict", json={"tasks": [tasks[0]], "project": f"{pid}.0", "label_config": DEMO_CONFIG}, timeout=100).raise_for_status()
+            session.post(
+                f"{url}/predict", json={"tasks": [tasks[0]], "project": f"{pid}.0", "label_config": DEMO_CONFIG}, timeout=100
+            ).raise_for_status()
 
         predict()  # first call: model load and warm-up, not measured
-        idle = {"webhook": _latencies(webhook, count=200), "health": _latencies(health, count=200), "predict": _latencies(predict, count=20)}
+        idle = {
+            "webhook": _latencies(webhook, count=200),
+            "health": _latencies(health, count=200),
+            "predict": _latencies(predict, count=20),
+        }
 
         def status() -> dict:
             return session.get(f"{url}/training", params={"project": pid}, timeout=5).json()
@@ -585,11 +656,22 @@ def bench_training(workdir: Path, runs: int = 3, n_images: int = 60, epochs: int
                 time.sleep(0.2)
             walls.append(time.monotonic() - t0)
             final = status()
-            results.append({"state": final["state"], **{k: (final.get("last_run") or {}).get(k) for k in ("status", "promoted", "seconds", "decision")}})
+            results.append(
+                {
+                    "state": final["state"],
+                    **{k: (final.get("last_run") or {}).get(k) for k in ("status", "promoted", "seconds", "decision")},
+                }
+            )
         return {
-            "images": n_images, "labels": len(tasks), "epochs": epochs, "imgsz": imgsz, "runs": results,
-            "training_wall_s": statistics.median(walls), "training_wall_runs_s": walls,
-            "idle": {k: _summary(v) for k, v in idle.items()}, "during_training": {k: _summary(v) for k, v in busy.items() if v},
+            "images": n_images,
+            "labels": len(tasks),
+            "epochs": epochs,
+            "imgsz": imgsz,
+            "runs": results,
+            "training_wall_s": statistics.median(walls),
+            "training_wall_runs_s": walls,
+            "idle": {k: _summary(v) for k, v in idle.items()},
+            "during_training": {k: _summary(v) for k, v in busy.items() if v},
             "goal": "webhook < 100 ms, /health < 1 s, /predict answered during training",
         }
     finally:
@@ -607,11 +689,15 @@ def _predict_rows(r: dict) -> list[str]:
     rows = []
     for row in r["by_tasks"]:
         n, p = row["tasks"], row["plain_ultralytics"]
-        rows.append(f"| plain Ultralytics predict, {n} image{'s' * (n > 1)} at {r['imgsz']} px (n={p['n']}) | {p['median_ms']:.1f} ms (p95 {p['p95_ms']:.1f}) | |")
+        rows.append(
+            f"| plain Ultralytics predict, {n} image{'s' * (n > 1)} at {r['imgsz']} px (n={p['n']}) | {p['median_ms']:.1f} ms (p95 {p['p95_ms']:.1f}) | |"
+        )
         for mode in ("cached", "download"):
             if f"ours_{mode}" in row:
                 m = row[f"ours_{mode}"]
-                rows.append(f"| `/predict`, {n} task{'s' * (n > 1)}, {where[mode]} (n={m['n']}) | {m['median_ms']:.1f} ms (p95 {m['p95_ms']:.1f}), {row[f'ratio_{mode}']:.2f}x plain | |")
+                rows.append(
+                    f"| `/predict`, {n} task{'s' * (n > 1)}, {where[mode]} (n={m['n']}) | {m['median_ms']:.1f} ms (p95 {m['p95_ms']:.1f}), {row[f'ratio_{mode}']:.2f}x plain | |"
+                )
     return rows
 
 
@@ -630,9 +716,13 @@ def _training_rows(r: dict) -> list[str]:
         for name, goal in (("webhook", "< 100 ms"), ("health", "< 1 s"), ("predict", "< 100 s")):
             if name in r[when]:
                 m = r[when][name]
-                rows.append(f"| /{name}, {when.replace('_', ' ')} (n={m['n']}) | {m['median_ms']:.1f} ms (p95 {m['p95_ms']:.1f}, max {m['max_ms']:.1f}) | {goal} |")
+                rows.append(
+                    f"| /{name}, {when.replace('_', ' ')} (n={m['n']}) | {m['median_ms']:.1f} ms (p95 {m['p95_ms']:.1f}, max {m['max_ms']:.1f}) | {goal} |"
+                )
     states = ", ".join(f"{x['status'] or x['state']}" for x in r["runs"])
-    rows.append(f"| retraining run: {r['labels']} labels, {r['epochs']} epochs at {r['imgsz']} px, {len(r['runs'])} runs ({states}) | {r['training_wall_s']:.1f} s | |")
+    rows.append(
+        f"| retraining run: {r['labels']} labels, {r['epochs']} epochs at {r['imgsz']} px, {len(r['runs'])} runs ({states}) | {r['training_wall_s']:.1f} s | |"
+    )
     return rows
 
 
@@ -642,7 +732,9 @@ def markdown_table(report: dict) -> list[str]:
     if "scoring" in report:
         r = report["scoring"]
         rows.append(f"| predict {r['images']} images at {r['imgsz']} px, plain Ultralytics | {r['plain_ultralytics_s']:.3f} s | |")
-        rows.append(f"| same, with scores (class scores, embeddings, uncertainty) | {r['with_scores_s']:.3f} s ({r['overhead']:+.1%}) | <= +15% |")
+        rows.append(
+            f"| same, with scores (class scores, embeddings, uncertainty) | {r['with_scores_s']:.3f} s ({r['overhead']:+.1%}) | <= +15% |"
+        )
     if "predict" in report:
         rows += _predict_rows(report["predict"])
     if "rescoring" in report:
@@ -654,18 +746,24 @@ def markdown_table(report: dict) -> list[str]:
         r = report["push"]
         rows.append(f"| push {r['predictions']:,} predictions, bulk import | {r['bulk_s']:.1f} s | <= 60 s |")
         if "one_request_each_4_workers_s" in r:
-            rows.append(f"| push {r['predictions']:,} predictions, one request each (keeps cluster) | {r['one_request_each_4_workers_s']:.1f} s | <= 60 s |")
+            rows.append(
+                f"| push {r['predictions']:,} predictions, one request each (keeps cluster) | {r['one_request_each_4_workers_s']:.1f} s | <= 60 s |"
+            )
     if "training" in report:
         rows += _training_rows(report["training"])
     if "load" in report:
         r = report["load"]
-        rows.append(f"| {r['events']:,} webhooks from {r['clients']} clients in {r['seconds']:.0f} s: latency p50 / p95 / max "
-                    f"| {r['burst_p50_ms']:.0f} / {r['burst_p95_ms']:.0f} / {r['burst_max_ms']:.0f} ms; 5xx: {r['burst_5xx']}; "
-                    f"labels counted exactly: {'yes' if r['burst_exact'] else 'NO'} | no 5xx, exact counts |")
-        rows.append(f"| `/predict` (1 task) from {r['predict_clients']} clients during a training run: p50 / p95 / max "
-                    f"| {r['predict_p50_ms']:.0f} / {r['predict_p95_ms']:.0f} / {r.get('predict_max_ms', float('nan')):.0f} ms "
-                    f"({r['predict_requests']:.0f} requests a round; "
-                    f"non-200: {r['predict_non_200']}) | all answered |")
+        rows.append(
+            f"| {r['events']:,} webhooks from {r['clients']} clients in {r['seconds']:.0f} s: latency p50 / p95 / max "
+            f"| {r['burst_p50_ms']:.0f} / {r['burst_p95_ms']:.0f} / {r['burst_max_ms']:.0f} ms; 5xx: {r['burst_5xx']}; "
+            f"labels counted exactly: {'yes' if r['burst_exact'] else 'NO'} | no 5xx, exact counts |"
+        )
+        rows.append(
+            f"| `/predict` (1 task) from {r['predict_clients']} clients during a training run: p50 / p95 / max "
+            f"| {r['predict_p50_ms']:.0f} / {r['predict_p95_ms']:.0f} / {r.get('predict_max_ms', float('nan')):.0f} ms "
+            f"({r['predict_requests']:.0f} requests a round; "
+            f"non-200: {r['predict_non_200']}) | all answered |"
+        )
     return rows
 
 

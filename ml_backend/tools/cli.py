@@ -21,7 +21,9 @@ def demo(args: argparse.Namespace) -> int:
     from ml_backend.tools.demo import run_demo
 
     setup_logging("INFO")
-    run_demo(args.dir, ls_port=args.ls_port, backend_port=args.backend_port, n_images=args.images, epochs=args.epochs, wait=not args.no_wait)
+    run_demo(
+        args.dir, ls_port=args.ls_port, backend_port=args.backend_port, n_images=args.images, epochs=args.epochs, wait=not args.no_wait
+    )
     return 0
 
 
@@ -45,7 +47,9 @@ def simulate(args: argparse.Namespace) -> int:
         try:
             seeds = tuple(range(int(args.seeds))) if args.seeds.isdigit() else tuple(int(x) for x in args.seeds.split(","))
         except ValueError:
-            raise SimulationError(f"--seeds must be a count (3) or a comma-separated list of integers (0,5,7), got {args.seeds!r}") from None
+            raise SimulationError(
+                f"--seeds must be a count (3) or a comma-separated list of integers (0,5,7), got {args.seeds!r}"
+            ) from None
         cfg = SimConfig(
             data=str(args.data), format=args.format, out=str(args.out), weights=str(args.weights),
             strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=args.initial, step=args.step,
@@ -65,13 +69,17 @@ def simulate(args: argparse.Namespace) -> int:
 def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder (or a YOLO yaml / COCO json)")
     p.add_argument("--format", required=True, choices=["voc", "yolo", "coco"])
-    p.add_argument("--weights", required=True, help="starting model (.pt): a pretrained one, or one made by `python -m ml_backend pretrain`")
+    p.add_argument(
+        "--weights", required=True, help="starting model (.pt): a pretrained one, or one made by `python -m ml_backend pretrain`"
+    )
     p.add_argument("--strategies", default="random,uncertainty,diversity,hybrid", help="comma-separated; random is the reference")
     p.add_argument("--initial", type=int, default=20, help="labels of round 0 (a random draw, the same for every strategy)")
     p.add_argument("--step", type=int, default=20, help="labels added per round")
     p.add_argument("--rounds", type=int, default=4, help="rounds after round 0")
     p.add_argument("--seeds", default="3", help="a number of seeds (3 -> 0,1,2) or a comma-separated list")
-    p.add_argument("--steps", type=int, default=100, help="training budget per round in optimizer steps (epochs follow from the label count)")
+    p.add_argument(
+        "--steps", type=int, default=100, help="training budget per round in optimizer steps (epochs follow from the label count)"
+    )
     p.add_argument("--epochs", type=int, default=0, help="a fixed number of epochs per round instead of --steps")
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch", type=int, default=8)
@@ -92,7 +100,12 @@ def make_digits(args: argparse.Namespace) -> int:
 def _digits_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--images", type=int, default=400)
-    p.add_argument("--variant", choices=["target", "source"], default="target", help="target: digits 0,1,4,7 (0 rare); source: 2,3,5,6,9 for pretraining")
+    p.add_argument(
+        "--variant",
+        choices=["target", "source"],
+        default="target",
+        help="target: digits 0,1,4,7 (0 rare); source: 2,3,5,6,9 for pretraining",
+    )
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -130,7 +143,10 @@ def bench(args: argparse.Namespace) -> int:
 
 def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--only", nargs="*", choices=["scoring", "predict", "rescoring", "kcenter", "push", "push-each", "training", "load"], help="run only these"
+        "--only",
+        nargs="*",
+        choices=["scoring", "predict", "rescoring", "kcenter", "push", "push-each", "training", "load"],
+        help="run only these",
     )
     p.add_argument("--repeat", type=int, default=5, help="runs per figure (the median is reported); predict: 6x / 2x this many requests")
     p.add_argument("--out", default="bench.json")
@@ -138,15 +154,31 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="DEVICE of every benchmark that runs a model: cpu, cuda, cuda:0, auto, ...")
     p.add_argument("--tasks", type=int, default=1000, help="tasks in the rescoring benchmark's pool")
     p.add_argument(
-        "--weights", help="model of scoring, predict and rescoring (default: a shape detector trained once, 50 epochs at 96 px on synthetic images)"
+        "--weights",
+        help="model of scoring, predict and rescoring (default: a shape detector trained once, 50 epochs at 96 px on synthetic images)",
     )
 
 
 COMMANDS: tuple[Command, ...] = (
     Command("demo", "offline demo: synthetic images, a starter model, a real Label Studio, connected", _demo_arguments, demo),
-    Command("simulate", "label-savings study: the active-learning loop on a labeled dataset, ground truth as the annotator", _simulate_arguments, simulate),
-    Command("make-digits", "write the multi-class study dataset: real handwritten digits in synthetic scenes (COCO)", _digits_arguments, make_digits),
-    Command("pretrain", "train a starting model from the model yaml (offline): on synthetic shapes, or on a dataset", _pretrain_arguments, pretrain),
+    Command(
+        "simulate",
+        "label-savings study: the active-learning loop on a labeled dataset, ground truth as the annotator",
+        _simulate_arguments,
+        simulate,
+    ),
+    Command(
+        "make-digits",
+        "write the multi-class study dataset: real handwritten digits in synthetic scenes (COCO)",
+        _digits_arguments,
+        make_digits,
+    ),
+    Command(
+        "pretrain",
+        "train a starting model from the model yaml (offline): on synthetic shapes, or on a dataset",
+        _pretrain_arguments,
+        pretrain,
+    ),
     Command(
         "bench",
         "benchmarks: scoring overhead, /predict latency, re-scoring, k-center, pushing predictions (not tests)",

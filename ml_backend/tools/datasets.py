@@ -98,7 +98,7 @@ def _check_box(box: list[float], w: int, h: int, where: str) -> list[float]:
 
 
 def read_voc(root: Path) -> Dataset:
-    for ann_dir, img_dir in (("Annotations", "JPEGImages"), ("annotations", "images")):
+    for ann_dir, img_dir in (("Annotations", "JPEGImages"), ("annotations", "images")):  # noqa: B007 - used after the loop
         if (root / ann_dir).is_dir():
             break
     else:
@@ -125,7 +125,7 @@ def read_voc(root: Path) -> Dataset:
             if not name or bb is None:
                 raise DatasetError(f"{xml}: an <object> without <name> or <bndbox>")
             try:
-                box = [float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+                box = [float(bb.findtext(k) or "") for k in ("xmin", "ymin", "xmax", "ymax")]
             except (TypeError, ValueError):
                 raise DatasetError(f"{xml}: a <bndbox> without numeric xmin, ymin, xmax, ymax") from None
             objs.append((name, box))
@@ -167,7 +167,7 @@ def read_yolo(root: Path) -> Dataset:
         base = (cfg_path.parent / base).resolve()
     images: list[Path] = []
     for split in ("train", "val", "test"):
-        for entry in ([cfg[split]] if isinstance(cfg.get(split), str) else cfg.get(split) or []):
+        for entry in [cfg[split]] if isinstance(cfg.get(split), str) else cfg.get(split) or []:
             p = (base / entry) if not Path(entry).is_absolute() else Path(entry)
             if p.is_dir():
                 images += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
@@ -183,7 +183,7 @@ def read_yolo(root: Path) -> Dataset:
         if "images" not in parts:
             raise DatasetError(f"{img}: YOLO images must sit under an 'images' folder (labels under the parallel 'labels' folder)")
         k = len(parts) - 1 - parts[::-1].index("images")
-        label = Path(*parts[:k], "labels", *parts[k + 1:]).with_suffix(".txt")
+        label = Path(*parts[:k], "labels", *parts[k + 1 :]).with_suffix(".txt")
         w, h = _image_size(img)
         rows, classes = [], []
         if label.is_file():
@@ -282,15 +282,24 @@ def ls_regions(item: Item, names: dict[int, str], from_name: str = "label", to_n
     """An item's boxes as a Label Studio ``rectanglelabels`` result (percent coordinates)."""
     out = []
     for (x1, y1, x2, y2), c in zip(item.boxes, item.classes):
-        out.append({
-            "from_name": from_name, "to_name": to_name, "type": "rectanglelabels",
-            "original_width": item.width, "original_height": item.height, "image_rotation": 0,
-            "value": {
-                "x": 100 * x1 / item.width, "y": 100 * y1 / item.height,
-                "width": 100 * (x2 - x1) / item.width, "height": 100 * (y2 - y1) / item.height,
-                "rotation": 0, "rectanglelabels": [names[int(c)]],
-            },
-        })
+        out.append(
+            {
+                "from_name": from_name,
+                "to_name": to_name,
+                "type": "rectanglelabels",
+                "original_width": item.width,
+                "original_height": item.height,
+                "image_rotation": 0,
+                "value": {
+                    "x": 100 * x1 / item.width,
+                    "y": 100 * y1 / item.height,
+                    "width": 100 * (x2 - x1) / item.width,
+                    "height": 100 * (y2 - y1) / item.height,
+                    "rotation": 0,
+                    "rectanglelabels": [names[int(c)]],
+                },
+            }
+        )
     return out
 
 

@@ -14,19 +14,16 @@ Run it with ``python -m ml_backend demo`` (or ``make demo``).
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import requests
 
 from integrations.label_studio import LabelStudioClient
 from integrations.local_label_studio import LocalLabelStudio, free_port
+from integrations.queue_view import serving_order
 from ml_backend.tools.servers import start_backend, wait_for_model
 from ml_backend.tools.starter import train_starter_model
 from ml_backend.tools.synthetic import make_image
@@ -135,7 +132,7 @@ def run_demo(
         client.patch(f"/api/projects/{pid}", json={"model_version": health["model_version"], "show_collab_predictions": True})
         print("6/6 scoring every task and ordering the annotation queue ...", flush=True)
         from ml_backend.inference.predictor import make_predictor
-        from ml_backend.scoring.pool import score_project
+        from ml_backend.scoring.publish import score_project
         from ml_backend.settings import Settings
 
         score_settings = Settings.from_env(backend_env)
@@ -152,12 +149,13 @@ def run_demo(
             regions=sum(len(o[0]["result"]) for o in ours if o),
             model_version=version,
             token=token,
-            queue=[sc.task for sc in sorted((sc for sc in pooled.scores if not sc.labeled), key=lambda sc: -sc.priority)],
+            queue=serving_order([(sc.task, sc.cluster, sc.priority) for sc in pooled.scores if not sc.labeled]),
         )
         print(
             f"\nDemo ready: {result.predicted}/{result.tasks} tasks pre-annotated ({result.regions} boxes) by {version}.\n"
             f"  Label Studio: {ls.url}/projects/{pid}/data  (log in as {ls.username} / {ls.password})\n"
-            f"  Queue:        the Data Manager tab 'Active learning queue'; Label (the button) serves tasks {result.queue[:5]} first\n"
+            f"  Queue:        the Data Manager tab 'Active learning queue'; Label (the button) serves one annotator tasks {result.queue[:5]} first\n"
+            f"                (the cluster labeled least first, then the highest priority: docs/queue.md)\n"
             f"  Scores:       {backend_url}/scores?project={pid}\n"
             f"  Retraining:   label {backend_env['RETRAIN_MIN_NEW_LABELS']} tasks and it starts by itself: {backend_url}/training?project={pid}\n"
             f"  Backend:      {backend_url}/health\n"

@@ -61,7 +61,9 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
         if rng.random() < 0.5:
             draw.line((x0, y0, x1, y1), fill=c, width=int(rng.integers(1, 5)))
         else:
-            draw.rectangle((min(x0, x1), min(y0, y1), min(x0, x1) + int(rng.integers(5, 40)), min(y0, y1) + int(rng.integers(5, 40))), outline=c)
+            draw.rectangle(
+                (min(x0, x1), min(y0, y1), min(x0, x1) + int(rng.integers(5, 40)), min(y0, y1) + int(rng.integers(5, 40))), outline=c
+            )
     return img
 
 
@@ -76,7 +78,7 @@ def _scene(rng: np.random.Generator, size: int, images: np.ndarray, labels: np.n
         digit = int(rng.choice(classes, p=p / p.sum()))
         scan = images[rng.choice(np.flatnonzero(labels == digit))]
         s = int(rng.integers(20, 61))
-        up = np.asarray(Image.fromarray((scan / 16 * 255).astype(np.uint8)).resize((s, s), Image.BICUBIC), dtype=np.float64)
+        up = np.asarray(Image.fromarray((scan / 16 * 255).astype(np.uint8)).resize((s, s), Image.Resampling.BICUBIC), dtype=np.float64)
         m = np.clip((up - 70) * 2.2, 0, 255).astype(np.uint8)  # crisper strokes than a plain upscale
         mask = Image.fromarray(m).filter(ImageFilter.GaussianBlur(0.8))
         ys, xs = np.nonzero(m > 60)
@@ -112,14 +114,24 @@ def make_digit_scenes(out: str | Path, n_images: int = 400, variant: str = "targ
     freq = VARIANTS[variant]
     cats = [{"id": k + 1, "name": f"digit-{d}"} for k, d in enumerate(sorted(freq))]
     cat_of = {d: k + 1 for k, d in enumerate(sorted(freq))}
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for i in range(n_images):
         img, objects = _scene(rng, size, scans, labels, freq)
         name = f"{variant}_{i:05d}.jpg"
         img.save(out / "images" / name, quality=92)
         images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
         for digit, (x1, y1, x2, y2) in objects:
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": cat_of[digit], "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": cat_of[digit],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
     (out / "annotations" / "instances.json").write_text(json.dumps({"images": images, "annotations": annotations, "categories": cats}))
     (out / "LICENSE.txt").write_text(LICENSE)
     return out

@@ -21,8 +21,9 @@ import collections
 import statistics
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import requests
 
@@ -32,7 +33,12 @@ def latency_summary(xs: Sequence[float]) -> dict[str, float]:
     xs = sorted(xs)
     if not xs:
         return {"n": 0}
-    return {"n": len(xs), "median_ms": 1000 * statistics.median(xs), "p95_ms": 1000 * xs[int(0.95 * (len(xs) - 1))], "max_ms": 1000 * xs[-1]}
+    return {
+        "n": len(xs),
+        "median_ms": 1000 * statistics.median(xs),
+        "p95_ms": 1000 * xs[int(0.95 * (len(xs) - 1))],
+        "max_ms": 1000 * xs[-1],
+    }
 
 
 def burst_events(project: int, events: int = 1000, duplicate_every: int = 10, first_id: int = 1) -> list[dict[str, Any]]:
@@ -43,8 +49,13 @@ def burst_events(project: int, events: int = 1000, duplicate_every: int = 10, fi
         if duplicate_every and i % duplicate_every == duplicate_every - 1 and out:
             out.append(out[(i * 7919) % len(out)])  # an earlier event, delivered again
             continue
-        out.append({"action": "ANNOTATION_CREATED", "project": {"id": int(project)},
-                    "annotation": {"id": next_id, "updated_at": f"2026-01-01T00:00:{next_id % 60:02d}Z", "result": []}})
+        out.append(
+            {
+                "action": "ANNOTATION_CREATED",
+                "project": {"id": int(project)},
+                "annotation": {"id": next_id, "updated_at": f"2026-01-01T00:00:{next_id % 60:02d}Z", "result": []},
+            }
+        )
         next_id += 1
     return out
 
@@ -62,7 +73,11 @@ def _run_clients(n: int, work: Callable[[requests.Session], None]) -> None:
 
 
 def webhook_burst(
-    url: str, events: Sequence[Mapping[str, Any]], clients: int = 20, seconds: float = 10.0, headers: Mapping[str, str] | None = None,
+    url: str,
+    events: Sequence[Mapping[str, Any]],
+    clients: int = 20,
+    seconds: float = 10.0,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Send ``events`` to ``url/webhook`` from ``clients`` threads, event ``i`` at ``i * seconds / len(events)``.
 
@@ -100,13 +115,24 @@ def webhook_burst(
                 late[0] = max(late[0], -wait if wait < 0 else 0.0)
 
     _run_clients(clients, work)
-    return {"events": len(events), "clients": clients, "statuses": dict(statuses), "latency": latency_summary(latencies),
-            "wall_s": time.monotonic() - start, "late_s": late[0]}
+    return {
+        "events": len(events),
+        "clients": clients,
+        "statuses": dict(statuses),
+        "latency": latency_summary(latencies),
+        "wall_s": time.monotonic() - start,
+        "late_s": late[0],
+    }
 
 
 def predict_while(
-    url: str, payloads: Sequence[Mapping[str, Any]], done: Callable[[], bool], clients: int = 8,
-    headers: Mapping[str, str] | None = None, timeout: float = 100.0, max_seconds: float = 900.0,
+    url: str,
+    payloads: Sequence[Mapping[str, Any]],
+    done: Callable[[], bool],
+    clients: int = 8,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 100.0,
+    max_seconds: float = 900.0,
 ) -> dict[str, Any]:
     """``clients`` threads post ``payloads`` (round robin) to ``url/predict`` until ``done()`` (or ``max_seconds``).
 
@@ -150,8 +176,14 @@ def predict_while(
     watcher.start()
     _run_clients(clients, work)
     stop.set()
-    return {"clients": clients, "requests": len(latencies), "statuses": dict(statuses), "failed_tasks": failed[0],
-            "latency": latency_summary(latencies), "wall_s": time.monotonic() - t_start}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "statuses": dict(statuses),
+        "failed_tasks": failed[0],
+        "latency": latency_summary(latencies),
+        "wall_s": time.monotonic() - t_start,
+    }
 
 
 def burst_outcome(url: str, project: int, settle_s: float = 60.0, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -167,8 +199,15 @@ def burst_outcome(url: str, project: int, settle_s: float = 60.0, headers: Mappi
     return {"counted": counted, "runs": status["runs"], "reason": status["reason"], "state": status["state"]}
 
 
-def run_load(workdir: str | Path, repeat: int = 3, events: int = 1000, clients: int = 20, seconds: float = 10.0,
-             predict_clients: int = 8, device: str = "cpu") -> dict[str, Any]:
+def run_load(
+    workdir: str | Path,
+    repeat: int = 3,
+    events: int = 1000,
+    clients: int = 20,
+    seconds: float = 10.0,
+    predict_clients: int = 8,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """The load benchmark: a real Label Studio and a real backend (gunicorn), ``repeat`` rounds of
     a webhook burst and of ``/predict`` clients during a training run; medians over the rounds."""
     import numpy as np
@@ -192,11 +231,27 @@ def run_load(workdir: str | Path, repeat: int = 3, events: int = 1000, clients: 
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             distinct = len({e["annotation"]["id"] for e in burst_events(0, events)})
-            env = {"MODEL_PATH": str(weights), "MODEL_DIR": str(workdir / f"state-{time.time_ns()}"), "LABEL_STUDIO_URL": ls.url,
-                   "LABEL_STUDIO_API_KEY": token, "IMGSZ": "96", "SCORE_THRESHOLD": "0.3", "DEVICE": device, "LOG_LEVEL": "WARNING",
-                   "RETRAIN_MIN_NEW_LABELS": str(distinct), "RESCORE_MIN_NEW_LABELS": "100000", "TRAIN_IMGSZ": "96",
-                   "TRAIN_EPOCHS": "5", "TRAIN_BATCH": "8", "TRAIN_VAL_FRACTION": "0.3", "AL_CLUSTERS": "3",
-                   "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": "", "WEBHOOK_SECRET": "", "REDIS_URL": ""}
+            env = {
+                "MODEL_PATH": str(weights),
+                "MODEL_DIR": str(workdir / f"state-{time.time_ns()}"),
+                "LABEL_STUDIO_URL": ls.url,
+                "LABEL_STUDIO_API_KEY": token,
+                "IMGSZ": "96",
+                "SCORE_THRESHOLD": "0.3",
+                "DEVICE": device,
+                "LOG_LEVEL": "WARNING",
+                "RETRAIN_MIN_NEW_LABELS": str(distinct),
+                "RESCORE_MIN_NEW_LABELS": "100000",
+                "TRAIN_IMGSZ": "96",
+                "TRAIN_EPOCHS": "5",
+                "TRAIN_BATCH": "8",
+                "TRAIN_VAL_FRACTION": "0.3",
+                "AL_CLUSTERS": "3",
+                "BASIC_AUTH_USER": "",
+                "BASIC_AUTH_PASS": "",
+                "WEBHOOK_SECRET": "",
+                "REDIS_URL": "",
+            }
             proc = start_backend(workdir, port, env)
             try:
                 wait_for_model(url, proc)
@@ -226,15 +281,18 @@ def run_load(workdir: str | Path, repeat: int = 3, events: int = 1000, clients: 
                     time.sleep(0.2)
                 payloads = [{"tasks": [t], "project": f"{pid}.0", "label_config": config} for t in tasks]
 
-                def trained(pid: int = pid) -> bool:
+                def trained(pid: int = pid, url: str = url) -> bool:
                     return requests.get(f"{url}/training", params={"project": pid}, timeout=5).json()["state"] not in ("queued", "training")
 
                 pred = predict_while(url, payloads, trained, clients=predict_clients)
                 pred["training"] = requests.get(f"{url}/training", params={"project": pid}, timeout=5).json()["last_run"]
                 rounds.append({"burst": burst, "predict_during_training": pred})
-                print(f"round {r + 1}/{repeat}: burst {burst['statuses']} p95 {burst['latency']['p95_ms']:.0f} ms, counted {burst['counted']}/{distinct}; "
-                      f"predict during training {pred['statuses']} median {pred['latency'].get('median_ms', 0):.0f} ms "
-                      f"p95 {pred['latency'].get('p95_ms', 0):.0f} ms", flush=True)
+                print(
+                    f"round {r + 1}/{repeat}: burst {burst['statuses']} p95 {burst['latency']['p95_ms']:.0f} ms, counted {burst['counted']}/{distinct}; "
+                    f"predict during training {pred['statuses']} median {pred['latency'].get('median_ms', 0):.0f} ms "
+                    f"p95 {pred['latency'].get('p95_ms', 0):.0f} ms",
+                    flush=True,
+                )
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
@@ -243,8 +301,13 @@ def run_load(workdir: str | Path, repeat: int = 3, events: int = 1000, clients: 
         return statistics.median(get(x) for x in rounds)
 
     return {
-        "rounds": rounds, "events": events, "clients": clients, "seconds": seconds, "predict_clients": predict_clients,
-        "burst_p50_ms": med(lambda x: x["burst"]["latency"]["median_ms"]), "burst_p95_ms": med(lambda x: x["burst"]["latency"]["p95_ms"]),
+        "rounds": rounds,
+        "events": events,
+        "clients": clients,
+        "seconds": seconds,
+        "predict_clients": predict_clients,
+        "burst_p50_ms": med(lambda x: x["burst"]["latency"]["median_ms"]),
+        "burst_p95_ms": med(lambda x: x["burst"]["latency"]["p95_ms"]),
         "burst_max_ms": med(lambda x: x["burst"]["latency"]["max_ms"]),
         "burst_5xx": sum(c for x in rounds for k, c in x["burst"]["statuses"].items() if k == "error" or int(k) >= 500),
         "burst_exact": all(x["burst"]["counted"] == x["burst"]["distinct"] for x in rounds),
@@ -255,4 +318,3 @@ def run_load(workdir: str | Path, repeat: int = 3, events: int = 1000, clients: 
         "predict_requests": med(lambda x: x["predict_during_training"]["requests"]),
         "predict_non_200": sum(c for x in rounds for k, c in x["predict_during_training"]["statuses"].items() if k != 200),
     }
-

@@ -25,7 +25,11 @@ def start_backend(workdir: Path, port: int, env_extra: dict[str, str]) -> subpro
     logf = open(workdir / "backend.log", "ab")
     return subprocess.Popen(
         [sys.executable, "-m", "ml_backend", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
     )
 
 

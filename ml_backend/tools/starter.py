@@ -34,8 +34,22 @@ def train_from_yaml(
 
     model = import_yolo()(model_yaml)  # heavy import only when training is asked for
     model.train(
-        data=str(data), epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, deterministic=True, workers=0, device=device,
-        plots=False, amp=False, val=True, verbose=False, project=str(Path(runs).resolve()), name=name, exist_ok=True, pretrained=False,
+        data=str(data),
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        seed=seed,
+        deterministic=True,
+        workers=0,
+        device=device,
+        plots=False,
+        amp=False,
+        val=True,
+        verbose=False,
+        project=str(Path(runs).resolve()),
+        name=name,
+        exist_ok=True,
+        pretrained=False,
     )
     best = Path(model.trainer.best)
     if not best.exists():
@@ -76,7 +90,9 @@ def train_starter_model(
     if out.exists():
         return out
     data = make_shapes_dataset(workdir / f"data-{kind}", n_train=n_train, n_val=n_val, imgsz=imgsz, seed=seed, kind=kind)
-    train_from_yaml(MODEL_YAMLS[kind], data.yaml_path, out, workdir / "runs", kind, epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, device="cpu")
+    train_from_yaml(
+        MODEL_YAMLS[kind], data.yaml_path, out, workdir / "runs", kind, epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, device="cpu"
+    )
     log.info("starter %s model written to %s", kind, out)
     return out
 
@@ -107,8 +123,8 @@ def pretrain_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / f".pretrain-{out.stem}"
     if data is None:
-        ds = make_shapes_dataset(work / "data", n_train=n_images, n_val=max(8, n_images // 10), imgsz=imgsz, seed=seed)
-        yaml_path = ds.yaml_path
+        shapes = make_shapes_dataset(work / "data", n_train=n_images, n_val=max(8, n_images // 10), imgsz=imgsz, seed=seed)
+        yaml_path = shapes.yaml_path
     else:
         from ml_backend.tools.datasets import as_task, load_dataset, load_local_image
         from ml_backend.training.dataset import assign_splits, write_dataset
@@ -118,7 +134,12 @@ def pretrain_model(
         ds = load_dataset(data, fmt)
         tasks = [as_task(ds, i) for i in range(len(ds.items))]
         summary = write_dataset(
-            tasks, ds.names, "detect", lambda t: load_local_image(t["data"]["image"]), work / "data", from_name="label",
+            tasks,
+            ds.names,
+            "detect",
+            lambda t: load_local_image(t["data"]["image"]),
+            work / "data",
+            from_name="label",
             splits=assign_splits([t["id"] for t in tasks], 0.1),
         )
         yaml_path = summary.data

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,12 +100,25 @@ def ls_box_result(s: SyntheticImage, labels: dict[int, str] | None = None, from_
     out = []
     for i, sh in enumerate(s.shapes):
         x1, y1, x2, y2 = sh.xyxy
-        out.append({
-            "id": f"gt{i}", "type": "rectanglelabels", "from_name": from_name, "to_name": to_name,
-            "original_width": w, "original_height": h, "image_rotation": 0,
-            "value": {"x": 100 * x1 / w, "y": 100 * y1 / h, "width": 100 * (x2 - x1) / w, "height": 100 * (y2 - y1) / h,
-                      "rotation": 0, "rectanglelabels": [labels[sh.cls]]},
-        })
+        out.append(
+            {
+                "id": f"gt{i}",
+                "type": "rectanglelabels",
+                "from_name": from_name,
+                "to_name": to_name,
+                "original_width": w,
+                "original_height": h,
+                "image_rotation": 0,
+                "value": {
+                    "x": 100 * x1 / w,
+                    "y": 100 * y1 / h,
+                    "width": 100 * (x2 - x1) / w,
+                    "height": 100 * (y2 - y1) / h,
+                    "rotation": 0,
+                    "rectanglelabels": [labels[sh.cls]],
+                },
+            }
+        )
     return out
 
 

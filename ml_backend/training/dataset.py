@@ -26,12 +26,12 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-
 
 LABEL_KEYS = ("rectanglelabels", "polygonlabels", "choices", "labels")
 

@@ -31,9 +31,17 @@ def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Setting
     YOLO = import_yolo()
     model = YOLO(str(weights))
     r = model.val(
-        data=str(data), split="val", imgsz=settings.train_imgsz, batch=settings.train_batch if settings.train_batch > 0 else 16,
-        device=settings.ultralytics_device, workers=dataloader_workers(), plots=False, verbose=False,
-        project=str(workdir / "runs"), name="val", exist_ok=True,
+        data=str(data),
+        split="val",
+        imgsz=settings.train_imgsz,
+        batch=settings.train_batch if settings.train_batch > 0 else 16,
+        device=settings.ultralytics_device,
+        workers=dataloader_workers(),
+        plots=False,
+        verbose=False,
+        project=str(workdir / "runs"),
+        name="val",
+        exist_ok=True,
     )
     if kind == "classify":
         return {"metric": "top1", "primary": float(r.top1), "top1": float(r.top1), "top5": float(r.top5)}
@@ -41,11 +49,21 @@ def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Setting
     part = r.seg if kind == "segment" else r.box
     per_class = {
         names.get(int(c), str(c)): {
-            "ap50_95": float(part.ap[i]), "ap50": float(part.ap50[i]), "precision": float(part.p[i]), "recall": float(part.r[i]), "f1": float(part.f1[i]),
+            "ap50_95": float(part.ap[i]),
+            "ap50": float(part.ap50[i]),
+            "precision": float(part.p[i]),
+            "recall": float(part.r[i]),
+            "f1": float(part.f1[i]),
         }
         for i, c in enumerate(part.ap_class_index)
     }
-    out: dict[str, Any] = {"metric": PRIMARY_METRIC[kind], "primary": float(part.map), "map50_95": float(part.map), "map50": float(part.map50), "per_class": per_class}
+    out: dict[str, Any] = {
+        "metric": PRIMARY_METRIC[kind],
+        "primary": float(part.map),
+        "map50_95": float(part.map),
+        "map50": float(part.map50),
+        "per_class": per_class,
+    }
     if kind == "segment":
         out.update(box_map50_95=float(r.box.map), box_map50=float(r.box.map50))
     return out

@@ -10,7 +10,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def decide(old: Mapping[str, Any], new: Mapping[str, Any], policy: str) -> tuple[bool, str]:

@@ -24,14 +24,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from integrations.label_studio import LabelStudioAPI
 from ml_backend.inference.label_config import check_label_map, select_target
@@ -72,8 +71,10 @@ class TrainRequest:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "TrainRequest":
-        return cls(int(data["project_id"]), str(data["base_weights"]), str(data["base_version"]), str(data["workdir"]), str(data.get("reason", "")))
+    def from_json(cls, data: Mapping[str, Any]) -> TrainRequest:
+        return cls(
+            int(data["project_id"]), str(data["base_weights"]), str(data["base_version"]), str(data["workdir"]), str(data.get("reason", ""))
+        )
 
 
 @dataclass
@@ -100,7 +101,7 @@ class TrainOutcome:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "TrainOutcome":
+    def from_json(cls, data: Mapping[str, Any]) -> TrainOutcome:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
@@ -136,10 +137,20 @@ def fine_tune(model: Any, data: str | Path, settings: Settings, workdir: Path, e
     report("training", epoch=0, epochs=epochs)
     model.add_callback("on_train_epoch_end", on_epoch_end)
     model.train(
-        data=str(data), epochs=epochs, imgsz=settings.train_imgsz, batch=settings.train_batch,
-        device=settings.ultralytics_device, workers=dataloader_workers(), seed=settings.al_seed, deterministic=True,
-        plots=False, val=False,  # no model selection on the held-out split: the caller judges old against new
-        verbose=False, project=str((Path(workdir) / "runs").resolve()), name="train", exist_ok=True,
+        data=str(data),
+        epochs=epochs,
+        imgsz=settings.train_imgsz,
+        batch=settings.train_batch,
+        device=settings.ultralytics_device,
+        workers=dataloader_workers(),
+        seed=settings.al_seed,
+        deterministic=True,
+        plots=False,
+        val=False,  # no model selection on the held-out split: the caller judges old against new
+        verbose=False,
+        project=str((Path(workdir) / "runs").resolve()),
+        name="train",
+        exist_ok=True,
     )
     trained = Path(model.trainer.last)
     if not trained.is_file():
@@ -147,7 +158,13 @@ def fine_tune(model: Any, data: str | Path, settings: Settings, workdir: Path, e
     return trained
 
 
-def train_project(req: TrainRequest, settings: Settings, client: LabelStudioAPI, load_image: Callable[[str, int], Any], progress: Progress | None = None) -> TrainOutcome:
+def train_project(
+    req: TrainRequest,
+    settings: Settings,
+    client: LabelStudioAPI,
+    load_image: Callable[[str, int | None], Any],
+    progress: Progress | None = None,
+) -> TrainOutcome:
     """Fine-tune ``req.base_weights`` on the project's current labels and judge the result.
 
     Args:
@@ -167,12 +184,16 @@ def train_project(req: TrainRequest, settings: Settings, client: LabelStudioAPI,
     workdir = Path(req.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if not str(req.base_weights).endswith(".pt"):
-        raise TrainingError(f"the served weights {req.base_weights} are not PyTorch (.pt) weights; exported models cannot be fine-tuned: set MODEL_PATH to a .pt file")
+        raise TrainingError(
+            f"the served weights {req.base_weights} are not PyTorch (.pt) weights; exported models cannot be fine-tuned: set MODEL_PATH to a .pt file"
+        )
     YOLO = import_yolo()
     model = YOLO(req.base_weights)
     kind, names = model.task, {int(k): str(v) for k, v in dict(model.names).items()}
     if kind == "classify" and [names[i] for i in sorted(names)] != sorted(names.values()):
-        raise TrainingError("classification fine-tuning needs a model whose class names are in alphabetical order of their ids (Ultralytics orders class folders by name)")
+        raise TrainingError(
+            "classification fine-tuning needs a model whose class names are in alphabetical order of their ids (Ultralytics orders class folders by name)"
+        )
 
     report("fetching labels")
     project = client.get_project(req.project_id)
@@ -183,8 +204,14 @@ def train_project(req: TrainRequest, settings: Settings, client: LabelStudioAPI,
 
     report("writing dataset")
     summary = write_dataset(
-        tasks, names, kind, lambda t: load_image(task_image_uri(t, target.value_key), t.get("id")), workdir / "dataset",
-        from_name=target.from_name, val_fraction=settings.train_val_fraction, label_ids=label_ids,
+        tasks,
+        names,
+        kind,
+        lambda t: load_image(task_image_uri(t, target.value_key), t.get("id")),
+        workdir / "dataset",
+        from_name=target.from_name,
+        val_fraction=settings.train_val_fraction,
+        label_ids=label_ids,
     )
     unknown = unknown_labels(tasks, label_ids, target.from_name)
     dataset = {"train": summary.counts["train"], "val": summary.counts["val"], "skipped": {str(k): v for k, v in summary.skipped.items()}}
@@ -214,8 +241,15 @@ def train_project(req: TrainRequest, settings: Settings, client: LabelStudioAPI,
     metrics_new = evaluate(new_weights, summary.data, kind, settings, workdir)
     promote, why = decide(metrics_old, metrics_new, settings.promotion)
     return TrainOutcome(
-        req.project_id, "trained", req.base_version, why, promote, str(new_weights), metrics_new, metrics_old, dataset, epochs,
+        req.project_id,
+        "trained",
+        req.base_version,
+        why,
+        promote,
+        str(new_weights),
+        metrics_new,
+        metrics_old,
+        dataset,
+        epochs,
         time.monotonic() - started,
     )
-
-

@@ -72,7 +72,8 @@ def test_new_tasks_get_a_random_draw_of_their_own_task_id() -> None:
 )
 def test_hybrid_places_new_tasks_in_the_lower_half_by_its_own_objective(uncertainty, labeled, weight, expected) -> None:
     pool = Pool(
-        uncertainty=np.array([uncertainty]), embeddings=np.array([[1.0, 0.0]], dtype=np.float32),
+        uncertainty=np.array([uncertainty]),
+        embeddings=np.array([[1.0, 0.0]], dtype=np.float32),
         labeled_embeddings=None if labeled is None else np.array(labeled, dtype=np.float32),
     )
     spec = get_strategy("hybrid" if weight else "diversity")
@@ -81,7 +82,9 @@ def test_hybrid_places_new_tasks_in_the_lower_half_by_its_own_objective(uncertai
 
 def test_random_differs_by_seed() -> None:
     pool = make_pool()
-    assert not np.array_equal(get_strategy("random").rank(pool, StrategyParams(seed=1)), get_strategy("random").rank(pool, StrategyParams(seed=2)))
+    assert not np.array_equal(
+        get_strategy("random").rank(pool, StrategyParams(seed=1)), get_strategy("random").rank(pool, StrategyParams(seed=2))
+    )
 
 
 def test_uncertainty_ranks_by_uncertainty() -> None:

@@ -62,7 +62,11 @@ def start_backend(
     log_path = tmp_path / f"backend-{port}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "ml_backend", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=new_session,
+        stdout=open(log_path, "ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+        start_new_session=new_session,
     )
     backend = BackendProcess(port, proc, log_path)
     deadline = time.monotonic() + timeout
@@ -92,7 +96,13 @@ def stop_backend(backend: BackendProcess) -> None:
 def backend(tmp_path_factory, label_studio, pat, detect_weights):
     b = start_backend(
         tmp_path_factory.mktemp("backend"),
-        {"MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat, "IMGSZ": "96", "SCORE_THRESHOLD": "0.3"},
+        {
+            "MODEL_PATH": str(detect_weights),
+            "LABEL_STUDIO_URL": label_studio.url,
+            "LABEL_STUDIO_API_KEY": pat,
+            "IMGSZ": "96",
+            "SCORE_THRESHOLD": "0.3",
+        },
     )
     yield b
     stop_backend(b)

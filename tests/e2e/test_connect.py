@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from ml_backend.__main__ import main
 from integrations.queue_view import QUEUE_VIEW_TITLE
+from ml_backend.__main__ import main
 
 from .conftest import start_backend, stop_backend
 from .test_label_studio import CONFIG
@@ -20,7 +20,9 @@ def _state(client, pid: int) -> tuple[list[dict], dict, list[dict]]:
     return client.list_ml_backends(pid), client.get_project(pid), views
 
 
-def test_connect_sets_up_a_project_once_and_a_second_run_changes_nothing(ls_client, label_studio, pat, backend, monkeypatch, capsys) -> None:
+def test_connect_sets_up_a_project_once_and_a_second_run_changes_nothing(
+    ls_client, label_studio, pat, backend, monkeypatch, capsys
+) -> None:
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", pat)
     monkeypatch.setenv("RETRAIN_MIN_NEW_LABELS", "25")
@@ -28,7 +30,7 @@ def test_connect_sets_up_a_project_once_and_a_second_run_changes_nothing(ls_clie
 
     assert main(["connect", "--project", str(pid), "--backend-url", backend.url + "/"]) == 0
     first = capsys.readouterr().out
-    assert "registered the ML backend" in first and f"created the \"{QUEUE_VIEW_TITLE}\" tab" in first and "connected." in first
+    assert "registered the ML backend" in first and f'created the "{QUEUE_VIEW_TITLE}" tab' in first and "connected." in first
     backends, project, views = _state(ls_client, pid)
     assert [(b["url"].rstrip("/"), b["is_interactive"]) for b in backends] == [(backend.url, True)]
     assert project["sampling"] == "Uncertainty sampling"
@@ -69,10 +71,16 @@ def test_connect_errors_say_what_to_fix(ls_client, label_studio, pat, backend, m
 def test_connect_sets_the_projects_retraining_threshold_and_the_nth_label_starts_a_run(
     ls_client, label_studio, pat, detect_weights, tmp_path, monkeypatch, capsys
 ) -> None:
-    backend = start_backend(tmp_path, {
-        "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
-        "RETRAIN_MIN_NEW_LABELS": "100", **TRAIN_ENV,
-    })
+    backend = start_backend(
+        tmp_path,
+        {
+            "MODEL_PATH": str(detect_weights),
+            "LABEL_STUDIO_URL": label_studio.url,
+            "LABEL_STUDIO_API_KEY": pat,
+            "RETRAIN_MIN_NEW_LABELS": "100",
+            **TRAIN_ENV,
+        },
+    )
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", pat)
     monkeypatch.setenv("RETRAIN_MIN_NEW_LABELS", "100")
@@ -115,10 +123,17 @@ def test_with_basic_auth_and_a_webhook_secret_label_studios_webhooks_and_train_b
     ls_client, label_studio, pat, detect_weights, tmp_path, monkeypatch, capsys
 ) -> None:
     secrets = {"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "pass-9f2c", "WEBHOOK_SECRET": "hook-77a1"}
-    backend = start_backend(tmp_path, {
-        "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
-        "RETRAIN_MIN_NEW_LABELS": "100", **TRAIN_ENV, **secrets,
-    })
+    backend = start_backend(
+        tmp_path,
+        {
+            "MODEL_PATH": str(detect_weights),
+            "LABEL_STUDIO_URL": label_studio.url,
+            "LABEL_STUDIO_API_KEY": pat,
+            "RETRAIN_MIN_NEW_LABELS": "100",
+            **TRAIN_ENV,
+            **secrets,
+        },
+    )
     for k, v in {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat, **secrets}.items():
         monkeypatch.setenv(k, v)
     auth = (secrets["BASIC_AUTH_USER"], secrets["BASIC_AUTH_PASS"])
@@ -138,8 +153,11 @@ def test_with_basic_auth_and_a_webhook_secret_label_studios_webhooks_and_train_b
         tid = sorted(truth)[0]
         ls_client.create_annotation(tid, truth[tid])  # Label Studio's own webhook, with the headers connect set
         wait_for(lambda: status(pid)["labels_since_training"] == 1, 30, "the label webhook to get in")
-        forged = requests.post(f"{backend.url}/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": pid},
-                                                               "annotation": {"id": 999_999, "updated_at": "x"}}, timeout=5)
+        forged = requests.post(
+            f"{backend.url}/webhook",
+            json={"action": "ANNOTATION_CREATED", "project": {"id": pid}, "annotation": {"id": 999_999, "updated_at": "x"}},
+            timeout=5,
+        )
         assert forged.status_code == 401 and "X-Webhook-Secret" in forged.json()["error"]
         assert status(pid)["labels_since_training"] == 1  # the forged event counted nothing
 
@@ -150,4 +168,6 @@ def test_with_basic_auth_and_a_webhook_secret_label_studios_webhooks_and_train_b
     finally:
         stop_backend(backend)
     log = backend.log()
-    assert all(v not in log for v in [pat, secrets["BASIC_AUTH_PASS"], secrets["WEBHOOK_SECRET"]]), "no credential may reach the backend log"
+    assert all(v not in log for v in [pat, secrets["BASIC_AUTH_PASS"], secrets["WEBHOOK_SECRET"]]), (
+        "no credential may reach the backend log"
+    )

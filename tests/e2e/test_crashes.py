@@ -52,8 +52,12 @@ def _check_registry(state: Path, pid: int) -> str | None:
 @pytest.mark.parametrize("moment", ["training", "promotion:stored", "promotion:switched", "scoring:pushed"])
 def test_kill_9_and_restart_lose_nothing(ls_client, label_studio, pat, detect_weights, tmp_path, moment) -> None:
     env = {
-        "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
-        "RETRAIN_MIN_NEW_LABELS": "6", "PROMOTION": "always", **TRAIN_ENV,
+        "MODEL_PATH": str(detect_weights),
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": pat,
+        "RETRAIN_MIN_NEW_LABELS": "6",
+        "PROMOTION": "always",
+        **TRAIN_ENV,
     }
     first = start_backend(tmp_path, {**env, **({"AL_CRASH_AT": moment} if moment != "training" else {})}, new_session=True)
     second = None
@@ -66,8 +70,11 @@ def test_kill_9_and_restart_lose_nothing(ls_client, label_studio, pat, detect_we
             ls_client.create_annotation(tid, truth[tid])
 
         if moment == "training":
-            wait_for(lambda: (s := training_status(first, pid))["state"] == "training" and (s["progress"] or {}).get("stage") == "training",
-                     120, "the run to be training")
+            wait_for(
+                lambda: (s := training_status(first, pid))["state"] == "training" and (s["progress"] or {}).get("stage") == "training",
+                120,
+                "the run to be training",
+            )
             os.killpg(first.proc.pid, signal.SIGKILL)
         first.proc.wait(timeout=300)  # a crash point kills the group itself
         assert first.proc.returncode == -signal.SIGKILL, first.log()[-3000:]
@@ -103,8 +110,15 @@ def test_kill_9_and_restart_lose_nothing(ls_client, label_studio, pat, detect_we
         wait_for(rescored, 180, "one prediction of the served version on every task")
         stored = wait_for(lambda: (s := scores()) and {x["model_version"] for x in s} == {served} and s, 60, "the stored scores")
         assert len(stored) == len(tasks)
-        r = requests.post(f"{second.url}/predict", json={"tasks": [ls_client.list_tasks(pid)[-1]], "project": f"{pid}.0",
-                                                           "label_config": ls_client.get_project(pid)["label_config"]}, timeout=100)
+        r = requests.post(
+            f"{second.url}/predict",
+            json={
+                "tasks": [ls_client.list_tasks(pid)[-1]],
+                "project": f"{pid}.0",
+                "label_config": ls_client.get_project(pid)["label_config"],
+            },
+            timeout=100,
+        )
         assert r.status_code == 200 and r.json()["results"][0]["model_version"] == served
         assert "Traceback" not in second.log(), second.log()[-3000:]
     finally:
@@ -112,4 +126,3 @@ def test_kill_9_and_restart_lose_nothing(ls_client, label_studio, pat, detect_we
             os.killpg(first.proc.pid, signal.SIGKILL)
         if second is not None:
             stop_backend(second)
-

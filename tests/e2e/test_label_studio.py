@@ -77,7 +77,16 @@ def test_connecting_an_unservable_project_shows_our_reason(ls_client, backend) -
 
 
 def test_basic_auth_connection(ls_client, tmp_path, detect_weights, label_studio, pat) -> None:
-    b = start_backend(tmp_path, {"MODEL_PATH": str(detect_weights), "BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "pw-123", "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat})
+    b = start_backend(
+        tmp_path,
+        {
+            "MODEL_PATH": str(detect_weights),
+            "BASIC_AUTH_USER": "ls",
+            "BASIC_AUTH_PASS": "pw-123",
+            "LABEL_STUDIO_URL": label_studio.url,
+            "LABEL_STUDIO_API_KEY": pat,
+        },
+    )
     try:
         pid = ls_client.create_project("e2e basic auth", CONFIG)["id"]
         with pytest.raises(LabelStudioError, match="basic auth required"):

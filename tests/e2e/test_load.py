@@ -20,10 +20,17 @@ def test_a_burst_of_1000_webhooks_counts_exactly_and_queues_one_run(detect_weigh
     events = burst_events(project=77, events=1000, duplicate_every=10)  # 900 labels, 100 re-deliveries
     distinct = len({e["annotation"]["id"] for e in events})
     secret = {"X-Webhook-Secret": "burst-secret"}
-    backend = start_backend(tmp_path, {
-        "MODEL_PATH": str(detect_weights), "IMGSZ": "96", "RETRAIN_MIN_NEW_LABELS": str(distinct), "RESCORE_MIN_NEW_LABELS": "100000",
-        "WEBHOOK_SECRET": secret["X-Webhook-Secret"], "LOG_LEVEL": "WARNING",
-    })
+    backend = start_backend(
+        tmp_path,
+        {
+            "MODEL_PATH": str(detect_weights),
+            "IMGSZ": "96",
+            "RETRAIN_MIN_NEW_LABELS": str(distinct),
+            "RESCORE_MIN_NEW_LABELS": "100000",
+            "WEBHOOK_SECRET": secret["X-Webhook-Secret"],
+            "LOG_LEVEL": "WARNING",
+        },
+    )
     try:
         result = webhook_burst(backend.url, events, clients=20, seconds=10.0, headers=secret)
         assert result["statuses"] == {200: 1000}, result  # no 5xx, no refused connection
@@ -38,10 +45,17 @@ def test_a_burst_of_1000_webhooks_counts_exactly_and_queues_one_run(detect_weigh
 
 
 def test_eight_predict_clients_are_all_answered_while_a_run_trains(ls_client, label_studio, pat, detect_weights, tmp_path) -> None:
-    backend = start_backend(tmp_path, {
-        "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
-        "RETRAIN_MIN_NEW_LABELS": "8", "PROMOTION": "always", **TRAIN_ENV,
-    })
+    backend = start_backend(
+        tmp_path,
+        {
+            "MODEL_PATH": str(detect_weights),
+            "LABEL_STUDIO_URL": label_studio.url,
+            "LABEL_STUDIO_API_KEY": pat,
+            "RETRAIN_MIN_NEW_LABELS": "8",
+            "PROMOTION": "always",
+            **TRAIN_ENV,
+        },
+    )
     try:
         pid, truth = make_project(ls_client, tmp_path, "e2e load predict", 16, seed=13)
         ls_client.add_ml_backend(pid, backend.url, title="load")
@@ -54,7 +68,9 @@ def test_eight_predict_clients_are_all_answered_while_a_run_trains(ls_client, la
         assert result["requests"] >= 8
         done = training_status(backend, pid)
         assert done["state"] == "idle" and done["last_run"]["status"] == "trained", done  # the run was not disturbed
-        print(f"\n/predict during training: {result['requests']} requests, median {result['latency']['median_ms']:.0f} ms, "
-              f"p95 {result['latency']['p95_ms']:.0f} ms, max {result['latency']['max_ms']:.0f} ms")
+        print(
+            f"\n/predict during training: {result['requests']} requests, median {result['latency']['median_ms']:.0f} ms, "
+            f"p95 {result['latency']['p95_ms']:.0f} ms, max {result['latency']['max_ms']:.0f} ms"
+        )
     finally:
         stop_backend(backend)

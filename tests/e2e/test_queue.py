@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml_backend.inference.predictor import make_predictor
 from integrations.queue_view import QUEUE_VIEW_TITLE
+from ml_backend.inference.predictor import make_predictor
 from ml_backend.scoring.publish import score_project
 from ml_backend.server import create_app
 from ml_backend.settings import Settings
@@ -39,10 +39,18 @@ def queue_project(ls_client, tmp_path):
 
 
 def settings_for(label_studio, pat, detect_weights, state) -> Settings:
-    return Settings.from_env({
-        "MODEL_PATH": str(detect_weights), "MODEL_DIR": str(state), "LABEL_STUDIO_URL": label_studio.url,
-        "LABEL_STUDIO_API_KEY": pat, "IMGSZ": "96", "SCORE_THRESHOLD": "0.3", "AL_STRATEGY": "hybrid", "AL_CLUSTERS": "3",
-    })
+    return Settings.from_env(
+        {
+            "MODEL_PATH": str(detect_weights),
+            "MODEL_DIR": str(state),
+            "LABEL_STUDIO_URL": label_studio.url,
+            "LABEL_STUDIO_API_KEY": pat,
+            "IMGSZ": "96",
+            "SCORE_THRESHOLD": "0.3",
+            "AL_STRATEGY": "hybrid",
+            "AL_CLUSTERS": "3",
+        }
+    )
 
 
 def expected_next(scores: list[dict], solved_clusters: dict[int, int]) -> int:
@@ -100,9 +108,25 @@ def test_queue_follows_our_priority(ls_client, label_studio, pat, detect_weights
 
 
 def test_score_command_and_scores_route(ls_client, label_studio, pat, detect_weights, queue_project, tmp_path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "MODEL_PATH": str(detect_weights), "MODEL_DIR": str(tmp_path / "state"),
-           "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat, "IMGSZ": "96", "AL_STRATEGY": "uncertainty", "AL_CLASS_BALANCE_WEIGHT": "0"}
-    proc = subprocess.run([sys.executable, "-m", "ml_backend", "score", "--project", str(queue_project)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "MODEL_PATH": str(detect_weights),
+        "MODEL_DIR": str(tmp_path / "state"),
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": pat,
+        "IMGSZ": "96",
+        "AL_STRATEGY": "uncertainty",
+        "AL_CLASS_BALANCE_WEIGHT": "0",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "ml_backend", "score", "--project", str(queue_project)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"project {queue_project}: scored 8 tasks (8 unlabeled), 0 failed" in proc.stdout
     assert pat not in proc.stdout + proc.stderr

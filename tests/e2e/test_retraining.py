@@ -28,8 +28,15 @@ pytestmark = pytest.mark.e2e
 
 LABELS = {0: "Circle", 1: "Square", 2: "Triangle"}
 TRAIN_ENV = {
-    "IMGSZ": "96", "SCORE_THRESHOLD": "0.3", "TRAIN_IMGSZ": "96", "TRAIN_EPOCHS": "2", "TRAIN_BATCH": "8", "DEVICE": "cpu",
-    "TRAIN_VAL_FRACTION": "0.3", "RESCORE_MIN_NEW_LABELS": "1000", "AL_CLUSTERS": "3",
+    "IMGSZ": "96",
+    "SCORE_THRESHOLD": "0.3",
+    "TRAIN_IMGSZ": "96",
+    "TRAIN_EPOCHS": "2",
+    "TRAIN_BATCH": "8",
+    "DEVICE": "cpu",
+    "TRAIN_VAL_FRACTION": "0.3",
+    "RESCORE_MIN_NEW_LABELS": "1000",
+    "AL_CLUSTERS": "3",
 }
 
 
@@ -68,10 +75,17 @@ def training_status(backend, pid: int) -> dict:
 
 
 def test_new_labels_retrain_promote_and_reorder_the_queue(ls_client, label_studio, pat, detect_weights, tmp_path) -> None:
-    backend = start_backend(tmp_path, {
-        "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
-        "RETRAIN_MIN_NEW_LABELS": "8", "PROMOTION": "always", **TRAIN_ENV,
-    })
+    backend = start_backend(
+        tmp_path,
+        {
+            "MODEL_PATH": str(detect_weights),
+            "LABEL_STUDIO_URL": label_studio.url,
+            "LABEL_STUDIO_API_KEY": pat,
+            "RETRAIN_MIN_NEW_LABELS": "8",
+            "PROMOTION": "always",
+            **TRAIN_ENV,
+        },
+    )
     try:
         base = requests.get(f"{backend.url}/health", timeout=1).json()["model_version"]
         pid, truth = make_project(ls_client, tmp_path, "e2e retrain", 16, seed=31)
@@ -99,7 +113,11 @@ def test_new_labels_retrain_promote_and_reorder_the_queue(ls_client, label_studi
             if s["progress"]:
                 seen_progress.append(s["progress"].get("stage"))
             time.sleep(0.5)
-        r = requests.post(f"{backend.url}/predict", json={"tasks": [ls_client.list_tasks(pid)[0]], "project": f"{pid}.0", "label_config": CONFIG}, timeout=100)
+        r = requests.post(
+            f"{backend.url}/predict",
+            json={"tasks": [ls_client.list_tasks(pid)[0]], "project": f"{pid}.0", "label_config": CONFIG},
+            timeout=100,
+        )
         assert r.status_code == 200 and r.json()["results"][0].get("result") is not None
         done = training_status(backend, pid)
         assert done["state"] == "idle", done
@@ -127,8 +145,15 @@ def test_new_labels_retrain_promote_and_reorder_the_queue(ls_client, label_studi
             return all([p["model_version"] for p in ls_client.task_predictions(t)] == [new] for t in task_ids)
 
         wait_for(refreshed, 120, "predictions of the new version on every task")
-        scores = wait_for(lambda: (r := requests.get(f"{backend.url}/scores", params={"project": pid}, timeout=5)).status_code == 200
-                          and {s["model_version"] for s in r.json()["scores"]} == {new} and r.json()["scores"], 60, "new scores")
+        scores = wait_for(
+            lambda: (
+                (r := requests.get(f"{backend.url}/scores", params={"project": pid}, timeout=5)).status_code == 200
+                and {s["model_version"] for s in r.json()["scores"]} == {new}
+                and r.json()["scores"]
+            ),
+            60,
+            "new scores",
+        )
         labeled = {s["task"] for s in scores if s["labeled"]}
         assert labeled == set(task_ids[:8])
         top = max((s for s in scores if not s["labeled"]), key=lambda s: s["priority"])
@@ -138,7 +163,9 @@ def test_new_labels_retrain_promote_and_reorder_the_queue(ls_client, label_studi
 
         # Label Studio's own train button (its API) sends START_TRAINING: one more run, even below the threshold.
         ls_client.post(f"/api/ml/{ml['id']}/train", json={"use_ground_truth": False})
-        wait_for(lambda: training_status(backend, pid)["runs"] == 2 and training_status(backend, pid)["state"] == "idle", 240, "the second run")
+        wait_for(
+            lambda: training_status(backend, pid)["runs"] == 2 and training_status(backend, pid)["state"] == "idle", 240, "the second run"
+        )
         second = training_status(backend, pid)["last_run"]
         assert second["base_version"] == new and "START_TRAINING" in training_status(backend, pid)["reason"]
     finally:
@@ -157,8 +184,11 @@ def redis_server(tmp_path):
     exe = shutil.which("redis-server")
     assert exe, "redis-server is needed for this test: `apt-get install redis-server` (make test installs it)"
     port = _free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     import redis
 
@@ -176,8 +206,15 @@ def _pings(client) -> bool:
 
 
 def test_with_redis_url_training_runs_on_an_rq_worker(ls_client, label_studio, pat, detect_weights, tmp_path, redis_server) -> None:
-    env = {"MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
-           "RETRAIN_MIN_NEW_LABELS": "0", "PROMOTION": "always", "REDIS_URL": redis_server, **TRAIN_ENV}
+    env = {
+        "MODEL_PATH": str(detect_weights),
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": pat,
+        "RETRAIN_MIN_NEW_LABELS": "0",
+        "PROMOTION": "always",
+        "REDIS_URL": redis_server,
+        **TRAIN_ENV,
+    }
     backend = start_backend(tmp_path, env)
     worker = None
     try:
@@ -187,15 +224,30 @@ def test_with_redis_url_training_runs_on_an_rq_worker(ls_client, label_studio, p
         r = requests.post(f"{backend.url}/webhook", json={"action": "START_TRAINING", "project": {"id": pid}}, timeout=1)
         assert r.status_code == 200 and r.json()["training"] == "queued"
         # No worker yet: the job waits in Redis, and the status says so.
-        waiting = wait_for(lambda: (s := training_status(backend, pid))["progress"] and s["progress"]["stage"] != "starting" and s, 30, "the job to be enqueued")
+        waiting = wait_for(
+            lambda: (s := training_status(backend, pid))["progress"] and s["progress"]["stage"] != "starting" and s,
+            30,
+            "the job to be enqueued",
+        )
         assert waiting["state"] == "training" and waiting["progress"]["stage"] == "waiting for an RQ worker"
 
         # The worker is another machine in spirit: its own MODEL_DIR, only Redis and Label Studio in common.
         wenv = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "TRAIN_", "PROMOTION"))}
-        wenv.update({"PYTHONPATH": str(ROOT), "REDIS_URL": redis_server, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
-                     "MODEL_DIR": str(tmp_path / "worker-state"), "DEVICE": "cpu", "PYTHONUNBUFFERED": "1"})
+        wenv.update(
+            {
+                "PYTHONPATH": str(ROOT),
+                "REDIS_URL": redis_server,
+                "LABEL_STUDIO_URL": label_studio.url,
+                "LABEL_STUDIO_API_KEY": pat,
+                "MODEL_DIR": str(tmp_path / "worker-state"),
+                "DEVICE": "cpu",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         wlog = tmp_path / "worker.log"
-        worker = subprocess.Popen([sys.executable, "-m", "ml_backend", "worker"], env=wenv, cwd=ROOT, stdout=open(wlog, "wb"), stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "ml_backend", "worker"], env=wenv, cwd=ROOT, stdout=open(wlog, "wb"), stderr=subprocess.STDOUT
+        )
         done = wait_for(lambda: (s := training_status(backend, pid))["state"] in ("idle", "failed") and s, 240, "the RQ run")
         assert done["state"] == "idle", (done, wlog.read_text(errors="replace")[-3000:])
         assert done["last_run"]["promoted"] is True and done["model_version"] == done["last_run"]["version"]

@@ -40,9 +40,21 @@ def policy(allowed: tuple[str, ...] = ()) -> UrlPolicy:
 
 @pytest.mark.parametrize(
     ("ip", "public"),
-    [("8.8.8.8", True), ("10.1.2.3", False), ("127.0.0.1", False), ("169.254.169.254", False), ("192.168.0.1", False),
-     ("172.16.5.5", False), ("0.0.0.0", False), ("::1", False), ("fe80::1", False), ("::ffff:127.0.0.1", False),
-     ("100.64.0.1", False), ("224.0.0.1", False), ("2606:4700::1111", True)],
+    [
+        ("8.8.8.8", True),
+        ("10.1.2.3", False),
+        ("127.0.0.1", False),
+        ("169.254.169.254", False),
+        ("192.168.0.1", False),
+        ("172.16.5.5", False),
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("100.64.0.1", False),
+        ("224.0.0.1", False),
+        ("2606:4700::1111", True),
+    ],
 )
 def test_is_public_address(ip: str, public: bool) -> None:
     assert is_public_address(ip) is public
@@ -108,8 +120,12 @@ def test_resolve(tmp_path, uri: str, task_id: int, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("uri", "fragment"),
-    [("", "no image URL"), ("images/a.jpg", "is not a URL"), ("javascript:alert(1)", "unsupported URL scheme"),
-     ("s3://bucket/a.jpg", "without a task id")],
+    [
+        ("", "no image URL"),
+        ("images/a.jpg", "is not a URL"),
+        ("javascript:alert(1)", "unsupported URL scheme"),
+        ("s3://bucket/a.jpg", "without a task id"),
+    ],
 )
 def test_resolve_rejects(tmp_path, uri: str, fragment: str) -> None:
     with pytest.raises(ImageError, match=fragment):
@@ -271,7 +287,10 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
     ("url", "connects_to"),
     [
         ("http://127.0.0.1\\@images.example.com/a.jpg", "127.0.0.1"),  # checked as images.example.com (public)
-        ("http://evil.example.com\\@label-studio:8080/data/upload/1/a.jpg", "evil.example.com"),  # reads as Label Studio: the token would leak
+        (
+            "http://evil.example.com\\@label-studio:8080/data/upload/1/a.jpg",
+            "evil.example.com",
+        ),  # reads as Label Studio: the token would leak
         ("http://10.0.0.5:8000\\@93.184.216.34/a.jpg", "10.0.0.5"),
     ],
 )
@@ -319,7 +338,13 @@ def test_traversal_in_label_studio_paths_is_refused(tmp_path, uri: str) -> None:
 
 @pytest.mark.parametrize(
     "uri",
-    [f"{LS}/api/projects", f"{LS}/api/current-user/token", "/tasks/1/annotations/", f"{LS}/user/login/?next=/data/upload/1/a.jpg", f"{LS}/static/x/../../api"],
+    [
+        f"{LS}/api/projects",
+        f"{LS}/api/current-user/token",
+        "/tasks/1/annotations/",
+        f"{LS}/user/login/?next=/data/upload/1/a.jpg",
+        f"{LS}/static/x/../../api",
+    ],
 )
 def test_the_token_goes_only_to_label_studio_media_paths(tmp_path, uri: str) -> None:
     s = FakeSession({})
@@ -359,7 +384,9 @@ def test_label_studio_media_paths_are_fetched_with_the_token(tmp_path, uri: str)
 
 def test_label_studio_under_a_path_prefix(tmp_path) -> None:
     base = "http://label-studio:8080/ls"
-    f = ImageFetcher(UrlPolicy(label_studio_url=base, resolver=resolver), cache_dir=tmp_path, auth_headers=lambda: {"Authorization": "Bearer SECRET"})
+    f = ImageFetcher(
+        UrlPolicy(label_studio_url=base, resolver=resolver), cache_dir=tmp_path, auth_headers=lambda: {"Authorization": "Bearer SECRET"}
+    )
     url = f.resolve("/data/upload/1/a.jpg")
     assert url == f"{base}/data/upload/1/a.jpg"
     f.policy.check(url)

@@ -37,7 +37,11 @@ def test_select_target(config: str, task: str, expected: tuple) -> None:
     [
         ("", "detect", "no labeling config"),
         ("<View><Image", "detect", "could not be parsed"),
-        ('<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>', "classify", "needs an <Image>"),
+        (
+            '<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>',
+            "classify",
+            "needs an <Image>",
+        ),
         (cfg(CHOICES), "detect", "needs <RectangleLabels>"),
         (cfg(RECT), "classify", "needs <Choices>"),
         (cfg(POLY), "detect", "needs <RectangleLabels>"),
@@ -70,7 +74,9 @@ def test_build_label_map(names: dict, labels: tuple, predicted: dict, expected: 
 
 
 def test_predicted_values_attribute_is_read_from_config() -> None:
-    config = cfg('<RectangleLabels name="b" toName="image"><Label value="Vehicle" predicted_values="car, truck"/><Label value="Person"/></RectangleLabels>')
+    config = cfg(
+        '<RectangleLabels name="b" toName="image"><Label value="Vehicle" predicted_values="car, truck"/><Label value="Person"/></RectangleLabels>'
+    )
     t = select_target(config, "detect")
     assert t.predicted_values == {"Vehicle": ("car", "truck")}
     assert build_label_map({0: "person", 2: "car", 7: "truck", 9: "boat"}, t) == {0: "Person", 2: "Vehicle", 7: "Vehicle"}

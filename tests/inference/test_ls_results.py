@@ -62,8 +62,13 @@ def test_polygon_percent() -> None:
 
 
 def _det(**kw) -> ImagePrediction:
-    base = dict(width=200, height=100, class_ids=np.array([0, 1, 2]), scores=np.array([0.9, 0.5, 0.8]),
-                boxes_xyxy=np.array([[0, 0, 20, 10], [10, 10, 30, 30], [50, 50, 60, 60]], dtype=float))
+    base = dict(
+        width=200,
+        height=100,
+        class_ids=np.array([0, 1, 2]),
+        scores=np.array([0.9, 0.5, 0.8]),
+        boxes_xyxy=np.array([[0, 0, 20, 10], [10, 10, 30, 30], [50, 50, 60, 60]], dtype=float),
+    )
     base.update(kw)
     return ImagePrediction(**base)
 
@@ -97,8 +102,9 @@ def test_polygons() -> None:
 
 
 def test_obb_results_carry_rotation() -> None:
-    pred = ImagePrediction(width=100, height=100, class_ids=np.array([1]), scores=np.array([0.6]),
-                           obb_xywhr=np.array([[50, 50, 20, 10, math.pi / 6]]))
+    pred = ImagePrediction(
+        width=100, height=100, class_ids=np.array([1]), scores=np.array([0.6]), obb_xywhr=np.array([[50, 50, 20, 10, math.pi / 6]])
+    )
     regions, _ = to_ls_results(pred, target("obb"), {1: "b"})
     assert regions[0]["type"] == "rectanglelabels"
     assert regions[0]["value"]["rotation"] == pytest.approx(30.0)

@@ -12,7 +12,14 @@ def created(aid: int, stamp: str = "t1", project: int = 1) -> dict:
     [
         (created(5), ["saved:5:t1"]),
         ({"action": "ANNOTATION_UPDATED", "project": {"id": 1}, "annotation": {"id": 5, "updated_at": "t2"}}, ["saved:5:t2"]),
-        ({"action": "ANNOTATIONS_CREATED", "project": {"id": 1}, "annotations": [{"id": 1, "updated_at": "a"}, {"id": 2, "updated_at": "b"}]}, ["saved:1:a", "saved:2:b"]),
+        (
+            {
+                "action": "ANNOTATIONS_CREATED",
+                "project": {"id": 1},
+                "annotations": [{"id": 1, "updated_at": "a"}, {"id": 2, "updated_at": "b"}],
+            },
+            ["saved:1:a", "saved:2:b"],
+        ),
         ({"action": "ANNOTATIONS_DELETED", "project": {"id": 1}, "annotations": [{"id": 3}]}, ["deleted:3"]),
         ({"action": "TASKS_CREATED", "project": {"id": 1}, "tasks": [{"id": 1}]}, []),
         ({"action": "ANNOTATION_CREATED", "project": {"id": 1}, "annotation": "garbage"}, []),
@@ -73,8 +80,19 @@ def test_malformed_annotation_lists_count_nothing(event) -> None:
 
 @pytest.mark.parametrize(
     ("project", "pid"),
-    [({"id": 7}, 7), (7, 7), ("7", 7), ({"id": "²"}, None), ("²", None), ({"id": 10**30}, None), ("9" * 30, None),
-     (True, None), ({"id": 1.5}, None), ([7], None), (-1, None)],
+    [
+        ({"id": 7}, 7),
+        (7, 7),
+        ("7", 7),
+        ({"id": "²"}, None),
+        ("²", None),
+        ({"id": 10**30}, None),
+        ("9" * 30, None),
+        (True, None),
+        ({"id": 1.5}, None),
+        ([7], None),
+        (-1, None),
+    ],
 )
 def test_event_project(project, pid) -> None:
     assert event_project({"project": project}) == pid

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
+from ml_backend.jobs.runners import LocalRunner
 from ml_backend.settings import Settings
 from ml_backend.training.run import TrainingError, TrainRequest
-from ml_backend.jobs.runners import LocalRunner
 
 
 def test_a_failing_child_reports_its_reason(tmp_path, monkeypatch) -> None:
@@ -39,3 +39,12 @@ def test_a_killed_child_is_reported_as_such(tmp_path, monkeypatch) -> None:
         assert str(exc).startswith("the training process ")  # killed by signal 15, or exited with 143
     else:
         raise AssertionError("a cancelled run has no outcome")
+
+
+def test_rq_jobs_enqueued_under_the_old_path_still_find_their_function() -> None:
+    """Redis keeps a job's function as a dotted path; jobs enqueued before the move name the old one."""
+    from rq.utils import import_attribute
+
+    from ml_backend.jobs.runners import rq_train
+
+    assert import_attribute("ml_backend.training_runners.rq_train") is rq_train

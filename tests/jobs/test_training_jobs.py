@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from ml_backend.jobs.label_events import LabelEventStore
+from integrations.connection import threshold_from_extra_params
 from ml_backend.inference.model import ModelHolder
 from ml_backend.inference.served_models import ServedModels
+from ml_backend.jobs.label_events import LabelEventStore
+from ml_backend.jobs.training_jobs import TrainingJobs, TrainingState
 from ml_backend.settings import Settings
 from ml_backend.training.run import TrainingError, TrainOutcome
-from integrations.connection import threshold_from_extra_params
-from ml_backend.jobs.training_jobs import TrainingJobs, TrainingState
 
 
 class FakeHandle:
-    def __init__(self, runner: "FakeRunner", req):
+    def __init__(self, runner: FakeRunner, req):
         self.runner, self.req = runner, req
 
     def progress(self):
@@ -41,9 +41,16 @@ class FakeHandle:
             weights.write_bytes(b"not a checkpoint")
         new = 0.6 if result in ("better", "broken") else 0.2
         return TrainOutcome(
-            self.req.project_id, "trained", self.req.base_version, f"{result}", promote=result in ("better", "broken"), weights=str(weights),
-            metrics_new={"metric": "mAP50-95", "primary": new}, metrics_old={"metric": "mAP50-95", "primary": 0.4},
-            dataset={"train": 8, "val": 2}, epochs=5,
+            self.req.project_id,
+            "trained",
+            self.req.base_version,
+            f"{result}",
+            promote=result in ("better", "broken"),
+            weights=str(weights),
+            metrics_new={"metric": "mAP50-95", "primary": new},
+            metrics_old={"metric": "mAP50-95", "primary": 0.4},
+            dataset={"train": 8, "val": 2},
+            epochs=5,
         )
 
     def cancel(self):

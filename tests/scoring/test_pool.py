@@ -13,8 +13,8 @@ from ml_backend.inference.predictor import Served
 from ml_backend.scoring.pool import difficulty, image_scores, is_labeled, labeled_class_counts, score_tasks
 from ml_backend.scoring.publish import score_columns
 from ml_backend.scoring.store import ScoreStore
-from ml_backend.state import StatePaths
 from ml_backend.settings import Settings
+from ml_backend.state import StatePaths
 
 CFG = '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image"><Label value="a"/><Label value="b"/></RectangleLabels></View>'
 
@@ -41,7 +41,8 @@ class FakePredictor:
 def det(scores_by_class: list[list[float]], boxes: list[list[float]], emb: list[float]) -> ImagePrediction:
     P = np.array(scores_by_class, dtype=float).reshape(len(scores_by_class), 2)
     return ImagePrediction(
-        width=100, height=100,
+        width=100,
+        height=100,
         class_ids=P.argmax(1) if len(P) else np.zeros(0, dtype=int),
         scores=P.max(1) if len(P) else np.zeros(0),
         boxes_xyxy=np.array(boxes, dtype=float).reshape(-1, 4),
@@ -54,13 +55,22 @@ SERVED = Served(FakeModel(), select_target(CFG, "detect"), {0: "a", 1: "b"})  # 
 
 
 def settings(**env) -> Settings:
-    base = {"SCORE_THRESHOLD": "0.5", "CANDIDATE_THRESHOLD": "0.1", "UNCERTAINTY_MEASURE": "least_confidence", "UNCERTAINTY_AGGREGATION": "max",
-            "AL_STRATEGY": "uncertainty", "AL_CLASS_BALANCE_WEIGHT": "0", "AL_CLUSTERS": "2"}
+    base = {
+        "SCORE_THRESHOLD": "0.5",
+        "CANDIDATE_THRESHOLD": "0.1",
+        "UNCERTAINTY_MEASURE": "least_confidence",
+        "UNCERTAINTY_AGGREGATION": "max",
+        "AL_STRATEGY": "uncertainty",
+        "AL_CLASS_BALANCE_WEIGHT": "0",
+        "AL_CLUSTERS": "2",
+    }
     base.update(env)
     return Settings.from_env(base)
 
 
-@pytest.mark.parametrize(("u", "bucket"), [(0.0, "easy"), (0.33, "easy"), (0.34, "medium"), (0.66, "medium"), (0.67, "hard"), (1.0, "hard")])
+@pytest.mark.parametrize(
+    ("u", "bucket"), [(0.0, "easy"), (0.33, "easy"), (0.34, "medium"), (0.66, "medium"), (0.67, "hard"), (1.0, "hard")]
+)
 def test_difficulty(u, bucket) -> None:
     assert difficulty(u) == bucket
 
@@ -89,7 +99,12 @@ def test_classification_image_scores() -> None:
 
 def test_labeled_tasks_and_their_class_counts() -> None:
     tasks = [
-        {"id": 1, "annotations": [{"was_cancelled": False, "result": [{"value": {"rectanglelabels": ["b"]}}, {"value": {"rectanglelabels": ["b"]}}]}]},
+        {
+            "id": 1,
+            "annotations": [
+                {"was_cancelled": False, "result": [{"value": {"rectanglelabels": ["b"]}}, {"value": {"rectanglelabels": ["b"]}}]}
+            ],
+        },
         {"id": 2, "annotations": [{"was_cancelled": True, "result": [{"value": {"rectanglelabels": ["a"]}}]}]},
         {"id": 3, "annotations": []},
     ]
@@ -142,7 +157,13 @@ def test_score_columns_keep_the_task_data_and_skip_unchanged() -> None:
     pooled = score_tasks(tasks, SERVED, predictor, settings())  # type: ignore[arg-type]
     cols = score_columns(tasks, pooled.scores)
     assert set(cols) == {1, 2, 3, 5}
-    assert cols[2] == {"image": "/data/upload/2.jpg", "al_priority": 0.4, "al_uncertainty": 0.4, "al_diversity": cols[2]["al_diversity"], "al_difficulty": "medium"}
+    assert cols[2] == {
+        "image": "/data/upload/2.jpg",
+        "al_priority": 0.4,
+        "al_uncertainty": 0.4,
+        "al_diversity": cols[2]["al_diversity"],
+        "al_difficulty": "medium",
+    }
     tasks_after = [dict(t, data=cols.get(t["id"], t["data"])) for t in tasks]
     assert score_columns(tasks_after, pooled.scores) == {}
 
@@ -165,7 +186,14 @@ def mean_color_embedder(images):
 def test_a_pluggable_embedder_replaces_the_model_features(tmp_path, tiny_weights) -> None:
     from ml_backend.inference.predictor import Predictor, make_fetcher, make_holder
 
-    s = Settings.from_env({"MODEL_PATH": str(tiny_weights("detect")), "MODEL_DIR": str(tmp_path), "EMBEDDER": "tests.scoring.test_pool:mean_color_embedder", "IMGSZ": "64"})
+    s = Settings.from_env(
+        {
+            "MODEL_PATH": str(tiny_weights("detect")),
+            "MODEL_DIR": str(tmp_path),
+            "EMBEDDER": "tests.scoring.test_pool:mean_color_embedder",
+            "IMGSZ": "64",
+        }
+    )
     predictor = Predictor(s, make_holder(s), make_fetcher(s, "", ""))
     red = np.zeros((40, 50, 3), np.uint8)
     red[..., 0] = 200
@@ -177,7 +205,9 @@ def test_a_pluggable_embedder_replaces_the_model_features(tmp_path, tiny_weights
     assert plain[0].embedding is None
 
 
-@pytest.mark.parametrize(("value", "fragment"), [("nocolon", "module:function"), ("tests.nope:f", "could not be loaded"), ("json:__name__", "not a function")])
+@pytest.mark.parametrize(
+    ("value", "fragment"), [("nocolon", "module:function"), ("tests.nope:f", "could not be loaded"), ("json:__name__", "not a function")]
+)
 def test_bad_embedder(tmp_path, value, fragment) -> None:
     from ml_backend.inference.predictor import load_embedder
     from ml_backend.settings import SettingsError

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml_backend.tools.datasets import DatasetError, box_label_config, load_dataset, ls_regions
 from ml_backend.inference.label_config import select_target
+from ml_backend.tools.datasets import DatasetError, box_label_config, load_dataset, ls_regions
 from ml_backend.tools.synthetic import CLASS_NAMES, make_image
 from ml_backend.training.dataset import region_to_line
 
@@ -49,7 +49,9 @@ def write_yolo(root: Path, truth: list) -> Path:
             img.save(root / "images" / split / name)
             lines = [f"{c} {(x1 + x2) / 2 / W} {(y1 + y2) / 2 / H} {(x2 - x1) / W} {(y2 - y1) / H}" for c, (x1, y1, x2, y2) in objs]
             (root / "labels" / split / (Path(name).stem + ".txt")).write_text("\n".join(lines))
-    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames:\n" + "".join(f"  {i}: {n}\n" for i, n in enumerate(CLASS_NAMES)))
+    (root / "data.yaml").write_text(
+        "path: .\ntrain: images/train\nval: images/val\nnames:\n" + "".join(f"  {i}: {n}\n" for i, n in enumerate(CLASS_NAMES))
+    )
     return root
 
 
@@ -140,7 +142,9 @@ def test_broken_datasets_say_which_file_and_what_is_wrong(tmp_path: Path, fmt: s
         load_dataset(root, fmt)
 
 
-@pytest.mark.parametrize(("path", "fmt", "message"), [("missing", "voc", "does not exist"), (".", "pascal", "unknown format"), (".", "voc", "needs Annotations")])
+@pytest.mark.parametrize(
+    ("path", "fmt", "message"), [("missing", "voc", "does not exist"), (".", "pascal", "unknown format"), (".", "voc", "needs Annotations")]
+)
 def test_wrong_path_or_format(tmp_path: Path, path: str, fmt: str, message: str) -> None:
     with pytest.raises(DatasetError, match=message):
         load_dataset(tmp_path / path, fmt)
@@ -154,7 +158,9 @@ def test_regions_convert_back_to_the_same_yolo_line_the_server_trains_on(tmp_pat
         x1, y1, x2, y2 = box
         cls, cx, cy, w, h = region_to_line(region, ids, "detect").split()
         assert int(cls) == int(c)
-        np.testing.assert_allclose([float(cx), float(cy), float(w), float(h)], [(x1 + x2) / 2 / W, (y1 + y2) / 2 / H, (x2 - x1) / W, (y2 - y1) / H], atol=1e-5)
+        np.testing.assert_allclose(
+            [float(cx), float(cy), float(w), float(h)], [(x1 + x2) / 2 / W, (y1 + y2) / 2 / H, (x2 - x1) / W, (y2 - y1) / H], atol=1e-5
+        )
 
 
 def test_label_config_escapes_odd_class_names() -> None:

@@ -11,7 +11,10 @@ from ml_backend.tools.datasets import load_dataset
 from ml_backend.tools.digit_scenes import VARIANTS, make_digit_scenes
 
 
-@pytest.mark.parametrize(("variant", "names"), [("target", ["digit-0", "digit-1", "digit-4", "digit-7"]), ("source", ["digit-2", "digit-3", "digit-5", "digit-6", "digit-9"])])
+@pytest.mark.parametrize(
+    ("variant", "names"),
+    [("target", ["digit-0", "digit-1", "digit-4", "digit-7"]), ("source", ["digit-2", "digit-3", "digit-5", "digit-6", "digit-9"])],
+)
 def test_scenes_read_back_as_coco_with_the_variant_classes(tmp_path: Path, variant: str, names: list[str]) -> None:
     ds = load_dataset(make_digit_scenes(tmp_path / variant, n_images=30, variant=variant), "coco")
     assert list(ds.names.values()) == names

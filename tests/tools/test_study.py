@@ -25,7 +25,13 @@ def test_budget_in_steps_gives_small_sets_more_epochs(steps: int, n_train: int, 
 
 @pytest.mark.parametrize(
     ("values", "target", "expected"),
-    [([0.1, 0.3, 0.5], 0.4, 25.0), ([0.1, 0.3, 0.5], 0.1, 10.0), ([0.1, 0.3, 0.5], 0.6, None), ([0.2, 0.2, 0.4], 0.2, 10.0), ([0.0, 0.5, 0.4], 0.45, 19.0)],
+    [
+        ([0.1, 0.3, 0.5], 0.4, 25.0),
+        ([0.1, 0.3, 0.5], 0.1, 10.0),
+        ([0.1, 0.3, 0.5], 0.6, None),
+        ([0.2, 0.2, 0.4], 0.2, 10.0),
+        ([0.0, 0.5, 0.4], 0.45, 19.0),
+    ],
 )
 def test_labels_to_reach(values: list[float], target: float, expected: float | None) -> None:
     got = labels_to_reach(np.array([10, 20, 30]), np.array(values), target)
@@ -33,9 +39,19 @@ def test_labels_to_reach(values: list[float], target: float, expected: float | N
 
 
 def _rec(strategy: str, seed: int, rnd: int, labels: int, m: float, rare: float) -> dict:
-    return {"strategy": strategy, "seed": seed, "round": rnd, "labels": labels, "map50": m, "map50_95": m / 2,
-            "per_class": {"cat": {"ap50": 0.5, "ap50_95": 0.2, "f1": 0.5}, "okapi": {"ap50": rare, "ap50_95": rare / 2, "f1": rare}},
-            "wall_s": 10.0 + rnd, "select_s": 1.0, "train_s": 8.0, "objects": labels * (2 if strategy == "uncertainty" else 1)}
+    return {
+        "strategy": strategy,
+        "seed": seed,
+        "round": rnd,
+        "labels": labels,
+        "map50": m,
+        "map50_95": m / 2,
+        "per_class": {"cat": {"ap50": 0.5, "ap50_95": 0.2, "f1": 0.5}, "okapi": {"ap50": rare, "ap50_95": rare / 2, "f1": rare}},
+        "wall_s": 10.0 + rnd,
+        "select_s": 1.0,
+        "train_s": 8.0,
+        "objects": labels * (2 if strategy == "uncertainty" else 1),
+    }
 
 
 def test_summary_figures_are_exact_on_known_curves() -> None:
@@ -102,8 +118,22 @@ def shapes_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(data: Path, out: Path, weights: Path, **kw) -> SimConfig:
-    base = dict(data=str(data), format="voc", out=str(out), weights=str(weights), strategies=("random", "uncertainty", "diversity", "hybrid"),
-                initial=6, step=3, rounds=2, seeds=(0,), steps=2, imgsz=64, batch=4, test_fraction=0.25, device="cpu")
+    base = dict(
+        data=str(data),
+        format="voc",
+        out=str(out),
+        weights=str(weights),
+        strategies=("random", "uncertainty", "diversity", "hybrid"),
+        initial=6,
+        step=3,
+        rounds=2,
+        seeds=(0,),
+        steps=2,
+        imgsz=64,
+        batch=4,
+        test_fraction=0.25,
+        device="cpu",
+    )
     return SimConfig(**{**base, **kw})
 
 
@@ -166,7 +196,9 @@ def test_a_tiny_study_uses_the_servers_scoring_never_touches_the_test_split_and_
         for k in range(3):
             r = by[(s, k)]
             assert 0.0 <= r["map50_95"] <= r["map50"] <= 1.0
-            assert set(r["per_class"]) >= {"circle", "square", "triangle"} and all({"ap50", "ap50_95", "f1"} <= set(v) for v in r["per_class"].values())
+            assert set(r["per_class"]) >= {"circle", "square", "triangle"} and all(
+                {"ap50", "ap50_95", "f1"} <= set(v) for v in r["per_class"].values()
+            )
             assert r["optimizer_steps"] >= 2 and r["train_s"] > 0
             assert r["objects"] == sum(len(ds.items[i].boxes) for i in r["labeled_ids"])
     assert result["dataset"]["test"] + result["dataset"]["pool"] == 40
@@ -198,12 +230,28 @@ def test_pretrain_on_a_dataset_gives_weights_with_its_classes(shapes_voc: Path, 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--seeds", "a,b"], "--seeds must be"), (["--strategies", "random,best"], "unknown strategies"), (["--weights", "nope.pt"], "is not a file")],
+    [
+        (["--seeds", "a,b"], "--seeds must be"),
+        (["--strategies", "random,best"], "unknown strategies"),
+        (["--weights", "nope.pt"], "is not a file"),
+    ],
 )
-def test_simulate_command_reports_bad_arguments(shapes_voc: Path, tmp_path: Path, tiny_weights, capsys, extra: list[str], message: str) -> None:
+def test_simulate_command_reports_bad_arguments(
+    shapes_voc: Path, tmp_path: Path, tiny_weights, capsys, extra: list[str], message: str
+) -> None:
     from ml_backend.__main__ import main
 
-    args = ["simulate", "--data", str(shapes_voc), "--format", "voc", "--weights", str(tiny_weights("detect")), "--out", str(tmp_path / "o")]
+    args = [
+        "simulate",
+        "--data",
+        str(shapes_voc),
+        "--format",
+        "voc",
+        "--weights",
+        str(tiny_weights("detect")),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(args + extra) == 2
     assert message in capsys.readouterr().err
 
@@ -218,7 +266,9 @@ def test_fixed_epochs_on_a_yolo_dataset(tmp_path: Path, tiny_weights) -> None:
         s = make_image(rng, 96, 64)
         truth.append((f"y_{i:02d}.jpg", [(sh.cls, tuple(round(v) for v in sh.xyxy)) for sh in s.shapes], s.image))
     data = write_yolo(tmp_path / "yolo", truth)
-    cfg = _cfg(data, tmp_path / "o", tiny_weights("detect"), format="yolo", strategies=("random",), initial=4, step=2, rounds=1, epochs=2, steps=50)
+    cfg = _cfg(
+        data, tmp_path / "o", tiny_weights("detect"), format="yolo", strategies=("random",), initial=4, step=2, rounds=1, epochs=2, steps=50
+    )
     records = run_study(cfg, show_progress=False)["records"]
     assert [(r["round"], r["labels"], r["epochs"]) for r in records] == [(0, 4, 2), (1, 6, 2)]  # --epochs wins over --steps
     assert [r["optimizer_steps"] for r in records] == [2, 4]  # 2 epochs of ceil(4/4) and ceil(6/4) batches

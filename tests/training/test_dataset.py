@@ -4,14 +4,29 @@ import numpy as np
 import pytest
 
 from ml_backend.inference.ls_results import obb_percent, polygon_percent, rect_percent
-from ml_backend.training.dataset import assign_splits, current_annotation, region_to_line, split_of, split_score, task_class, task_label_lines
+from ml_backend.training.dataset import (
+    assign_splits,
+    current_annotation,
+    region_to_line,
+    split_of,
+    split_score,
+    task_class,
+    task_label_lines,
+)
 
 W, H = 640, 480
 IDS = {"car": 0, "person": 1}
 
 
 def region(value: dict, rtype: str = "rectanglelabels", label: str = "car", from_name: str = "label") -> dict:
-    return {"from_name": from_name, "to_name": "image", "type": rtype, "original_width": W, "original_height": H, "value": {**value, rtype: [label]}}
+    return {
+        "from_name": from_name,
+        "to_name": "image",
+        "type": rtype,
+        "original_width": W,
+        "original_height": H,
+        "value": {**value, rtype: [label]},
+    }
 
 
 def floats(line: str) -> list[float]:
@@ -31,7 +46,9 @@ def test_rotated_rectangle_round_trips_to_obb_corners(theta: float) -> None:
     v = obb_percent(np.array([cx, cy, w, h, theta]), W, H)
     pts = np.array(floats(region_to_line(region(v), IDS, "obb"))).reshape(4, 2) * [W, H]
     c, s = math.cos(theta), math.sin(theta)
-    expected = [(cx + dx * c - dy * s, cy + dx * s + dy * c) for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))]
+    expected = [
+        (cx + dx * c - dy * s, cy + dx * s + dy * c) for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))
+    ]
     np.testing.assert_allclose(pts, expected, atol=1e-3)
 
 
@@ -65,11 +82,13 @@ def test_regions_that_cannot_train_are_dropped(reg, kind) -> None:
 
 
 def test_current_annotation_skips_cancelled_and_takes_the_newest() -> None:
-    task = {"annotations": [
-        {"id": 1, "updated_at": "2026-01-01T00:00:00Z", "result": []},
-        {"id": 2, "updated_at": "2026-03-01T00:00:00Z", "result": [], "was_cancelled": True},
-        {"id": 3, "updated_at": "2026-02-01T00:00:00Z", "result": []},
-    ]}
+    task = {
+        "annotations": [
+            {"id": 1, "updated_at": "2026-01-01T00:00:00Z", "result": []},
+            {"id": 2, "updated_at": "2026-03-01T00:00:00Z", "result": [], "was_cancelled": True},
+            {"id": 3, "updated_at": "2026-02-01T00:00:00Z", "result": []},
+        ]
+    }
     assert current_annotation(task)["id"] == 3
     assert current_annotation({"annotations": [{"id": 9, "was_cancelled": True}]}) is None
 
@@ -126,8 +145,23 @@ def test_write_dataset_trains_with_ultralytics_layout(tmp_path) -> None:
 def test_write_classification_dataset(tmp_path) -> None:
     from ml_backend.training.dataset import write_dataset
 
-    tasks = [{"id": i, "data": {}, "annotations": [{"id": i, "result": [{"from_name": "c", "type": "choices", "value": {"choices": ["cat" if i % 2 else "dog"]}}]}]} for i in range(1, 9)]
-    tasks.append({"id": 99, "data": {}, "annotations": [{"id": 99, "result": [{"from_name": "c", "type": "choices", "value": {"choices": ["bird"]}}]}]})
+    tasks = [
+        {
+            "id": i,
+            "data": {},
+            "annotations": [
+                {"id": i, "result": [{"from_name": "c", "type": "choices", "value": {"choices": ["cat" if i % 2 else "dog"]}}]}
+            ],
+        }
+        for i in range(1, 9)
+    ]
+    tasks.append(
+        {
+            "id": 99,
+            "data": {},
+            "annotations": [{"id": 99, "result": [{"from_name": "c", "type": "choices", "value": {"choices": ["bird"]}}]}],
+        }
+    )
     summary = write_dataset(tasks, {0: "cat", 1: "dog"}, "classify", _load, tmp_path / "cls")
     assert summary.data == tmp_path / "cls"
     assert sum(summary.counts.values()) == 8 and 99 in summary.skipped

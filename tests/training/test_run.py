@@ -8,8 +8,8 @@ import pytest
 
 from ml_backend.settings import Settings
 from ml_backend.tools.synthetic import ls_box_result, make_image
-from ml_backend.training.run import TrainingError, TrainRequest, decide, train_project
 from ml_backend.training.dataset import split_of
+from ml_backend.training.run import TrainingError, TrainRequest, decide, train_project
 
 CONFIG = (
     '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
@@ -62,10 +62,17 @@ def labeled_tasks(ids: list[int], size: int = 64) -> tuple[list[dict], dict[str,
 
 
 def settings_for(tmp_path, **env) -> Settings:
-    return Settings.from_env({
-        "MODEL_DIR": str(tmp_path / "state"), "TRAIN_EPOCHS": "2", "TRAIN_IMGSZ": "64", "TRAIN_BATCH": "8", "DEVICE": "cpu",
-        "TRAIN_VAL_FRACTION": "0.25", **env,
-    })
+    return Settings.from_env(
+        {
+            "MODEL_DIR": str(tmp_path / "state"),
+            "TRAIN_EPOCHS": "2",
+            "TRAIN_IMGSZ": "64",
+            "TRAIN_BATCH": "8",
+            "DEVICE": "cpu",
+            "TRAIN_VAL_FRACTION": "0.25",
+            **env,
+        }
+    )
 
 
 def test_a_run_fine_tunes_the_model_and_judges_it_on_held_out_labels(tmp_path, tiny_weights) -> None:
@@ -145,12 +152,18 @@ def _region(kind: str, s, sh) -> dict:
 
 
 KIND_CONFIGS = {
-    "segment": ('<View><Image name="image" value="$image"/><PolygonLabels name="label" toName="image">'
-                '<Label value="circle"/><Label value="square"/><Label value="triangle"/></PolygonLabels></View>'),
-    "obb": ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
-            '<Label value="circle"/><Label value="square"/><Label value="triangle"/></RectangleLabels></View>'),
-    "classify": ('<View><Image name="image" value="$image"/><Choices name="label" toName="image">'
-                 '<Choice value="circle"/><Choice value="square"/><Choice value="triangle"/></Choices></View>'),
+    "segment": (
+        '<View><Image name="image" value="$image"/><PolygonLabels name="label" toName="image">'
+        '<Label value="circle"/><Label value="square"/><Label value="triangle"/></PolygonLabels></View>'
+    ),
+    "obb": (
+        '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+        '<Label value="circle"/><Label value="square"/><Label value="triangle"/></RectangleLabels></View>'
+    ),
+    "classify": (
+        '<View><Image name="image" value="$image"/><Choices name="label" toName="image">'
+        '<Choice value="circle"/><Choice value="square"/><Choice value="triangle"/></Choices></View>'
+    ),
 }
 
 
@@ -163,8 +176,14 @@ def test_every_model_task_fine_tunes_and_is_judged(tmp_path, tiny_weights, kind,
         uri = f"/data/upload/1/{tid}.jpg"
         images[uri] = np.asarray(s.image)
         if kind == "classify":
-            result = [{"from_name": "label", "to_name": "image", "type": "choices",
-                       "value": {"choices": [("circle", "square", "triangle")[s.shapes[0].cls]]}}]
+            result = [
+                {
+                    "from_name": "label",
+                    "to_name": "image",
+                    "type": "choices",
+                    "value": {"choices": [("circle", "square", "triangle")[s.shapes[0].cls]]},
+                }
+            ]
         else:
             result = [_region(kind, s, sh) for sh in s.shapes]
         tasks.append({"id": tid, "data": {"image": uri}, "annotations": [{"id": tid, "result": result, "was_cancelled": False}]})

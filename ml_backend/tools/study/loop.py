@@ -39,9 +39,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -129,10 +130,19 @@ class LocalImages:
 
 def _settings(cfg: SimConfig, out: Path, strategy: str = "random", seed: int = 0) -> Settings:
     env = {k: v for k, v in os.environ.items() if k in {spec.name for spec in SPECS}}  # the user's thresholds and weights
-    env.update({
-        "AL_STRATEGY": strategy, "AL_BATCH": str(cfg.step), "AL_SEED": str(seed), "IMGSZ": str(cfg.imgsz), "TRAIN_IMGSZ": str(cfg.imgsz),
-        "TRAIN_BATCH": str(cfg.batch), "DEVICE": cfg.device, "MODEL_DIR": str(out / "state"), "AL_CLUSTERS": "1",
-    })
+    env.update(
+        {
+            "AL_STRATEGY": strategy,
+            "AL_BATCH": str(cfg.step),
+            "AL_SEED": str(seed),
+            "IMGSZ": str(cfg.imgsz),
+            "TRAIN_IMGSZ": str(cfg.imgsz),
+            "TRAIN_BATCH": str(cfg.batch),
+            "DEVICE": cfg.device,
+            "MODEL_DIR": str(out / "state"),
+            "AL_CLUSTERS": "1",
+        }
+    )
     return Settings.from_env(env)
 
 
@@ -163,7 +173,9 @@ class Study:
             diff = {k: (before.get(k), v) for k, v in cfg.study().items() if before.get(k) != v}
             if diff:
                 what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-                raise SimulationError(f"{path} holds a study with other settings ({what}); use another --out, or the same settings to resume")
+                raise SimulationError(
+                    f"{path} holds a study with other settings ({what}); use another --out, or the same settings to resume"
+                )
             self.records = list(old.get("records", []))
 
     def record(self, strategy: str, seed: int, rnd: int) -> dict | None:
@@ -176,20 +188,27 @@ class Study:
         self.records = [r for r in self.records if (r["strategy"], r["seed"], r["round"]) != (rec["strategy"], rec["seed"], rec["round"])]
         self.records.append(rec)
         ds = self.ds
-        write_json_atomic(self.out / RESULTS, {
-            "config": self.cfg.to_json(),
-            "dataset": {
-                "names": ds.names, "images": len(ds.items), "test": len(self.test), "pool": len(self.pool),
-                "objects_pool": ds.object_counts(self.pool), "objects_test": ds.object_counts(self.test),
+        write_json_atomic(
+            self.out / RESULTS,
+            {
+                "config": self.cfg.to_json(),
+                "dataset": {
+                    "names": ds.names,
+                    "images": len(ds.items),
+                    "test": len(self.test),
+                    "pool": len(self.pool),
+                    "objects_pool": ds.object_counts(self.pool),
+                    "objects_test": ds.object_counts(self.test),
+                },
+                "records": sorted(self.records, key=lambda r: (r["strategy"], r["seed"], r["round"])),
             },
-            "records": sorted(self.records, key=lambda r: (r["strategy"], r["seed"], r["round"])),
-        })
+        )
 
 
 def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target: Path, seed: int) -> dict:
     """Fine-tune ``base`` on ``labeled``, evaluate on the test split, keep the weights at ``target``."""
-    from ml_backend.training.run import evaluate, fine_tune
     from ml_backend.training.dataset import write_dataset
+    from ml_backend.training.run import evaluate, fine_tune
 
     cfg, ds = study.cfg, study.ds
     work = study.out / "work"
@@ -197,7 +216,9 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
     settings = _settings(cfg, study.out, seed=seed)
     tasks = [as_task(ds, i, True) for i in list(labeled) + study.test.tolist()]
     splits = {int(i) + 1: "train" for i in labeled} | {int(i) + 1: "val" for i in study.test}
-    summary = write_dataset(tasks, ds.names, "detect", lambda t: load_local_image(t["data"]["image"]), work / "dataset", from_name="label", splits=splits)
+    summary = write_dataset(
+        tasks, ds.names, "detect", lambda t: load_local_image(t["data"]["image"]), work / "dataset", from_name="label", splits=splits
+    )
     if summary.skipped:
         log.warning("images left out of training: %s", summary.skipped)
     epochs = cfg.epochs or epochs_for_steps(cfg.steps, summary.counts["train"], cfg.batch)
@@ -212,8 +233,13 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
     for n in study.ds.object_counts(study.test):
         per_class.setdefault(n, {"ap50": 0.0, "ap50_95": 0.0, "f1": 0.0})  # a class absent from the test split
     return {
-        "map50": metrics["map50"], "map50_95": metrics["map50_95"], "per_class": per_class,
-        "epochs": epochs, "optimizer_steps": epochs * math.ceil(summary.counts["train"] / cfg.batch), "train_s": train_s, "eval_s": eval_s,
+        "map50": metrics["map50"],
+        "map50_95": metrics["map50_95"],
+        "per_class": per_class,
+        "epochs": epochs,
+        "optimizer_steps": epochs * math.ceil(summary.counts["train"] / cfg.batch),
+        "train_s": train_s,
+        "eval_s": eval_s,
     }
 
 
@@ -261,13 +287,22 @@ def _run_round(study: Study, strategy: str, seed: int, rnd: int, labeled: list[i
     else:
         previous = study.weights(strategy, seed, rnd - 1)
         if not previous.is_file():
-            raise SimulationError(f"{previous} is missing, so round {rnd} of {strategy} seed {seed} cannot resume; delete {study.out} to start over")
+            raise SimulationError(
+                f"{previous} is missing, so round {rnd} of {strategy} seed {seed} cannot resume; delete {study.out} to start over"
+            )
         chosen, select_s = _select(study, strategy, seed, rnd, labeled, previous)
         labeled = labeled + chosen
         result = _train_round(study, labeled, previous, target, seed)
     return {
-        **result, "strategy": strategy, "seed": seed, "round": rnd, "labels": len(labeled), "labeled_ids": list(map(int, labeled)),
-        "objects": objects_in(study.ds, labeled), "select_s": select_s, "wall_s": time.monotonic() - t0,
+        **result,
+        "strategy": strategy,
+        "seed": seed,
+        "round": rnd,
+        "labels": len(labeled),
+        "labeled_ids": list(map(int, labeled)),
+        "objects": objects_in(study.ds, labeled),
+        "select_s": select_s,
+        "wall_s": time.monotonic() - t0,
     }
 
 

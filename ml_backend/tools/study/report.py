@@ -8,14 +8,16 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ml_backend.state import write_json_atomic
 from ml_backend.tools.datasets import load_dataset
 from ml_backend.tools.study.loop import RESULTS, SimulationError, objects_in
+
 
 def curves(records: Sequence[Mapping[str, Any]], metric: str = "map50") -> dict[str, dict[str, np.ndarray]]:
     """Per strategy: ``rounds``, ``labels`` and the metric's ``mean``, ``min``, ``max`` over seeds.
@@ -35,7 +37,14 @@ def curves(records: Sequence[Mapping[str, Any]], metric: str = "map50") -> dict[
                 rows.append((vals[0]["labels"], v.mean(), v.min(), v.max(), rnd))
         if rows:
             a = np.array(rows)
-            out[strategy] = {"labels": a[:, 0], "mean": a[:, 1], "min": a[:, 2], "max": a[:, 3], "rounds": a[:, 4].astype(int), "seeds": np.array(seeds)}
+            out[strategy] = {
+                "labels": a[:, 0],
+                "mean": a[:, 1],
+                "min": a[:, 2],
+                "max": a[:, 3],
+                "rounds": a[:, 4].astype(int),
+                "seeds": np.array(seeds),
+            }
     return out
 
 
@@ -97,11 +106,20 @@ def summarize(result: Mapping[str, Any], metric: str = "map50", reference: str =
         reach = labels_to_reach(c["labels"], c["mean"], target)
         rs = [r for r in records if r["strategy"] == s and r["round"] > 0]
         table[s] = {
-            "aulc": aulc, "final": float(c["mean"][-1]), "final_min": float(c["min"][-1]), "final_max": float(c["max"][-1]),
-            "labels_final": float(c["labels"][-1]), "labels_to_match": reach,
+            "aulc": aulc,
+            "final": float(c["mean"][-1]),
+            "final_min": float(c["min"][-1]),
+            "final_max": float(c["max"][-1]),
+            "labels_final": float(c["labels"][-1]),
+            "labels_to_match": reach,
             "savings": None if reach is None else 1.0 - reach / ref_labels,
-            "rare_ap50": rare_ap(s), "rare_gain": rare_ap(s) - rare_ap(reference),
-            "objects_final": float(np.mean([r["objects"] for r in records if r["strategy"] == s and r["round"] == last_round[s] and "objects" in r] or [np.nan])),
+            "rare_ap50": rare_ap(s),
+            "rare_gain": rare_ap(s) - rare_ap(reference),
+            "objects_final": float(
+                np.mean(
+                    [r["objects"] for r in records if r["strategy"] == s and r["round"] == last_round[s] and "objects" in r] or [np.nan]
+                )
+            ),
             "round_s": float(np.median([r["wall_s"] for r in rs])) if rs else float("nan"),
             "select_s": float(np.median([r["select_s"] for r in rs])) if rs else float("nan"),
             "train_s": float(np.median([r["train_s"] for r in rs])) if rs else float("nan"),
@@ -138,8 +156,10 @@ def plot_curves(result: Mapping[str, Any], path: str | Path, metric: str = "map5
     cs = curves(result["records"], metric)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for s, c in cs.items():
-        style = {"color": "black", "linestyle": "--", "zorder": 3} if s == "random" else {}
-        line = ax.plot(c["labels"], c["mean"], marker="o", label=f"{s} ({len(c['seeds'])} seed{'s' if len(c['seeds']) > 1 else ''})", **style)[0]
+        style: dict[str, Any] = {"color": "black", "linestyle": "--", "zorder": 3} if s == "random" else {}
+        line = ax.plot(
+            c["labels"], c["mean"], marker="o", label=f"{s} ({len(c['seeds'])} seed{'s' if len(c['seeds']) > 1 else ''})", **style
+        )[0]
         ax.fill_between(c["labels"], c["min"], c["max"], color=line.get_color(), alpha=0.12)
     ax.set_xlabel("labeled images")
     ax.set_ylabel(metric.replace("map", "mAP").replace("_", "-") + " on the test split")

@@ -1,11 +1,11 @@
 """Screenshot one task in Label Studio, as an annotator sees it, with headless Chromium.
 
-Not part of the test suite (it needs Debian's ``chromium`` and the ``playwright`` package);
-run it against the demo to check what annotators see::
+Not part of the test suite (it needs Debian's ``chromium`` and the ``playwright`` package, which
+``make screenshot-deps`` installs); run it against the demo to check what annotators see::
 
-    make demo   # in another terminal, leaves Label Studio on :8080
-    .venv/bin/pip install playwright && apt-get install chromium
-    .venv/bin/python tests/e2e/screenshot_task.py --project 1 --out task.png
+    make screenshot-deps   # once
+    make demo              # in another terminal, leaves Label Studio on :8080
+    .venv/bin/python -m ml_backend.tools.screenshot --project 1 --out task.png
 """
 
 from __future__ import annotations
@@ -31,8 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=args.chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{args.url}/user/login/")
