@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from ml_backend.al.effort import DEFAULT_COSTS, CostTable
 from ml_backend.al.strategies import STRATEGY_NAMES
 from ml_backend.state import StatePaths
 
@@ -110,6 +111,13 @@ SPECS: tuple[SettingSpec, ...] = (
         "2000",
         "Label Studio's bulk prediction import drops `cluster`: up to this many predictions are written one request each to keep it (about 25 a second), more go in bulk without it (10,000 in under a minute). 0: always bulk.",
     ),
+    SettingSpec(
+        "ANNOTATION_COSTS",
+        "",
+        "Seconds an annotator spends per action on a pre-annotated task, as `name=seconds` pairs overriding the defaults "
+        "(`image=2,verify=1.6,draw=7,delete=2,change_class=3,adjust=4`; sources in docs/study.md), e.g. `draw=35,adjust=6` for "
+        "classic box drawing. The study counts effort with it.",
+    ),
     SettingSpec("AL_SEED", "0", "Seed for every random choice in scoring (same seed, same queue)."),
     SettingSpec(
         "EMBEDDER",
@@ -126,7 +134,12 @@ SPECS: tuple[SettingSpec, ...] = (
         "50",
         "Retrain in the background after this many new, changed or deleted labels in a project (counted from webhooks, duplicates once). 0 turns automatic retraining off; Label Studio's train button (`START_TRAINING`) still works. A project's own threshold (`connect --retrain-threshold N`) overrides it.",
     ),
-    SettingSpec("TRAIN_EPOCHS", "10", "Epochs of each fine-tuning run (from the project's current model)."),
+    SettingSpec(
+        "TRAIN_STEPS",
+        "300",
+        "Training budget of each fine-tuning run in optimizer steps: the run takes `ceil(TRAIN_STEPS / ceil(training images / TRAIN_BATCH))` epochs, so a small label set is not starved and a large one is not over-trained. The label-savings study uses the same rule (`simulate --steps`).",
+    ),
+    SettingSpec("TRAIN_EPOCHS", "0", "Fixed epochs per fine-tuning run instead of `TRAIN_STEPS` (0: from `TRAIN_STEPS`)."),
     SettingSpec("TRAIN_IMGSZ", "640", "Training and evaluation image size in pixels."),
     SettingSpec("TRAIN_BATCH", "16", "Training batch size (`-1`: Ultralytics picks one that fits the GPU)."),
     SettingSpec(
@@ -282,11 +295,13 @@ class Settings:
     al_batch: int = 100
     al_clusters: int = 8
     al_cluster_push_max: int = 2000
+    annotation_costs: CostTable = DEFAULT_COSTS
     al_seed: int = 0
     rescore_min_new_labels: int = 20
     embedder: str = ""
     retrain_min_new_labels: int = 50
-    train_epochs: int = 10
+    train_steps: int = 300
+    train_epochs: int = 0
     train_imgsz: int = 640
     train_batch: int = 16
     train_val_fraction: float = 0.2
@@ -337,11 +352,13 @@ class Settings:
             al_batch=_parse(env, "AL_BATCH", _positive_int, "a positive integer"),
             al_clusters=_parse(env, "AL_CLUSTERS", _positive_int, "a positive integer"),
             al_cluster_push_max=_parse(env, "AL_CLUSTER_PUSH_MAX", _non_negative_int, "an integer >= 0"),
+            annotation_costs=_parse(env, "ANNOTATION_COSTS", DEFAULT_COSTS.with_overrides, "name=seconds pairs, comma-separated"),
             al_seed=_parse(env, "AL_SEED", int, "an integer"),
             rescore_min_new_labels=_parse(env, "RESCORE_MIN_NEW_LABELS", _positive_int, "a positive integer"),
             embedder=_parse(env, "EMBEDDER", _import_path, "module:function"),
             retrain_min_new_labels=_parse(env, "RETRAIN_MIN_NEW_LABELS", _non_negative_int, "an integer >= 0 (0: off)"),
-            train_epochs=_parse(env, "TRAIN_EPOCHS", _positive_int, "a positive integer"),
+            train_steps=_parse(env, "TRAIN_STEPS", _positive_int, "a positive number of optimizer steps"),
+            train_epochs=_parse(env, "TRAIN_EPOCHS", _non_negative_int, "an integer >= 0 (0: from TRAIN_STEPS)"),
             train_imgsz=_parse(env, "TRAIN_IMGSZ", _positive_int, "a positive integer"),
             train_batch=_parse(env, "TRAIN_BATCH", _batch, "a positive integer or -1"),
             train_val_fraction=_parse(env, "TRAIN_VAL_FRACTION", _bounded_float(0.05, 0.5), "a number between 0.05 and 0.5"),
@@ -356,7 +373,10 @@ class Settings:
         out = {}
         for spec in SPECS:
             value = getattr(self, spec.name.lower())
-            out[spec.name] = ",".join(value) if isinstance(value, tuple) else str(value)
+            if isinstance(value, CostTable):
+                out[spec.name] = value.to_text()
+            else:
+                out[spec.name] = ",".join(value) if isinstance(value, tuple) else str(value)
         return out
 
     @property

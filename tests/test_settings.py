@@ -45,8 +45,10 @@ def test_reads_every_value() -> None:
         "EMBEDDER": "my_pkg.embed:images",
         "AL_CLUSTER_PUSH_MAX": "0",
         "RETRAIN_MIN_NEW_LABELS": "0",
+        "TRAIN_STEPS": "120",
         "TRAIN_EPOCHS": "3",
         "TRAIN_IMGSZ": "320",
+        "ANNOTATION_COSTS": "draw=35, adjust=6",
         "TRAIN_BATCH": "-1",
         "TRAIN_VAL_FRACTION": "0.25",
         "TRAIN_TIMEOUT": "600",
@@ -81,6 +83,7 @@ def test_reads_every_value() -> None:
         600.0,
     )
     assert (s.promotion, s.redis_url, s.train_queue) == ("always", "redis://redis:6379/0", "gpu-box")
+    assert s.train_steps == 120 and (s.annotation_costs.draw, s.annotation_costs.adjust, s.annotation_costs.verify) == (35.0, 6.0, 1.6)
     assert {spec.name for spec in SPECS} == set(env)
     assert Settings.from_env(s.to_env()) == s  # what a training child process gets
 
@@ -113,6 +116,10 @@ def test_api_key_is_not_in_repr() -> None:
         ({"REDIS_URL": "localhost:6379"}, "redis://"),
         ({"TRAIN_QUEUE": "a queue"}, "TRAIN_QUEUE"),
         ({"RETRAIN_MIN_NEW_LABELS": "-3"}, "RETRAIN_MIN_NEW_LABELS"),
+        ({"TRAIN_STEPS": "0"}, "TRAIN_STEPS"),
+        ({"TRAIN_EPOCHS": "-1"}, "TRAIN_EPOCHS"),
+        ({"ANNOTATION_COSTS": "draw=quick"}, "ANNOTATION_COSTS"),
+        ({"ANNOTATION_COSTS": "paint=3"}, "name one of"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict, fragment: str) -> None:

@@ -381,7 +381,7 @@ class TrainingJobs:
                 if time.monotonic() > deadline:
                     handle.cancel()
                     raise TrainingError(
-                        f"stopped after TRAIN_TIMEOUT={self.settings.train_timeout:.0f} s; raise it, or lower TRAIN_EPOCHS/TRAIN_IMGSZ"
+                        f"stopped after TRAIN_TIMEOUT={self.settings.train_timeout:.0f} s; raise it, or lower TRAIN_STEPS/TRAIN_IMGSZ"
                     )
                 prog = handle.progress()
                 self.state.update(project_id, heartbeat=time.time(), **({"progress": prog} if prog else {}))

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ml_backend.cli import Command
@@ -36,58 +37,83 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-wait", action="store_true", help="set everything up, print, and stop (no serving)")
 
 
+SIMULATE_DEFAULTS = {"seeds": "5", "initial": 20, "step": 20, "rounds": 4, "steps": 100, "imgsz": 320, "batch": 8, "device": "auto"}
+
+
 def simulate(args: argparse.Namespace) -> int:
-    """Run or resume the study, then write its summary and figure."""
+    """Run or resume the study, then write its summary and figures."""
+    from ml_backend.al.effort import DEFAULT_COSTS
     from ml_backend.tools.datasets import DatasetError
-    from ml_backend.tools.study.loop import SimConfig, SimulationError, run_study
+    from ml_backend.tools.study.loop import PRESETS, SimConfig, SimulationError, run_study
     from ml_backend.tools.study.report import report
 
     setup_logging("WARNING")
     try:
+        preset = PRESETS.get(args.preset, {}) if args.preset else {}
+        given = {k: getattr(args, k) for k in SIMULATE_DEFAULTS if getattr(args, k) is not None}
+        chosen = {**SIMULATE_DEFAULTS, **{k: str(v) if k == "seeds" else v for k, v in preset.items()}, **given}
+        seeds_text = str(chosen["seeds"])
         try:
-            seeds = tuple(range(int(args.seeds))) if args.seeds.isdigit() else tuple(int(x) for x in args.seeds.split(","))
+            seeds = tuple(range(int(seeds_text))) if seeds_text.isdigit() else tuple(int(x) for x in seeds_text.split(","))
         except ValueError:
             raise SimulationError(
-                f"--seeds must be a count (3) or a comma-separated list of integers (0,5,7), got {args.seeds!r}"
+                f"--seeds must be a count (5) or a comma-separated list of integers (0,5,7), got {seeds_text!r}"
             ) from None
+        try:
+            table = DEFAULT_COSTS.with_overrides(os.environ.get("ANNOTATION_COSTS", "")).with_overrides(args.costs or "")
+        except ValueError as exc:
+            raise SimulationError(f"--costs: {exc}") from None
         cfg = SimConfig(
             data=str(args.data), format=args.format, out=str(args.out), weights=str(args.weights),
-            strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=args.initial, step=args.step,
-            rounds=args.rounds, seeds=seeds, steps=args.steps, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-            test_fraction=args.test_fraction, device=args.device,
+            strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=chosen["initial"], step=chosen["step"],
+            rounds=chosen["rounds"], seeds=seeds, steps=chosen["steps"], epochs=args.epochs, imgsz=chosen["imgsz"], batch=chosen["batch"],
+            test_fraction=args.test_fraction, pool=args.pool, device=chosen["device"],
         )  # fmt: skip
         if not args.report:
             run_study(cfg)
-        print(report(args.out, args.metric))
+        print(report(args.out, args.metric, table=table))
     except (SimulationError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"results: {args.out}/results.json, summary: {args.out}/summary.md, figure: {args.out}/learning_curve.png")
+    print(
+        f"results: {args.out}/results.json, summary: {args.out}/summary.md, figures: {args.out}/learning_curves.png, {args.out}/effort_curve.png"
+    )
     return 0
 
 
 def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder (or a YOLO yaml / COCO json)")
     p.add_argument("--format", required=True, choices=["voc", "yolo", "coco"])
+    p.add_argument("--weights", required=True, help="starting model (.pt): a COCO-pretrained one (yolo11n.pt), or one made by `pretrain`")
     p.add_argument(
-        "--weights", required=True, help="starting model (.pt): a pretrained one, or one made by `python -m ml_backend pretrain`"
-    )
-    p.add_argument("--strategies", default="random,uncertainty,diversity,hybrid", help="comma-separated; random is the reference")
-    p.add_argument("--initial", type=int, default=20, help="labels of round 0 (a random draw, the same for every strategy)")
-    p.add_argument("--step", type=int, default=20, help="labels added per round")
-    p.add_argument("--rounds", type=int, default=4, help="rounds after round 0")
-    p.add_argument("--seeds", default="3", help="a number of seeds (3 -> 0,1,2) or a comma-separated list")
+        "--preset", choices=["cpu", "gpu"],
+        help="cpu: 5 seeds, 20 + 4 x 20 labels, 60 steps a round at 320 px, batch 8 (about an hour for 3 arms on 2 cores); "
+        "gpu: 5 seeds, 20 + 8 x 20 labels, 300 steps at 640 px, batch 16, --device cuda. Flags given override it",
+    )  # fmt: skip
     p.add_argument(
-        "--steps", type=int, default=100, help="training budget per round in optimizer steps (epochs follow from the label count)"
-    )
+        "--strategies", default="random,uncertainty,diversity,hybrid",
+        help="comma-separated arms, random (the reference) among them; an arm is a strategy, or label=strategy:SETTING=value:... "
+        "(an ablation, e.g. unc-sum=uncertainty:UNCERTAINTY_AGGREGATION=sum)",
+    )  # fmt: skip
+    p.add_argument("--initial", type=int, help="labels of round 0 (a random draw, the same for every strategy; default 20)")
+    p.add_argument("--step", type=int, help="labels added per round (default 20)")
+    p.add_argument("--rounds", type=int, help="rounds after round 0 (default 4)")
+    p.add_argument("--seeds", help="a number of seeds (5 -> 0..4, the default) or a comma-separated list")
+    p.add_argument("--steps", type=int, help="training budget per round in optimizer steps (TRAIN_STEPS; default 100)")
     p.add_argument("--epochs", type=int, default=0, help="a fixed number of epochs per round instead of --steps")
-    p.add_argument("--imgsz", type=int, default=320)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--test-fraction", type=float, default=0.25, help="share of images in the fixed test split")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--imgsz", type=int, help="image size for training, scoring and evaluation (default 320)")
+    p.add_argument("--batch", type=int, help="training batch (default 8)")
+    p.add_argument(
+        "--test-fraction", type=float, default=0.25, help="share of images in the fixed test split (at least 150 images, or a quarter)"
+    )
+    p.add_argument("--pool", type=int, default=0, help="at most this many images to select from (0: all but the test split)")
+    p.add_argument("--device", help="cpu, cuda, cuda:0, auto (default auto)")
     p.add_argument("--metric", default="map50", choices=["map50", "map50_95"], help="what the summary compares")
+    p.add_argument(
+        "--costs", default="", help="annotator seconds per action for the summary, name=seconds pairs (default: ANNOTATION_COSTS's table)"
+    )
     p.add_argument("--out", required=True, help="results folder; an existing one with the same settings is resumed")
-    p.add_argument("--report", action="store_true", help="only rewrite the summary and figure from the results so far")
+    p.add_argument("--report", action="store_true", help="only rewrite the summary and figures from the results so far")
 
 
 def make_digits(args: argparse.Namespace) -> int:

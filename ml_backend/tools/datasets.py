@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 FORMATS = ("voc", "yolo", "coco")
@@ -89,12 +92,26 @@ def _boxes(rows: list[list[float]], classes: list[int]) -> tuple[np.ndarray, np.
     return np.asarray(rows, dtype=np.float64).reshape(-1, 4), np.asarray(classes, dtype=int)
 
 
-def _check_box(box: list[float], w: int, h: int, where: str) -> list[float]:
+def _check_box(box: list[float], w: int, h: int, where: str) -> list[float] | None:
+    """The box clipped to the image; None (and a warning) for a box of no area, which marks no object.
+
+    Raises:
+        DatasetError: the box lies outside the image.
+    """
     x1, y1, x2, y2 = box
     tol = 2.0  # VOC is 1-based and some tools write w or h + 1
-    if x2 <= x1 or y2 <= y1 or x1 < -tol or y1 < -tol or x2 > w + tol or y2 > h + tol:
-        raise DatasetError(f"{where}: box {box} is empty or outside the {w}x{h} image; fix or remove it")
+    if x1 < -tol or y1 < -tol or x2 > w + tol or y2 > h + tol or x1 > w or y1 > h or x2 < 0 or y2 < 0:
+        raise DatasetError(f"{where}: box {box} is outside the {w}x{h} image; fix or remove it")
+    if x2 <= x1 or y2 <= y1:
+        log.warning("%s: box %s has no area, left out", where, box)
+        return None
     return [max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)]
+
+
+def _kept(pairs: list[tuple[list[float] | None, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes and classes of the boxes that have an area."""
+    kept = [(box, c) for box, c in pairs if box is not None]
+    return _boxes([b for b, _ in kept], [c for _, c in kept])
 
 
 def read_voc(root: Path) -> Dataset:
@@ -135,8 +152,7 @@ def read_voc(root: Path) -> Dataset:
     items = []
     for xml, path, objs in parsed:
         w, h = _image_size(path)
-        rows = [_check_box([b[0] - 1, b[1] - 1, b[2], b[3]], w, h, str(xml)) for _, b in objs]
-        items.append(Item(path, w, h, *_boxes(rows, [ids[n] for n, _ in objs])))
+        items.append(Item(path, w, h, *_kept([(_check_box([b[0] - 1, b[1] - 1, b[2], b[3]], w, h, str(xml)), ids[n]) for n, b in objs])))
     return Dataset(dict(enumerate(names)), items)
 
 
@@ -157,13 +173,16 @@ def read_yolo(root: Path) -> Dataset:
         found = sorted(p for p in root.glob("*.yaml") if p.is_file()) + sorted(p for p in root.glob("*.yml") if p.is_file())
         if not found:
             raise DatasetError(f"{root}: a YOLO dataset needs a data .yaml (with names and train/val image folders)")
-        cfg_path = found[0]
+        preferred = [p for p in found if p.name in ("data.yaml", "data.yml")]
+        if len(found) > 1 and not preferred:
+            raise DatasetError(f"{root}: several .yaml files ({', '.join(p.name for p in found)}); pass --data the one to use")
+        cfg_path = (preferred or found)[0]
     cfg = yaml.safe_load(cfg_path.read_text()) or {}
     if "names" not in cfg:
         raise DatasetError(f"{cfg_path}: no 'names'")
     names = _yaml_names(cfg["names"], cfg_path)
-    base = Path(cfg.get("path") or cfg_path.parent)
-    if not base.is_absolute():
+    base = Path(cfg["path"]) if cfg.get("path") else Path(".")
+    if not base.is_absolute():  # relative to the yaml's folder, as Ultralytics reads it
         base = (cfg_path.parent / base).resolve()
     images: list[Path] = []
     for split in ("train", "val", "test"):
@@ -185,7 +204,7 @@ def read_yolo(root: Path) -> Dataset:
         k = len(parts) - 1 - parts[::-1].index("images")
         label = Path(*parts[:k], "labels", *parts[k + 1 :]).with_suffix(".txt")
         w, h = _image_size(img)
-        rows, classes = [], []
+        pairs: list[tuple[list[float] | None, int]] = []
         if label.is_file():
             for n, line in enumerate(label.read_text().splitlines(), 1):
                 vals = line.split()
@@ -205,9 +224,8 @@ def read_yolo(root: Path) -> Dataset:
                     box = [min(xs) * w, min(ys) * h, max(xs) * w, max(ys) * h]
                 else:
                     raise DatasetError(f"{label}:{n}: expected 'cls cx cy w h' or a polygon, got {line!r}")
-                rows.append(_check_box(box, w, h, f"{label}:{n}"))
-                classes.append(cls)
-        items.append(Item(img, w, h, *_boxes(rows, classes)))
+                pairs.append((_check_box(box, w, h, f"{label}:{n}"), cls))
+        items.append(Item(img, w, h, *_kept(pairs)))
     return Dataset(names, items)
 
 
@@ -243,14 +261,13 @@ def read_coco(root: Path) -> Dataset:
         w, h = int(im.get("width") or 0), int(im.get("height") or 0)
         if not (w and h):
             w, h = _image_size(path)
-        rows, classes = [], []
+        pairs: list[tuple[list[float] | None, int]] = []
         for a in per_image.get(int(im["id"]), []):
             if int(a["category_id"]) not in cat_to_cls:
                 raise DatasetError(f"{ann}: annotation {a.get('id')} has category {a['category_id']}, which is not in 'categories'")
             x, y, bw, bh = (float(v) for v in a["bbox"])
-            rows.append(_check_box([x, y, x + bw, y + bh], w, h, f"{ann} (annotation {a.get('id')})"))
-            classes.append(cat_to_cls[int(a["category_id"])])
-        items.append(Item(path, w, h, *_boxes(rows, classes)))
+            pairs.append((_check_box([x, y, x + bw, y + bh], w, h, f"{ann} (annotation {a.get('id')})"), cat_to_cls[int(a["category_id"])]))
+        items.append(Item(path, w, h, *_kept(pairs)))
     return Dataset({i: str(c["name"]) for i, c in enumerate(cats)}, items)
 
 

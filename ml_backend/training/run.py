@@ -7,7 +7,7 @@ see :mod:`ml_backend.jobs.runners`); it never touches the served model. Steps:
 2. they become an Ultralytics dataset (:func:`ml_backend.training.dataset.write_dataset`): boxes,
    polygons, oriented boxes or classes, skipped annotations left out, a train/val split by
    task id, images from the backend's image cache;
-3. Ultralytics fine-tunes the current model (``TRAIN_EPOCHS``, ``TRAIN_IMGSZ``, ``TRAIN_BATCH``,
+3. Ultralytics fine-tunes the current model (``TRAIN_STEPS`` or ``TRAIN_EPOCHS``, ``TRAIN_IMGSZ``, ``TRAIN_BATCH``,
    ``DEVICE``); nothing of its training loop is rewritten;
 4. the old and the new model are evaluated on the same held-out tasks
    (:func:`ml_backend.training.evaluate.evaluate`: mAP50-95, mAP50 and AP per class; top-1 and
@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -103,6 +104,23 @@ class TrainOutcome:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TrainOutcome:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def training_epochs(n_train: int, settings: Settings) -> int:
+    """Epochs of a fine-tuning run on ``n_train`` images: ``TRAIN_EPOCHS`` when set, else enough
+    for ``TRAIN_STEPS`` optimizer steps at ``TRAIN_BATCH``. The server's retraining and the study
+    both call this, so the study measures the budget users get.
+
+    Example:
+        >>> training_epochs(20, Settings(train_steps=100, train_batch=8))
+        34
+        >>> training_epochs(20, Settings(train_steps=100, train_epochs=5))
+        5
+    """
+    if settings.train_epochs:
+        return settings.train_epochs
+    batch = settings.train_batch if settings.train_batch > 0 else 16  # -1 (auto): Ultralytics' default batch
+    return max(1, math.ceil(settings.train_steps / max(1, math.ceil(n_train / batch))))
 
 
 def fine_tune(model: Any, data: str | Path, settings: Settings, workdir: Path, epochs: int, progress: Progress | None = None) -> Path:
@@ -232,7 +250,7 @@ def train_project(
             f"(TRAIN_VAL_FRACTION={settings.train_val_fraction}); the next run, with more labels, will have some"
         )
 
-    epochs = settings.train_epochs
+    epochs = training_epochs(summary.counts["train"], settings)
     new_weights = workdir / f"project{req.project_id}.pt"
     shutil.copyfile(fine_tune(model, summary.data, settings, workdir, epochs, report), new_weights)
 

@@ -113,6 +113,12 @@ def _yolo_garbage(root: Path) -> None:
     (root / "labels" / "train" / "img_0.txt").write_text("0 a b c d\n")
 
 
+def _second_yolo_yaml(root: Path) -> None:
+    for name in list(root.glob("*.yaml")):
+        name.rename(root / "mine.yaml")
+    (root / "other.yaml").write_text("names: [a]\n")
+
+
 def _second_coco_json(root: Path) -> None:
     (root / "annotations" / "other.json").write_text("{}")
 
@@ -131,6 +137,7 @@ def _coco_unknown_category(root: Path) -> None:
         ("voc", _remove_voc_image, "is not in"),
         ("yolo", _bad_yolo_class, "class 7 is not in names"),
         ("yolo", _yolo_garbage, "not numbers"),
+        ("yolo", _second_yolo_yaml, "several .yaml files"),
         ("coco", _second_coco_json, "several .json files"),
         ("coco", _coco_unknown_category, "category 77"),
     ],
@@ -140,6 +147,22 @@ def test_broken_datasets_say_which_file_and_what_is_wrong(tmp_path: Path, fmt: s
     damage(root)
     with pytest.raises(DatasetError, match=message):
         load_dataset(root, fmt)
+
+
+def test_a_box_of_no_area_is_left_out_not_fatal(tmp_path: Path) -> None:
+    """Real exports hold the odd zero-size box (aquarium has two); it marks no object."""
+    root = write_yolo(tmp_path / "yolo", _truth())
+    label = next((root / "labels").rglob("*.txt"))
+    before = sum(len(i.boxes) for i in load_dataset(root, "yolo").items)
+    label.write_text(label.read_text() + "0 0.5 0.5 0.0 0.0\n")
+    assert sum(len(i.boxes) for i in load_dataset(root, "yolo").items) == before
+
+
+def test_a_yolo_folder_with_an_exporters_extra_yaml_reads_data_yaml(tmp_path: Path) -> None:
+    """Roboflow exports keep their own yaml beside data.yaml (as the aquarium set does)."""
+    root = write_yolo(tmp_path / "yolo", _truth())
+    (root / "data.roboflow.yaml").write_text("train: ../elsewhere/images\nnames: [x]\n")
+    assert len(load_dataset(root, "yolo").items) == len(_truth())
 
 
 @pytest.mark.parametrize(

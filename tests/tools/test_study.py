@@ -10,35 +10,28 @@ import pytest
 
 import ml_backend.scoring.pool as scoring
 import ml_backend.tools.study.loop as simulation
-from ml_backend.tools.study.loop import SimConfig, SimulationError, epochs_for_steps, run_study
-from ml_backend.tools.study.report import labels_to_reach, report, summarize
+from ml_backend.al.effort import CLASSIC_COSTS
+from ml_backend.settings import Settings
+from ml_backend.tools.study.loop import Arm, SimConfig, SimulationError, parse_arm, run_study
+from ml_backend.tools.study.report import report, summarize, summary_markdown
+from ml_backend.training.run import training_epochs
 from tests.tools.test_datasets import write_voc
 
 
-@pytest.mark.parametrize(
-    ("steps", "n_train", "batch", "epochs"),
-    [(100, 20, 8, 34), (100, 200, 8, 4), (10, 8, 8, 10), (1, 500, 16, 1), (64, 16, 16, 64)],
-)
-def test_budget_in_steps_gives_small_sets_more_epochs(steps: int, n_train: int, batch: int, epochs: int) -> None:
-    assert epochs_for_steps(steps, n_train, batch) == epochs
-
-
-@pytest.mark.parametrize(
-    ("values", "target", "expected"),
-    [
-        ([0.1, 0.3, 0.5], 0.4, 25.0),
-        ([0.1, 0.3, 0.5], 0.1, 10.0),
-        ([0.1, 0.3, 0.5], 0.6, None),
-        ([0.2, 0.2, 0.4], 0.2, 10.0),
-        ([0.0, 0.5, 0.4], 0.45, 19.0),
-    ],
-)
-def test_labels_to_reach(values: list[float], target: float, expected: float | None) -> None:
-    got = labels_to_reach(np.array([10, 20, 30]), np.array(values), target)
-    assert got == (None if expected is None else pytest.approx(expected))
-
-
-def _rec(strategy: str, seed: int, rnd: int, labels: int, m: float, rare: float) -> dict:
+def _rec(
+    strategy: str, seed: int, rnd: int, labels: int, m: float, rare: float, boxes_per_image: int = 1, drawn_share: float = 1.0
+) -> dict:
+    boxes = labels * boxes_per_image
+    drawn = round(boxes * drawn_share)
+    effort = {
+        "images": labels,
+        "gt_boxes": boxes,
+        "accepted": boxes - drawn,
+        "adjusted": 0,
+        "class_changed": 0,
+        "drawn": drawn,
+        "deleted": 0,
+    }
     return {
         "strategy": strategy,
         "seed": seed,
@@ -50,39 +43,58 @@ def _rec(strategy: str, seed: int, rnd: int, labels: int, m: float, rare: float)
         "wall_s": 10.0 + rnd,
         "select_s": 1.0,
         "train_s": 8.0,
-        "objects": labels * (2 if strategy == "uncertainty" else 1),
+        "eval_s": 1.0,
+        "objects": boxes,
+        "effort_total": effort,
     }
 
 
-def test_summary_figures_are_exact_on_known_curves() -> None:
+def _known_study() -> dict:
+    """Two seeds; uncertainty reaches random's final 0.4 at 10 + (0.4 - 0.2) / 0.3 * 10 labels, with
+    two boxes per image, a quarter of them drawn (the rest accepted)."""
     records = []
     for seed, shift in ((0, -0.05), (1, 0.05)):
         for rnd, (labels, r, u) in enumerate([(10, 0.2, 0.2), (20, 0.3, 0.5), (30, 0.4, 0.6)]):
             records.append(_rec("random", seed, rnd, labels, r + shift, 0.1))
-            records.append(_rec("uncertainty", seed, rnd, labels, u + shift, 0.4))
-    result = {"records": records, "dataset": {"objects_pool": {"cat": 90, "okapi": 3}}}
-    s = summarize(result, "map50")
-    assert s["rarest_class"] == "okapi"
-    assert s["target"] == pytest.approx(0.4)
-    r, u = s["strategies"]["random"], s["strategies"]["uncertainty"]
-    assert r["aulc"] == pytest.approx((0.25 + 0.35) / 2)  # trapezoids over 20 labels: (0.2+0.3)/2, (0.3+0.4)/2
-    assert u["aulc"] == pytest.approx((0.35 + 0.55) / 2)
-    assert u["labels_to_match"] == pytest.approx(10 + (0.4 - 0.2) / 0.3 * 10)
-    assert u["savings"] == pytest.approx(1 - u["labels_to_match"] / 30)
-    assert r["savings"] == pytest.approx(0.0)
+            records.append(_rec("uncertainty", seed, rnd, labels, u + shift, 0.4, boxes_per_image=2, drawn_share=0.25))
+    return {"records": records, "dataset": {"objects_pool": {"cat": 90, "okapi": 3}}, "config": {"data": "known"}}
+
+
+def test_summary_figures_are_exact_on_known_curves() -> None:
+    s = summarize(_known_study(), "map50", resamples=200)
+    assert s["rarest_class"] == "okapi" and s["target"] == pytest.approx(0.4)
+    r, u = s["arms"]["random"], s["arms"]["uncertainty"]
+    reach_labels = 10 + (0.4 - 0.2) / 0.3 * 10
+    assert u["reach"]["images"] == pytest.approx(reach_labels)
+    assert u["savings"]["images"]["estimate"] == pytest.approx(1 - reach_labels / 30)
+    assert u["savings"]["boxes"]["estimate"] == pytest.approx(1 - 2 * reach_labels / 30)  # twice the boxes per image
+    # seconds: random draws 1 box per image (2 + 7 s), uncertainty 2 boxes, a quarter drawn (2 + 1.5 x 1.6 + 0.5 x 7 s)
+    per_image_r, per_image_u = 2 + 7.0, 2 + 1.5 * 1.6 + 0.5 * 7.0
+    assert u["savings"]["seconds"]["estimate"] == pytest.approx(1 - per_image_u * reach_labels / (per_image_r * 30))
+    assert u["savings"]["corrections"]["estimate"] == pytest.approx(1 - 0.5 * reach_labels / 30)
+    assert u["final_diff"]["estimate"] == pytest.approx(0.2) and u["final_diff"]["excludes_zero"]
+    assert u["rare_diff"]["estimate"] == pytest.approx(0.3)
     assert (u["final_min"], u["final_max"]) == (pytest.approx(0.55), pytest.approx(0.65))
-    assert u["rare_gain"] == pytest.approx(0.3)
-    assert (u["objects_final"], r["objects_final"]) == (60, 30)
+    assert (u["totals"]["boxes"], r["totals"]["boxes"]) == (60, 30)
     assert u["round_s"] == pytest.approx(11.5)  # median over rounds 1 and 2 of both seeds
+    assert "savings" not in r  # the reference
+    table = summary_markdown(s)
+    assert "| uncertainty | 2 |" in table and "interval above zero" in table
+
+
+def test_other_costs_apply_to_the_same_counts() -> None:
+    cheap = summarize(_known_study(), resamples=50)["arms"]["uncertainty"]["totals"]["seconds"]
+    classic = summarize(_known_study(), resamples=50, table=CLASSIC_COSTS)["arms"]["uncertainty"]["totals"]["seconds"]
+    assert classic - cheap == pytest.approx(15 * (35.0 - 7.0))  # 15 drawn boxes per seed by round 2 (60 true boxes, a quarter)
 
 
 def test_savings_count_from_where_a_noisy_reference_first_reaches_its_final_score() -> None:
     records = [_rec("random", 0, k, n, m, 0.0) for k, (n, m) in enumerate([(10, 0.1), (20, 0.5), (30, 0.4)])]
     records += [_rec("hybrid", 0, k, n, m, 0.0) for k, (n, m) in enumerate([(10, 0.1), (20, 0.2), (30, 0.45)])]
-    s = summarize({"records": records, "dataset": {"objects_pool": {"cat": 5}}})["strategies"]
-    assert s["random"]["labels_to_match"] == pytest.approx(17.5) and s["random"]["savings"] == pytest.approx(0.0)
-    assert s["hybrid"]["labels_to_match"] == pytest.approx(28.0)
-    assert s["hybrid"]["savings"] == pytest.approx(1 - 28.0 / 17.5)
+    s = summarize({"records": records, "dataset": {"objects_pool": {"cat": 5}}}, resamples=20)["arms"]
+    assert s["random"]["reach"]["images"] == pytest.approx(17.5)
+    assert s["hybrid"]["reach"]["images"] == pytest.approx(28.0)
+    assert s["hybrid"]["savings"]["images"]["estimate"] == pytest.approx(1 - 28.0 / 17.5)
 
 
 def test_summary_needs_the_reference() -> None:
@@ -90,11 +102,20 @@ def test_summary_needs_the_reference() -> None:
         summarize({"records": [_rec("hybrid", 0, 0, 10, 0.1, 0.0)], "dataset": {"objects_pool": {"cat": 1}}})
 
 
+def test_arms_carry_settings_of_their_own() -> None:
+    arm = parse_arm("unc-sum=uncertainty:UNCERTAINTY_AGGREGATION=sum:AL_CLASS_BALANCE_WEIGHT=0")
+    assert arm == Arm("unc-sum", "uncertainty", (("UNCERTAINTY_AGGREGATION", "sum"), ("AL_CLASS_BALANCE_WEIGHT", "0")))
+    assert parse_arm("hybrid") == Arm("hybrid", "hybrid")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"strategies": ("uncertainty",)}, "must include random"),
-        ({"strategies": ("random", "oracle")}, "unknown strategies"),
+        ({"strategies": ("random", "oracle")}, "unknown strategy 'oracle'"),
+        ({"strategies": ("random", "x=uncertainty:NOT_A_SETTING=1")}, "known setting"),
+        ({"strategies": ("random", "a b=hybrid")}, "letters, digits"),
+        ({"strategies": ("random", "random")}, "twice"),
         ({"step": 0}, "--step must be >= 1"),
         ({"test_fraction": 0.9}, "--test-fraction"),
         ({"seeds": ()}, "at least one seed"),
@@ -155,6 +176,14 @@ def test_a_tiny_study_uses_the_servers_scoring_never_touches_the_test_split_and_
         return real_score(tasks, served, predictor, settings, progress)
 
     monkeypatch.setattr(scoring, "score_tasks", spy)
+    shown_by: list[tuple[str, int]] = []
+    real_pre = simulation._preannotations
+
+    def pre_spy(study, weights, ids, settings):  # noqa: ANN001, ANN202
+        shown_by.append((Path(weights).name, len(ids)))
+        return real_pre(study, weights, ids, settings)
+
+    monkeypatch.setattr(simulation, "_preannotations", pre_spy)
     trained: list[int] = []
     real_train = simulation._train_round
 
@@ -200,13 +229,31 @@ def test_a_tiny_study_uses_the_servers_scoring_never_touches_the_test_split_and_
                 {"ap50", "ap50_95", "f1"} <= set(v) for v in r["per_class"].values()
             )
             assert r["optimizer_steps"] >= 2 and r["train_s"] > 0
+            assert r["epochs"] == training_epochs(len(r["labeled_ids"]), Settings(train_steps=2, train_batch=4))  # the server's rule
             assert r["objects"] == sum(len(ds.items[i].boxes) for i in r["labeled_ids"])
+            # effort: every image labeled this round counted once, every true box accounted for, the sums kept
+            sel = r["selected"]
+            assert [t["id"] for t in sel] == (r["labeled_ids"] if k == 0 else r["labeled_ids"][-3:])
+            for t in sel:
+                truth = len(ds.items[t["id"]].boxes)
+                assert t["images"] == 1 and t["gt_boxes"] == truth
+                matched = truth - t["drawn"]  # every true box is drawn or matched to a shown one
+                assert t["accepted"] + t["class_changed"] <= matched <= t["accepted"] + t["class_changed"] + t["adjusted"]
+            assert r["effort"] == {key: sum(t[key] for t in sel) for key in r["effort"]}
+            assert r["effort_total"]["gt_boxes"] == r["objects"] and r["effort_total"]["images"] == r["labels"]
     assert result["dataset"]["test"] + result["dataset"]["pool"] == 40
 
-    table = report(out)
-    assert "| hybrid |" in table and "label savings" in table
-    assert (out / "learning_curve.png").stat().st_size > 10_000
-    assert set(json.loads((out / "summary.json").read_text())["strategies"]) == {"random", "uncertainty", "diversity", "hybrid"}
+    # pre-annotations come from the model served in that round: the starting one for round 0, then the
+    # chain's previous round (model-based arms get theirs from the same score_tasks pass that chose)
+    assert shown_by[0] == (weights.name, 6)
+    assert ("random-seed0-round1.pt", 3) in shown_by and ("seed0-round0.pt", 3) in shown_by
+
+    table = report(out, resamples=200)
+    assert "| hybrid |" in table and "annotator seconds saved" in table
+    assert (out / "learning_curves.png").stat().st_size > 10_000 and (out / "effort_curve.png").stat().st_size > 5_000
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["arms"]) == {"random", "uncertainty", "diversity", "hybrid"}
+    assert set(summary["arms"]["hybrid"]["savings"]) == {"images", "boxes", "corrections", "seconds"}
 
     with pytest.raises(SimulationError, match="other settings"):
         run_study(_cfg(shapes_voc, out, weights, steps=3), show_progress=False)
@@ -232,7 +279,8 @@ def test_pretrain_on_a_dataset_gives_weights_with_its_classes(shapes_voc: Path, 
     ("extra", "message"),
     [
         (["--seeds", "a,b"], "--seeds must be"),
-        (["--strategies", "random,best"], "unknown strategies"),
+        (["--strategies", "random,best"], "unknown strategy"),
+        (["--costs", "draw=slow"], "not a number"),
         (["--weights", "nope.pt"], "is not a file"),
     ],
 )

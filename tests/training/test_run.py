@@ -9,7 +9,8 @@ import pytest
 from ml_backend.settings import Settings
 from ml_backend.tools.synthetic import ls_box_result, make_image
 from ml_backend.training.dataset import split_of
-from ml_backend.training.run import TrainingError, TrainRequest, decide, train_project
+from ml_backend.training.promotion import decide
+from ml_backend.training.run import TrainingError, TrainRequest, train_project, training_epochs
 
 CONFIG = (
     '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
@@ -206,3 +207,34 @@ def test_every_model_task_fine_tunes_and_is_judged(tmp_path, tiny_weights, kind,
     from ultralytics import YOLO
 
     assert YOLO(out.weights).task == kind
+
+
+@pytest.mark.parametrize(
+    ("steps", "epochs", "batch", "n_train", "expected"),
+    [
+        (100, 0, 8, 20, 34),
+        (100, 0, 8, 200, 4),
+        (10, 0, 8, 8, 10),
+        (1, 0, 16, 500, 1),
+        (64, 0, 16, 16, 64),
+        (300, 0, -1, 40, 100),
+        (100, 7, 8, 20, 7),
+    ],
+)
+def test_the_budget_rule_gives_small_label_sets_more_epochs(steps: int, epochs: int, batch: int, n_train: int, expected: int) -> None:
+    """TRAIN_STEPS optimizer steps (TRAIN_EPOCHS, when set, wins); the server and the study both train by this rule."""
+    assert training_epochs(n_train, Settings(train_steps=steps, train_epochs=epochs, train_batch=batch)) == expected
+
+
+def test_the_server_trains_with_the_budget_rule(tmp_path, tiny_weights, monkeypatch) -> None:
+    """A retraining run takes its epochs from training_epochs (the study's test checks its side)."""
+    import ml_backend.training.run as run
+
+    seen: list[int] = []
+    real = run.training_epochs
+    monkeypatch.setattr(run, "training_epochs", lambda n, s: seen.append(n) or real(n, s))
+    tasks, images = labeled_tasks(list(range(1, 13)))
+    settings = settings_for(tmp_path, TRAIN_EPOCHS="0", TRAIN_STEPS="3", TRAIN_BATCH="8")
+    req = TrainRequest(1, str(tiny_weights("detect")), "v0", str(tmp_path / "run"))
+    out = train_project(req, settings, FakeClient(tasks), lambda uri, tid: images[uri])
+    assert seen == [out.dataset["train"]] and out.epochs == real(out.dataset["train"], settings)

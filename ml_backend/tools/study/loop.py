@@ -1,32 +1,37 @@
 """The label-savings study: the active-learning loop simulated on a labeled dataset.
 
-The ground truth plays the annotator. For each seed and strategy:
+The ground truth plays the annotator. For each seed and arm (a strategy, perhaps with settings of
+its own: ``unc-sum=uncertainty:UNCERTAINTY_AGGREGATION=sum``):
 
-1. a fixed test split (a hash of each image's file name, the same for every strategy and seed)
-   is set aside; nothing is ever selected from it;
-2. round 0: ``initial`` images drawn at random from the pool (the same draw for every strategy
-   of a seed) are labeled and the starting model (``weights``) is fine-tuned on them, once per
-   seed, shared by the strategies;
-3. each later round: the strategy orders the unlabeled pool exactly as the server orders the
-   queue (:func:`ml_backend.scoring.pool.score_tasks` with ``AL_STRATEGY``: the same model pass,
-   uncertainty, embeddings and strategy; ``AL_BATCH`` is the step), the top ``step`` images are
-   labeled, and the previous round's model is fine-tuned on all labels so far
-   (:func:`ml_backend.training.run.fine_tune`, the server's recipe), then evaluated on the test
-   split (:func:`ml_backend.training.run.evaluate`).
+1. a fixed test split (the images whose file-name hash is lowest, ``ceil(test_fraction x n)`` of
+   them, the same for every arm and seed) is set aside; nothing is ever selected from it;
+2. round 0: ``initial`` images drawn at random from the pool (the same draw for every arm of a
+   seed) are labeled and the starting model (``weights``) is fine-tuned on them, once per seed,
+   shared by the arms;
+3. each later round: the arm's strategy orders the unlabeled pool exactly as the server orders
+   the queue (:func:`ml_backend.scoring.pool.score_tasks` with ``AL_STRATEGY``: the same model
+   pass, uncertainty, embeddings and strategy; ``AL_BATCH`` is the step), the top ``step`` images
+   are labeled, and the previous round's model is fine-tuned on all labels so far
+   (:func:`ml_backend.training.run.fine_tune`, the server's recipe and its budget rule,
+   :func:`ml_backend.training.run.training_epochs`), then evaluated on the test split
+   (:func:`ml_backend.training.evaluate.evaluate`).
+
+**Effort.** Every labeled image is counted as an annotator would meet it: with the
+pre-annotation the served model of that round shows (the model that selected it; in round 0 the
+starting model, when its classes map onto the dataset's at all), converted exactly as the server
+converts it (``SCORE_THRESHOLD``, :func:`ml_backend.inference.ls_results.to_ls_results`), and
+matched to the ground truth (:func:`ml_backend.al.effort.corrections`: accepted, adjusted,
+class changed, drawn, deleted). Each record keeps the raw counts, per task and summed, so another
+cost table can be applied later without running anything again.
 
 Datasets are written by the server's own converter (:func:`ml_backend.training.dataset.write_dataset`)
-from Label Studio-shaped tasks. The training budget is fixed in optimizer steps per round
-(``steps``), not epochs, so small labeled sets are not starved: a round runs
-``ceil(steps / ceil(labels / batch))`` epochs. After each round ``results.json`` is rewritten
-atomically, so a killed run resumes from its last finished round.
-
-:func:`ml_backend.tools.study.report.summarize` turns the records into the study's table (area
-under the learning curve, labels needed to reach random's final score, the gain on the rarest
-class at equal budget) and :func:`ml_backend.tools.study.report.plot_curves` into the figure.
+from Label Studio-shaped tasks. After each round ``results.json`` is rewritten atomically, so a
+killed run resumes from its last finished round. :mod:`ml_backend.tools.study.report` turns the
+records into the study's tables, intervals and figures.
 
 Example:
-    >>> epochs_for_steps(steps=100, n_train=20, batch=8)
-    34
+    >>> parse_arm("unc-sum=uncertainty:UNCERTAINTY_AGGREGATION=sum")
+    Arm(label='unc-sum', strategy='uncertainty', overrides=(('UNCERTAINTY_AGGREGATION', 'sum'),))
 """
 
 from __future__ import annotations
@@ -36,31 +41,79 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ml_backend.al.effort import Corrections, corrections
 from ml_backend.al.strategies import REGISTRY, Pool, StrategyParams, get_strategy
-from ml_backend.settings import SPECS, Settings
+from ml_backend.settings import SPECS, Settings, SettingsError
 from ml_backend.state import atomic_write, write_json_atomic
-from ml_backend.tools.datasets import Dataset, as_task, box_label_config, load_dataset, load_local_image
+from ml_backend.tools.datasets import Dataset, Item, as_task, box_label_config, load_dataset, load_local_image
 
 log = logging.getLogger(__name__)
 
 RESULTS = "results.json"
 METRICS = ("map50", "map50_95")
 # Fields that define a study: a run with other values cannot resume from the same folder.
-STUDY_KEYS = ("data", "format", "initial", "step", "steps", "epochs", "imgsz", "batch", "weights", "test_fraction", "device")
+STUDY_KEYS = ("data", "format", "initial", "step", "steps", "epochs", "imgsz", "batch", "weights", "test_fraction", "pool", "device")
+MIN_TEST = 150  # test images at least (or a quarter of a smaller set)
+# Presets: an hour-scale CPU study and the full GPU one. Explicit flags override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {"seeds": 5, "initial": 20, "step": 20, "rounds": 4, "steps": 60, "imgsz": 320, "batch": 8, "device": "cpu"},
+    "gpu": {"seeds": 5, "initial": 20, "step": 20, "rounds": 8, "steps": 300, "imgsz": 640, "batch": 16, "device": "cuda"},
+}
 
 
 class SimulationError(ValueError):
     """The study cannot run as asked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of the study: a label, the strategy, and settings of its own (an ablation).
+
+    Attributes:
+        label: how the arm is named in the results (letters, digits, ``-`` and ``_``).
+        strategy: the registered strategy (``AL_STRATEGY``).
+        overrides: ``(SETTING, value)`` pairs applied to this arm's selection and training.
+    """
+
+    label: str
+    strategy: str
+    overrides: tuple[tuple[str, str], ...] = ()
+
+
+def parse_arm(spec: str) -> Arm:
+    """An arm from ``strategy`` or ``label=strategy[:SETTING=value[:SETTING=value ...]]``.
+
+    Raises:
+        SimulationError: an unknown strategy or setting, or a malformed spec.
+    """
+    label, sep, rest = spec.partition("=")
+    if not sep:
+        label, rest = spec, spec
+    strategy, *pairs = rest.split(":")
+    label, strategy = label.strip(), strategy.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", label):
+        raise SimulationError(f"arm {spec!r}: its label must be letters, digits, '-' and '_'")
+    if strategy not in REGISTRY:
+        raise SimulationError(f"arm {spec!r}: unknown strategy {strategy!r}; choose from {', '.join(REGISTRY)}")
+    known = {s.name for s in SPECS}
+    overrides = []
+    for pair in pairs:
+        name, eq, value = pair.partition("=")
+        if not eq or name.strip() not in known:
+            raise SimulationError(f"arm {spec!r}: {pair!r} is not SETTING=value with a known setting (see docs/settings.md)")
+        overrides.append((name.strip(), value.strip()))
+    return Arm(label, strategy, tuple(overrides))
 
 
 @dataclass(frozen=True)
@@ -79,12 +132,13 @@ class SimConfig:
     initial: int = 20
     step: int = 20
     rounds: int = 4
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     steps: int = 100
     epochs: int = 0
     imgsz: int = 320
     batch: int = 8
     test_fraction: float = 0.25
+    pool: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -95,13 +149,21 @@ class SimConfig:
             raise SimulationError("--rounds and --epochs must be >= 0")
         if not 0.05 <= self.test_fraction <= 0.6:
             raise SimulationError(f"--test-fraction must be in 0.05..0.6, got {self.test_fraction}")
-        unknown = [s for s in self.strategies if s not in REGISTRY]
-        if unknown or not self.strategies:
-            raise SimulationError(f"unknown strategies {unknown}; choose from {', '.join(REGISTRY)}")
-        if "random" not in self.strategies:
+        if not self.strategies:
+            raise SimulationError(f"--strategies must name at least one; choose from {', '.join(REGISTRY)}")
+        labels = [a.label for a in self.arms]
+        if len(set(labels)) != len(labels):
+            raise SimulationError(f"--strategies names an arm twice: {labels}")
+        if "random" not in labels:
             raise SimulationError("--strategies must include random: it is the reference every other strategy is compared with")
         if not self.seeds:
             raise SimulationError("--seeds must name at least one seed")
+        if self.pool < 0:
+            raise SimulationError("--pool must be >= 0 (0: every image not in the test split)")
+
+    @property
+    def arms(self) -> tuple[Arm, ...]:
+        return tuple(parse_arm(s) for s in self.strategies)
 
     def study(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in STUDY_KEYS}
@@ -110,15 +172,21 @@ class SimConfig:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
 
-def epochs_for_steps(steps: int, n_train: int, batch: int) -> int:
-    """Epochs that give at least ``steps`` optimizer steps on ``n_train`` images."""
-    return max(1, math.ceil(steps / max(1, math.ceil(n_train / batch))))
-
-
 def test_split(ds: Dataset, fraction: float) -> np.ndarray:
-    """Indices of the fixed test images: a hash of each file name below ``fraction``."""
-    score = [int(hashlib.sha256(f"al-sim-test:{it.path.name}".encode()).hexdigest()[:8], 16) % 10_000 / 10_000 for it in ds.items]
-    return np.flatnonzero(np.asarray(score) < fraction)
+    """Indices of the fixed test images: the ``ceil(fraction x n)`` images whose file-name hash is lowest.
+
+    Raises:
+        SimulationError: fewer than 150 test images, or than a quarter of a smaller set.
+    """
+    score = [hashlib.sha256(f"al-sim-test:{it.path.name}".encode()).hexdigest() for it in ds.items]
+    n_test = math.ceil(fraction * len(ds.items))
+    need = min(MIN_TEST, math.ceil(len(ds.items) / 4))
+    if n_test < need:
+        raise SimulationError(
+            f"--test-fraction {fraction} gives {n_test} test images of {len(ds.items)}; the study needs at least {need} "
+            f"({MIN_TEST}, or a quarter of a smaller set) for its figures to mean anything: raise it"
+        )
+    return np.sort(np.argsort(score, kind="stable")[:n_test])
 
 
 class LocalImages:
@@ -128,22 +196,30 @@ class LocalImages:
         return load_local_image(uri)
 
 
-def _settings(cfg: SimConfig, out: Path, strategy: str = "random", seed: int = 0) -> Settings:
+def _settings(cfg: SimConfig, out: Path, arm: Arm | None = None, seed: int = 0) -> Settings:
+    """The server's settings for one arm: the user's own (thresholds, cost table) from the
+    environment, the study's budget and sizes, then the arm's overrides."""
     env = {k: v for k, v in os.environ.items() if k in {spec.name for spec in SPECS}}  # the user's thresholds and weights
     env.update(
         {
-            "AL_STRATEGY": strategy,
+            "AL_STRATEGY": arm.strategy if arm else "random",
             "AL_BATCH": str(cfg.step),
             "AL_SEED": str(seed),
             "IMGSZ": str(cfg.imgsz),
             "TRAIN_IMGSZ": str(cfg.imgsz),
             "TRAIN_BATCH": str(cfg.batch),
+            "TRAIN_STEPS": str(cfg.steps),
+            "TRAIN_EPOCHS": str(cfg.epochs),
             "DEVICE": cfg.device,
             "MODEL_DIR": str(out / "state"),
             "AL_CLUSTERS": "1",
         }
     )
-    return Settings.from_env(env)
+    env.update(dict(arm.overrides) if arm else {})
+    try:
+        return Settings.from_env(env)
+    except SettingsError as exc:
+        raise SimulationError(f"arm {arm.label if arm else 'base'}: {exc}") from None
 
 
 class Study:
@@ -156,7 +232,11 @@ class Study:
         (self.out / "models").mkdir(exist_ok=True)
         self.test = test_split(ds, cfg.test_fraction)
         test = set(self.test.tolist())
-        self.pool = np.array([i for i in range(len(ds.items)) if i not in test])
+        pool = [i for i in range(len(ds.items)) if i not in test]
+        if cfg.pool and cfg.pool < len(pool):  # a smaller pool (a preset's): fixed by a hash of each file name too
+            rank = sorted(pool, key=lambda i: hashlib.sha256(f"al-sim-pool:{ds.items[i].path.name}".encode()).hexdigest())
+            pool = sorted(rank[: cfg.pool])
+        self.pool = np.array(pool)
         need = cfg.initial + cfg.rounds * cfg.step
         if need > len(self.pool):
             raise SimulationError(
@@ -205,15 +285,15 @@ class Study:
         )
 
 
-def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target: Path, seed: int) -> dict:
+def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target: Path, settings: Settings) -> dict:
     """Fine-tune ``base`` on ``labeled``, evaluate on the test split, keep the weights at ``target``."""
     from ml_backend.training.dataset import write_dataset
-    from ml_backend.training.run import evaluate, fine_tune
+    from ml_backend.training.evaluate import evaluate
+    from ml_backend.training.run import fine_tune, training_epochs
 
-    cfg, ds = study.cfg, study.ds
+    ds = study.ds
     work = study.out / "work"
     shutil.rmtree(work, ignore_errors=True)
-    settings = _settings(cfg, study.out, seed=seed)
     tasks = [as_task(ds, i, True) for i in list(labeled) + study.test.tolist()]
     splits = {int(i) + 1: "train" for i in labeled} | {int(i) + 1: "val" for i in study.test}
     summary = write_dataset(
@@ -221,7 +301,7 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
     )
     if summary.skipped:
         log.warning("images left out of training: %s", summary.skipped)
-    epochs = cfg.epochs or epochs_for_steps(cfg.steps, summary.counts["train"], cfg.batch)
+    epochs = training_epochs(summary.counts["train"], settings)
     t0 = time.monotonic()
     trained = fine_tune(base, summary.data, settings, work, epochs)
     train_s = time.monotonic() - t0
@@ -237,70 +317,134 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
         "map50_95": metrics["map50_95"],
         "per_class": per_class,
         "epochs": epochs,
-        "optimizer_steps": epochs * math.ceil(summary.counts["train"] / cfg.batch),
+        "optimizer_steps": epochs * math.ceil(summary.counts["train"] / settings.train_batch),
         "train_s": train_s,
         "eval_s": eval_s,
     }
 
 
-def _select(study: Study, strategy: str, seed: int, rnd: int, labeled: Sequence[int], weights: Path) -> tuple[list[int], float]:
-    """The ``step`` pool images the strategy puts first in the queue, and the seconds it took."""
+def _predictor(study: Study, weights: Path, settings: Settings) -> Any:
     from ml_backend.inference.model import ModelHolder
     from ml_backend.inference.predictor import Predictor
+
+    holder = ModelHolder(str(weights), settings.ultralytics_device, study.out / "state" / "weights", version=weights.stem)
+    return Predictor(settings, holder, LocalImages())
+
+
+def _preannotations(study: Study, weights: Path, ids: Sequence[int], settings: Settings) -> dict[int, list[dict]]:
+    """What the served model ``weights`` shows on images ``ids`` (Label Studio regions, as the server
+    converts them); nothing for every image when the model's classes map onto none of the dataset's."""
+    from ml_backend.inference.label_config import LabelConfigError
+    from ml_backend.scoring.pool import observe
+
+    predictor = _predictor(study, weights, settings)
+    try:
+        try:
+            served = predictor.serve(box_label_config(study.ds.names))
+        except LabelConfigError:
+            return {int(i): [] for i in ids}  # a model that knows none of these classes shows nothing
+        obs = observe([as_task(study.ds, i, False) for i in ids], served, predictor, settings)
+    finally:
+        predictor.close()
+    out: dict[int, list[dict]] = {int(i): [] for i in ids}
+    out.update({int(t) - 1: regions for t, regions in zip(obs.ids, obs.regions, strict=True)})
+    return out
+
+
+def task_effort(item: Item, names: Mapping[int, str], regions: Sequence[Mapping[str, Any]]) -> Corrections:
+    """The annotator's actions on one image: its true boxes against the pre-annotation ``regions``
+    (Label Studio ``rectanglelabels`` in percent; regions of labels the dataset lacks count as wrong boxes)."""
+    class_of = {n: i for i, n in names.items()}
+    pred, pred_cls = [], []
+    for r in regions:
+        v = r.get("value") or {}
+        labels = v.get("rectanglelabels") or []
+        x, y, w, h = (float(v.get(k, 0.0)) for k in ("x", "y", "width", "height"))
+        pred.append([x, y, x + w, y + h])
+        pred_cls.append(class_of.get(str(labels[0]), -1) if labels else -1)
+    sx, sy = 100.0 / item.width, 100.0 / item.height
+    gt = np.asarray(item.boxes, dtype=np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
+    return corrections(gt, item.classes, np.array(pred).reshape(-1, 4), np.array(pred_cls, dtype=int))
+
+
+def _effort(study: Study, ids: Sequence[int], regions: Mapping[int, Sequence[Mapping[str, Any]]]) -> tuple[list[dict], Corrections]:
+    per_task, total = [], Corrections()
+    for i in ids:
+        c = task_effort(study.ds.items[int(i)], study.ds.names, regions.get(int(i), []))
+        per_task.append({"id": int(i), **c.to_json()})
+        total = total + c
+    return per_task, total
+
+
+def _select(
+    study: Study, arm: Arm, settings: Settings, labeled: Sequence[int], weights: Path
+) -> tuple[list[int], dict[int, list[dict]], float]:
+    """The ``step`` pool images the arm puts first in the queue, their pre-annotations, and the seconds it took."""
     from ml_backend.scoring.pool import score_tasks
 
     cfg, ds = study.cfg, study.ds
     t0 = time.monotonic()
     taken = set(labeled)
     unlabeled = [int(i) for i in study.pool if int(i) not in taken]
-    settings = _settings(cfg, study.out, strategy, seed=1000 * seed + rnd)
-    if strategy == "random":  # needs no model pass; the same registered strategy function
+    if arm.strategy == "random":  # needs no model pass to choose; the same registered strategy function
         prio = get_strategy("random").rank(Pool(uncertainty=np.zeros(len(unlabeled))), StrategyParams(seed=settings.al_seed))
-        by_task = dict(zip(unlabeled, prio))
-    else:
-        holder = ModelHolder(str(weights), settings.ultralytics_device, study.out / "state" / "weights", version=weights.stem)
-        predictor = Predictor(settings, holder, LocalImages())
-        try:
-            served = predictor.serve(box_label_config(ds.names))
-            tasks = [as_task(ds, i, False) for i in unlabeled] + [as_task(ds, i, True) for i in labeled]
-            pooled = score_tasks(tasks, served, predictor, settings)
-        finally:
-            predictor.close()
-        by_task = {s.task - 1: s.priority for s in pooled.scores if not s.labeled}
-        for tid, err in pooled.errors.items():
-            log.warning("image %s not scored (not selectable this round): %s", ds.items[tid - 1].path, err)
-    order = sorted(by_task, key=lambda i: (-by_task[i], i))
-    return order[: cfg.step], time.monotonic() - t0
+        by_task = dict(zip(unlabeled, prio, strict=True))
+        chosen = sorted(by_task, key=lambda i: (-by_task[i], i))[: cfg.step]
+        return chosen, _preannotations(study, weights, chosen, settings), time.monotonic() - t0
+    predictor = _predictor(study, weights, settings)
+    try:
+        served = predictor.serve(box_label_config(ds.names))
+        tasks = [as_task(ds, i, False) for i in unlabeled] + [as_task(ds, i, True) for i in labeled]
+        pooled = score_tasks(tasks, served, predictor, settings)
+    finally:
+        predictor.close()
+    by_task = {s.task - 1: s.priority for s in pooled.scores if not s.labeled}
+    shown = {int(p["task"]) - 1: p["result"] for p in pooled.predictions}
+    for tid, err in pooled.errors.items():
+        log.warning("image %s not scored (not selectable this round): %s", ds.items[tid - 1].path, err)
+    chosen = sorted(by_task, key=lambda i: (-by_task[i], i))[: cfg.step]
+    return chosen, {i: shown.get(i, []) for i in chosen}, time.monotonic() - t0
 
 
-def _run_round(study: Study, strategy: str, seed: int, rnd: int, labeled: list[int]) -> dict:
-    """One round of one strategy's chain: select (after round 0), fine-tune, evaluate; its record."""
+def _run_round(study: Study, arm: Arm, seed: int, rnd: int, labeled: list[int]) -> dict:
+    """One round of one arm's chain: select (after round 0), count the effort, fine-tune, evaluate; its record."""
     cfg = study.cfg
-    target = study.weights(strategy, seed, rnd)
+    target = study.weights(arm.label, seed, rnd)
     t0 = time.monotonic()
     select_s = 0.0
-    shared = study.record(cfg.strategies[0], seed, 0) if rnd == 0 and strategy != cfg.strategies[0] else None
+    first = cfg.arms[0].label
+    shared = study.record(first, seed, 0) if rnd == 0 and arm.label != first else None
     if shared and target.is_file():  # round 0 is one model per seed
-        result = {k: v for k, v in shared.items() if k not in ("strategy", "wall_s")}
-    elif rnd == 0:
-        result = _train_round(study, labeled, cfg.weights, target, seed)
+        return {**shared, "strategy": arm.label, "wall_s": time.monotonic() - t0}
+    if rnd == 0:
+        base = _settings(cfg, study.out, seed=seed)
+        per_task, effort = _effort(study, labeled, _preannotations(study, Path(cfg.weights), labeled, base))
+        result = _train_round(study, labeled, cfg.weights, target, base)
+        total = effort
     else:
-        previous = study.weights(strategy, seed, rnd - 1)
+        previous = study.weights(arm.label, seed, rnd - 1)
         if not previous.is_file():
             raise SimulationError(
-                f"{previous} is missing, so round {rnd} of {strategy} seed {seed} cannot resume; delete {study.out} to start over"
+                f"{previous} is missing, so round {rnd} of {arm.label} seed {seed} cannot resume; delete {study.out} to start over"
             )
-        chosen, select_s = _select(study, strategy, seed, rnd, labeled, previous)
+        settings = _settings(cfg, study.out, arm, seed=1000 * seed + rnd)
+        chosen, shown, select_s = _select(study, arm, settings, labeled, previous)
+        per_task, effort = _effort(study, chosen, shown)
         labeled = labeled + chosen
-        result = _train_round(study, labeled, previous, target, seed)
+        result = _train_round(study, labeled, previous, target, _settings(cfg, study.out, arm, seed=seed))
+        before = study.record(arm.label, seed, rnd - 1)
+        total = Corrections.from_json(before["effort_total"]) + effort if before else effort
     return {
         **result,
-        "strategy": strategy,
+        "strategy": arm.label,
         "seed": seed,
         "round": rnd,
         "labels": len(labeled),
         "labeled_ids": list(map(int, labeled)),
         "objects": objects_in(study.ds, labeled),
+        "selected": per_task,
+        "effort": effort.to_json(),
+        "effort_total": total.to_json(),
         "select_s": select_s,
         "wall_s": time.monotonic() - t0,
     }
@@ -321,8 +465,9 @@ def run_study(cfg: SimConfig, show_progress: bool = True) -> dict:
     if not Path(cfg.weights).is_file():
         raise SimulationError(f"--weights {cfg.weights} is not a file: pass a .pt model (see `python -m ml_backend pretrain`)")
     study = Study(cfg, ds)
-    total = len(cfg.seeds) * len(cfg.strategies) * (cfg.rounds + 1)
-    done = sum(1 for s in cfg.strategies for seed in cfg.seeds for r in range(cfg.rounds + 1) if study.record(s, seed, r))
+    arms = cfg.arms
+    total = len(cfg.seeds) * len(arms) * (cfg.rounds + 1)
+    done = sum(1 for a in arms for seed in cfg.seeds for r in range(cfg.rounds + 1) if study.record(a.label, seed, r))
     bar = None
     if show_progress:
         from tqdm import tqdm
@@ -331,23 +476,23 @@ def run_study(cfg: SimConfig, show_progress: bool = True) -> dict:
     try:
         for seed in cfg.seeds:
             initial = sorted(np.random.default_rng(seed).choice(study.pool, cfg.initial, replace=False).tolist())
-            for strategy in cfg.strategies:
+            for arm in arms:
                 labeled = list(initial)
                 for rnd in range(cfg.rounds + 1):
-                    rec = study.record(strategy, seed, rnd)
+                    rec = study.record(arm.label, seed, rnd)
                     if rec is not None:  # finished before a restart
                         labeled = list(rec["labeled_ids"])
                         continue
                     if bar is not None:
-                        bar.set_postfix_str(f"{strategy} seed {seed} round {rnd} ({len(labeled) + (cfg.step if rnd else 0)} labels)")
-                    rec = _run_round(study, strategy, seed, rnd, labeled)
+                        bar.set_postfix_str(f"{arm.label} seed {seed} round {rnd} ({len(labeled) + (cfg.step if rnd else 0)} labels)")
+                    rec = _run_round(study, arm, seed, rnd, labeled)
                     labeled = list(rec["labeled_ids"])
                     study.save(rec)
                     if rnd > 1:  # only now that this round is saved: keep each chain's latest weights (and the shared round 0)
-                        study.weights(strategy, seed, rnd - 1).unlink(missing_ok=True)
+                        study.weights(arm.label, seed, rnd - 1).unlink(missing_ok=True)
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix_str(f"{strategy} seed {seed} round {rnd}: {len(labeled)} labels, mAP50 {rec['map50']:.3f}")
+                        bar.set_postfix_str(f"{arm.label} seed {seed} round {rnd}: {len(labeled)} labels, mAP50 {rec['map50']:.3f}")
     finally:
         if bar is not None:
             bar.close()

@@ -1,8 +1,25 @@
-"""The study's summary table and learning-curve figure, from ``results.json``.
+"""The study's summary, tables and figures, from ``results.json``: every figure on every cost axis,
+with a paired bootstrap interval over seeds.
+
+Cost axes (cumulative, round 0 included):
+
+* ``images``: labeled images;
+* ``boxes``: true boxes in them (what drawing everything from scratch would cost);
+* ``corrections``: the annotator's edits to our pre-annotations (adjusted, class changed, drawn,
+  deleted: :class:`ml_backend.al.effort.Corrections`);
+* ``seconds``: estimated annotator seconds, the counts priced with a cost table
+  (:class:`ml_backend.al.effort.CostTable`; the records keep the counts, so another table gives
+  other seconds without running anything again).
+
+Per arm and axis the summary gives the cost at which the mean learning curve reaches the
+reference's (random's) final mean score, the saving against the reference's own cost to get there,
+and a 95% interval for that saving; per arm the final score's difference from the reference and
+the rarest class's AP50 at the same budget, with intervals. :mod:`ml_backend.tools.study.stats`
+computes the intervals.
 
 Example:
-    >>> labels_to_reach(np.array([10, 20, 30]), np.array([0.1, 0.3, 0.5]), 0.4)
-    25.0
+    >>> AXES
+    ('images', 'boxes', 'corrections', 'seconds')
 """
 
 from __future__ import annotations
@@ -14,54 +31,74 @@ from typing import Any
 
 import numpy as np
 
+from ml_backend.al.effort import DEFAULT_COSTS, Corrections, CostTable
 from ml_backend.state import write_json_atomic
-from ml_backend.tools.datasets import load_dataset
-from ml_backend.tools.study.loop import RESULTS, SimulationError, objects_in
+from ml_backend.tools.study.loop import RESULTS, SimulationError
+from ml_backend.tools.study.stats import Interval, bootstrap, reach, saving
+
+AXES = ("images", "boxes", "corrections", "seconds")
+AXIS_TITLES = {
+    "images": "labeled images",
+    "boxes": "true boxes in them",
+    "corrections": "edits to the pre-annotations",
+    "seconds": "estimated annotator seconds",
+}
 
 
-def curves(records: Sequence[Mapping[str, Any]], metric: str = "map50") -> dict[str, dict[str, np.ndarray]]:
-    """Per strategy: ``rounds``, ``labels`` and the metric's ``mean``, ``min``, ``max`` over seeds.
+def axis_value(record: Mapping[str, Any], axis: str, table: CostTable = DEFAULT_COSTS) -> float:
+    """A record's cumulative cost on ``axis``."""
+    if axis == "images":
+        return float(record["labels"])
+    if "effort_total" not in record:
+        raise SimulationError("these results carry no effort counts (made by an older version): run the study again")
+    c = Corrections.from_json(record["effort_total"])
+    if axis == "boxes":
+        return float(c.gt_boxes)
+    if axis == "corrections":
+        return float(c.edits)
+    if axis == "seconds":
+        return table.seconds(c)
+    raise ValueError(f"unknown axis {axis!r}; choose from {', '.join(AXES)}")
 
-    Only rounds that every seed of the strategy finished are included.
+
+class Curves:
+    """One arm's learning curves as arrays: ``[seed, round]`` for every round every seed finished.
+
+    Attributes:
+        seeds: the seeds, in order.
+        rounds: the rounds kept.
+        score: ``[seed, round]`` the metric on the test split.
+        cost: axis -> ``[seed, round]`` cumulative cost.
+        rare: ``[seed, round]`` AP50 of the rarest pool class.
     """
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for strategy in sorted({r["strategy"] for r in records}):
-        rs = [r for r in records if r["strategy"] == strategy]
-        seeds = sorted({r["seed"] for r in rs})
-        rounds = sorted({r["round"] for r in rs})
-        rows = []
-        for rnd in rounds:
-            vals = [r for r in rs if r["round"] == rnd]
-            if len(vals) == len(seeds):
-                v = np.array([r[metric] for r in vals], dtype=float)
-                rows.append((vals[0]["labels"], v.mean(), v.min(), v.max(), rnd))
-        if rows:
-            a = np.array(rows)
-            out[strategy] = {
-                "labels": a[:, 0],
-                "mean": a[:, 1],
-                "min": a[:, 2],
-                "max": a[:, 3],
-                "rounds": a[:, 4].astype(int),
-                "seeds": np.array(seeds),
-            }
+
+    def __init__(self, records: Sequence[Mapping[str, Any]], metric: str, table: CostTable, rare_class: str):
+        seeds = sorted({int(r["seed"]) for r in records})
+        by = {(int(r["seed"]), int(r["round"])): r for r in records}
+        rounds = sorted({int(r["round"]) for r in records})
+        self.rounds = [k for k in rounds if all((s, k) in by for s in seeds)]
+        self.seeds = seeds
+        grid = [[by[(s, k)] for k in self.rounds] for s in seeds]
+        self.score = np.array([[r[metric] for r in row] for row in grid], dtype=np.float64)
+        self.rare = np.array([[r["per_class"].get(rare_class, {}).get("ap50", 0.0) for r in row] for row in grid], dtype=np.float64)
+        self.cost = {a: np.array([[axis_value(r, a, table) for r in row] for row in grid], dtype=np.float64) for a in AXES}
+        self.records = grid
+
+    def mean(self, axis: str, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(mean cost, mean score) per round over the seeds ``idx`` (default all)."""
+        idx = np.arange(len(self.seeds)) if idx is None else idx
+        return self.cost[axis][idx].mean(axis=0), self.score[idx].mean(axis=0)
+
+
+def curves(result: Mapping[str, Any], metric: str = "map50", table: CostTable = DEFAULT_COSTS) -> dict[str, Curves]:
+    """Per arm, its :class:`Curves` (arms whose seeds have finished no round left out)."""
+    rare = rarest_class(result)
+    out = {}
+    for arm in dict.fromkeys(r["strategy"] for r in result["records"]):
+        c = Curves([r for r in result["records"] if r["strategy"] == arm], metric, table, rare)
+        if c.rounds:
+            out[arm] = c
     return out
-
-
-def labels_to_reach(labels: np.ndarray, values: np.ndarray, target: float) -> float | None:
-    """Labels at which the curve first reaches ``target`` (linear between rounds), or None.
-
-    Example:
-        >>> labels_to_reach(np.array([10, 20, 30]), np.array([0.1, 0.3, 0.5]), 0.4)
-        25.0
-    """
-    for k in range(len(labels)):
-        if values[k] >= target:
-            if k == 0:
-                return float(labels[0])
-            x0, x1, y0, y1 = labels[k - 1], labels[k], values[k - 1], values[k]
-            return float(x0 + (target - y0) / (y1 - y0) * (x1 - x0)) if y1 > y0 else float(x1)
-    return None
 
 
 def rarest_class(result: Mapping[str, Any]) -> str:
@@ -70,102 +107,200 @@ def rarest_class(result: Mapping[str, Any]) -> str:
     return min(counts, key=lambda n: (counts[n], n))
 
 
-def summarize(result: Mapping[str, Any], metric: str = "map50", reference: str = "random") -> dict[str, Any]:
-    """The study's table, per strategy.
+def _paired(ref: Curves, other: Curves) -> tuple[np.ndarray, np.ndarray, int]:
+    """Row indices of the seeds both arms ran, and the number of rounds both finished."""
+    common = [s for s in ref.seeds if s in other.seeds]
+    return (
+        np.array([ref.seeds.index(s) for s in common], dtype=int),
+        np.array([other.seeds.index(s) for s in common], dtype=int),
+        min(len(ref.rounds), len(other.rounds)),
+    )
 
-    * ``aulc``: area under the mean learning curve divided by the label range (the mean score
-      over the budget; higher is better);
-    * ``final``: mean score at the last round; ``labels_final``: labels then;
-    * ``labels_to_match``: labels the strategy needs to reach the reference's final mean score
-      (None: not within the budget); ``savings``: ``1 - labels_to_match / (the reference's own
-      labels_to_match)``, so the reference is 0 even when its noisy curve got there early;
-    * ``rare_gain``: AP50 of the rarest pool class at the last round minus the reference's;
-    * ``objects_final``: boxes in the labeled images at the last round (mean over seeds): the
-      annotation work, which images do not show (busy images cost more);
-    * ``round_s``: median seconds per round (select, train, evaluate).
+
+def compare(ref: Curves, other: Curves, axis: str, resamples: int = 10_000) -> Interval:
+    """The saving of ``other`` against ``ref`` on ``axis`` (cost to reach ``ref``'s final mean score), with its interval."""
+    ri, oi, k = _paired(ref, other)
+
+    def stat(draw: np.ndarray) -> float:
+        rc, rs = ref.cost[axis][ri[draw], :k].mean(axis=0), ref.score[ri[draw], :k].mean(axis=0)
+        oc, os_ = other.cost[axis][oi[draw], :k].mean(axis=0), other.score[oi[draw], :k].mean(axis=0)
+        return saving(rc, rs, oc, os_)
+
+    return bootstrap(stat, len(ri), resamples=resamples)
+
+
+def final_difference(ref: Curves, other: Curves, values: str = "score", resamples: int = 10_000) -> Interval:
+    """Mean over seeds of ``other - ref`` at the last round both finished (paired by seed), with its interval."""
+    ri, oi, k = _paired(ref, other)
+    diff = getattr(other, values)[oi, k - 1] - getattr(ref, values)[ri, k - 1]
+    return bootstrap(lambda draw: float(diff[draw].mean()), len(diff), resamples=resamples)
+
+
+def summarize(
+    result: Mapping[str, Any], metric: str = "map50", reference: str = "random", table: CostTable = DEFAULT_COSTS, resamples: int = 10_000
+) -> dict[str, Any]:
+    """The study's figures per arm (see the module docstring); JSON-ready.
+
+    Raises:
+        SimulationError: the reference has no finished round yet.
     """
-    records = result["records"]
-    cs = curves(records, metric)
+    cs = curves(result, metric, table)
     if reference not in cs:
         raise SimulationError(f"no finished rounds of {reference!r} yet, so nothing to compare with")
     ref = cs[reference]
-    target = float(ref["mean"][-1])
-    # the reference's own first crossing: a noisy curve can reach its final score before its last round
-    ref_labels = labels_to_reach(ref["labels"], ref["mean"], target) or float(ref["labels"][-1])
     rare = rarest_class(result)
-    last_round = {s: int(c["rounds"][-1]) for s, c in cs.items()}
-
-    def rare_ap(s: str) -> float:
-        vals = [r["per_class"].get(rare, {}).get("ap50", 0.0) for r in records if r["strategy"] == s and r["round"] == last_round[s]]
-        return float(np.mean(vals)) if vals else float("nan")
-
-    table = {}
-    for s, c in cs.items():
-        span = c["labels"][-1] - c["labels"][0]
-        aulc = float(np.trapezoid(c["mean"], c["labels"]) / span) if span > 0 else float(c["mean"][0])
-        reach = labels_to_reach(c["labels"], c["mean"], target)
-        rs = [r for r in records if r["strategy"] == s and r["round"] > 0]
-        table[s] = {
-            "aulc": aulc,
-            "final": float(c["mean"][-1]),
-            "final_min": float(c["min"][-1]),
-            "final_max": float(c["max"][-1]),
-            "labels_final": float(c["labels"][-1]),
-            "labels_to_match": reach,
-            "savings": None if reach is None else 1.0 - reach / ref_labels,
-            "rare_ap50": rare_ap(s),
-            "rare_gain": rare_ap(s) - rare_ap(reference),
-            "objects_final": float(
-                np.mean(
-                    [r["objects"] for r in records if r["strategy"] == s and r["round"] == last_round[s] and "objects" in r] or [np.nan]
-                )
-            ),
-            "round_s": float(np.median([r["wall_s"] for r in rs])) if rs else float("nan"),
-            "select_s": float(np.median([r["select_s"] for r in rs])) if rs else float("nan"),
-            "train_s": float(np.median([r["train_s"] for r in rs])) if rs else float("nan"),
-            "seeds": len(c["seeds"]),
+    arms: dict[str, Any] = {}
+    for name, c in cs.items():
+        k = len(c.rounds)
+        row: dict[str, Any] = {
+            "seeds": len(c.seeds),
+            "rounds": k - 1,
+            "final": float(c.score[:, -1].mean()),
+            "final_min": float(c.score[:, -1].min()),
+            "final_max": float(c.score[:, -1].max()),
+            "rare_ap50": float(c.rare[:, -1].mean()),
+            "totals": {a: float(c.cost[a][:, -1].mean()) for a in AXES},
+            "round_s": _median(c, "wall_s"),
+            "select_s": _median(c, "select_s"),
+            "train_s": _median(c, "train_s"),
+            "eval_s": _median(c, "eval_s"),
         }
-    return {"metric": metric, "reference": reference, "target": target, "rarest_class": rare, "strategies": table}
+        if name != reference:
+            row["final_diff"] = final_difference(ref, c, "score", resamples).to_json()
+            row["rare_diff"] = final_difference(ref, c, "rare", resamples).to_json()
+            row["savings"] = {a: compare(ref, c, a, resamples).to_json() for a in AXES}
+        target = float(ref.score[:, -1].mean())
+        row["reach"] = {a: _finite(reach(*c.mean(a), target)) for a in AXES}
+        arms[name] = row
+    return {
+        "metric": metric,
+        "reference": reference,
+        "target": float(ref.score[:, -1].mean()),
+        "rarest_class": rare,
+        "costs": table.to_text(),
+        "resamples": resamples,
+        "arms": arms,
+    }
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _median(c: Curves, key: str) -> float:
+    vals = [r[key] for row in c.records for r in row if int(r["round"]) > 0 and key in r]
+    return float(np.median(vals)) if vals else float("nan")
+
+
+def _pct(ci: Mapping[str, Any]) -> str:
+    est, lo, hi = ci["estimate"], ci["low"], ci["high"]
+    if est is None:
+        return "not reached"
+    low = "not reached" if lo is None else f"{lo:+.0%}"
+    return f"{est:+.0%} [{low}, {hi:+.0%}]" if hi is not None else f"{est:+.0%}"
+
+
+def _num(ci: Mapping[str, Any]) -> str:
+    return f"{ci['estimate']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]"
 
 
 def summary_markdown(summary: Mapping[str, Any]) -> str:
-    """The summary as a markdown table."""
+    """The summary as two markdown tables and a sentence per arm on what the intervals say."""
     m = summary["metric"].replace("map", "mAP").replace("_", "-")
     ref = summary["reference"]
+    arms = summary["arms"]
     lines = [
-        f"| strategy | area under curve ({m}) | final {m} (min-max over seeds) | labels to reach {ref}'s final {summary['target']:.3f} | label savings | AP50 of rarest class ({summary['rarest_class']}) vs {ref} | boxes drawn | s per round (select + train) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Savings against {ref} (the cost to reach {ref}'s final {m} {summary['target']:.3f}, against {ref}'s own cost to get there); "
+        f"95% paired bootstrap intervals over seeds in brackets ({summary['resamples']:,} resamples). Cost table: `{summary['costs']}`.",
+        "",
+        f"| arm | seeds | final {m} (min-max) | vs {ref} | images saved | boxes saved | edits saved | annotator seconds saved | "
+        f"AP50 of {summary['rarest_class']} (vs {ref}) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for s, r in summary["strategies"].items():
-        reach = "not reached" if r["labels_to_match"] is None else f"{r['labels_to_match']:.0f} of {r['labels_final']:.0f}"
-        savings = "-" if r["savings"] is None else f"{r['savings']:+.0%}"
+    for name, r in arms.items():
+        if name == ref:
+            lines.append(
+                f"| {name} | {r['seeds']} | {r['final']:.3f} ({r['final_min']:.3f}-{r['final_max']:.3f}) | reference | - | - | - | - | "
+                f"{r['rare_ap50']:.3f} |"
+            )
+            continue
+        s = r["savings"]
         lines.append(
-            f"| {s} | {r['aulc']:.3f} | {r['final']:.3f} ({r['final_min']:.3f}-{r['final_max']:.3f}) | {reach} | {savings} | "
-            f"{r['rare_ap50']:.3f} ({r['rare_gain']:+.3f}) | {r['objects_final']:.0f} | {r['round_s']:.0f} ({r['select_s']:.0f} + {r['train_s']:.0f}) |"
+            f"| {name} | {r['seeds']} | {r['final']:.3f} ({r['final_min']:.3f}-{r['final_max']:.3f}) | {_num(r['final_diff'])} | "
+            f"{_pct(s['images'])} | {_pct(s['boxes'])} | {_pct(s['corrections'])} | {_pct(s['seconds'])} | "
+            f"{r['rare_ap50']:.3f} ({_num(r['rare_diff'])}) |"
         )
+    lines += [
+        "",
+        "What each arm cost by its last round (mean over seeds), and the time a round took (median: select + train + evaluate):",
+        "",
+        "| arm | images | true boxes | edits | est. annotator seconds | s per round (select + train + evaluate) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in arms.items():
+        t = r["totals"]
+        lines.append(
+            f"| {name} | {t['images']:.0f} | {t['boxes']:.0f} | {t['corrections']:.0f} | {t['seconds']:.0f} | "
+            f"{r['round_s']:.0f} ({r['select_s']:.0f} + {r['train_s']:.0f} + {r['eval_s']:.0f}) |"
+        )
+    lines += ["", *verdicts(summary)]
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(result: Mapping[str, Any], path: str | Path, metric: str = "map50", title: str | None = None) -> Path:
-    """Learning curves (mean over seeds, band from min to max) with random dashed as the reference."""
+def verdicts(summary: Mapping[str, Any]) -> list[str]:
+    """One sentence per arm: on which axes its interval is above zero, below zero, or includes zero."""
+    out = []
+    ref = summary["reference"]
+    for name, r in summary["arms"].items():
+        if name == ref:
+            continue
+        parts = []
+        for a in AXES:
+            ci = r["savings"][a]
+            if ci["low"] is not None and ci["low"] > 0:
+                parts.append(f"saves {AXIS_TITLES[a]} (interval above zero)")
+            elif ci["high"] is not None and ci["high"] < 0:
+                parts.append(f"costs more {AXIS_TITLES[a]} than {ref} (interval below zero)")
+            else:
+                parts.append(f"{AXIS_TITLES[a]}: no difference shown (interval includes zero)")
+        fd = r["final_diff"]
+        final = "above" if fd["low"] > 0 else ("below" if fd["high"] < 0 else "not different from")
+        out.append(f"* **{name}**: " + "; ".join(parts) + f"; its final score is {final} {ref}'s.")
+    return out
+
+
+def plot_curves(
+    result: Mapping[str, Any],
+    path: str | Path,
+    metric: str = "map50",
+    axes: Sequence[str] = AXES,
+    table: CostTable = DEFAULT_COSTS,
+    title: str | None = None,
+    resamples: int = 2_000,
+) -> Path:
+    """Learning curves on the cost ``axes``: the mean over seeds, a 95% bootstrap band of the mean
+    score per round, the reference (random) dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cs = curves(result["records"], metric)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for s, c in cs.items():
-        style: dict[str, Any] = {"color": "black", "linestyle": "--", "zorder": 3} if s == "random" else {}
-        line = ax.plot(
-            c["labels"], c["mean"], marker="o", label=f"{s} ({len(c['seeds'])} seed{'s' if len(c['seeds']) > 1 else ''})", **style
-        )[0]
-        ax.fill_between(c["labels"], c["min"], c["max"], color=line.get_color(), alpha=0.12)
-    ax.set_xlabel("labeled images")
-    ax.set_ylabel(metric.replace("map", "mAP").replace("_", "-") + " on the test split")
-    ax.set_title(title or Path(str(result["config"]["data"])).name)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    cs = curves(result, metric, table)
+    fig, panels = plt.subplots(1, len(axes), figsize=(5.2 * len(axes), 4.2), dpi=110, squeeze=False)
+    for ax, axis in zip(panels[0], axes, strict=True):
+        for name, c in cs.items():
+            style: dict[str, Any] = {"color": "black", "linestyle": "--", "zorder": 3} if name == "random" else {}
+            x, y = c.mean(axis)
+            rng = np.random.default_rng(0)
+            draws = np.array([c.score[rng.integers(0, len(c.seeds), len(c.seeds))].mean(axis=0) for _ in range(resamples)])
+            lo, hi = np.quantile(draws, [0.025, 0.975], axis=0)
+            line = ax.plot(x, y, marker="o", markersize=3, label=f"{name} ({len(c.seeds)} seeds)", **style)[0]
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.12)
+        ax.set_xlabel(AXIS_TITLES[axis])
+        ax.set_ylabel(metric.replace("map", "mAP").replace("_", "-") + " on the test split")
+        ax.grid(alpha=0.3)
+    panels[0][0].legend(fontsize=8)
+    fig.suptitle(title or Path(str(result["config"]["data"])).name)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
@@ -173,18 +308,15 @@ def plot_curves(result: Mapping[str, Any], path: str | Path, metric: str = "map5
     return path
 
 
-def report(out: str | Path, metric: str = "map50") -> str:
-    """Write ``summary.json``, ``summary.md`` and ``learning_curve.png`` next to ``results.json``; return the table."""
+def report(out: str | Path, metric: str = "map50", table: CostTable = DEFAULT_COSTS, resamples: int = 10_000) -> str:
+    """Write ``summary.json``, ``summary.md``, ``learning_curves.png`` (every axis) and
+    ``effort_curve.png`` (annotator seconds) next to ``results.json``; return the tables."""
     out = Path(out)
     result = json.loads((out / RESULTS).read_text())
-    if any("objects" not in r for r in result["records"]):  # records written before boxes were counted
-        ds = load_dataset(result["config"]["data"], result["config"]["format"])
-        for r in result["records"]:
-            r.setdefault("objects", objects_in(ds, r["labeled_ids"]))
-        write_json_atomic(out / RESULTS, result)
-    summary = summarize(result, metric)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    table = summary_markdown(summary)
-    (out / "summary.md").write_text(table)
-    plot_curves(result, out / "learning_curve.png", metric)
-    return table
+    summary = summarize(result, metric, table=table, resamples=resamples)
+    write_json_atomic(out / "summary.json", summary, indent=1)
+    text = summary_markdown(summary)
+    (out / "summary.md").write_text(text)
+    plot_curves(result, out / "learning_curves.png", metric, table=table)
+    plot_curves(result, out / "effort_curve.png", metric, axes=("seconds",), table=table)
+    return text
