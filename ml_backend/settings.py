@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from ml_backend.al.effort import DEFAULT_COSTS, CostTable
 from ml_backend.al.strategies import STRATEGY_NAMES
+from ml_backend.al.uncertainty import AGGREGATIONS, MEASURES
 from ml_backend.state import StatePaths
 
 T = TypeVar("T")
@@ -90,8 +91,18 @@ SPECS: tuple[SettingSpec, ...] = (
         "hybrid",
         "Queue order: `random`, `uncertainty`, `diversity` or `hybrid` (uncertainty-weighted k-center). Formulas in `ml_backend/al/strategies.py`.",
     ),
-    SettingSpec("UNCERTAINTY_MEASURE", "entropy", "Per-object uncertainty: `entropy`, `margin` or `least_confidence`."),
-    SettingSpec("UNCERTAINTY_AGGREGATION", "max", "Per-image uncertainty from its objects: `max`, `mean` or `sum`."),
+    SettingSpec(
+        "UNCERTAINTY_MEASURE",
+        "entropy",
+        "Per-object uncertainty: `entropy`, `margin`, `least_confidence` or `existence` (how unsure the model is that the object is there); "
+        "`tta`: per image, how much the model disagrees with itself on the mirror image (a second model pass).",
+    ),
+    SettingSpec(
+        "UNCERTAINTY_AGGREGATION",
+        "max",
+        "Per-image uncertainty from its objects: `max`, `mean`, `sum`, or `calibrated` (the sum of confidence x class difficulty x "
+        "uncertainty, class difficulty measured on the labeled tasks).",
+    ),
     SettingSpec(
         "CANDIDATE_THRESHOLD",
         "0.05",
@@ -100,6 +111,16 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("AL_UNCERTAINTY_WEIGHT", "1.0", "Strength of the uncertainty term in `hybrid` (exponent, >= 0)."),
     SettingSpec("AL_DIVERSITY_WEIGHT", "1.0", "Strength of the diversity term in `hybrid` (exponent, >= 0)."),
     SettingSpec("AL_CLASS_BALANCE_WEIGHT", "0.5", "Strength of the rare-class term (exponent, >= 0; 0 turns it off)."),
+    SettingSpec(
+        "AL_COST_WEIGHT",
+        "0",
+        "Cost awareness: priority per (expected annotator seconds)^w, the seconds estimated from the pre-annotation with `ANNOTATION_COSTS` "
+        "(0 turns it off).",
+    ),
+    SettingSpec("AL_PREFILTER", "4", "`objects` runs k-center over the AL_PREFILTER x AL_BATCH most uncertain tasks (>= 1)."),
+    SettingSpec(
+        "AL_COLD_START_LABELS", "40", "`adaptive` picks typical images (TypiClust) while fewer tasks than this are labeled, then `objects`."
+    ),
     SettingSpec("AL_BATCH", "100", "How many tasks k-center orders at the top of the queue per scoring round."),
     SettingSpec(
         "AL_CLUSTERS",
@@ -292,6 +313,9 @@ class Settings:
     al_uncertainty_weight: float = 1.0
     al_diversity_weight: float = 1.0
     al_class_balance_weight: float = 0.5
+    al_cost_weight: float = 0.0
+    al_prefilter: float = 4.0
+    al_cold_start_labels: int = 40
     al_batch: int = 100
     al_clusters: int = 8
     al_cluster_push_max: int = 2000
@@ -343,12 +367,15 @@ class Settings:
             max_image_pixels=_parse(env, "MAX_IMAGE_PIXELS", _positive_int, "a positive number of pixels"),
             log_level=_parse(env, "LOG_LEVEL", _log_level, "a logging level"),
             al_strategy=_parse(env, "AL_STRATEGY", _one_of(*STRATEGY_NAMES), "a strategy name"),
-            uncertainty_measure=_parse(env, "UNCERTAINTY_MEASURE", _one_of("entropy", "margin", "least_confidence"), "a measure name"),
-            uncertainty_aggregation=_parse(env, "UNCERTAINTY_AGGREGATION", _one_of("max", "mean", "sum"), "an aggregation"),
+            uncertainty_measure=_parse(env, "UNCERTAINTY_MEASURE", _one_of(*MEASURES, "tta"), "a measure name"),
+            uncertainty_aggregation=_parse(env, "UNCERTAINTY_AGGREGATION", _one_of(*AGGREGATIONS, "calibrated"), "an aggregation"),
             candidate_threshold=_parse(env, "CANDIDATE_THRESHOLD", _bounded_float(0.0, 1.0), "a number between 0 and 1"),
             al_uncertainty_weight=_parse(env, "AL_UNCERTAINTY_WEIGHT", _bounded_float(0.0, 100.0), "a number >= 0"),
             al_diversity_weight=_parse(env, "AL_DIVERSITY_WEIGHT", _bounded_float(0.0, 100.0), "a number >= 0"),
             al_class_balance_weight=_parse(env, "AL_CLASS_BALANCE_WEIGHT", _bounded_float(0.0, 100.0), "a number >= 0"),
+            al_cost_weight=_parse(env, "AL_COST_WEIGHT", _bounded_float(0.0, 10.0), "a number between 0 and 10"),
+            al_prefilter=_parse(env, "AL_PREFILTER", _bounded_float(1.0, 100.0), "a number between 1 and 100"),
+            al_cold_start_labels=_parse(env, "AL_COLD_START_LABELS", _non_negative_int, "an integer >= 0"),
             al_batch=_parse(env, "AL_BATCH", _positive_int, "a positive integer"),
             al_clusters=_parse(env, "AL_CLUSTERS", _positive_int, "a positive integer"),
             al_cluster_push_max=_parse(env, "AL_CLUSTER_PUSH_MAX", _non_negative_int, "an integer >= 0"),

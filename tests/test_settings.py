@@ -38,6 +38,9 @@ def test_reads_every_value() -> None:
         "AL_UNCERTAINTY_WEIGHT": "2",
         "AL_DIVERSITY_WEIGHT": "0.5",
         "AL_CLASS_BALANCE_WEIGHT": "0",
+        "AL_COST_WEIGHT": "0.5",
+        "AL_PREFILTER": "3",
+        "AL_COLD_START_LABELS": "25",
         "AL_BATCH": "20",
         "AL_CLUSTERS": "4",
         "AL_SEED": "7",
@@ -83,6 +86,7 @@ def test_reads_every_value() -> None:
         600.0,
     )
     assert (s.promotion, s.redis_url, s.train_queue) == ("always", "redis://redis:6379/0", "gpu-box")
+    assert (s.al_cost_weight, s.al_prefilter, s.al_cold_start_labels) == (0.5, 3.0, 25)
     assert s.train_steps == 120 and (s.annotation_costs.draw, s.annotation_costs.adjust, s.annotation_costs.verify) == (35.0, 6.0, 1.6)
     assert {spec.name for spec in SPECS} == set(env)
     assert Settings.from_env(s.to_env()) == s  # what a training child process gets
@@ -106,8 +110,11 @@ def test_api_key_is_not_in_repr() -> None:
         ({"ALLOWED_HOSTS": "10.0.0.0/99"}, "ALLOWED_HOSTS"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"MODEL_PATH": "  "}, "MODEL_PATH"),
-        ({"AL_STRATEGY": "smart"}, "random, uncertainty, diversity, hybrid"),
+        ({"AL_STRATEGY": "smart"}, "random, uncertainty, diversity, hybrid, objects, typical, adaptive"),
         ({"UNCERTAINTY_MEASURE": "variance"}, "UNCERTAINTY_MEASURE"),
+        ({"UNCERTAINTY_AGGREGATION": "median"}, "calibrated"),
+        ({"AL_PREFILTER": "0.5"}, "AL_PREFILTER"),
+        ({"AL_COST_WEIGHT": "-1"}, "AL_COST_WEIGHT"),
         ({"AL_DIVERSITY_WEIGHT": "-1"}, "AL_DIVERSITY_WEIGHT"),
         ({"AL_SEED": "x"}, "AL_SEED"),
         ({"PROMOTION": "sometimes"}, "if_better or always"),

@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -103,3 +105,170 @@ def kmeans_clusters(X: np.ndarray, n_clusters: int, seed: int = 0, niter: int = 
     km.train(X)
     _, labels = km.index.search(X, 1)
     return labels[:, 0].astype(int)
+
+
+@dataclass(frozen=True)
+class ObjectSet:
+    """The detected objects of ``n`` items, flat: one row per object.
+
+    Attributes:
+        embeddings: (K, d) object features, L2-normalized.
+        classes: (K,) predicted class of each object.
+        weights: (K,) each object's confidence (how much it counts for its item).
+        owner: (K,) the item (0..n-1) each object belongs to.
+        n: the number of items (items without objects have no rows).
+    """
+
+    embeddings: np.ndarray
+    classes: np.ndarray
+    weights: np.ndarray
+    owner: np.ndarray
+    n: int
+
+    @classmethod
+    def from_items(cls, items: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> ObjectSet:
+        """From per-item ``(embeddings (k, d), classes (k,), weights (k,))``."""
+        dims = next((e.shape[1] for e, _, _ in items if len(e)), 1)
+        emb = [np.asarray(e, dtype=np.float32).reshape(-1, dims) for e, _, _ in items]
+        return cls(
+            embeddings=normalize(np.concatenate(emb)) if sum(len(e) for e in emb) else np.zeros((0, dims), dtype=np.float32),
+            classes=np.concatenate([np.asarray(c, dtype=int).reshape(-1) for _, c, _ in items]) if items else np.zeros(0, dtype=int),
+            weights=np.concatenate([np.asarray(w, dtype=np.float64).reshape(-1) for _, _, w in items]) if items else np.zeros(0),
+            owner=np.concatenate([np.full(len(e), i, dtype=int) for i, e in enumerate(emb)]) if items else np.zeros(0, dtype=int),
+            n=len(items),
+        )
+
+    def subset(self, items: np.ndarray) -> ObjectSet:
+        """The objects of ``items`` (indices), renumbered 0..len(items)-1 in that order."""
+        items = np.asarray(items, dtype=int)
+        where = np.full(self.n, -1, dtype=int)
+        where[items] = np.arange(len(items))
+        keep = where[self.owner] >= 0
+        return ObjectSet(self.embeddings[keep], self.classes[keep], self.weights[keep], where[self.owner[keep]], len(items))
+
+
+def _segment_mean(values: np.ndarray, weights: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """Per item, the weighted mean of its objects' ``values`` (0 for an item without objects)."""
+    num = np.bincount(owner, weights=values * weights, minlength=n)
+    den = np.bincount(owner, weights=weights, minlength=n)
+    return np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
+
+
+def similarity_to_set(objects: ObjectSet, reference: ObjectSet | None) -> np.ndarray:
+    """Per item, how well its objects are already covered by ``reference``'s objects of the same
+    class: the confidence-weighted mean over its objects of the best cosine similarity to a
+    reference object of its class (0 for an object whose class the reference lacks, and for an item
+    without objects). Per-class faiss indexes; never an items x items matrix.
+    """
+    best = np.zeros(len(objects.classes))
+    if reference is not None and len(reference.classes) and len(objects.classes):
+        for c in np.unique(objects.classes):
+            ref = reference.embeddings[reference.classes == c]
+            if not len(ref):
+                continue
+            index = _faiss().IndexFlatIP(ref.shape[1])
+            index.add(np.ascontiguousarray(ref))
+            mine = objects.classes == c
+            sims, _ = index.search(np.ascontiguousarray(objects.embeddings[mine]), 1)
+            best[mine] = np.clip(sims[:, 0], 0.0, 1.0)
+    return _segment_mean(best, objects.weights, objects.owner, objects.n)
+
+
+def distance_to_item(objects: ObjectSet, j: int) -> np.ndarray:
+    """Per item, its class-conditioned distance to item ``j``: ``1 - (s(i, j) + s(j, i)) / 2`` with
+    ``s(a, b)`` the confidence-weighted mean over ``a``'s objects of the best same-class cosine
+    similarity to ``b``'s objects (0 when ``b`` has none of that class). Items with no objects are
+    at distance 1 from items with objects, 0 from each other.
+    """
+    mine = objects.owner == j
+    n = objects.n
+    if not mine.any():
+        has = np.bincount(objects.owner, minlength=n) > 0
+        return np.where(has, 1.0, 0.0)
+    E_j, c_j, w_j = objects.embeddings[mine], objects.classes[mine], objects.weights[mine]
+    S = np.clip(objects.embeddings @ E_j.T, 0.0, 1.0) * (objects.classes[:, None] == c_j[None, :])  # (K, k_j)
+    s_ij = _segment_mean(S.max(axis=1), objects.weights, objects.owner, n)  # each item's objects against j's
+    per_item = np.zeros((n, len(E_j)))
+    np.maximum.at(per_item, objects.owner, S)  # for each of j's objects, its best match in each item
+    s_ji = (per_item * w_j[None, :]).sum(axis=1) / max(float(w_j.sum()), 1e-12)
+    has = np.bincount(objects.owner, minlength=n) > 0
+    d = 1.0 - (s_ij + s_ji) / 2.0
+    return np.where(has, d, 1.0)
+
+
+def object_k_center(objects: ObjectSet, k: int, labeled: ObjectSet | None = None, weights: np.ndarray | None = None) -> np.ndarray:
+    """Greedy k-center over items compared by their objects (:func:`distance_to_item`): each step
+    takes the item maximizing ``d^2 x weight``, ``d`` its distance to the labeled objects
+    (:func:`similarity_to_set`) or to an item chosen before. ``k`` of ``objects.n`` item indices, in
+    order; O(k x objects x objects of one item) time, no items x items matrix.
+
+    Example:
+        >>> E = np.eye(3, dtype=np.float32)
+        >>> objs = ObjectSet.from_items([(E[[0]], [0], [1.0]), (E[[0]], [0], [1.0]), (E[[1]], [0], [1.0])])
+        >>> object_k_center(objs, 2).tolist()  # the two alike items are not both chosen
+        [0, 2]
+    """
+    n = objects.n
+    k = int(min(max(k, 0), n))
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    mind = 1.0 - similarity_to_set(objects, labeled) if labeled is not None and len(labeled.classes) else np.full(n, np.inf)
+    chosen: list[int] = []
+    taken = np.zeros(n, dtype=bool)
+    for _ in range(k):
+        score = np.where(np.isinf(mind), 4.0, mind**2) * w if not np.isinf(mind).all() else w.copy()
+        score = np.where(taken, -np.inf, score)
+        i = int(np.argmax(score))
+        chosen.append(i)
+        taken[i] = True
+        mind = np.minimum(mind, distance_to_item(objects, i))
+    return np.array(chosen, dtype=int)
+
+
+def typicality(X: np.ndarray, k: int = 20) -> np.ndarray:
+    """How typical each row is: 1 / (mean distance to its ``k`` nearest other rows) (TypiClust's
+    density), from a faiss index.
+
+    Example:
+        >>> X = np.array([[0, 1], [0.1, 1], [0.05, 1], [1, 0]], dtype=np.float32)
+        >>> int(np.argmin(typicality(X, 2)))  # the outlier
+        3
+    """
+    X = normalize(X)
+    n = len(X)
+    if n < 2:
+        return np.ones(n)
+    kk = int(min(k, n - 1))
+    index = _faiss().IndexFlatL2(X.shape[1])
+    index.add(X)
+    d2, _ = index.search(X, kk + 1)  # the first neighbour is the row itself
+    return 1.0 / (np.sqrt(np.clip(d2[:, 1:], 0, None)).mean(axis=1) + 1e-6)
+
+
+def typical_cover(X: np.ndarray, k: int, labeled: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """TypiClust's cold-start pick: cluster the pool and the labeled items into ``labeled + k``
+    clusters (faiss k-means), then take the most typical item of each cluster no labeled item is
+    in, largest clusters first. At most ``k`` item indices of ``X``, in order.
+
+    Example:
+        >>> X = np.array([[1, 0], [0.99, 0.1], [0, 1], [0.1, 0.99]], dtype=np.float32)
+        >>> sorted(typical_cover(X, 2).tolist()) in ([0, 2], [0, 3], [1, 2], [1, 3])  # one per cluster
+        True
+    """
+    X = normalize(X)
+    n = len(X)
+    m = 0 if labeled is None else len(labeled)
+    k = int(min(max(k, 0), n))
+    if k == 0:
+        return np.zeros(0, dtype=int)
+    allx = np.concatenate([X, normalize(labeled)]) if labeled is not None and m else X
+    clusters = kmeans_clusters(allx, min(len(allx), m + k), seed=seed)
+    covered = set(clusters[n:].tolist())
+    typ = typicality(X)
+    sizes = np.bincount(clusters[:n], minlength=int(clusters.max()) + 1)
+    order: list[int] = []
+    for c in sorted(set(clusters[:n].tolist()) - covered, key=lambda c: (-sizes[c], c)):
+        members = np.flatnonzero(clusters[:n] == c)
+        order.append(int(members[np.argmax(typ[members])]))
+        if len(order) == k:
+            break
+    return np.array(order, dtype=int)

@@ -217,3 +217,65 @@ def corrections(
         drawn=len(gt) - matched,
         deleted=len(pr) - matched,
     )
+
+
+def class_recall(
+    gt_boxes: np.ndarray, gt_classes: np.ndarray, pred_boxes: np.ndarray, pred_classes: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, (true boxes found by a same-class shown box at IoU >= 0.5, true boxes) on one image.
+
+    Summed over the labeled images, ``found / true`` is the model's recall per class there; the
+    class-calibrated uncertainty weighs classes by how much of it is missing.
+
+    Example:
+        >>> found, total = class_recall(np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([0, 1]),
+        ...                             np.array([[0, 0, 10, 10]]), np.array([0]), 2)
+        >>> found.tolist(), total.tolist()
+        ([1, 0], [1, 1])
+    """
+    gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    pr = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, 4)
+    gc = np.asarray(gt_classes, dtype=int).reshape(-1)
+    pc = np.asarray(pred_classes, dtype=int).reshape(-1)
+    total = np.bincount(gc[(gc >= 0) & (gc < n_classes)], minlength=n_classes)
+    found = np.zeros(n_classes, dtype=int)
+    if len(gt) and len(pr):
+        iou = box_iou(gt, pr)
+        for r, _ in _greedy(iou, gc[:, None] == pc[None, :], MATCH_IOU):
+            if 0 <= gc[r] < n_classes:
+                found[gc[r]] += 1
+    return found, total
+
+
+def class_difficulty(found: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """How hard each class is for the model: the share of its labeled boxes it misses, with one
+    found and one missed box of prior (a class with few labels counts as half missed: rare classes
+    count more until the model shows it has them).
+
+    Example:
+        >>> class_difficulty(np.array([9, 0, 0]), np.array([10, 2, 0])).round(2).tolist()
+        [0.17, 0.75, 0.5]
+    """
+    found = np.asarray(found, dtype=np.float64)
+    total = np.asarray(total, dtype=np.float64)
+    return (total - found + 1.0) / (total + 2.0)
+
+
+def expected_seconds(shown: np.ndarray, hidden: np.ndarray, table: CostTable = DEFAULT_COSTS) -> float:
+    """What a pre-annotated image is expected to cost an annotator, from the model's own confidences.
+
+    Each shown box is right with its confidence ``p`` (verified) or wrong (deleted); each candidate
+    below the display threshold is an object the annotator must draw with its confidence.
+
+    Args:
+        shown: confidences of the boxes shown (at or above ``SCORE_THRESHOLD``).
+        hidden: confidences of the candidates below it (down to ``CANDIDATE_THRESHOLD``).
+        table: the cost table.
+
+    Example:
+        >>> round(expected_seconds(np.array([1.0, 0.5]), np.array([0.2])), 2)  # 2 + 1.6 + (0.8 + 1.0) + 1.4
+        6.8
+    """
+    p = np.clip(np.asarray(shown, dtype=np.float64), 0, 1)
+    q = np.clip(np.asarray(hidden, dtype=np.float64), 0, 1)
+    return float(table.image + (p * table.verify + (1 - p) * table.delete).sum() + (q * table.draw).sum())

@@ -44,7 +44,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml_backend.al.diversity import diversity_scores, k_center_greedy, nearest_distance
+from ml_backend.al.diversity import (
+    ObjectSet,
+    diversity_scores,
+    k_center_greedy,
+    nearest_distance,
+    object_k_center,
+    similarity_to_set,
+    typical_cover,
+    typicality,
+)
 
 EPS = 1e-6
 
@@ -60,6 +69,10 @@ class Pool:
         class_counts: (n, C) predicted objects per class per item, or None.
         labeled_class_counts: (C,) labeled objects per class, or None.
         ids: (n,) task ids, or None (seeds the per-task draw of ``random`` for new tasks).
+        objects: the detected objects of the ``n`` items (object-level diversity), or None.
+        labeled_objects: the labeled items' detected objects, or None.
+        expected_cost: (n,) annotator seconds each item is expected to cost (cost awareness), or None.
+        n_labeled: how many items are labeled (the cold-start rule).
     """
 
     uncertainty: np.ndarray
@@ -68,6 +81,10 @@ class Pool:
     class_counts: np.ndarray | None = None
     labeled_class_counts: np.ndarray | None = None
     ids: np.ndarray | None = None
+    objects: ObjectSet | None = None
+    labeled_objects: ObjectSet | None = None
+    expected_cost: np.ndarray | None = None
+    n_labeled: int = 0
 
     def __len__(self) -> int:
         return len(self.uncertainty)
@@ -75,20 +92,31 @@ class Pool:
 
 @dataclass(frozen=True)
 class StrategyParams:
-    """Strengths of each term, the k-center batch, and the seed."""
+    """Strengths of each term, the k-center batch, and the seed.
+
+    Attributes:
+        cost_weight: ``lambda`` of cost awareness: value per ``expected_cost^lambda`` (0: off).
+        prefilter: ``objects`` runs k-center over the ``prefilter x batch_size`` most uncertain items.
+        cold_start_labels: ``adaptive`` picks typical items while fewer items than this are labeled.
+    """
 
     uncertainty_weight: float = 1.0
     diversity_weight: float = 1.0
     class_balance_weight: float = 0.0
     batch_size: int = 100
     seed: int = 0
+    cost_weight: float = 0.0
+    prefilter: float = 4.0
+    cold_start_labels: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("uncertainty_weight", "diversity_weight", "class_balance_weight"):
+        for name in ("uncertainty_weight", "diversity_weight", "class_balance_weight", "cost_weight", "cold_start_labels"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.prefilter < 1:
+            raise ValueError(f"prefilter must be >= 1, got {self.prefilter}")
 
 
 Strategy = Callable[[Pool, StrategyParams], np.ndarray]
@@ -119,13 +147,32 @@ def _rank_priority(order: np.ndarray, n: int, rest: np.ndarray) -> np.ndarray:
     return prio
 
 
+def cost_factor(pool: Pool, params: StrategyParams) -> np.ndarray:
+    """``(expected_cost / its median)^-lambda``: value per unit of annotator effort (ones when off).
+
+    Example:
+        >>> cost_factor(Pool(np.zeros(2), expected_cost=np.array([10.0, 40.0])), StrategyParams(cost_weight=1.0)).tolist()
+        [2.5, 0.625]
+    """
+    if not params.cost_weight or pool.expected_cost is None or not len(pool):
+        return np.ones(len(pool))
+    c = np.maximum(np.asarray(pool.expected_cost, dtype=np.float64), 1e-3)
+    return (c / np.median(c)) ** (-params.cost_weight)
+
+
+def _value(pool: Pool, params: StrategyParams) -> np.ndarray:
+    """Uncertainty x rarity^c x cost factor: what an item is worth labeling, before diversity."""
+    r = class_rarity(pool.class_counts, pool.labeled_class_counts, len(pool))
+    return np.clip(np.asarray(pool.uncertainty, dtype=np.float64), 0, 1) * r**params.class_balance_weight * cost_factor(pool, params)
+
+
 def random_strategy(pool: Pool, params: StrategyParams) -> np.ndarray:
     return np.random.default_rng(params.seed).random(len(pool))
 
 
 def uncertainty_strategy(pool: Pool, params: StrategyParams) -> np.ndarray:
-    r = class_rarity(pool.class_counts, pool.labeled_class_counts, len(pool))
-    return np.clip(np.asarray(pool.uncertainty, dtype=np.float64), 0, 1) * r**params.class_balance_weight
+    v = _value(pool, params)
+    return v / v.max() if params.cost_weight and v.max() > 1 else v
 
 
 def _need_embeddings(pool: Pool, name: str) -> np.ndarray:
@@ -147,7 +194,7 @@ def hybrid_strategy(pool: Pool, params: StrategyParams) -> np.ndarray:
     X = _need_embeddings(pool, "hybrid")
     u = np.clip(np.asarray(pool.uncertainty, dtype=np.float64), 0, 1)
     r = class_rarity(pool.class_counts, pool.labeled_class_counts, len(pool))
-    w = (EPS + u) ** params.uncertainty_weight * r**params.class_balance_weight
+    w = (EPS + u) ** params.uncertainty_weight * r**params.class_balance_weight * cost_factor(pool, params)
     if params.diversity_weight == 0:
         return w / w.max() if w.max() > 0 else w
     # k_center_greedy maximizes d^2 * weights; d^(2b) * w == (d^2 * w^(1/b))^b, the same argmax.
@@ -163,11 +210,14 @@ def random_stream(pool: Pool, params: StrategyParams) -> np.ndarray:
 
 
 def _k_center_stream(pool: Pool, params: StrategyParams, uncertainty_weight: float) -> np.ndarray:
-    D = diversity_scores(_need_embeddings(pool, "k-center"), pool.labeled_embeddings)
+    if pool.objects is not None and pool.labeled_objects is not None:  # object-level novelty, when the pool has it
+        D = 1.0 - similarity_to_set(pool.objects, pool.labeled_objects)
+    else:
+        D = diversity_scores(_need_embeddings(pool, "k-center"), pool.labeled_embeddings)
     u = np.clip(np.asarray(pool.uncertainty, dtype=np.float64), 0, 1)
     r = class_rarity(pool.class_counts, pool.labeled_class_counts, len(pool))
     value = np.clip(D, 0, 1) ** (2 * params.diversity_weight) * (EPS + u) ** uncertainty_weight * r**params.class_balance_weight
-    return 0.5 * np.clip(value, 0, 1)
+    return 0.5 * np.clip(value * cost_factor(pool, params), 0, 1)
 
 
 def diversity_stream(pool: Pool, params: StrategyParams) -> np.ndarray:
@@ -176,6 +226,51 @@ def diversity_stream(pool: Pool, params: StrategyParams) -> np.ndarray:
 
 def hybrid_stream(pool: Pool, params: StrategyParams) -> np.ndarray:
     return _k_center_stream(pool, params, params.uncertainty_weight)
+
+
+def objects_strategy(pool: Pool, params: StrategyParams) -> np.ndarray:
+    """Uncertainty-prefiltered, class-conditioned object-level k-center (after PPAL).
+
+    The ``prefilter x batch_size`` items of highest value (uncertainty x rarity x cost factor) are
+    the candidates; among them, greedy k-center picks items whose objects are unlike the labeled
+    objects of the same class and unlike those already picked (``diversity_weight`` its strength),
+    weighted by value. The rest follow by value.
+    """
+    if pool.objects is None:
+        raise ValueError("the objects strategy needs object embeddings")
+    v = _value(pool, params)
+    n = len(pool)
+    m = int(min(n, max(params.batch_size, round(params.prefilter * params.batch_size))))
+    candidates = np.argsort(-v, kind="stable")[:m]
+    w = (EPS + v[candidates]) ** params.uncertainty_weight
+    if params.diversity_weight:
+        w = w ** (1.0 / params.diversity_weight)
+    picked = object_k_center(pool.objects.subset(candidates), params.batch_size, pool.labeled_objects, weights=w)
+    return _rank_priority(candidates[picked], n, v)
+
+
+def typical_strategy(pool: Pool, params: StrategyParams) -> np.ndarray:
+    """Cold start (TypiClust): the most typical item of each cluster no labeled item is in, largest
+    clusters first; the rest by typicality."""
+    X = _need_embeddings(pool, "typical")
+    order = typical_cover(X, params.batch_size, pool.labeled_embeddings, seed=params.seed)
+    return _rank_priority(order, len(pool), typicality(X))
+
+
+def adaptive_strategy(pool: Pool, params: StrategyParams) -> np.ndarray:
+    """``typical`` while fewer than ``cold_start_labels`` items are labeled, then ``objects``
+    (``hybrid`` when the pool has no object embeddings)."""
+    return _adaptive(pool, params).rank(pool, params)
+
+
+def adaptive_stream(pool: Pool, params: StrategyParams) -> np.ndarray:
+    return _adaptive(pool, params).stream(pool, params)
+
+
+def _adaptive(pool: Pool, params: StrategyParams) -> StrategySpec:
+    if pool.n_labeled < params.cold_start_labels:
+        return REGISTRY["typical"]
+    return REGISTRY["objects"] if pool.objects is not None else REGISTRY["hybrid"]
 
 
 @dataclass(frozen=True)
@@ -224,6 +319,30 @@ REGISTRY: dict[str, StrategySpec] = {
             frozenset({"embeddings"}),
             "uncertainty",
             "uncertainty-weighted k-center: uncertain and spread out",
+        ),
+        StrategySpec(
+            "objects",
+            objects_strategy,
+            hybrid_stream,
+            frozenset({"objects", "embeddings"}),
+            "hybrid",
+            "uncertainty-prefiltered k-center on class-matched object features (PPAL-style)",
+        ),
+        StrategySpec(
+            "typical",
+            typical_strategy,
+            diversity_stream,
+            frozenset({"embeddings"}),
+            "uncertainty",
+            "cold start: the most typical image of each uncovered cluster (TypiClust)",
+        ),
+        StrategySpec(
+            "adaptive",
+            adaptive_strategy,
+            adaptive_stream,
+            frozenset({"embeddings"}),
+            "uncertainty",
+            "typical while few images are labeled (AL_COLD_START_LABELS), then objects",
         ),
     )
 }

@@ -7,7 +7,16 @@ higher meaning more uncertain:
 
 * least confidence: ``1 - max(p)``;
 * margin: ``1 - (q1 - q2)``, with ``q1 >= q2`` the two largest of ``q``;
-* entropy: ``-sum(q log q) / log(C)`` for ``C`` classes.
+* entropy: ``-sum(q log q) / log(C)`` for ``C`` classes;
+* existence: the binary entropy of ``max(p)``: how unsure the model is that the object is there
+  at all (the other measures normalize the scores away and cannot see it).
+
+Per image, :func:`image_uncertainty` aggregates its objects (``max``, ``mean``, ``sum``), and
+:func:`calibrated_uncertainty` sums them weighted by each box's confidence and by how hard its
+class is for the current model (class-calibrated, after PPAL's difficulty-calibrated
+uncertainty), so one faint candidate cannot saturate an image and classes the model does badly on
+count more. :func:`tta_disagreement` measures uncertainty another way: how much the model's boxes
+on an image and on its mirror image disagree (a second pass).
 
 Example:
     >>> import numpy as np
@@ -64,10 +73,23 @@ def entropy(P: np.ndarray) -> np.ndarray:
     return -(q * np.log(q)).sum(axis=1) / np.log(P.shape[1])
 
 
+def existence(P: np.ndarray) -> np.ndarray:
+    """Binary entropy of each object's top score: 1 at 0.5 (is it there?), 0 near 0 or 1.
+
+    Example:
+        >>> existence(np.array([[0.5, 0.1], [0.99, 0.0]])).round(2).tolist()
+        [1.0, 0.08]
+    """
+    P = _as_2d(P)
+    p = np.clip(P.max(axis=1) if P.shape[1] else np.zeros(len(P)), EPS, 1 - EPS)
+    return -(p * np.log(p) + (1 - p) * np.log(1 - p)) / np.log(2)
+
+
 MEASURES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "least_confidence": least_confidence,
     "margin": margin,
     "entropy": entropy,
+    "existence": existence,
 }
 
 AGGREGATIONS: dict[str, Callable[[np.ndarray], float]] = {
@@ -141,3 +163,77 @@ def image_uncertainty(
     if boxes is not None and len(u) > 1:
         u = u[entropy_nms(boxes, u, nms_iou)]
     return AGGREGATIONS[aggregate](u)
+
+
+def calibrated_uncertainty(
+    class_scores: np.ndarray,
+    boxes: np.ndarray | None,
+    classes: np.ndarray,
+    confidence: np.ndarray,
+    class_weights: np.ndarray | None = None,
+    measure: str = "entropy",
+    nms_iou: float = 0.5,
+) -> float:
+    """One image's class-calibrated uncertainty: the sum over its objects (after entropy-NMS) of
+    confidence x class weight x the object's uncertainty.
+
+    Args:
+        class_scores: (n, C) every candidate's score per class.
+        boxes: (n, 4) for entropy-NMS, or None.
+        classes: (n,) each candidate's predicted class.
+        confidence: (n,) each candidate's top score: a faint candidate counts little.
+        class_weights: (C,) how hard each class is for the model (default all 1).
+        measure: one of :data:`MEASURES`.
+
+    Example:
+        >>> P = np.array([[0.5, 0.5], [0.06, 0.04]])  # a confident-but-confused box and a faint one
+        >>> round(calibrated_uncertainty(P, None, np.array([0, 0]), np.array([0.5, 0.06]), measure="entropy"), 3)
+        0.558
+    """
+    if measure not in MEASURES:
+        raise ValueError(f"unknown uncertainty measure {measure!r}; choose from {sorted(MEASURES)}")
+    if not len(class_scores):
+        return 0.0
+    P = _as_2d(np.asarray(class_scores).reshape(len(class_scores), -1))
+    u = MEASURES[measure](P)
+    keep = entropy_nms(boxes, u, nms_iou) if boxes is not None and len(u) > 1 else np.arange(len(u))
+    cls = np.asarray(classes, dtype=int)[keep]
+    w = np.ones(P.shape[1]) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
+    weight = w[np.clip(cls, 0, len(w) - 1)]
+    return float((np.clip(np.asarray(confidence, dtype=np.float64)[keep], 0, 1) * weight * u[keep]).sum())
+
+
+def tta_disagreement(
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    confidence: np.ndarray,
+    other_boxes: np.ndarray,
+    other_classes: np.ndarray,
+    other_confidence: np.ndarray,
+) -> float:
+    """How much two passes over one image disagree (the plain pass and one on its mirror image,
+    boxes mapped back), in ``[0, 1]``: ``1 - 2 sum(IoU_ij sqrt(p_i p_j)) / (sum p_i + sum p_j)``
+    over same-class pairs matched greedily by IoU. 0: the same boxes, classes and confidences;
+    1: nothing in common. An image where neither pass sees anything scores 0.
+
+    Example:
+        >>> b = np.array([[0, 0, 10, 10]]); c = np.array([0]); p = np.array([0.8])
+        >>> tta_disagreement(b, c, p, b, c, p), tta_disagreement(b, c, p, b, np.array([1]), p)
+        (0.0, 1.0)
+    """
+    pa, pb = np.asarray(confidence, dtype=np.float64), np.asarray(other_confidence, dtype=np.float64)
+    total = pa.sum() + pb.sum()
+    if total <= 0:
+        return 0.0
+    if not len(pa) or not len(pb):
+        return 1.0
+    iou = box_iou(boxes, other_boxes) * (np.asarray(classes)[:, None] == np.asarray(other_classes)[None, :])
+    agree = 0.0
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    for i, j in sorted(np.argwhere(iou > 0).tolist(), key=lambda ij: -iou[ij[0], ij[1]]):
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+            agree += iou[i, j] * np.sqrt(pa[i] * pb[j])
+    return float(np.clip(1.0 - 2.0 * agree / total, 0.0, 1.0))

@@ -54,7 +54,9 @@ class ImagePrediction:
     segmentation adds ``polygons``; oriented boxes fill ``obb_xywhr`` (centre, size, radians);
     classifiers fill ``probs`` (one per class). With scoring on, ``class_scores`` holds every
     kept object's score for each class (n, C), read from the head's output before NMS kept only
-    the top class, and ``embedding`` a pooled feature vector of the image from the same pass.
+    the top class, ``embedding`` a pooled feature vector of the image, and ``object_embeddings``
+    one vector per kept object (n, d): the neck's feature maps averaged inside the object's box on
+    each level the head reads, each level L2-normalized: all from the same pass.
     """
 
     width: int
@@ -67,6 +69,8 @@ class ImagePrediction:
     probs: np.ndarray | None = None
     class_scores: np.ndarray | None = None
     embedding: np.ndarray | None = None
+    object_embeddings: np.ndarray | None = None
+    tta_disagreement: float | None = None
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
@@ -125,14 +129,15 @@ class LoadedModel:
                     if capture is not None and with_scores:
                         extra = capture.finish(len(chunk), len(self.names))
                     else:
-                        extra = [(None, None)] * len(chunk)
-                    for r, (scores, emb) in zip(results, extra):
+                        extra = [(None, None, None)] * len(chunk)
+                    for r, (scores, emb, objects) in zip(results, extra, strict=True):
                         pred = _to_prediction(r)
                         pred.embedding = emb
                         if pred.probs is not None:
                             pred.class_scores = pred.probs[None, :]
                         elif scores is not None and len(scores) == len(pred.class_ids):
                             pred.class_scores = scores
+                            pred.object_embeddings = objects if objects is not None and len(objects) == len(pred.class_ids) else None
                         out.append(pred)
             finally:
                 if capture is not None:
@@ -203,17 +208,22 @@ class _HeadCapture:
 
         return ScoringPredictor
 
-    def finish(self, n: int, nc: int) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
-        out: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+    def finish(self, n: int, nc: int) -> list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]]:
+        """Per image: the kept objects' per-class scores, the image embedding, the object embeddings."""
+        out: list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]] = []
+        strides = getattr(getattr(self.yolo, "model", None), "stride", None)
         for b in range(n):
             emb = _pooled(self.feats[-1], b) if self.feats else None
-            scores = None
+            scores = objects = None
             if self.raw and self.idxs and b < len(self.idxs[-1]):
                 raw = self.raw[-1]
                 if raw.ndim == 3 and raw.shape[1] >= 4 + nc:
                     idx = self.idxs[-1][b].long().reshape(-1)
                     scores = raw[b, 4 : 4 + nc, :][:, idx].T.detach().float().cpu().numpy().astype(np.float64)
-            out.append((scores, emb))
+                    maps = self.feats[-1] if self.feats else None
+                    if maps is not None and strides is not None and isinstance(maps, (list, tuple)) and len(maps) == len(strides):
+                        objects = _box_pooled(maps, b, raw[b, :4, :][:, idx].T, [float(x) for x in strides])
+            out.append((scores, emb, objects))
         return out
 
 
@@ -229,6 +239,37 @@ def _pooled(feats: Any, b: int) -> np.ndarray:
     import torch
 
     return torch.cat(vecs).detach().cpu().numpy().astype(np.float32)
+
+
+def _box_pooled(maps: Sequence[Any], b: int, xywh: Any, strides: Sequence[float]) -> np.ndarray:
+    """Each box's mean feature inside it on every level (from summed-area tables: one pass per
+    level, whatever the number of boxes), reduced to the narrowest level's width by averaging
+    channel groups (as Ultralytics reduces its object features), L2-normalized per level, concatenated.
+
+    Args:
+        maps: the head's input feature maps, (B, C_l, H_l, W_l) each.
+        b: the image in the batch.
+        xywh: (n, 4) boxes in the network input's pixels (centre, size).
+        strides: each level's stride in pixels.
+    """
+    import torch
+
+    width = min(int(m.shape[1]) for m in maps)
+    boxes = xywh.float()
+    parts = []
+    for m, stride in zip(maps, strides, strict=True):
+        fm = m[b].float()  # (C, H, W)
+        c, h, w = fm.shape
+        table = torch.nn.functional.pad(fm.cumsum(1).cumsum(2), (1, 0, 1, 0))  # (C, H + 1, W + 1), zero first row/col
+        x1 = ((boxes[:, 0] - boxes[:, 2] / 2) / stride).floor().clamp(0, w - 1).long()
+        y1 = ((boxes[:, 1] - boxes[:, 3] / 2) / stride).floor().clamp(0, h - 1).long()
+        x2 = torch.maximum(((boxes[:, 0] + boxes[:, 2] / 2) / stride).ceil().clamp(1, w).long(), x1 + 1)
+        y2 = torch.maximum(((boxes[:, 1] + boxes[:, 3] / 2) / stride).ceil().clamp(1, h).long(), y1 + 1)
+        total = table[:, y2, x2] - table[:, y1, x2] - table[:, y2, x1] + table[:, y1, x1]  # (C, n)
+        mean = (total / ((y2 - y1) * (x2 - x1)).float()).T  # (n, C)
+        mean = mean.reshape(len(boxes), width, c // width).mean(-1)
+        parts.append(torch.nn.functional.normalize(mean, dim=1))
+    return torch.cat(parts, dim=1).detach().cpu().numpy().astype(np.float32)
 
 
 def _to_prediction(r: Any) -> ImagePrediction:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from integrations.label_studio import LabelStudioAuth
+from ml_backend.al.uncertainty import tta_disagreement
 from ml_backend.inference.images import ImageError, ImageFetcher, UrlPolicy
 from ml_backend.inference.label_config import LabelConfigError, Target, check_label_map, select_target
 from ml_backend.inference.ls_results import to_ls_results
@@ -125,7 +126,7 @@ class Predictor:
         return out
 
     def run(
-        self, tasks: Sequence[Mapping[str, Any]], served: Served, with_scores: bool = False, conf: float | None = None
+        self, tasks: Sequence[Mapping[str, Any]], served: Served, with_scores: bool = False, conf: float | None = None, tta: bool = False
     ) -> Iterator[ImagePrediction | str]:
         """Model output (or an error message) per task, in task order.
 
@@ -136,6 +137,8 @@ class Predictor:
         Args:
             with_scores: also capture per-class scores and embeddings (for active learning).
             conf: lowest confidence kept (default ``SCORE_THRESHOLD``).
+            tta: also run the model on each image's mirror image and set ``tta_disagreement``
+                (:func:`ml_backend.al.uncertainty.tta_disagreement`): a second pass.
         """
         size = self.settings.predict_batch
         conf = self.settings.score_threshold if conf is None else conf
@@ -171,7 +174,17 @@ class Predictor:
                         raise ValueError(f"EMBEDDER returned shape {embeddings.shape} for {len(images)} images; expected (n, d)")
                     for pred, emb in zip(preds, embeddings):
                         pred.embedding = emb
-                results.update(zip(where, preds))
+                if tta:
+                    mirrored = served.model.predict(
+                        [img[:, ::-1] for img in images],
+                        conf=conf,
+                        imgsz=self.settings.imgsz,
+                        device=self.settings.ultralytics_device,
+                        batch=size,
+                    )
+                    for pred, other in zip(preds, mirrored, strict=True):
+                        pred.tta_disagreement = _mirror_disagreement(pred, other)
+                results.update(zip(where, preds, strict=True))
             for i in idx:
                 yield results[i]
 
@@ -183,6 +196,15 @@ class Predictor:
         task_id = _task_id(task)
         log.warning("task %s: %s", task_id, message)
         return {"task": task_id, "error": message, "model_version": version}
+
+
+def _mirror_disagreement(pred: ImagePrediction, mirrored: ImagePrediction) -> float:
+    """How much the boxes on an image and on its mirror image (mapped back) disagree."""
+    if pred.probs is not None and mirrored.probs is not None:  # a classifier: total variation of the two distributions
+        return float(0.5 * np.abs(pred.probs - mirrored.probs).sum())
+    back = mirrored.boxes_xyxy.copy()
+    back[:, [0, 2]] = pred.width - mirrored.boxes_xyxy[:, [2, 0]]
+    return tta_disagreement(pred.boxes_xyxy, pred.class_ids, pred.scores, back, mirrored.class_ids, mirrored.scores)
 
 
 def load_embedder(path: str) -> Callable[[list[np.ndarray]], np.ndarray]:

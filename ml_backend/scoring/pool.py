@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ml_backend.al.diversity import diversity_scores, kmeans_clusters, normalize
+from ml_backend.al.diversity import ObjectSet, diversity_scores, kmeans_clusters, normalize
+from ml_backend.al.effort import class_difficulty, class_recall, expected_seconds
 from ml_backend.al.strategies import Pool, StrategyParams, StrategySpec, resolve
-from ml_backend.al.uncertainty import image_uncertainty
+from ml_backend.al.uncertainty import AGGREGATIONS, MEASURES, entropy_nms, image_uncertainty
 from ml_backend.inference.ls_results import to_ls_results
 from ml_backend.inference.model import ImagePrediction
 from ml_backend.inference.predictor import Predictor, Served
@@ -68,20 +69,48 @@ def _xyxy(pred: ImagePrediction) -> np.ndarray | None:
     return None
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """One image's candidate objects (confidence >= ``CANDIDATE_THRESHOLD``) after entropy-NMS, as
+    the class-calibrated uncertainty needs them: each one's uncertainty, confidence and class."""
+
+    uncertainty: np.ndarray
+    confidence: np.ndarray
+    classes: np.ndarray
+
+    def calibrated(self, class_weights: np.ndarray | None) -> float:
+        """Sum of confidence x class weight x uncertainty (:func:`ml_backend.al.uncertainty.calibrated_uncertainty`)."""
+        w = np.ones(int(self.classes.max(initial=0)) + 1) if class_weights is None else class_weights
+        return float((self.confidence * w[np.clip(self.classes, 0, len(w) - 1)] * self.uncertainty).sum())
+
+
 def image_scores(pred: ImagePrediction, settings: Settings, n_classes: int) -> tuple[float, np.ndarray]:
-    """(uncertainty, predicted objects per model class) of one image."""
+    """(uncertainty, predicted objects per model class) of one image (``calibrated`` with every class weighing 1)."""
     counts = np.zeros(n_classes)
     if pred.probs is not None:
-        P = pred.probs[None, :]
         counts[int(np.argmax(pred.probs))] += 1
-        return image_uncertainty(P, None, settings.uncertainty_measure, "max"), counts
+    else:
+        np.add.at(counts, pred.class_ids[pred.scores >= settings.score_threshold].astype(int), 1)
+    return _uncertainty(pred, settings)[0], counts
+
+
+def _uncertainty(pred: ImagePrediction, settings: Settings) -> tuple[float, Candidates | None]:
+    """The image's aggregated uncertainty and, for detection, its candidates after entropy-NMS."""
+    measure = "entropy" if settings.uncertainty_measure == "tta" else settings.uncertainty_measure
+    if pred.probs is not None:
+        return image_uncertainty(pred.probs[None, :], None, measure, "max"), None
     P = pred.class_scores if pred.class_scores is not None else pred.scores[:, None]
     keep = pred.scores >= settings.candidate_threshold
-    shown = pred.scores >= settings.score_threshold
-    np.add.at(counts, pred.class_ids[shown].astype(int), 1)
     boxes = _xyxy(pred)
-    u = image_uncertainty(P[keep], None if boxes is None else boxes[keep], settings.uncertainty_measure, settings.uncertainty_aggregation)
-    return u, counts
+    P_kept = P[keep]
+    u = MEASURES[measure](P_kept) if len(P_kept) else np.zeros(0)
+    nms = entropy_nms(boxes[keep], u) if boxes is not None and len(u) > 1 else np.arange(len(u))
+    cands = Candidates(u[nms], pred.scores[keep][nms].astype(np.float64), pred.class_ids[keep][nms].astype(int))
+    if settings.uncertainty_measure == "tta":
+        return float(pred.tta_disagreement or 0.0), cands
+    if settings.uncertainty_aggregation == "calibrated":
+        return cands.calibrated(None), cands
+    return AGGREGATIONS[settings.uncertainty_aggregation](cands.uncertainty), cands
 
 
 def is_labeled(task: Mapping[str, Any]) -> bool:
@@ -89,11 +118,38 @@ def is_labeled(task: Mapping[str, Any]) -> bool:
     return any(not a.get("was_cancelled") for a in task.get("annotations") or [])
 
 
-def labeled_class_counts(tasks: Sequence[Mapping[str, Any]], served: Served, n_classes: int) -> np.ndarray:
-    """Objects per model class in the current annotations (labels mapped back to class ids)."""
+def _label_ids(served: Served) -> dict[str, int]:
     label_to_class: dict[str, int] = {}
     for cls, label in served.label_map.items():
         label_to_class.setdefault(label, cls)
+    return label_to_class
+
+
+def _current_regions(task: Mapping[str, Any]) -> list[dict]:
+    kept = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    if not kept:
+        return []
+    newest = max(kept, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), int(a.get("id") or 0)))
+    return list(newest.get("result") or [])
+
+
+def _region_boxes(regions: Sequence[Mapping[str, Any]], key: str, label_ids: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes in percent, class ids) of Label Studio rectangle-like regions (-1 for labels no class maps to)."""
+    boxes, classes = [], []
+    for r in regions:
+        v = r.get("value") or {}
+        labels = v.get(key) or []
+        if not labels or not {"x", "y", "width", "height"} <= set(v):
+            continue
+        x, y, w, h = (float(v[k]) for k in ("x", "y", "width", "height"))
+        boxes.append([x, y, x + w, y + h])
+        classes.append(label_ids.get(str(labels[0]), -1))
+    return np.array(boxes, dtype=np.float64).reshape(-1, 4), np.array(classes, dtype=int)
+
+
+def labeled_class_counts(tasks: Sequence[Mapping[str, Any]], served: Served, n_classes: int) -> np.ndarray:
+    """Objects per model class in the current annotations (labels mapped back to class ids)."""
+    label_to_class = _label_ids(served)
     counts = np.zeros(n_classes)
     key = served.target.result_type
     for t in tasks:
@@ -114,7 +170,8 @@ class ScoredPool:
     errors: dict[int, str]
     embeddings: np.ndarray | None = None  # (n, d), rows in ``scores`` order
     labeled_counts: np.ndarray | None = None  # (C,) labeled objects per model class
-    uncertainty_scale: float = 1.0  # what ``sum`` uncertainties were divided by
+    uncertainty_scale: float = 1.0  # what ``sum`` and ``calibrated`` uncertainties were divided by
+    class_weights: np.ndarray | None = None  # (C,) class difficulty the calibrated uncertainty used
 
 
 @dataclass
@@ -122,11 +179,22 @@ class Observed:
     """What one pass of the model says about tasks: the rows of the tasks that did not fail."""
 
     ids: np.ndarray  # (n,) task ids
-    uncertainty: np.ndarray  # (n,) as aggregated (not yet normalized for ``sum``)
+    uncertainty: np.ndarray  # (n,) as aggregated (not yet normalized for ``sum``; ``calibrated``: every class weighing 1)
     class_counts: np.ndarray  # (n, C) shown objects per model class
     embeddings: np.ndarray | None  # (n, d), None when the weights give none
     regions: list[list[dict]]  # Label Studio result per task
     errors: dict[int, str]
+    candidates: list[Candidates | None] = field(default_factory=list)  # per task, for the calibrated uncertainty
+    objects: ObjectSet | None = None  # the shown objects' features, None when the weights give none
+    expected_cost: np.ndarray | None = None  # (n,) expected annotator seconds (ANNOTATION_COSTS)
+
+    def uncertainty_with(self, class_weights: np.ndarray | None, settings: Settings) -> np.ndarray:
+        """The per-task uncertainty, class-calibrated with ``class_weights`` when that is the aggregation."""
+        if settings.uncertainty_aggregation != "calibrated" or settings.uncertainty_measure == "tta":
+            return self.uncertainty
+        return np.array(
+            [c.calibrated(class_weights) if c is not None else u for c, u in zip(self.candidates, self.uncertainty, strict=True)]
+        )
 
 
 def observe(
@@ -135,24 +203,39 @@ def observe(
     """Run the model over ``tasks`` (scores and embeddings on), one row per task that did not fail."""
     n_classes = len(served.model.names)
     conf = min(settings.candidate_threshold, settings.score_threshold)
-    iterator = predictor.run(tasks, served, with_scores=True, conf=conf)
+    iterator = predictor.run(tasks, served, with_scores=True, conf=conf, tta=settings.uncertainty_measure == "tta")
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(iterator, total=len(tasks), desc="scoring", unit="task")
-    ids, unc, counts, embs, regions, errors = [], [], [], [], [], {}
-    for task, pred in zip(tasks, iterator):
+    ids, unc, counts, embs, regions, cands, costs, errors = [], [], [], [], [], [], [], {}
+    objs: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
+    for task, pred in zip(tasks, iterator, strict=True):
         if isinstance(pred, str):
             errors[int(task["id"])] = pred
             continue
-        u, c = image_scores(pred, settings, n_classes)
+        u, cand = _uncertainty(pred, settings)
+        c = np.zeros(n_classes)
+        shown = pred.scores >= settings.score_threshold
+        if pred.probs is not None:
+            c[int(np.argmax(pred.probs))] += 1
+        else:
+            np.add.at(c, pred.class_ids[shown].astype(int), 1)
         ids.append(int(task["id"]))
         unc.append(u)
         counts.append(c)
         embs.append(pred.embedding)
+        cands.append(cand)
         regions.append(to_ls_results(pred, served.target, served.label_map, settings.score_threshold)[0])
+        hidden = (pred.scores >= settings.candidate_threshold) & ~shown
+        costs.append(expected_seconds(pred.scores[shown], pred.scores[hidden], settings.annotation_costs))
+        if pred.object_embeddings is not None:
+            objs.append((pred.object_embeddings[shown], pred.class_ids[shown], pred.scores[shown]))
+        else:
+            objs.append(None)
     present = [e for e in embs if e is not None]
     has_emb = bool(embs) and len(present) == len(embs)
+    has_objs = bool(objs) and all(o is not None for o in objs)
     return Observed(
         ids=np.array(ids, dtype=int),
         uncertainty=np.array(unc, dtype=np.float64),
@@ -160,12 +243,38 @@ def observe(
         embeddings=np.stack(present) if has_emb else None,
         regions=regions,
         errors=errors,
+        candidates=cands,
+        objects=ObjectSet.from_items([o for o in objs if o is not None]) if has_objs else None,
+        expected_cost=np.array(costs, dtype=np.float64),
     )
 
 
+def class_weights_from_labels(tasks: Sequence[Mapping[str, Any]], obs: Observed, served: Served) -> np.ndarray:
+    """How hard each class is for the model, from the labeled tasks of this pass: the share of
+    their true boxes of the class that the shown pre-annotation misses, with a prior of one found
+    and one missed (:func:`ml_backend.al.effort.class_difficulty`). Measured on images the model was
+    trained on, so it flatters the model; it ranks the classes, which is what the weights are for."""
+    n_classes = len(served.model.names)
+    label_ids = _label_ids(served)
+    key = served.target.result_type
+    by_id = {int(t["id"]): t for t in tasks if is_labeled(t)}
+    found = np.zeros(n_classes)
+    total = np.zeros(n_classes)
+    for tid, shown in zip(obs.ids, obs.regions, strict=True):
+        task = by_id.get(int(tid))
+        if task is None:
+            continue
+        gt, gt_cls = _region_boxes(_current_regions(task), key, label_ids)
+        pred, pred_cls = _region_boxes(shown, key, label_ids)
+        f, t = class_recall(gt, gt_cls, pred, pred_cls, n_classes)
+        found += f
+        total += t
+    return class_difficulty(found, total)
+
+
 def normalized_uncertainty(u: np.ndarray, settings: Settings, scale: float | None = None) -> np.ndarray:
-    """Uncertainty in [0, 1]: ``sum`` aggregation is divided by the pool's largest (or ``scale``)."""
-    if settings.uncertainty_aggregation == "sum":
+    """Uncertainty in [0, 1]: ``sum`` and ``calibrated`` are divided by the pool's largest (or ``scale``)."""
+    if settings.uncertainty_aggregation in ("sum", "calibrated") and settings.uncertainty_measure != "tta":
         return np.clip(u / max(1.0, scale if scale is not None else float(u.max(initial=0.0))), 0, 1)
     return np.clip(u, 0, 1)
 
@@ -181,7 +290,9 @@ def score_tasks(
     obs = observe(tasks, served, predictor, settings, progress)
     if not len(obs.ids):
         return ScoredPool([], [], obs.errors)
-    u = normalized_uncertainty(obs.uncertainty, settings)
+    weights = class_weights_from_labels(tasks, obs, served) if settings.uncertainty_aggregation == "calibrated" else None
+    raw = obs.uncertainty_with(weights, settings)
+    u = normalized_uncertainty(raw, settings)
     labeled_ids = {int(t["id"]) for t in tasks if is_labeled(t)}
     lab = np.array([i in labeled_ids for i in obs.ids])
     E = obs.embeddings
@@ -197,6 +308,10 @@ def score_tasks(
             class_counts=obs.class_counts[pool_idx],
             labeled_class_counts=labeled_counts,
             ids=obs.ids[pool_idx],
+            objects=obs.objects.subset(pool_idx) if obs.objects is not None else None,
+            labeled_objects=obs.objects.subset(np.flatnonzero(lab)) if obs.objects is not None and lab.any() else None,
+            expected_cost=obs.expected_cost[pool_idx] if obs.expected_cost is not None else None,
+            n_labeled=int(lab.sum()),
         )
         priority[pool_idx] = _strategy(pool, settings).rank(pool, strategy_params(settings))
     clusters = kmeans_clusters(E, settings.al_clusters, seed=settings.al_seed) if E is not None else np.zeros(len(u), dtype=int)
@@ -211,8 +326,8 @@ def score_tasks(
     for p, labeled in zip(predictions, lab):
         if labeled:
             p["score"] = 1.0  # labeled tasks sit at the end of the queue
-    scale = max(1.0, float(obs.uncertainty.max())) if settings.uncertainty_aggregation == "sum" else 1.0
-    return ScoredPool(scores, predictions, obs.errors, E, labeled_counts, scale)
+    scale = max(1.0, float(raw.max())) if settings.uncertainty_aggregation in ("sum", "calibrated") else 1.0
+    return ScoredPool(scores, predictions, obs.errors, E, labeled_counts, scale, weights)
 
 
 def strategy_params(settings: Settings) -> StrategyParams:
@@ -223,6 +338,9 @@ def strategy_params(settings: Settings) -> StrategyParams:
         class_balance_weight=settings.al_class_balance_weight,
         batch_size=settings.al_batch,
         seed=settings.al_seed,
+        cost_weight=settings.al_cost_weight,
+        prefilter=settings.al_prefilter,
+        cold_start_labels=settings.al_cold_start_labels,
     )
 
 
@@ -248,7 +366,8 @@ def score_stream(
     if not len(obs.ids):
         return ScoredPool([], [], obs.errors)
     ids, E = obs.ids, obs.embeddings
-    u = normalized_uncertainty(obs.uncertainty, settings, scale=float(state["max_uncertainty"]))
+    weights = state["class_weights"] if "class_weights" in state and len(state["class_weights"]) else None
+    u = normalized_uncertainty(obs.uncertainty_with(weights, settings), settings, scale=float(state["max_uncertainty"]))
     labeled_emb = state["embeddings"][state["labeled"]] if state["labeled"].any() else None
     d = diversity_scores(E, labeled_emb) if E is not None else np.ones(len(ids))
     pool = Pool(
@@ -258,6 +377,9 @@ def score_stream(
         class_counts=obs.class_counts,
         labeled_class_counts=state["labeled_counts"] if len(state["labeled_counts"]) else None,
         ids=ids,
+        objects=obs.objects,
+        expected_cost=obs.expected_cost,
+        n_labeled=int(state["labeled"].sum()),
     )
     prio = _strategy(pool, settings).stream(pool, strategy_params(settings))
     clusters = np.zeros(len(ids), dtype=int)

@@ -51,6 +51,7 @@ class ScoreStore:
                 "centroids": normalize(centroids),
                 "labeled_counts": pooled.labeled_counts if pooled.labeled_counts is not None else np.zeros(0),
                 "max_uncertainty": np.array(pooled.uncertainty_scale),
+                "class_weights": pooled.class_weights if pooled.class_weights is not None else np.zeros(0),
             }
             atomic_write(self.paths.score_state(project_id), lambda f: np.savez(f, **arrays))
 

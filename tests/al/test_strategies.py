@@ -1,7 +1,18 @@
 import numpy as np
 import pytest
 
+from ml_backend.al.diversity import ObjectSet
 from ml_backend.al.strategies import REGISTRY, Pool, StrategyParams, class_rarity, get_strategy, resolve
+
+
+def random_objects(rng: np.random.Generator, n: int, classes: int = 4, dims: int = 8) -> ObjectSet:
+    """Items with 0 to 3 objects each, of random classes and features."""
+    return ObjectSet.from_items(
+        [
+            (rng.standard_normal((k, dims)).astype(np.float32), rng.integers(0, classes, k), rng.random(k))
+            for k in rng.integers(0, 4, size=n)
+        ]
+    )
 
 
 def make_pool(n: int = 60, seed: int = 0, labeled: bool = True) -> Pool:
@@ -14,6 +25,10 @@ def make_pool(n: int = 60, seed: int = 0, labeled: bool = True) -> Pool:
         class_counts=rng.integers(0, 3, size=(n, 4)),
         labeled_class_counts=np.array([50, 20, 5, 0]),
         ids=np.arange(100, 100 + n),
+        objects=random_objects(rng, n),
+        labeled_objects=random_objects(rng, 5) if labeled else None,
+        expected_cost=rng.uniform(2, 60, size=n),
+        n_labeled=5 if labeled else 0,
     )
 
 
@@ -25,10 +40,13 @@ def test_strategy_contract(name: str, labeled: bool, which: str) -> None:
     per item, deterministic for a seed; its record names it and says what it needs."""
     spec = get_strategy(name)
     assert spec.name == name and spec.summary
-    assert spec.needs <= {"embeddings", "labeled_embeddings", "class_counts", "labeled_class_counts", "ids"}
-    assert spec.fallback is None or not get_strategy(spec.fallback).needs  # a fallback that always runs
+    assert spec.needs <= set(Pool.__dataclass_fields__) - {"uncertainty"}
+    chain = [spec]
+    while chain[-1].needs:  # its fallbacks end in one that always runs
+        assert chain[-1].fallback is not None and len(chain) < 5
+        chain.append(get_strategy(chain[-1].fallback))
     pool = make_pool(labeled=labeled)
-    params = StrategyParams(batch_size=10, seed=3, class_balance_weight=0.5)
+    params = StrategyParams(batch_size=10, seed=3, class_balance_weight=0.5, cost_weight=0.5, cold_start_labels=3)
     fn = getattr(spec, which)
     prio = fn(pool, params)
     assert prio.shape == (len(pool),)
@@ -39,7 +57,8 @@ def test_strategy_contract(name: str, labeled: bool, which: str) -> None:
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 @pytest.mark.parametrize("which", ["rank", "stream"])
 def test_strategy_handles_a_single_item(name: str, which: str) -> None:
-    pool = Pool(uncertainty=np.array([0.3]), embeddings=np.ones((1, 4), dtype=np.float32))
+    one = ObjectSet.from_items([(np.ones((1, 4), dtype=np.float32), np.array([0]), np.array([0.9]))])
+    pool = Pool(uncertainty=np.array([0.3]), embeddings=np.ones((1, 4), dtype=np.float32), objects=one)
     assert getattr(get_strategy(name), which)(pool, StrategyParams()).shape == (1,)
 
 
@@ -133,3 +152,56 @@ def test_unknown_strategy_lists_the_known_ones() -> None:
 def test_bad_params(bad) -> None:
     with pytest.raises(ValueError):
         StrategyParams(**bad)
+
+
+def test_objects_picks_uncertain_items_whose_objects_differ() -> None:
+    """Four equally uncertain near-copies of one fish and a less uncertain starfish, batch 2: the
+    prefiltered k-center takes one fish and the starfish; uncertainty alone takes two fish."""
+    fish = [([[1.0, 0, 0]], [0], [0.9])] * 4
+    star = [([[1.0, 0, 0]], [5], [0.9])]
+    objs = ObjectSet.from_items([(np.array(e, dtype=np.float32), np.array(c), np.array(w)) for e, c, w in fish + star])
+    pool = Pool(uncertainty=np.array([0.9, 0.9, 0.9, 0.9, 0.6]), embeddings=np.eye(5, dtype=np.float32), objects=objs)
+    params = StrategyParams(batch_size=2, prefilter=3)
+    top2 = np.argsort(-get_strategy("objects").rank(pool, params), kind="stable")[:2]
+    assert sorted(top2.tolist()) == [0, 4]
+    assert sorted(np.argsort(-get_strategy("uncertainty").rank(pool, params), kind="stable")[:2].tolist()) == [0, 1]
+
+
+def test_objects_only_considers_the_prefiltered_pool() -> None:
+    """An item outside the prefilter (the least uncertain) is never among the batch, however novel."""
+    objs = ObjectSet.from_items([(np.eye(3, dtype=np.float32)[[i % 3]], np.array([i]), np.array([0.9])) for i in range(6)])
+    pool = Pool(uncertainty=np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.01]), embeddings=np.eye(6, dtype=np.float32), objects=objs)
+    prio = get_strategy("objects").rank(pool, StrategyParams(batch_size=2, prefilter=2))
+    assert set(np.argsort(-prio)[:2].tolist()) <= {0, 1, 2, 3} and prio[5] <= 0.5
+
+
+@pytest.mark.parametrize(("labeled", "expected"), [(0, "typical"), (39, "typical"), (40, "objects")])
+def test_adaptive_switches_from_typical_to_objects_at_the_cold_start_threshold(labeled: int, expected: str, monkeypatch) -> None:
+    """The documented rule: typical images while fewer than AL_COLD_START_LABELS tasks are labeled."""
+    import ml_backend.al.strategies as st
+
+    used = []
+    for name in ("typical", "objects"):
+        spec = st.REGISTRY[name]
+        monkeypatch.setitem(st.REGISTRY, name, st.StrategySpec(name, lambda p, q, n=name: used.append(n) or np.zeros(len(p)), spec.stream))
+    pool = make_pool(n=10)
+    pool = Pool(**{**pool.__dict__, "n_labeled": labeled})
+    get_strategy("adaptive").rank(pool, StrategyParams(cold_start_labels=40))
+    assert used == [expected]
+
+
+def test_cost_awareness_prefers_the_cheaper_of_two_equal_items() -> None:
+    pool = Pool(uncertainty=np.array([0.5, 0.5]), expected_cost=np.array([40.0, 10.0]))
+    off = get_strategy("uncertainty").rank(pool, StrategyParams())
+    on = get_strategy("uncertainty").rank(pool, StrategyParams(cost_weight=1.0))
+    assert off[0] == off[1] and on[1] > on[0]
+    assert (on >= 0).all() and (on <= 1).all()
+
+
+def test_typical_picks_the_dense_middle_of_uncovered_clusters_first() -> None:
+    rng = np.random.default_rng(1)
+    X = np.vstack([rng.normal([5, 0], 0.05, (20, 2)), rng.normal([0, 5], 0.05, (20, 2)), [[3, 3]]]).astype(np.float32)
+    prio = get_strategy("typical").rank(Pool(uncertainty=np.zeros(41), embeddings=X), StrategyParams(batch_size=2))
+    assert prio[40] < 0.5  # the lone point between the clusters is not typical of anything
+    top = np.argsort(-prio)[:2]
+    assert {int(t) < 20 for t in top} == {True, False}

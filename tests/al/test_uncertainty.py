@@ -1,7 +1,19 @@
 import numpy as np
 import pytest
 
-from ml_backend.al.uncertainty import AGGREGATIONS, MEASURES, box_iou, entropy, entropy_nms, image_uncertainty, least_confidence, margin
+from ml_backend.al.uncertainty import (
+    AGGREGATIONS,
+    MEASURES,
+    box_iou,
+    calibrated_uncertainty,
+    entropy,
+    entropy_nms,
+    existence,
+    image_uncertainty,
+    least_confidence,
+    margin,
+    tta_disagreement,
+)
 
 
 @pytest.mark.parametrize(
@@ -88,5 +100,62 @@ def test_unknown_names_are_refused(measure, aggregate) -> None:
 
 
 def test_registries_are_complete() -> None:
-    assert set(MEASURES) == {"least_confidence", "margin", "entropy"}
+    assert set(MEASURES) == {"least_confidence", "margin", "entropy", "existence"}
     assert set(AGGREGATIONS) == {"max", "mean", "sum"}
+
+
+@pytest.mark.parametrize(("top", "expected"), [(0.5, 1.0), (0.99, 0.0808), (0.01, 0.0808), (1.0, 0.0)])
+def test_existence_is_the_binary_entropy_of_the_top_score(top: float, expected: float) -> None:
+    P = np.array([[top, min(top, 1 - top) / 2]])
+    assert existence(P)[0] == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("scores", "confidence", "classes", "weights", "expected"),
+    [
+        # one confused box at 0.5 confidence: 0.5 x 1 x entropy 1
+        ([[0.5, 0.5]], [0.5], [0], None, 0.5),
+        # a faint candidate, however confused, adds little: 0.5 + 0.05 x 1
+        ([[0.5, 0.5], [0.05, 0.05]], [0.5, 0.05], [0, 1], None, 0.55),
+        # a hard class (weight 1) counts fully, an easy one (0.1) a tenth
+        ([[0.5, 0.5], [0.5, 0.5]], [1.0, 1.0], [0, 1], [1.0, 0.1], 1.1),
+        ([], [], [], None, 0.0),
+    ],
+)
+def test_calibrated_uncertainty(scores, confidence, classes, weights, expected: float) -> None:
+    boxes = np.array([[i * 20, 0, i * 20 + 10, 10] for i in range(len(scores))], dtype=float).reshape(-1, 4)
+    got = calibrated_uncertainty(
+        np.array(scores, dtype=float).reshape(len(scores), -1) if scores else np.zeros((0, 2)),
+        boxes,
+        np.array(classes, dtype=int),
+        np.array(confidence, dtype=float),
+        None if weights is None else np.array(weights),
+        "entropy",
+    )
+    assert got == pytest.approx(expected)
+
+
+def test_calibrated_uncertainty_counts_one_object_seen_twice_once() -> None:
+    P = np.array([[0.5, 0.5], [0.5, 0.5]])
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10.5]])
+    assert calibrated_uncertainty(P, boxes, np.array([0, 0]), np.array([1.0, 1.0])) == pytest.approx(1.0)
+
+
+A, B, FAR = [0, 0, 10, 10], [20, 20, 30, 30], [60, 60, 70, 70]
+
+
+@pytest.mark.parametrize(
+    ("one", "other", "expected"),
+    [
+        (([A, B], [0, 1], [0.9, 0.6]), ([A, B], [0, 1], [0.9, 0.6]), 0.0),  # the same boxes: no disagreement
+        (([A], [0], [0.8]), ([A], [1], [0.8]), 1.0),  # another class: nothing in common
+        (([A], [0], [0.8]), ([], [], []), 1.0),  # the mirror pass sees nothing
+        (([], [], []), ([], [], []), 0.0),  # neither sees anything
+        (([A, FAR], [0, 0], [0.5, 0.5]), ([A], [0], [0.5]), 1 - 2 * 0.5 / 1.5),  # half the boxes confirmed
+    ],
+)
+def test_tta_disagreement(one, other, expected: float) -> None:
+    def arr(b, c, p):  # noqa: ANN001, ANN202
+        return np.array(b, dtype=float).reshape(-1, 4), np.array(c, dtype=int), np.array(p, dtype=float)
+
+    assert tta_disagreement(*arr(*one), *arr(*other)) == pytest.approx(expected)

@@ -32,6 +32,10 @@ def test_scores_come_from_the_same_pass_and_change_nothing(tiny_weights, images,
             # the kept class is the top of each object's class-score vector
             np.testing.assert_allclose(s.class_scores.max(axis=1), s.scores, atol=1e-4)
             assert (s.class_scores.argmax(axis=1) == s.class_ids).all()
+            # one unit-norm feature per level (three) for each kept object
+            assert s.object_embeddings is not None and s.object_embeddings.shape[0] == len(s.class_ids)
+            if len(s.class_ids):
+                np.testing.assert_allclose(np.linalg.norm(s.object_embeddings, axis=1), np.sqrt(3), rtol=1e-4)
     assert len({s.embedding.shape for s in scored}) == 1
 
 
@@ -42,3 +46,27 @@ def test_exported_weights_predict_without_scores(tmp_path, tiny_weights, images)
     model = load_weights(onnx)
     out = model.predict(images[:2], conf=0.001, imgsz=64, device="cpu", with_scores=True)
     assert len(out) == 2 and all(p.class_scores is None and p.embedding is None for p in out)
+
+
+def test_object_features_are_the_feature_maps_averaged_inside_each_box() -> None:
+    """Known maps: channels 0 and 2 hold the cell's column number, channels 1 and 3 hold 1, so the
+    direction of a box's (unit-norm) feature says which columns it averaged."""
+    import torch
+
+    from ml_backend.inference.model import _box_pooled
+
+    col = torch.arange(8, dtype=torch.float32).reshape(1, 8).expand(8, 8)
+    one = torch.ones(8, 8)
+    level0 = torch.stack([col, one, col, one])[None]  # (1, 4, 8, 8), stride 8: a 64 x 64 input
+    level1 = torch.ones(1, 4, 4, 4)  # stride 16, uniform
+
+    def expected(mean_col: float) -> np.ndarray:
+        v = np.array([mean_col, 1, mean_col, 1])
+        return v / np.linalg.norm(v)
+
+    boxes = torch.tensor([[32.0, 8.0, 16.0, 16.0], [8.0, 8.0, 16.0, 16.0]])  # x 24-40 px: columns 3-4; x 0-16 px: columns 0-1
+    out = _box_pooled([level0, level1], 0, boxes, [8.0, 16.0])
+    assert out.shape == (2, 8)
+    np.testing.assert_allclose(out[0, :4], expected(3.5), rtol=1e-5)
+    np.testing.assert_allclose(out[1, :4], expected(0.5), rtol=1e-5)
+    np.testing.assert_allclose(out[:, 4:], np.full((2, 4), 0.5), rtol=1e-5)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from ml_backend.al.strategies import REGISTRY
 from ml_backend.inference.label_config import select_target
 from ml_backend.inference.model import ImagePrediction
 from ml_backend.inference.predictor import Served
@@ -32,7 +33,7 @@ class FakePredictor:
         self.outputs = outputs
         self.calls = []
 
-    def run(self, tasks, served, with_scores=False, conf=None):
+    def run(self, tasks, served, with_scores=False, conf=None, tta=False):
         self.calls.append((with_scores, conf))
         for t in tasks:
             yield self.outputs[t["id"]]
@@ -144,12 +145,79 @@ def test_score_tasks_with_a_fake_model() -> None:
     assert preds[3]["result"][0]["value"]["rectanglelabels"] == ["a"]
 
 
-@pytest.mark.parametrize("strategy", ["random", "uncertainty", "diversity", "hybrid"])
+@pytest.mark.parametrize("strategy", sorted(REGISTRY))
 def test_every_strategy_scores_the_pool_deterministically(strategy) -> None:
     tasks, _ = _pool()
     runs = [score_tasks(tasks, SERVED, _pool()[1], settings(AL_STRATEGY=strategy)) for _ in range(2)]  # type: ignore[arg-type]
     assert [s.priority for s in runs[0].scores] == [s.priority for s in runs[1].scores]
     assert all(0 <= s.priority <= 1 for s in runs[0].scores)
+
+
+def _box(label: str, x: float, w: float = 10.0) -> dict:
+    return {"type": "rectanglelabels", "value": {"x": x, "y": 0.0, "width": w, "height": 10.0, "rotation": 0, "rectanglelabels": [label]}}
+
+
+def test_calibrated_uncertainty_weighs_classes_by_what_the_model_misses_on_labeled_tasks() -> None:
+    """Labeled task 1 holds an 'a' the model finds and a 'b' it misses: class b is harder (0.67 against 0.33,
+    one found and one missed of prior), so an unlabeled task unsure about a 'b' outranks one equally
+    unsure about an 'a'."""
+    outputs = {
+        1: det([[0.95, 0.05]], [[0, 0, 10, 10]], [1, 0, 0]),  # finds the 'a' at 0-10 %, not the 'b' at 50 %
+        2: det([[0.6, 0.55]], [[0, 0, 10, 10]], [0, 1, 0]),  # top class a
+        3: det([[0.55, 0.6]], [[0, 0, 10, 10]], [0, 0, 1]),  # top class b, the same uncertainty
+    }
+    tasks = [
+        {"id": 1, "data": {}, "annotations": [{"id": 1, "result": [_box("a", 0.0), _box("b", 50.0)]}]},
+        {"id": 2, "data": {}, "annotations": []},
+        {"id": 3, "data": {}, "annotations": []},
+    ]
+    s = settings(UNCERTAINTY_AGGREGATION="calibrated", UNCERTAINTY_MEASURE="margin")
+    pooled = score_tasks(tasks, SERVED, FakePredictor(outputs), s)  # type: ignore[arg-type]
+    assert pooled.class_weights.tolist() == pytest.approx([1 / 3, 2 / 3])
+    by = {x.task: x for x in pooled.scores}
+    margin = 1 - (0.6 - 0.55) / 1.15
+    # confidence x class weight x margin (under 1 here, so nothing to divide by)
+    assert by[3].uncertainty == pytest.approx(0.6 * (2 / 3) * margin) and by[2].uncertainty == pytest.approx(0.6 * (1 / 3) * margin)
+    assert pooled.uncertainty_scale == 1.0
+    assert by[3].priority > by[2].priority
+
+
+def test_the_pool_carries_object_features_and_expected_annotator_seconds(monkeypatch) -> None:
+    """What the strategies get: the shown objects' features (per task, in task order) and each task's
+    expected seconds from its own pre-annotation (ANNOTATION_COSTS)."""
+    import ml_backend.scoring.pool as pool_mod
+
+    outputs = {
+        1: det([[0.95, 0.05]], [[0, 0, 10, 10]], [1, 0, 0]),
+        2: det([[0.9, 0.1], [0.2, 0.3]], [[0, 0, 10, 10], [50, 50, 60, 60]], [0, 1, 0]),  # one shown box, one hidden candidate
+    }
+    for i, out in outputs.items():
+        out.object_embeddings = np.eye(3, dtype=np.float32)[: len(out.class_ids)] * i
+    seen = {}
+    real = pool_mod._strategy
+
+    def spy(pool, settings):  # noqa: ANN001, ANN202
+        seen["pool"] = pool
+        return real(pool, settings)
+
+    monkeypatch.setattr(pool_mod, "_strategy", spy)
+    tasks = [{"id": 1, "data": {}, "annotations": [{"result": []}]}, {"id": 2, "data": {}, "annotations": []}]
+    score_tasks(tasks, SERVED, FakePredictor(outputs), settings(AL_STRATEGY="objects"))  # type: ignore[arg-type]
+    pool = seen["pool"]
+    assert pool.n_labeled == 1 and len(pool) == 1
+    assert pool.objects.n == 1 and pool.objects.classes.tolist() == [0]  # task 2's shown object only (the 0.3 candidate is hidden)
+    assert pool.labeled_objects.n == 1 and pool.labeled_objects.classes.tolist() == [0]
+    # 2 s to open + 0.9 x 1.6 s verify + 0.1 x 2 s delete for the shown box + 0.3 x 7 s to draw what the hidden candidate may be
+    assert pool.expected_cost.tolist() == pytest.approx([2 + 0.9 * 1.6 + 0.1 * 2 + 0.3 * 7])
+
+
+def test_tta_uncertainty_is_the_disagreement_the_predictor_measured() -> None:
+    outputs = {1: det([[0.9, 0.1]], [[0, 0, 10, 10]], [1, 0, 0]), 2: det([[0.9, 0.1]], [[0, 0, 10, 10]], [0, 1, 0])}
+    outputs[1].tta_disagreement, outputs[2].tta_disagreement = 0.25, 0.75
+    predictor = FakePredictor(outputs)
+    tasks = [{"id": i, "data": {}, "annotations": []} for i in outputs]
+    pooled = score_tasks(tasks, SERVED, predictor, settings(UNCERTAINTY_MEASURE="tta"))  # type: ignore[arg-type]
+    assert [x.uncertainty for x in pooled.scores] == pytest.approx([0.25, 0.75])
 
 
 def test_score_columns_keep_the_task_data_and_skip_unchanged() -> None:
