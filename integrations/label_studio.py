@@ -122,6 +122,8 @@ class LabelStudioAPI(Protocol):
 
     def list_tasks(self, project_id: int, fields: str = "all") -> list[dict]: ...
 
+    def get_task(self, task_id: int) -> dict: ...
+
     def delete_model_version(self, project_id: int, model_version: str) -> int: ...
 
     def import_predictions(self, project_id: int, predictions: list[dict], chunk: int = 1000) -> int: ...
@@ -225,6 +227,10 @@ class LabelStudioClient:
                 break
             page += 1
         return out
+
+    def get_task(self, task_id: int) -> dict:
+        """One task with its annotations."""
+        return self.get(f"/api/tasks/{int(task_id)}")
 
     def task_predictions(self, task_id: int) -> list[dict]:
         return self.get("/api/predictions", params={"task": int(task_id)})

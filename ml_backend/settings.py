@@ -64,7 +64,11 @@ SPECS: tuple[SettingSpec, ...] = (
         "SCORE_THRESHOLD", "0.25", "Minimum confidence of a predicted object (or class, for classifiers) to be sent to Label Studio, 0..1."
     ),
     SettingSpec("DEVICE", "auto", "Inference and training device: `auto` (GPU when present), `cpu`, `cuda`, `cuda:0`, `mps`."),
-    SettingSpec("IMGSZ", "640", "Inference image size in pixels (longest side)."),
+    SettingSpec(
+        "IMGSZ",
+        "",
+        "Inference image size in pixels (longest side). Empty: the size the served model was trained at (Ultralytics' own default; a retrained model is served at `TRAIN_IMGSZ`).",
+    ),
     SettingSpec("PREDICT_BATCH", "16", "Images per batched forward pass in `/predict`."),
     SettingSpec(
         "BASIC_AUTH_USER",
@@ -176,8 +180,20 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "PROMOTION",
         "if_better",
-        "`if_better`: serve a retrained model only if it is not worse than the current one on the same held-out labels (mAP50-95; top-1 accuracy for classifiers). `always`: serve every successful run.",
+        "`if_better`: serve a retrained model only if the evidence says it is not worse than the current one on the same held-out labels "
+        "(detection: a paired bootstrap of mAP50 over the held-out images; other tasks: mAP50-95, top-1 for classifiers). "
+        "`always`: serve every successful run.",
     ),
+    SettingSpec(
+        "PROMOTION_MIN_HELDOUT",
+        "10",
+        "With fewer held-out images than this, `if_better` serves the retrained model (too few to judge; see docs/retraining.md); "
+        "with more, a paired bootstrap judges it.",
+    ),
+    SettingSpec(
+        "PROMOTION_MARGIN", "0.02", "How much lower a retrained model's held-out mAP50 may be and still be served (`if_better`), 0..1."
+    ),
+    SettingSpec("PROMOTION_CONFIDENCE", "0.9", "One-sided confidence of the promotion bootstrap's interval, 0.5..0.999."),
     SettingSpec(
         "REDIS_URL",
         "",
@@ -296,7 +312,7 @@ class Settings:
     model_dir: Path = Path("./ml_state")
     score_threshold: float = 0.25
     device: str = "auto"
-    imgsz: int = 640
+    imgsz: int | None = None
     predict_batch: int = 16
     basic_auth_user: str = ""
     basic_auth_pass: str = field(default="", repr=False)
@@ -331,6 +347,9 @@ class Settings:
     train_val_fraction: float = 0.2
     train_timeout: float = 21600.0
     promotion: str = "if_better"
+    promotion_min_heldout: int = 10
+    promotion_margin: float = 0.02
+    promotion_confidence: float = 0.9
     redis_url: str = field(default="", repr=False)
     train_queue: str = "al-training"
 
@@ -356,7 +375,7 @@ class Settings:
             model_dir=Path(_parse(env, "MODEL_DIR", str, "a folder path") or "./ml_state").expanduser().absolute(),
             score_threshold=_parse(env, "SCORE_THRESHOLD", _bounded_float(0.0, 1.0), "a number between 0 and 1"),
             device=_parse(env, "DEVICE", lambda r: r.lower() or "auto", "a device name"),
-            imgsz=_parse(env, "IMGSZ", _positive_int, "a positive integer"),
+            imgsz=_parse(env, "IMGSZ", lambda r: _positive_int(r) if r else None, "a positive integer, or empty"),
             predict_batch=_parse(env, "PREDICT_BATCH", _positive_int, "a positive integer"),
             basic_auth_user=user,
             basic_auth_pass=password,
@@ -391,6 +410,9 @@ class Settings:
             train_val_fraction=_parse(env, "TRAIN_VAL_FRACTION", _bounded_float(0.05, 0.5), "a number between 0.05 and 0.5"),
             train_timeout=_parse(env, "TRAIN_TIMEOUT", _bounded_float(10.0, 7 * 86400.0), "seconds between 10 and 604800"),
             promotion=_parse(env, "PROMOTION", _one_of("if_better", "always"), "if_better or always"),
+            promotion_min_heldout=_parse(env, "PROMOTION_MIN_HELDOUT", _non_negative_int, "an integer >= 0"),
+            promotion_margin=_parse(env, "PROMOTION_MARGIN", _bounded_float(0.0, 1.0), "a number between 0 and 1"),
+            promotion_confidence=_parse(env, "PROMOTION_CONFIDENCE", _bounded_float(0.5, 0.999), "a number between 0.5 and 0.999"),
             redis_url=_parse(env, "REDIS_URL", _redis_url, "a redis:// URL"),
             train_queue=_parse(env, "TRAIN_QUEUE", _queue_name, "a queue name"),
         )
@@ -400,7 +422,9 @@ class Settings:
         out = {}
         for spec in SPECS:
             value = getattr(self, spec.name.lower())
-            if isinstance(value, CostTable):
+            if value is None:
+                out[spec.name] = ""
+            elif isinstance(value, CostTable):
                 out[spec.name] = value.to_text()
             else:
                 out[spec.name] = ",".join(value) if isinstance(value, tuple) else str(value)

@@ -56,6 +56,9 @@ def test_reads_every_value() -> None:
         "TRAIN_VAL_FRACTION": "0.25",
         "TRAIN_TIMEOUT": "600",
         "PROMOTION": "Always",
+        "PROMOTION_MIN_HELDOUT": "25",
+        "PROMOTION_MARGIN": "0.05",
+        "PROMOTION_CONFIDENCE": "0.95",
         "REDIS_URL": "redis://redis:6379/0",
         "TRAIN_QUEUE": "gpu-box",
         "WEBHOOK_SECRET": " hook-1 ",
@@ -87,6 +90,7 @@ def test_reads_every_value() -> None:
     )
     assert (s.promotion, s.redis_url, s.train_queue) == ("always", "redis://redis:6379/0", "gpu-box")
     assert (s.al_cost_weight, s.al_prefilter, s.al_cold_start_labels) == (0.5, 3.0, 25)
+    assert (s.promotion_min_heldout, s.promotion_margin, s.promotion_confidence) == (25, 0.05, 0.95)
     assert s.train_steps == 120 and (s.annotation_costs.draw, s.annotation_costs.adjust, s.annotation_costs.verify) == (35.0, 6.0, 1.6)
     assert {spec.name for spec in SPECS} == set(env)
     assert Settings.from_env(s.to_env()) == s  # what a training child process gets
@@ -124,6 +128,8 @@ def test_api_key_is_not_in_repr() -> None:
         ({"TRAIN_QUEUE": "a queue"}, "TRAIN_QUEUE"),
         ({"RETRAIN_MIN_NEW_LABELS": "-3"}, "RETRAIN_MIN_NEW_LABELS"),
         ({"TRAIN_STEPS": "0"}, "TRAIN_STEPS"),
+        ({"PROMOTION_CONFIDENCE": "0.3"}, "PROMOTION_CONFIDENCE"),
+        ({"IMGSZ": "-5"}, "IMGSZ"),
         ({"TRAIN_EPOCHS": "-1"}, "TRAIN_EPOCHS"),
         ({"ANNOTATION_COSTS": "draw=quick"}, "ANNOTATION_COSTS"),
         ({"ANNOTATION_COSTS": "paint=3"}, "name one of"),

@@ -95,6 +95,9 @@ class LoadedModel:
         self.version = version
         self.task: str = yolo.task
         self.names: dict[int, str] = {int(k): str(v) for k, v in dict(yolo.names).items()}
+        overrides = getattr(yolo, "overrides", None) or {}
+        size = overrides.get("imgsz") if isinstance(overrides, dict) else None
+        self.imgsz: int = int(size[0] if isinstance(size, (list, tuple)) else size) if size else 640  # the size it was trained at
         self._lock = threading.Lock()
         self._capture = _HeadCapture(yolo)
 
@@ -102,7 +105,7 @@ class LoadedModel:
         self,
         images: Sequence[np.ndarray],
         conf: float,
-        imgsz: int,
+        imgsz: int | None,
         device: str | None,
         batch: int = 16,
         with_scores: bool = False,
@@ -110,6 +113,7 @@ class LoadedModel:
         """Run the model on RGB images, ``batch`` at a time, and return one result per image.
 
         Args:
+            imgsz: the network input size (None: the size the weights were trained at).
             with_scores: also return per-class scores of the kept objects and an image
                 embedding, captured from the same forward pass (PyTorch weights only; exported
                 weights return neither).
@@ -125,7 +129,9 @@ class LoadedModel:
                     chunk = [np.ascontiguousarray(img[:, :, ::-1]) for img in images[start : start + batch]]  # RGB -> BGR
                     if capture is not None:
                         capture.clear()
-                    results = self.yolo.predict(chunk, conf=conf, imgsz=imgsz, device=device, verbose=False, batch=len(chunk), **kw_pred)
+                    results = self.yolo.predict(
+                        chunk, conf=conf, imgsz=imgsz or self.imgsz, device=device, verbose=False, batch=len(chunk), **kw_pred
+                    )
                     if capture is not None and with_scores:
                         extra = capture.finish(len(chunk), len(self.names))
                     else:

@@ -61,6 +61,26 @@ def as_id(value: Any) -> int | None:
     return None
 
 
+def event_tasks(event: Mapping[str, Any]) -> list[int]:
+    """The task ids a label webhook is about (the event's ``task``, and each annotation's ``task``).
+
+    Example:
+        >>> event_tasks({"action": "ANNOTATION_CREATED", "task": {"id": 5}, "annotation": {"id": 7, "task": 5}})
+        [5]
+    """
+    if event.get("action") not in LABEL_ACTIONS:
+        return []
+    found: list[Any] = []
+    task = event.get("task")
+    found.append(task.get("id") if isinstance(task, Mapping) else task)
+    for a in [event.get("annotation"), *_list(event.get("annotations"))]:
+        if isinstance(a, Mapping):
+            t = a.get("task")
+            found.append(t.get("id") if isinstance(t, Mapping) else t)
+    ids = (as_id(t) for t in found)
+    return sorted({t for t in ids if t is not None})
+
+
 def event_project(event: Mapping[str, Any]) -> int | None:
     project = event.get("project")
     return as_id(project.get("id") if isinstance(project, Mapping) else project)

@@ -36,7 +36,18 @@ log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding ml_backend/
 # Settings a worker takes from the server that asked for the run (the rest are the worker's own).
-POLICY_SETTINGS = ("TRAIN_STEPS", "TRAIN_EPOCHS", "TRAIN_IMGSZ", "TRAIN_BATCH", "TRAIN_VAL_FRACTION", "PROMOTION", "AL_SEED")
+POLICY_SETTINGS = (
+    "PROMOTION_MIN_HELDOUT",
+    "PROMOTION_MARGIN",
+    "PROMOTION_CONFIDENCE",
+    "TRAIN_STEPS",
+    "TRAIN_EPOCHS",
+    "TRAIN_IMGSZ",
+    "TRAIN_BATCH",
+    "TRAIN_VAL_FRACTION",
+    "PROMOTION",
+    "AL_SEED",
+)
 
 
 class RunHandle(Protocol):

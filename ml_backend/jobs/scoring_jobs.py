@@ -32,8 +32,8 @@ from typing import Any
 
 from integrations.label_studio import LabelStudioAPI
 from ml_backend.inference.predictor import Predictor
-from ml_backend.jobs.label_events import LabelEventStore, as_id, event_project
-from ml_backend.scoring.publish import score_new_tasks, score_project
+from ml_backend.jobs.label_events import LabelEventStore, as_id, event_project, event_tasks
+from ml_backend.scoring.publish import refresh_labels, score_new_tasks, score_project
 from ml_backend.scoring.store import ScoreStore
 from ml_backend.settings import Settings
 from ml_backend.state import open_state_db, transaction
@@ -58,6 +58,8 @@ class Work:
     tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
     retire: list[str] = field(default_factory=list)
     taken_seq: int = 0
+    labels: set[int] = field(default_factory=set)  # tasks whose labels changed: their scores follow at once
+    labels_seq: int = 0
 
 
 class ScoringQueue:
@@ -78,6 +80,8 @@ class ScoringQueue:
             path,
             "CREATE TABLE IF NOT EXISTS scoring_queue (project INTEGER NOT NULL, task INTEGER NOT NULL, payload TEXT, retire TEXT,"
             " seq INTEGER NOT NULL, queued REAL NOT NULL, PRIMARY KEY (project, task))",
+            "CREATE TABLE IF NOT EXISTS label_marks (project INTEGER NOT NULL, task INTEGER NOT NULL, seq INTEGER NOT NULL,"
+            " queued REAL NOT NULL, PRIMARY KEY (project, task))",
         )
         self._lock = threading.Lock()
 
@@ -112,15 +116,35 @@ class ScoringQueue:
         """Queue a full re-score; versions to retire add up with an earlier request's."""
         self._write(project_id, [(FULL, None)], merge_retire=list(retire))
 
+    def mark_labels(self, project_id: int, task_ids: Iterable[int]) -> None:
+        """Queue tasks whose labels changed, so their scores follow without waiting for a re-score."""
+        ids = sorted({int(t) for t in task_ids})
+        if not ids:
+            return
+        with transaction(self._db, self._lock):
+            seq = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM label_marks").fetchone()[0]) + 1
+            now = time.time()
+            self._db.executemany(
+                "INSERT OR REPLACE INTO label_marks (project, task, seq, queued) VALUES (?, ?, ?, ?)",
+                [(int(project_id), t, seq, now) for t in ids],
+            )
+
     def take(self, skip: set[int] = frozenset()) -> Work | None:  # type: ignore[assignment]
         """The next project's work (a full re-score first, then the oldest new tasks); it stays queued until :meth:`done`."""
         with self._lock:
-            rows = self._db.execute("SELECT project, MAX(task = ?), MIN(queued) FROM scoring_queue GROUP BY project", (FULL,)).fetchall()
+            rows = self._db.execute(
+                "SELECT project, MAX(full), MIN(queued) FROM (SELECT project, task = ? AS full, queued FROM scoring_queue"
+                " UNION ALL SELECT project, 0, queued FROM label_marks) GROUP BY project",
+                (FULL,),
+            ).fetchall()
             rows = [r for r in rows if r[0] not in skip]
             if not rows:
                 return None
             project_id = min(rows, key=lambda r: (-int(r[1]), r[2]))[0]
             work = Work(int(project_id), False)
+            for task, seq in self._db.execute("SELECT task, seq FROM label_marks WHERE project=?", (project_id,)):
+                work.labels.add(int(task))
+                work.labels_seq = max(work.labels_seq, int(seq))
             for task, payload, retire, seq in self._db.execute(
                 "SELECT task, payload, retire, seq FROM scoring_queue WHERE project=?", (project_id,)
             ):
@@ -135,10 +159,11 @@ class ScoringQueue:
         """Remove what ``work`` covered; anything queued again since it was taken stays."""
         with self._lock:
             self._db.execute("DELETE FROM scoring_queue WHERE project=? AND seq<=?", (work.project_id, work.taken_seq))
+            self._db.execute("DELETE FROM label_marks WHERE project=? AND seq<=?", (work.project_id, work.labels_seq))
 
     def projects(self) -> set[int]:
         with self._lock:
-            return {int(r[0]) for r in self._db.execute("SELECT DISTINCT project FROM scoring_queue")}
+            return {int(r[0]) for r in self._db.execute("SELECT project FROM scoring_queue UNION SELECT project FROM label_marks")}
 
     def close(self) -> None:
         with self._lock:
@@ -186,6 +211,10 @@ class ScoringJobs:
         project_id = event_project(event)
         if project_id is None:
             return 0
+        changed = event_tasks(event)
+        if changed:  # the labeled tasks leave the queue and diversity follows now, not at the next re-score
+            self.queue.mark_labels(project_id, changed)
+            self._wake(project_id)
         n = self.events.pending(project_id, "scoring")
         if n >= self.settings.rescore_min_new_labels:
             self.queue.request_full(project_id)
@@ -257,8 +286,12 @@ class ScoringJobs:
                     self.events.mark(project_id, "scoring", seq)  # only after success
                     log.info("project %s re-scored: %d tasks", project_id, len(pooled.scores))
                 else:
-                    pooled = score_new_tasks(client, project_id, list(work.tasks.values()), self.predictor, self.settings, self.store)
-                    log.info("project %s: %d new tasks scored and queued", project_id, len(pooled.scores))
+                    if work.tasks:
+                        pooled = score_new_tasks(client, project_id, list(work.tasks.values()), self.predictor, self.settings, self.store)
+                        log.info("project %s: %d new tasks scored and queued", project_id, len(pooled.scores))
+                    if work.labels:
+                        n = refresh_labels(client, project_id, sorted(work.labels), self.store)
+                        log.info("project %s: scores of %d labeled or unlabeled tasks updated", project_id, n)
                 self.queue.done(work)
                 self.last_error, ok = None, True
             except Exception as exc:  # keep the worker alive; the work stays queued and is retried

@@ -428,7 +428,9 @@ class TrainingJobs:
             metrics={"new": outcome.metrics_new, "previous": outcome.metrics_old, "dataset": outcome.dataset, "epochs": outcome.epochs},
             note=outcome.decision,
         )
-        last.update(version=info.version, metrics_new=outcome.metrics_new, metrics_previous=outcome.metrics_old)
+        last.update(
+            version=info.version, metrics_new=outcome.metrics_new, metrics_previous=outcome.metrics_old, judgement=outcome.judgement
+        )
         crash_point("promotion:stored")
         if outcome.promote:
             try:

@@ -21,11 +21,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from integrations.label_studio import LabelStudioAPI
+from integrations.label_studio import LabelStudioAPI, LabelStudioError
 from integrations.queue_view import SCORE_COLUMNS, ensure_queue_view
 from ml_backend.faults import crash_point
 from ml_backend.inference.predictor import Predictor
-from ml_backend.scoring.pool import ScoredPool, TaskScore, score_stream, score_tasks
+from ml_backend.scoring.pool import ScoredPool, TaskScore, is_labeled, score_stream, score_tasks
 from ml_backend.scoring.store import ScoreStore
 from ml_backend.settings import Settings
 
@@ -91,6 +91,28 @@ def score_new_tasks(
         client.update_task_data(columns)
     store.append(project_id, pooled)
     return pooled
+
+
+def refresh_labels(client: LabelStudioAPI, project_id: int, task_ids: Sequence[int], store: ScoreStore) -> int:
+    """Make the stored scores follow label changes now: each task is read back from Label Studio
+    (labeled or not after the change), marked in ``/scores`` (a labeled task's priority is 0), every
+    diversity recomputed from the kept embeddings (no model pass), and the changed tasks' score
+    columns rewritten in the Data Manager. Returns how many tasks were updated (0 for a project
+    never scored: its first scoring reads the labels anyway)."""
+    if store.load(project_id) is None:
+        return 0
+    tasks = {}
+    for tid in task_ids:
+        try:
+            tasks[int(tid)] = client.get_task(int(tid))
+        except LabelStudioError as exc:
+            if exc.status != 404:  # a deleted task has nothing left to update
+                raise
+    updated = store.mark_labeled(project_id, {tid: is_labeled(t) for tid, t in tasks.items()})
+    columns = score_columns(list(tasks.values()), [TaskScore(**s) for s in updated])
+    if columns:
+        client.update_task_data(columns)
+    return len(updated)
 
 
 def score_project(

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ml_backend.al.diversity import normalize
+from ml_backend.al.diversity import diversity_scores, normalize
 from ml_backend.scoring.pool import ScoredPool, TaskScore
 from ml_backend.state import StatePaths, atomic_write
 
@@ -69,6 +69,39 @@ class ScoreStore:
             return None
         with np.load(p) as z:
             return {k: z[k] for k in z.files}
+
+    def mark_labeled(self, project_id: int, labeled: dict[int, bool]) -> list[dict]:
+        """Record which tasks are labeled now: their ``labeled`` flag (a labeled task's priority is
+        0), and every task's diversity recomputed from the kept embeddings against the labeled ones
+        (no model pass). Returns the stored scores of the tasks in ``labeled`` (empty when the
+        project was never scored)."""
+        scores = self.load(project_id)
+        if scores is None:
+            return []
+        state = self.load_state(project_id)
+        for s in scores:
+            flag = labeled.get(int(s["task"]))
+            if flag is not None:
+                s["labeled"] = flag
+                if flag:
+                    s["priority"] = 0.0
+        if state is not None and len(state["task_ids"]):
+            ids = state["task_ids"].astype(int)
+            flags = state["labeled"].astype(bool)
+            for k, t in enumerate(ids):
+                if int(t) in labeled:
+                    flags[k] = labeled[int(t)]
+            state["labeled"] = flags
+            E = state["embeddings"]
+            D = diversity_scores(E, E[flags] if flags.any() else None)
+            by_task = dict(zip(ids.tolist(), D.tolist(), strict=True))
+            for s in scores:
+                if int(s["task"]) in by_task:
+                    s["diversity"] = float(by_task[int(s["task"])])
+            arrays: dict[str, Any] = state
+            atomic_write(self.paths.score_state(project_id), lambda f: np.savez(f, **arrays))
+        atomic_write(self.paths.score_file(project_id), json.dumps(scores))
+        return [s for s in scores if int(s["task"]) in labeled]
 
     def append(self, project_id: int, pooled: ScoredPool) -> None:
         """Add newly scored tasks to the stored scores and embeddings."""

@@ -10,8 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ml_backend.settings import Settings
 from ml_backend.training.dataset import dataloader_workers
+from ml_backend.training.metrics import ImageRecord, image_record
 
 PRIMARY_METRIC = {"detect": "mAP50-95", "obb": "mAP50-95", "segment": "mask mAP50-95", "classify": "top1"}
 
@@ -66,4 +69,43 @@ def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Setting
     }
     if kind == "segment":
         out.update(box_map50_95=float(r.box.map), box_map50=float(r.box.map50))
+    return out
+
+
+def yolo_labels(label_file: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes in pixels xyxy, classes) from an Ultralytics detection label file (missing: none)."""
+    rows = []
+    if label_file.is_file():
+        for line in label_file.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 5:
+                c, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:])
+                rows.append((c, (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height))
+    arr = np.array(rows, dtype=np.float64).reshape(-1, 5)
+    return arr[:, 1:], arr[:, 0].astype(int)
+
+
+def heldout_records(weights: str | Path, dataset_root: Path, n_classes: int, settings: Settings) -> list[ImageRecord]:
+    """Each held-out image of a written detection dataset (``images/val``) as an :class:`ImageRecord`
+    of ``weights``' detections (confidence >= 0.001, as mAP is measured; at ``TRAIN_IMGSZ``), in file order."""
+    from PIL import Image
+
+    from ml_backend.inference.model import import_yolo
+
+    images = sorted((dataset_root / "images" / "val").glob("*.jpg"))
+    if not images:
+        return []
+    model = import_yolo()(str(weights))
+    out = []
+    for start in range(0, len(images), 16):
+        chunk = images[start : start + 16]
+        results = model.predict(
+            [str(p) for p in chunk], conf=0.001, imgsz=settings.train_imgsz, device=settings.ultralytics_device, verbose=False
+        )
+        for path, r in zip(chunk, results, strict=True):
+            with Image.open(path) as im:
+                w, h = im.size
+            gt, gc = yolo_labels(dataset_root / "labels" / "val" / f"{path.stem}.txt", w, h)
+            b = r.boxes
+            out.append(image_record(gt, gc, b.xyxy.cpu().numpy(), b.cls.cpu().numpy().astype(int), b.conf.cpu().numpy(), n_classes))
     return out

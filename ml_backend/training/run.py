@@ -38,8 +38,8 @@ from ml_backend.inference.label_config import check_label_map, select_target
 from ml_backend.inference.predictor import task_image_uri
 from ml_backend.settings import Settings
 from ml_backend.training.dataset import dataloader_workers, unknown_labels, write_dataset
-from ml_backend.training.evaluate import evaluate
-from ml_backend.training.promotion import decide
+from ml_backend.training.evaluate import evaluate, heldout_records
+from ml_backend.training.promotion import decide, judge
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class TrainOutcome:
     dataset: dict[str, Any] = field(default_factory=dict)
     epochs: int = 0
     seconds: float = 0.0
+    judgement: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -257,7 +258,17 @@ def train_project(
     report("evaluating")
     metrics_old = evaluate(req.base_weights, summary.data, kind, settings, workdir)
     metrics_new = evaluate(new_weights, summary.data, kind, settings, workdir)
-    promote, why = decide(metrics_old, metrics_new, settings.promotion)
+    judgement: dict[str, Any] = {}
+    if kind == "detect":  # a paired bootstrap over the held-out images (training.promotion)
+        n_classes = len(names)
+        verdict = judge(
+            heldout_records(req.base_weights, summary.root, n_classes, settings),
+            heldout_records(new_weights, summary.root, n_classes, settings),
+            settings.promotion, settings.promotion_min_heldout, settings.promotion_margin, settings.promotion_confidence, seed=settings.al_seed,
+        )  # fmt: skip
+        promote, why, judgement = verdict.promote, verdict.reason, verdict.to_json()
+    else:
+        promote, why = decide(metrics_old, metrics_new, settings.promotion)
     return TrainOutcome(
         req.project_id,
         "trained",
@@ -270,4 +281,5 @@ def train_project(
         dataset,
         epochs,
         time.monotonic() - started,
+        judgement,
     )

@@ -1,6 +1,6 @@
 import pytest
 
-from ml_backend.jobs.label_events import LabelEventStore, event_keys, event_project
+from ml_backend.jobs.label_events import LabelEventStore, event_keys, event_project, event_tasks
 
 
 def created(aid: int, stamp: str = "t1", project: int = 1) -> dict:
@@ -102,3 +102,18 @@ def test_odd_project_ids_are_not_stored(tmp_path) -> None:
     store = LabelEventStore(tmp_path / "state.db")
     for project in ({"id": 10**30}, {"id": "²"}):
         assert store.record({"action": "ANNOTATION_CREATED", "project": project, "annotation": {"id": 1}}) == 0
+
+
+@pytest.mark.parametrize(
+    ("event", "tasks"),
+    [
+        ({"action": "ANNOTATION_CREATED", "task": {"id": 5}, "annotation": {"id": 7, "task": 5}}, [5]),
+        ({"action": "ANNOTATION_UPDATED", "annotation": {"id": 7, "task": 9}}, [9]),
+        ({"action": "ANNOTATIONS_CREATED", "annotations": [{"id": 1, "task": 3}, {"id": 2, "task": {"id": 4}}]}, [3, 4]),
+        ({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 1, "task": 3}, {"id": 2}]}, [3]),
+        ({"action": "TASKS_CREATED", "tasks": [{"id": 1}]}, []),  # not a label event
+        ({"action": "ANNOTATION_CREATED", "task": {"id": True}, "annotation": {"id": 1, "task": "x"}}, []),  # no usable id
+    ],
+)
+def test_the_tasks_a_label_event_is_about(event: dict, tasks: list[int]) -> None:
+    assert event_tasks(event) == tasks

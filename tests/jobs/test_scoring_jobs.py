@@ -25,8 +25,13 @@ def recorded(monkeypatch):
         calls.append(("full", project_id) + ((tuple(retire),) if retire else ()))
         return type("P", (), {"scores": []})()
 
+    def fake_labels(client, project_id, task_ids, store):
+        calls.append(("labels", project_id, list(task_ids)))
+        return len(task_ids)
+
     monkeypatch.setattr(jobs_mod, "score_new_tasks", fake_new)
     monkeypatch.setattr(jobs_mod, "score_project", fake_full)
+    monkeypatch.setattr(jobs_mod, "refresh_labels", fake_labels)
     return calls, gate
 
 
@@ -181,3 +186,17 @@ def test_a_promoted_project_never_scored_is_scored_at_start(tmp_path, recorded) 
     jobs = make(tmp_path)
     assert jobs.check_served_versions(lambda pid: "v3" if pid == 8 else None, projects=[8, 9]) == [8]
     assert jobs.idle(5) and calls == [("full", 8)]
+
+
+def test_a_label_event_makes_its_tasks_scores_follow_at_once(tmp_path, recorded) -> None:
+    """Without waiting for RESCORE_MIN_NEW_LABELS: the labeled tasks' scores are refreshed, once per
+    burst, from the work kept in state.db."""
+    calls, gate = recorded
+    jobs = make(tmp_path, RESCORE_MIN_NEW_LABELS="100")
+    ev = {"action": "ANNOTATION_CREATED", "project": {"id": 7}, "task": {"id": 11}, "annotation": {"id": 1, "task": 11, "updated_at": "t"}}
+    jobs.add_label_event(ev)
+    jobs.add_label_event({**ev, "task": {"id": 12}, "annotation": {"id": 2, "task": 12, "updated_at": "t"}})
+    gate.set()
+    assert jobs.idle(5)
+    assert [c for c in calls if c[0] == "labels"] and sorted(t for c in calls if c[0] == "labels" for t in c[2]) == [11, 12]
+    assert jobs.queue.projects() == set()

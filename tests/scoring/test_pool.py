@@ -310,3 +310,47 @@ def test_push_keeps_clusters_only_where_affordable(clusters, push_max, n, expect
     s = Settings.from_env({"AL_CLUSTERS": clusters, "AL_CLUSTER_PUSH_MAX": push_max})
     assert push_predictions(client, 1, [{}] * n, s) == expected
     assert client.calls == [(expected, n)]
+
+
+def test_marking_tasks_labeled_updates_scores_and_diversity_without_a_model_pass(tmp_path) -> None:
+    tasks, predictor = _pool()
+    pooled = score_tasks(tasks, SERVED, predictor, settings())  # type: ignore[arg-type]
+    store = ScoreStore(StatePaths(tmp_path))
+    store.save(7, pooled.scores, pooled)
+    before = {s["task"]: s for s in store.load(7)}
+    assert not before[2]["labeled"] and before[2]["diversity"] > 0
+    changed = store.mark_labeled(7, {2: True})
+    after = {s["task"]: s for s in store.load(7)}
+    assert [c["task"] for c in changed] == [2]
+    assert after[2]["labeled"] and after[2]["priority"] == 0.0 and after[2]["diversity"] == pytest.approx(0.0)
+    # task 5's embedding is nearer task 2's than task 1's: its distance to the labeled set shrank
+    assert after[5]["diversity"] < before[5]["diversity"]
+    assert after[1]["diversity"] == pytest.approx(0.0) and store.load_state(7)["labeled"].sum() == 2
+
+
+def test_refresh_labels_reads_the_tasks_back_and_rewrites_their_columns(tmp_path) -> None:
+    from ml_backend.scoring.publish import refresh_labels
+
+    tasks, predictor = _pool()
+    pooled = score_tasks(tasks, SERVED, predictor, settings())  # type: ignore[arg-type]
+    store = ScoreStore(StatePaths(tmp_path))
+    store.save(7, pooled.scores, pooled)
+
+    class Client:
+        updates: dict = {}
+
+        def get_task(self, task_id):  # noqa: ANN001, ANN202
+            return {
+                "id": task_id,
+                "data": {"image": f"/data/upload/{task_id}.jpg"},
+                "annotations": [{"result": []}] if task_id == 3 else [],
+            }
+
+        def update_task_data(self, updates):  # noqa: ANN001, ANN202
+            self.updates = updates
+
+    client = Client()
+    assert refresh_labels(client, 7, [3], store) == 1  # type: ignore[arg-type]
+    assert client.updates[3]["al_priority"] == 0.0 and client.updates[3]["image"] == "/data/upload/3.jpg"
+    assert {s["task"]: s["labeled"] for s in store.load(7)}[3] is True
+    assert refresh_labels(client, 8, [3], store) == 0  # a project never scored: nothing to follow yet

@@ -1,0 +1,61 @@
+"""The promotion rule on pairs of held-out results with a known difference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml_backend.training.metrics import image_record
+from ml_backend.training.promotion import judge
+
+BOX = np.array([[0, 0, 10, 10]], dtype=float)
+
+
+def _images(hits: int, total: int, rng: np.random.Generator | None = None) -> list:
+    """``total`` one-object images, the model finding the object on ``hits`` of them."""
+    out = []
+    for i in range(total):
+        found = i < hits
+        out.append(
+            image_record(
+                BOX, [0], BOX if found else np.zeros((0, 4)), [0] if found else [], [0.5 + 0.4 * ((i * 7) % 10) / 10] if found else [], 1
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize(
+    ("old_hits", "new_hits", "n", "promote", "rule"),
+    [
+        (20, 30, 40, True, "bootstrap"),  # clearly better
+        (30, 30, 40, True, "bootstrap"),  # the same: not worse
+        (30, 12, 40, False, "bootstrap"),  # clearly worse
+        (3, 1, 4, True, "too_few_heldout"),  # 4 images cannot tell: the model trained on more labels is served
+        (0, 0, 20, False, "no_evidence"),  # both find nothing: no evidence
+    ],
+)
+def test_promotion_on_known_pairs(old_hits: int, new_hits: int, n: int, promote: bool, rule: str) -> None:
+    verdict = judge(_images(old_hits, n), _images(new_hits, n), min_heldout=10, margin=0.02, confidence=0.9)
+    assert (verdict.promote, verdict.rule, verdict.heldout) == (promote, rule, n)
+    assert verdict.old == pytest.approx(old_hits / n) and verdict.new == pytest.approx(new_hits / n)
+    if rule == "bootstrap":
+        assert verdict.low <= verdict.new - verdict.old <= verdict.high
+    assert ("served" in verdict.reason) is promote and ("kept" in verdict.reason) is (not promote)
+
+
+def test_a_small_drop_inside_the_interval_on_a_small_set_is_not_proof_of_worse() -> None:
+    """One image worse of 12: the interval spans well below the margin, so it is kept; the same drop
+    of 1 in 200 is within the margin and served."""
+    assert not judge(_images(8, 12), _images(7, 12), min_heldout=10).promote
+    assert judge(_images(150, 200), _images(149, 200), min_heldout=10).promote
+
+
+def test_always_serves_and_the_judgement_travels_as_json() -> None:
+    v = judge(_images(30, 40), _images(0, 40), policy="always")
+    assert v.promote and v.rule == "always"
+    assert set(v.to_json()) >= {"promote", "reason", "rule", "heldout", "old", "new", "low", "high", "confidence", "margin"}
+
+
+def test_the_same_images_are_required() -> None:
+    with pytest.raises(ValueError, match="same held-out images"):
+        judge(_images(1, 3), _images(1, 4))
