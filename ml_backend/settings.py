@@ -178,6 +178,16 @@ SPECS: tuple[SettingSpec, ...] = (
         "Seconds a training run may take before it is stopped and reported as failed (the served model is untouched).",
     ),
     SettingSpec(
+        "PSEUDO_LABELS",
+        "off",
+        "`on`: retraining also learns from the model's own confident boxes on unlabeled tasks (never written to Label Studio), "
+        "per-class confidences calibrated on held-out labels to `PSEUDO_PRECISION`, unsure regions painted out. `off`: human labels only.",
+    ),
+    SettingSpec("PSEUDO_PRECISION", "0.9", "Precision a class's pseudo-labels must reach on held-out labels, 0.5..1."),
+    SettingSpec("PSEUDO_MAX_SHARE", "1.0", "Pseudo-labeled images per human-labeled training image, at most (0..10)."),
+    SettingSpec("PSEUDO_MIN_SUPPORT", "5", "Held-out boxes a class needs before it gets pseudo-labels."),
+    SettingSpec("PSEUDO_CANDIDATES", "3", "Unlabeled images looked at per pseudo-labeled image kept (the cost of a run grows with it)."),
+    SettingSpec(
         "PROMOTION",
         "if_better",
         "`if_better`: serve a retrained model only if the evidence says it is not worse than the current one on the same held-out labels "
@@ -347,6 +357,11 @@ class Settings:
     train_val_fraction: float = 0.2
     train_timeout: float = 21600.0
     promotion: str = "if_better"
+    pseudo_labels: bool = False
+    pseudo_precision: float = 0.9
+    pseudo_max_share: float = 1.0
+    pseudo_min_support: int = 5
+    pseudo_candidates: float = 3.0
     promotion_min_heldout: int = 10
     promotion_margin: float = 0.02
     promotion_confidence: float = 0.9
@@ -410,6 +425,11 @@ class Settings:
             train_val_fraction=_parse(env, "TRAIN_VAL_FRACTION", _bounded_float(0.05, 0.5), "a number between 0.05 and 0.5"),
             train_timeout=_parse(env, "TRAIN_TIMEOUT", _bounded_float(10.0, 7 * 86400.0), "seconds between 10 and 604800"),
             promotion=_parse(env, "PROMOTION", _one_of("if_better", "always"), "if_better or always"),
+            pseudo_labels=_parse(env, "PSEUDO_LABELS", _one_of("on", "off"), "on or off") == "on",
+            pseudo_precision=_parse(env, "PSEUDO_PRECISION", _bounded_float(0.5, 1.0), "a number between 0.5 and 1"),
+            pseudo_max_share=_parse(env, "PSEUDO_MAX_SHARE", _bounded_float(0.0, 10.0), "a number between 0 and 10"),
+            pseudo_min_support=_parse(env, "PSEUDO_MIN_SUPPORT", _positive_int, "a positive integer"),
+            pseudo_candidates=_parse(env, "PSEUDO_CANDIDATES", _bounded_float(1.0, 100.0), "a number between 1 and 100"),
             promotion_min_heldout=_parse(env, "PROMOTION_MIN_HELDOUT", _non_negative_int, "an integer >= 0"),
             promotion_margin=_parse(env, "PROMOTION_MARGIN", _bounded_float(0.0, 1.0), "a number between 0 and 1"),
             promotion_confidence=_parse(env, "PROMOTION_CONFIDENCE", _bounded_float(0.5, 0.999), "a number between 0.5 and 0.999"),
@@ -424,6 +444,8 @@ class Settings:
             value = getattr(self, spec.name.lower())
             if value is None:
                 out[spec.name] = ""
+            elif isinstance(value, bool):
+                out[spec.name] = "on" if value else "off"
             elif isinstance(value, CostTable):
                 out[spec.name] = value.to_text()
             else:

@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding ml_backend/
 # Settings a worker takes from the server that asked for the run (the rest are the worker's own).
 POLICY_SETTINGS = (
+    "PSEUDO_LABELS",
+    "PSEUDO_PRECISION",
+    "PSEUDO_MAX_SHARE",
+    "PSEUDO_MIN_SUPPORT",
+    "PSEUDO_CANDIDATES",
+    "CANDIDATE_THRESHOLD",
     "PROMOTION_MIN_HELDOUT",
     "PROMOTION_MARGIN",
     "PROMOTION_CONFIDENCE",

@@ -193,6 +193,26 @@ def unknown_labels(tasks: Sequence[Mapping[str, Any]], label_ids: Mapping[str, i
     return counts
 
 
+def write_detect_image(root: Path, split: str, name: str, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray) -> Path:
+    """Add one image and its boxes (pixels, xyxy) to a detection dataset's ``split``; returns the image path."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    lines = []
+    for (x1, y1, x2, y2), c in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(classes, dtype=int), strict=True):
+        x1, x2 = max(0.0, x1) / w, min(float(w), x2) / w
+        y1, y2 = max(0.0, y1) / h, min(float(h), y2) / h
+        if x2 > x1 and y2 > y1:
+            lines.append(f"{int(c)} {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}")
+    path = root / "images" / split / f"{name}.jpg"
+    label = root / "labels" / split / f"{name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    label.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(image)).save(path, quality=95)
+    label.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
 @dataclass(frozen=True)
 class DatasetSummary:
     """What :func:`write_dataset` wrote."""

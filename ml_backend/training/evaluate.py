@@ -85,6 +85,19 @@ def yolo_labels(label_file: Path, width: int, height: int) -> tuple[np.ndarray, 
     return arr[:, 1:], arr[:, 0].astype(int)
 
 
+def heldout_images(dataset_root: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The held-out split of a written detection dataset as (RGB image, true boxes in pixels, classes)."""
+    from PIL import Image
+
+    out = []
+    for path in sorted((dataset_root / "images" / "val").glob("*.jpg")):
+        with Image.open(path) as im:
+            image = np.asarray(im.convert("RGB"))
+        gt, gc = yolo_labels(dataset_root / "labels" / "val" / f"{path.stem}.txt", image.shape[1], image.shape[0])
+        out.append((image, gt, gc))
+    return out
+
+
 def heldout_records(weights: str | Path, dataset_root: Path, n_classes: int, settings: Settings) -> list[ImageRecord]:
     """Each held-out image of a written detection dataset (``images/val``) as an :class:`ImageRecord`
     of ``weights``' detections (confidence >= 0.001, as mAP is measured; at ``TRAIN_IMGSZ``), in file order."""

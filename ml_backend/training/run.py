@@ -37,9 +37,10 @@ from integrations.label_studio import LabelStudioAPI
 from ml_backend.inference.label_config import check_label_map, select_target
 from ml_backend.inference.predictor import task_image_uri
 from ml_backend.settings import Settings
-from ml_backend.training.dataset import dataloader_workers, unknown_labels, write_dataset
-from ml_backend.training.evaluate import evaluate, heldout_records
+from ml_backend.training.dataset import current_annotation, dataloader_workers, split_score, unknown_labels, write_dataset
+from ml_backend.training.evaluate import evaluate, heldout_images, heldout_records
 from ml_backend.training.promotion import decide, judge
+from ml_backend.training.pseudo_labels import add_pseudo_labels
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,17 @@ def train_project(
             f"(TRAIN_VAL_FRACTION={settings.train_val_fraction}); the next run, with more labels, will have some"
         )
 
-    epochs = training_epochs(summary.counts["train"], settings)
+    n_train = summary.counts["train"]
+    if settings.pseudo_labels and kind == "detect":
+        report("pseudo-labeling")
+        unlabeled = sorted((t for t in tasks if current_annotation(t) is None), key=lambda t: split_score(int(t["id"]), "al-pseudo-v1"))
+        pseudo = add_pseudo_labels(
+            summary.root, req.base_weights, names, heldout_images(summary.root), unlabeled,
+            lambda t: load_image(task_image_uri(t, target.value_key), t.get("id")), n_train, settings,
+        )  # fmt: skip
+        dataset["pseudo"] = pseudo.to_json()
+        n_train += pseudo.images
+    epochs = training_epochs(n_train, settings)
     new_weights = workdir / f"project{req.project_id}.pt"
     shutil.copyfile(fine_tune(model, summary.data, settings, workdir, epochs, report), new_weights)
 

@@ -285,8 +285,13 @@ class Study:
         )
 
 
-def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target: Path, settings: Settings) -> dict:
-    """Fine-tune ``base`` on ``labeled``, evaluate on the test split, keep the weights at ``target``."""
+def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target: Path, settings: Settings, new: Sequence[int] = ()) -> dict:
+    """Fine-tune ``base`` on ``labeled``, evaluate on the test split, keep the weights at ``target``.
+
+    With ``PSEUDO_LABELS=on`` the round also learns from ``base``'s confident boxes on the unlabeled
+    pool (never the test split), calibrated on ``new``: the images labeled this round, which ``base``
+    was not trained on (as the server calibrates on its held-out split).
+    """
     from ml_backend.training.dataset import write_dataset
     from ml_backend.training.evaluate import evaluate
     from ml_backend.training.run import fine_tune, training_epochs
@@ -301,7 +306,21 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
     )
     if summary.skipped:
         log.warning("images left out of training: %s", summary.skipped)
-    epochs = training_epochs(summary.counts["train"], settings)
+    n_train, pseudo = summary.counts["train"], None
+    if settings.pseudo_labels and new and _same_classes(base, ds.names):
+        from ml_backend.training.pseudo_labels import add_pseudo_labels
+
+        taken = set(map(int, labeled))
+        unlabeled = sorted(
+            (int(i) for i in study.pool if int(i) not in taken), key=lambda i: hashlib.sha256(f"al-pseudo:{i}".encode()).hexdigest()
+        )
+        heldout = [(load_local_image(ds.items[i].path), ds.items[i].boxes, ds.items[i].classes) for i in new]
+        added = add_pseudo_labels(
+            summary.root, base, ds.names, heldout, unlabeled, lambda i: load_local_image(ds.items[i].path), n_train, settings
+        )
+        pseudo = added.to_json()
+        n_train += added.images
+    epochs = training_epochs(n_train, settings)
     t0 = time.monotonic()
     trained = fine_tune(base, summary.data, settings, work, epochs)
     train_s = time.monotonic() - t0
@@ -317,10 +336,18 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
         "map50_95": metrics["map50_95"],
         "per_class": per_class,
         "epochs": epochs,
-        "optimizer_steps": epochs * math.ceil(summary.counts["train"] / settings.train_batch),
+        "optimizer_steps": epochs * math.ceil(n_train / settings.train_batch),
+        "pseudo": pseudo,
         "train_s": train_s,
         "eval_s": eval_s,
     }
+
+
+def _same_classes(weights: str | Path, names: Mapping[int, str]) -> bool:
+    """Whether ``weights`` predict exactly the dataset's classes (the starting COCO model does not)."""
+    from ml_backend.inference.model import load_weights
+
+    return load_weights(str(weights)).names == dict(names)
 
 
 def _predictor(study: Study, weights: Path, settings: Settings) -> Any:
@@ -431,7 +458,7 @@ def _run_round(study: Study, arm: Arm, seed: int, rnd: int, labeled: list[int]) 
         chosen, shown, select_s = _select(study, arm, settings, labeled, previous)
         per_task, effort = _effort(study, chosen, shown)
         labeled = labeled + chosen
-        result = _train_round(study, labeled, previous, target, _settings(cfg, study.out, arm, seed=seed))
+        result = _train_round(study, labeled, previous, target, _settings(cfg, study.out, arm, seed=seed), new=chosen)
         before = study.record(arm.label, seed, rnd - 1)
         total = Corrections.from_json(before["effort_total"]) + effort if before else effort
     return {
