@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from integrations.local_label_studio import LocalLabelStudio, free_port
 from integrations.queue_view import serving_order
 from ml_backend.tools.servers import start_backend, wait_for_model
 from ml_backend.tools.starter import train_starter_model
-from ml_backend.tools.synthetic import make_image
+from ml_backend.tools.synthetic import SyntheticImage, ls_box_result, make_image
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding ml_backend/
@@ -55,6 +56,30 @@ class DemoResult:
     queue: list[int]
 
 
+@dataclass
+class Demo:
+    """A running demo: both servers, the project, and each task's true boxes (what a perfect
+    annotator saves), until :meth:`stop`."""
+
+    result: DemoResult
+    client: LabelStudioClient
+    label_studio: LocalLabelStudio
+    backend: subprocess.Popen
+    truth: dict[int, list[dict]]
+
+    def stop(self) -> None:
+        if self.backend.poll() is None:
+            self.backend.terminate()
+            self.backend.wait(timeout=20)
+        self.label_studio.stop()
+
+    def __enter__(self) -> Demo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def run_demo(
     workdir: str | Path = "demo_state",
     ls_port: int = 8080,
@@ -73,6 +98,25 @@ def run_demo(
         epochs: starter model training epochs (about 2 s each on 2 CPU cores).
         wait: keep both servers running until Ctrl-C.
     """
+    demo = start_demo(workdir, ls_port, backend_port, n_images, epochs)
+    try:
+        if wait:
+            print("Press Ctrl-C to stop both servers.", flush=True)
+            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            try:
+                while demo.backend.poll() is None:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        return demo.result
+    finally:
+        demo.stop()
+
+
+def start_demo(
+    workdir: str | Path = "demo_state", ls_port: int = 8080, backend_port: int = 9090, n_images: int = 12, epochs: int = 60
+) -> Demo:
+    """Set the demo up and leave both servers running (:func:`run_demo`'s arguments); the caller stops them."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     print("1/6 training the starter model (first run only) ...", flush=True)
@@ -94,14 +138,19 @@ def run_demo(
             pid = client.create_project(DEMO_TITLE, DEMO_CONFIG, description="Pre-annotated by the YOLO active-learning backend")["id"]
             img_dir = workdir / "images"
             img_dir.mkdir(exist_ok=True)
-            rng = np.random.default_rng(2024)
             paths = []
-            for i in range(n_images):
-                s = make_image(rng, 320, int(320 * rng.uniform(0.7, 1.0)))
+            for i, s in enumerate(_scenes(n_images)):
                 p = img_dir / f"shapes_{i:03d}.jpg"
                 s.image.save(p, quality=92)
                 paths.append(str(p))
             client.upload_files(pid, paths)
+        scenes = {f"shapes_{i:03d}.jpg": s for i, s in enumerate(_scenes(n_images))}
+        truth = {
+            int(t["id"]): ls_box_result(scene, LABELS)
+            for t in client.list_tasks(pid)
+            for name, scene in scenes.items()
+            if str(t["data"].get("image", "")).endswith(name)  # Label Studio prefixes uploads with a hash
+        }
 
         print("4/6 starting this backend and connecting it ...", flush=True)
         b_port = backend_port or free_port()
@@ -162,17 +211,19 @@ def run_demo(
             f"  API token:    {workdir / 'label-studio' / 'personal-access-token'}\n",
             flush=True,
         )
-        if wait:
-            print("Press Ctrl-C to stop both servers.", flush=True)
-            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-            try:
-                while backend_proc.poll() is None:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
-        return result
-    finally:
+        return Demo(result, client, ls, backend_proc, truth)
+    except BaseException:
         if backend_proc is not None and backend_proc.poll() is None:
             backend_proc.terminate()
             backend_proc.wait(timeout=20)
         ls.stop()
+        raise
+
+
+LABELS = {0: "Circle", 1: "Square", 2: "Triangle"}
+
+
+def _scenes(n: int) -> list[SyntheticImage]:
+    """The demo's images, the same every time (seeded)."""
+    rng = np.random.default_rng(2024)
+    return [make_image(rng, 320, int(320 * rng.uniform(0.7, 1.0))) for _ in range(n)]

@@ -16,3 +16,50 @@ def test_demo_sets_everything_up_and_is_idempotent(tmp_path) -> None:
     again = run_demo(tmp_path / "demo", ls_port=0, backend_port=0, n_images=3, epochs=2, wait=False)
     assert (again.project_id, again.tasks, again.model_version) == (first.project_id, 3, first.model_version)
     assert again.predicted == 3
+
+
+def test_the_demo_keeps_its_promise(tmp_path) -> None:
+    """What the demo tells a newcomer: label five tasks and it retrains by itself, serves the new
+    model when the evidence allows (or says why not in plain words), and the queue changes; the
+    labeled tasks leave the queue at once."""
+    import time
+
+    import requests
+
+    from ml_backend.tools.demo import start_demo
+
+    with start_demo(tmp_path / "demo", ls_port=0, backend_port=0, n_images=9, epochs=3) as demo:
+        url, pid = demo.result.backend_url, demo.result.project_id
+        before = {s["task"]: s for s in requests.get(f"{url}/scores", params={"project": pid}, timeout=5).json()["scores"]}
+        chosen = demo.result.queue[:5]  # the tasks Label Studio serves first, labeled as an annotator would
+        for tid in chosen:
+            demo.client.create_annotation(tid, demo.truth[tid])
+
+        def status() -> dict:
+            return requests.get(f"{url}/training", params={"project": pid}, timeout=5).json()
+
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not (status()["runs"] >= 1 and status()["state"] == "idle"):
+            time.sleep(1)
+        done = status()
+        assert done["runs"] >= 1 and done["state"] == "idle", done
+        last = done["last_run"]
+        # served, or a reason a newcomer understands
+        assert last["promoted"] or last["decision"].startswith("kept the previous model:"), last
+        assert last["judgement"]["rule"] in ("too_few_heldout", "bootstrap", "no_evidence")
+
+        def scores() -> dict:
+            return {s["task"]: s for s in requests.get(f"{url}/scores", params={"project": pid}, timeout=5).json()["scores"]}
+
+        deadline = time.monotonic() + 180
+        want = done["model_version"]
+        while time.monotonic() < deadline and {s["model_version"] for s in scores().values()} != {want}:
+            time.sleep(1)
+        after = scores()
+        assert {t for t, s in after.items() if s["labeled"]} == set(chosen)  # labeled: out of the queue
+        assert all(after[t]["priority"] == 0 for t in chosen)
+        if last["promoted"]:
+            # the new model re-scored the pool: its version on every score, and the queue order changed
+            assert {s["model_version"] for s in after.values()} == {want} != {demo.result.model_version}
+            rest = [t for t in before if t not in chosen]
+            assert [after[t]["priority"] for t in rest] != [before[t]["priority"] for t in rest]

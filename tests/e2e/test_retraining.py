@@ -82,7 +82,10 @@ def test_new_labels_retrain_promote_and_reorder_the_queue(ls_client, label_studi
             "LABEL_STUDIO_URL": label_studio.url,
             "LABEL_STUDIO_API_KEY": pat,
             "RETRAIN_MIN_NEW_LABELS": "8",
-            "PROMOTION": "always",
+            "PROMOTION": "if_better",  # the default rule: 8 labels hold out too few images to judge, so the newer model is served
+            "PSEUDO_LABELS": "on",
+            "PSEUDO_MIN_SUPPORT": "1",
+            "PSEUDO_PRECISION": "0.6",
             **TRAIN_ENV,
         },
     )
@@ -124,6 +127,10 @@ def test_new_labels_retrain_promote_and_reorder_the_queue(ls_client, label_studi
         assert {"fetching labels", "training", "evaluating"} & set(seen_progress), seen_progress
         last = done["last_run"]
         assert last["promoted"] is True and last["dataset"]["train"] + last["dataset"]["val"] == 8
+        assert last["judgement"]["rule"] == "too_few_heldout" and "too few to judge" in last["decision"]
+        # pseudo-labels from the 8 unlabeled tasks joined the run (and never reached Label Studio)
+        assert last["dataset"]["pseudo"]["examined"] > 0 and last["dataset"]["pseudo"]["images"] >= 1
+        assert all(not t["annotations"] for t in ls_client.list_tasks(pid) if t["id"] not in task_ids[:8])
         new = last["version"]
         assert done["model_version"] == new != base and done["labels_since_training"] == 0
 
