@@ -165,6 +165,12 @@ SPECS: tuple[SettingSpec, ...] = (
         "Training budget of each fine-tuning run in optimizer steps: the run takes `ceil(TRAIN_STEPS / ceil(training images / TRAIN_BATCH))` epochs, so a small label set is not starved and a large one is not over-trained. The label-savings study uses the same rule (`simulate --steps`).",
     ),
     SettingSpec("TRAIN_EPOCHS", "0", "Fixed epochs per fine-tuning run instead of `TRAIN_STEPS` (0: from `TRAIN_STEPS`)."),
+    SettingSpec(
+        "TRAIN_WARMUP_EPOCHS",
+        "",
+        "Warm-up epochs of a fine-tuning run (empty: Ultralytics' default, 3, and at least 100 optimizer steps of warm-up; 0: none).",
+    ),
+    SettingSpec("TRAIN_FREEZE", "0", "Layers of the model kept frozen while fine-tuning (10: YOLO11's backbone; 0: none)."),
     SettingSpec("TRAIN_IMGSZ", "640", "Training and evaluation image size in pixels."),
     SettingSpec("TRAIN_BATCH", "16", "Training batch size (`-1`: Ultralytics picks one that fits the GPU)."),
     SettingSpec(
@@ -352,6 +358,8 @@ class Settings:
     retrain_min_new_labels: int = 50
     train_steps: int = 300
     train_epochs: int = 0
+    train_warmup_epochs: float | None = None
+    train_freeze: int = 0
     train_imgsz: int = 640
     train_batch: int = 16
     train_val_fraction: float = 0.2
@@ -420,6 +428,10 @@ class Settings:
             retrain_min_new_labels=_parse(env, "RETRAIN_MIN_NEW_LABELS", _non_negative_int, "an integer >= 0 (0: off)"),
             train_steps=_parse(env, "TRAIN_STEPS", _positive_int, "a positive number of optimizer steps"),
             train_epochs=_parse(env, "TRAIN_EPOCHS", _non_negative_int, "an integer >= 0 (0: from TRAIN_STEPS)"),
+            train_warmup_epochs=_parse(
+                env, "TRAIN_WARMUP_EPOCHS", lambda r: _bounded_float(0.0, 100.0)(r) if r else None, "empty or a number of epochs"
+            ),
+            train_freeze=_parse(env, "TRAIN_FREEZE", _non_negative_int, "an integer >= 0"),
             train_imgsz=_parse(env, "TRAIN_IMGSZ", _positive_int, "a positive integer"),
             train_batch=_parse(env, "TRAIN_BATCH", _batch, "a positive integer or -1"),
             train_val_fraction=_parse(env, "TRAIN_VAL_FRACTION", _bounded_float(0.05, 0.5), "a number between 0.05 and 0.5"),

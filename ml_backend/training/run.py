@@ -156,7 +156,11 @@ def fine_tune(model: Any, data: str | Path, settings: Settings, workdir: Path, e
 
     report("training", epoch=0, epochs=epochs)
     model.add_callback("on_train_epoch_end", on_epoch_end)
+    recipe: dict[str, Any] = {"freeze": settings.train_freeze or None}
+    if settings.train_warmup_epochs is not None:
+        recipe["warmup_epochs"] = settings.train_warmup_epochs
     model.train(
+        **recipe,
         data=str(data),
         epochs=epochs,
         imgsz=settings.train_imgsz,
