@@ -135,7 +135,13 @@ class LabelStudioAPI(Protocol):
     def use_uncertainty_sampling(self, project_id: int, model_version: str) -> dict: ...
 
     def ensure_view(
-        self, project_id: int, title: str, ordering: list[str], hidden: dict | None = None, display_types: dict[str, str] | None = None
+        self,
+        project_id: int,
+        title: str,
+        ordering: list[str],
+        hidden: dict | None = None,
+        display_types: dict[str, str] | None = None,
+        filters: dict | None = None,
     ) -> dict: ...
 
 
@@ -295,16 +301,25 @@ class LabelStudioClient:
         )
 
     def ensure_view(
-        self, project_id: int, title: str, ordering: list[str], hidden: dict | None = None, display_types: dict[str, str] | None = None
+        self,
+        project_id: int,
+        title: str,
+        ordering: list[str],
+        hidden: dict | None = None,
+        display_types: dict[str, str] | None = None,
+        filters: dict | None = None,
     ) -> dict:
         """A Data Manager tab with this title and ordering (created once, then updated).
 
         ``display_types`` maps column ids to Data Manager types (e.g. ``"Number"``), so that task
-        data columns sort and filter as numbers rather than text.
+        data columns sort and filter as numbers rather than text; ``filters`` is the Data
+        Manager's filter object (which tasks the tab lists).
         """
-        data = {"title": title, "ordering": ordering, "hiddenColumns": hidden or {"explore": [], "labeling": []}}
+        data: dict[str, Any] = {"title": title, "ordering": ordering, "hiddenColumns": hidden or {"explore": [], "labeling": []}}
         if display_types:
             data["columnsDisplayType"] = display_types
+        if filters:
+            data["filters"] = filters
         for view in self.get("/api/dm/views", params={"project": int(project_id)}):
             if view.get("data", {}).get("title") == title:
                 return self.patch(

@@ -17,7 +17,15 @@ from integrations.label_studio import LabelStudioAPI
 
 QUEUE_VIEW_TITLE = "Active learning queue"
 # Task data keys that show the scores as Data Manager columns (sortable, filterable).
-SCORE_COLUMNS = {"priority": "al_priority", "uncertainty": "al_uncertainty", "diversity": "al_diversity", "difficulty": "al_difficulty"}
+SCORE_COLUMNS = {
+    "priority": "al_priority",
+    "uncertainty": "al_uncertainty",
+    "diversity": "al_diversity",
+    "difficulty": "al_difficulty",
+    "review": "al_review",
+}
+REVIEW_VIEW_TITLE = "Review only (auto-labelled)"
+REVIEW_MARK = "auto-labelled, review only"
 # Columns the queue tab hides so that the score columns fit on screen.
 QUEUE_VIEW_HIDDEN = {
     "explore": [
@@ -56,6 +64,23 @@ def ensure_queue_view(client: LabelStudioAPI, project_id: int) -> dict:
         ordering=["tasks:predictions_score"],
         hidden=QUEUE_VIEW_HIDDEN,
         display_types={f"tasks:data.{SCORE_COLUMNS[k]}": "Number" for k in ("priority", "uncertainty", "diversity")},
+    )
+
+
+def ensure_review_view(client: LabelStudioAPI, project_id: int) -> dict:
+    """A tab listing the tasks marked review-only (``al_review``): every box of their pre-annotation
+    is one the model is sure of, so a reviewer can accept them quickly."""
+    return client.ensure_view(
+        project_id,
+        REVIEW_VIEW_TITLE,
+        ordering=["tasks:id"],
+        hidden=QUEUE_VIEW_HIDDEN,
+        filters={
+            "conjunction": "and",
+            "items": [
+                {"filter": f"filter:tasks:data.{SCORE_COLUMNS['review']}", "operator": "equal", "type": "String", "value": REVIEW_MARK}
+            ],
+        },
     )
 
 

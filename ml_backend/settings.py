@@ -194,6 +194,12 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("PSEUDO_MIN_SUPPORT", "5", "Held-out boxes a class needs before it gets pseudo-labels."),
     SettingSpec("PSEUDO_CANDIDATES", "3", "Unlabeled images looked at per pseudo-labeled image kept (the cost of a run grows with it)."),
     SettingSpec(
+        "REVIEW_ONLY",
+        "off",
+        "`on`: tasks whose every pre-annotated box clears the served model's calibrated confidence (right `PSEUDO_PRECISION` of the "
+        "time on its held-out labels) are marked `auto-labelled, review only` in the `al_review` column and listed in a Data Manager tab.",
+    ),
+    SettingSpec(
         "PROMOTION",
         "if_better",
         "`if_better`: serve a retrained model only if the evidence says it is not worse than the current one on the same held-out labels "
@@ -365,6 +371,7 @@ class Settings:
     train_val_fraction: float = 0.2
     train_timeout: float = 21600.0
     promotion: str = "if_better"
+    review_only: bool = False
     pseudo_labels: bool = False
     pseudo_precision: float = 0.9
     pseudo_max_share: float = 1.0
@@ -437,6 +444,7 @@ class Settings:
             train_val_fraction=_parse(env, "TRAIN_VAL_FRACTION", _bounded_float(0.05, 0.5), "a number between 0.05 and 0.5"),
             train_timeout=_parse(env, "TRAIN_TIMEOUT", _bounded_float(10.0, 7 * 86400.0), "seconds between 10 and 604800"),
             promotion=_parse(env, "PROMOTION", _one_of("if_better", "always"), "if_better or always"),
+            review_only=_parse(env, "REVIEW_ONLY", _one_of("on", "off"), "on or off") == "on",
             pseudo_labels=_parse(env, "PSEUDO_LABELS", _one_of("on", "off"), "on or off") == "on",
             pseudo_precision=_parse(env, "PSEUDO_PRECISION", _bounded_float(0.5, 1.0), "a number between 0.5 and 1"),
             pseudo_max_share=_parse(env, "PSEUDO_MAX_SHARE", _bounded_float(0.0, 10.0), "a number between 0 and 10"),

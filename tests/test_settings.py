@@ -57,6 +57,14 @@ def test_reads_every_value() -> None:
         "TRAIN_TIMEOUT": "600",
         "PROMOTION": "Always",
         "PROMOTION_MIN_HELDOUT": "25",
+        "REVIEW_ONLY": "on",
+        "PSEUDO_LABELS": "on",
+        "PSEUDO_PRECISION": "0.8",
+        "PSEUDO_MAX_SHARE": "0.5",
+        "PSEUDO_MIN_SUPPORT": "3",
+        "PSEUDO_CANDIDATES": "2",
+        "TRAIN_WARMUP_EPOCHS": "0",
+        "TRAIN_FREEZE": "10",
         "PROMOTION_MARGIN": "0.05",
         "PROMOTION_CONFIDENCE": "0.95",
         "REDIS_URL": "redis://redis:6379/0",
@@ -91,6 +99,10 @@ def test_reads_every_value() -> None:
     assert (s.promotion, s.redis_url, s.train_queue) == ("always", "redis://redis:6379/0", "gpu-box")
     assert (s.al_cost_weight, s.al_prefilter, s.al_cold_start_labels) == (0.5, 3.0, 25)
     assert (s.promotion_min_heldout, s.promotion_margin, s.promotion_confidence) == (25, 0.05, 0.95)
+    assert (s.review_only, s.pseudo_labels, s.pseudo_precision, s.pseudo_max_share, s.pseudo_min_support, s.pseudo_candidates) == (
+        True, True, 0.8, 0.5, 3, 2.0,
+    )  # fmt: skip
+    assert (s.train_warmup_epochs, s.train_freeze) == (0.0, 10)
     assert s.train_steps == 120 and (s.annotation_costs.draw, s.annotation_costs.adjust, s.annotation_costs.verify) == (35.0, 6.0, 1.6)
     assert {spec.name for spec in SPECS} == set(env)
     assert Settings.from_env(s.to_env()) == s  # what a training child process gets

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from integrations.label_studio import LabelStudioAPI, LabelStudioError
-from integrations.queue_view import SCORE_COLUMNS, ensure_queue_view
+from integrations.queue_view import REVIEW_MARK, SCORE_COLUMNS, ensure_queue_view, ensure_review_view
 from ml_backend.faults import crash_point
 from ml_backend.inference.predictor import Predictor
 from ml_backend.scoring.pool import ScoredPool, TaskScore, is_labeled, score_stream, score_tasks
@@ -46,10 +46,11 @@ def push_predictions(client: LabelStudioAPI, project_id: int, predictions: list[
     return "bulk"
 
 
-def score_columns(tasks: Sequence[Mapping[str, Any]], scores: Sequence[TaskScore]) -> dict[int, dict]:
+def score_columns(tasks: Sequence[Mapping[str, Any]], scores: Sequence[TaskScore], review: set[int] | None = None) -> dict[int, dict]:
     """New ``data`` for each task whose score columns changed (rounded to 3 decimals).
 
-    The task's own data is kept as it is; only the ``al_*`` keys are added or replaced.
+    The task's own data is kept as it is; only the ``al_*`` keys are added or replaced. With
+    ``review`` (``REVIEW_ONLY=on``), the ``al_review`` column marks those tasks.
     """
     by_id = {int(t["id"]): t for t in tasks}
     out: dict[int, dict] = {}
@@ -64,6 +65,8 @@ def score_columns(tasks: Sequence[Mapping[str, Any]], scores: Sequence[TaskScore
             SCORE_COLUMNS["diversity"]: round(s.diversity, 3),
             SCORE_COLUMNS["difficulty"]: s.difficulty,
         }
+        if review is not None:
+            new[SCORE_COLUMNS["review"]] = REVIEW_MARK if s.task in review and not s.labeled else ""
         if any(data.get(k) != v for k, v in new.items()):
             out[s.task] = {**data, **new}
     return out
@@ -91,6 +94,37 @@ def score_new_tasks(
         client.update_task_data(columns)
     store.append(project_id, pooled)
     return pooled
+
+
+def served_thresholds(predictor: Predictor, project_id: int) -> dict[str, float | None]:
+    """The served model's per-class confidence that is right ``PSEUDO_PRECISION`` of the time on its
+    held-out labels (measured when it was trained; none for a model never retrained)."""
+    info = predictor.models.current(project_id)
+    return dict((info.metrics.get("new") or {}).get("review_thresholds") or {}) if info else {}
+
+
+def review_only_tasks(pooled: ScoredPool, thresholds: Mapping[str, float | None]) -> set[int]:
+    """Tasks whose pre-annotation has boxes and every box clears its class's threshold: a reviewer
+    can accept them quickly (``REVIEW_ONLY``). A class without a threshold never clears it.
+
+    Example:
+        >>> pool = ScoredPool([], [{"task": 1, "result": [{"score": 0.97, "value": {"rectanglelabels": ["cat"]}}]}], {})
+        >>> review_only_tasks(pool, {"cat": 0.9}), review_only_tasks(pool, {"cat": None})
+        ({1}, set())
+    """
+    out = set()
+    for p in pooled.predictions:
+        regions = p.get("result") or []
+        ok = bool(regions)
+        for r in regions:
+            labels = [x for key in ("rectanglelabels", "polygonlabels", "labels", "choices") for x in (r.get("value") or {}).get(key, [])]
+            limit = thresholds.get(str(labels[0])) if labels else None
+            if limit is None or float(r.get("score", 0.0)) < limit:
+                ok = False
+                break
+        if ok:
+            out.add(int(p["task"]))
+    return out
 
 
 def refresh_labels(client: LabelStudioAPI, project_id: int, task_ids: Sequence[int], store: ScoreStore) -> int:
@@ -143,7 +177,10 @@ def score_project(
             if old and old != version:
                 client.delete_model_version(project_id, old)
         ensure_queue_view(client, project_id)
-    columns = score_columns(tasks, pooled.scores)
+        if settings.review_only:
+            ensure_review_view(client, project_id)
+    review = review_only_tasks(pooled, served_thresholds(predictor, project_id)) if settings.review_only else None
+    columns = score_columns(tasks, pooled.scores, review)
     if columns:
         client.update_task_data(columns)
     ScoreStore(settings.paths).save(project_id, pooled.scores, pooled)

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from integrations.label_studio import LabelStudioAPI
 from ml_backend.inference.label_config import check_label_map, select_target
 from ml_backend.inference.predictor import task_image_uri
@@ -40,7 +42,7 @@ from ml_backend.settings import Settings
 from ml_backend.training.dataset import current_annotation, dataloader_workers, split_score, unknown_labels, write_dataset
 from ml_backend.training.evaluate import evaluate, heldout_images, heldout_records
 from ml_backend.training.promotion import decide, judge
-from ml_backend.training.pseudo_labels import add_pseudo_labels
+from ml_backend.training.pseudo_labels import add_pseudo_labels, calibrate_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -276,12 +278,16 @@ def train_project(
     judgement: dict[str, Any] = {}
     if kind == "detect":  # a paired bootstrap over the held-out images (training.promotion)
         n_classes = len(names)
+        new_records = heldout_records(new_weights, summary.root, n_classes, settings)
         verdict = judge(
-            heldout_records(req.base_weights, summary.root, n_classes, settings),
-            heldout_records(new_weights, summary.root, n_classes, settings),
+            heldout_records(req.base_weights, summary.root, n_classes, settings), new_records,
             settings.promotion, settings.promotion_min_heldout, settings.promotion_margin, settings.promotion_confidence, seed=settings.al_seed,
         )  # fmt: skip
         promote, why, judgement = verdict.promote, verdict.reason, verdict.to_json()
+        # The new model's own confidence per class that is right PSEUDO_PRECISION of the time on the
+        # held-out labels: scoring marks tasks whose every box clears it as review-only (REVIEW_ONLY).
+        sure = calibrate_thresholds(new_records, n_classes, settings.pseudo_precision, settings.pseudo_min_support)
+        metrics_new["review_thresholds"] = {str(names[c]): (None if np.isinf(t) else float(t)) for c, t in enumerate(sure)}
     else:
         promote, why = decide(metrics_old, metrics_new, settings.promotion)
     return TrainOutcome(
