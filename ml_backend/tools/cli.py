@@ -67,7 +67,7 @@ def simulate(args: argparse.Namespace) -> int:
             data=str(args.data), format=args.format, out=str(args.out), weights=str(args.weights),
             strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=chosen["initial"], step=chosen["step"],
             rounds=chosen["rounds"], seeds=seeds, steps=chosen["steps"], epochs=args.epochs, imgsz=chosen["imgsz"], batch=chosen["batch"],
-            test_fraction=args.test_fraction, pool=args.pool, device=chosen["device"],
+            test_fraction=args.test_fraction, pool=args.pool, device=chosen["device"], server_loop=args.server_loop,
         )  # fmt: skip
         if not args.report:
             run_study(cfg)
@@ -108,6 +108,11 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--pool", type=int, default=0, help="at most this many images to select from (0: all but the test split)")
     p.add_argument("--device", help="cpu, cuda, cuda:0, auto (default auto)")
+    p.add_argument(
+        "--server-loop", action="store_true",
+        help="each round as the server runs it: labels held out (TRAIN_VAL_FRACTION), the new model judged against the served one "
+        "(PROMOTION), the next round continuing from whichever is served; the test split measures the served model",
+    )  # fmt: skip
     p.add_argument("--metric", default="map50", choices=["map50", "map50_95"], help="what the summary compares")
     p.add_argument(
         "--costs", default="", help="annotator seconds per action for the summary, name=seconds pairs (default: ANNOTATION_COSTS's table)"

@@ -320,3 +320,16 @@ def test_fixed_epochs_on_a_yolo_dataset(tmp_path: Path, tiny_weights) -> None:
     records = run_study(cfg, show_progress=False)["records"]
     assert [(r["round"], r["labels"], r["epochs"]) for r in records] == [(0, 4, 2), (1, 6, 2)]  # --epochs wins over --steps
     assert [r["optimizer_steps"] for r in records] == [2, 4]  # 2 epochs of ceil(4/4) and ceil(6/4) batches
+
+
+def test_the_server_loop_judges_each_round_and_continues_from_the_served_model(shapes_voc: Path, tmp_path: Path, tiny_weights) -> None:
+    """--server-loop: labels held out as the server holds them out, each new model judged by the
+    promotion rule, the served one measured on the test split."""
+    cfg = _cfg(shapes_voc, tmp_path / "loop", tiny_weights("detect"), strategies=("random",), server_loop=True)
+    records = run_study(cfg, show_progress=False)["records"]
+    assert [r["round"] for r in records] == [0, 1, 2]
+    # the starting model already has these classes (a COCO model would not: its round 0 is served unjudged)
+    for r in records:
+        j = r["judgement"]
+        assert j["rule"] in ("too_few_heldout", "bootstrap", "no_evidence") and j["heldout"] >= 1
+        assert 0.0 <= r["map50"] <= 1.0

@@ -63,7 +63,9 @@ log = logging.getLogger(__name__)
 RESULTS = "results.json"
 METRICS = ("map50", "map50_95")
 # Fields that define a study: a run with other values cannot resume from the same folder.
-STUDY_KEYS = ("data", "format", "initial", "step", "steps", "epochs", "imgsz", "batch", "weights", "test_fraction", "pool", "device")
+STUDY_KEYS = (
+    "data", "format", "initial", "step", "steps", "epochs", "imgsz", "batch", "weights", "test_fraction", "pool", "device", "server_loop",
+)  # fmt: skip
 MIN_TEST = 150  # test images at least (or a quarter of a smaller set)
 # Presets: an hour-scale CPU study and the full GPU one. Explicit flags override them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -140,6 +142,7 @@ class SimConfig:
     test_fraction: float = 0.25
     pool: int = 0
     device: str = "auto"
+    server_loop: bool = False
 
     def __post_init__(self) -> None:
         for name in ("initial", "step", "steps", "imgsz", "batch"):
@@ -250,7 +253,8 @@ class Study:
         if path.exists():
             old = json.loads(path.read_text())
             before = old.get("config", {})
-            diff = {k: (before.get(k), v) for k, v in cfg.study().items() if before.get(k) != v}
+            defaults = {f.name: f.default for f in fields(SimConfig)}  # a key an older study did not write had its default
+            diff = {k: (before.get(k, defaults[k]), v) for k, v in cfg.study().items() if before.get(k, defaults[k]) != v}
             if diff:
                 what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
                 raise SimulationError(
@@ -299,22 +303,33 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
     ds = study.ds
     work = study.out / "work"
     shutil.rmtree(work, ignore_errors=True)
-    tasks = [as_task(ds, i, True) for i in list(labeled) + study.test.tolist()]
-    splits = {int(i) + 1: "train" for i in labeled} | {int(i) + 1: "val" for i in study.test}
+    loop = study.cfg.server_loop and _same_classes(base, ds.names)  # the server's own loop once a model with these classes serves
+    if loop:  # hold labels out as the server does, to judge the new model against the served one
+        from ml_backend.training.dataset import assign_splits
+
+        side = assign_splits([int(i) + 1 for i in labeled], settings.train_val_fraction)
+        held = [int(i) for i in labeled if side[int(i) + 1] == "val"]
+        splits = {int(i) + 1: side[int(i) + 1] for i in labeled}
+        tasks = [as_task(ds, i, True) for i in labeled]
+    else:
+        held = []
+        splits = {int(i) + 1: "train" for i in labeled} | {int(i) + 1: "val" for i in study.test}
+        tasks = [as_task(ds, i, True) for i in list(labeled) + study.test.tolist()]
     summary = write_dataset(
         tasks, ds.names, "detect", lambda t: load_local_image(t["data"]["image"]), work / "dataset", from_name="label", splits=splits
     )
     if summary.skipped:
         log.warning("images left out of training: %s", summary.skipped)
     n_train, pseudo = summary.counts["train"], None
-    if settings.pseudo_labels and new and _same_classes(base, ds.names):
+    calibrate_on = held if loop else list(new)
+    if settings.pseudo_labels and calibrate_on and _same_classes(base, ds.names):
         from ml_backend.training.pseudo_labels import add_pseudo_labels
 
         taken = set(map(int, labeled))
         unlabeled = sorted(
             (int(i) for i in study.pool if int(i) not in taken), key=lambda i: hashlib.sha256(f"al-pseudo:{i}".encode()).hexdigest()
         )
-        heldout = [(load_local_image(ds.items[i].path), ds.items[i].boxes, ds.items[i].classes) for i in new]
+        heldout = [(load_local_image(ds.items[i].path), ds.items[i].boxes, ds.items[i].classes) for i in calibrate_on]
         added = add_pseudo_labels(
             summary.root, base, ds.names, heldout, unlabeled, lambda i: load_local_image(ds.items[i].path), n_train, settings
         )
@@ -324,9 +339,23 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
     t0 = time.monotonic()
     trained = fine_tune(base, summary.data, settings, work, epochs)
     train_s = time.monotonic() - t0
-    atomic_write(target, lambda f: f.write(Path(trained).read_bytes()))
+    judgement = None
+    served = trained
+    if loop:
+        from ml_backend.training.evaluate import heldout_records
+        from ml_backend.training.promotion import judge
+
+        n_classes = len(ds.names)
+        verdict = judge(
+            heldout_records(base, summary.root, n_classes, settings), heldout_records(trained, summary.root, n_classes, settings),
+            settings.promotion,
+            settings.promotion_min_heldout, settings.promotion_margin, settings.promotion_confidence, seed=settings.al_seed,
+        )  # fmt: skip
+        judgement = verdict.to_json()
+        served = Path(trained) if verdict.promote else Path(base)
+    atomic_write(target, lambda f: f.write(Path(served).read_bytes()))
     t0 = time.monotonic()
-    metrics = evaluate(target, summary.data, "detect", settings, work)
+    metrics = evaluate(target, _test_data(study) if loop else summary.data, "detect", settings, work)
     eval_s = time.monotonic() - t0
     per_class = {n: {k: m.get(k, 0.0) for k in ("ap50", "ap50_95", "f1")} for n, m in metrics["per_class"].items()}
     for n in study.ds.object_counts(study.test):
@@ -338,9 +367,24 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
         "epochs": epochs,
         "optimizer_steps": epochs * math.ceil(n_train / settings.train_batch),
         "pseudo": pseudo,
+        "judgement": judgement,
         "train_s": train_s,
         "eval_s": eval_s,
     }
+
+
+def _test_data(study: Study) -> Path:
+    """A dataset whose held-out split is the test split (written once): where the server loop's served model is measured."""
+    from ml_backend.training.dataset import write_dataset
+
+    root = study.out / "testset"
+    if not (root / "data.yaml").is_file():
+        tasks = [as_task(study.ds, i, True) for i in study.test.tolist()]
+        write_dataset(
+            tasks, study.ds.names, "detect", lambda t: load_local_image(t["data"]["image"]), root, from_name="label",
+            splits={int(i) + 1: "val" for i in study.test},
+        )  # fmt: skip
+    return root / "data.yaml"
 
 
 def _same_classes(weights: str | Path, names: Mapping[int, str]) -> bool:
