@@ -19,9 +19,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import random
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import requests
@@ -32,11 +35,65 @@ log = logging.getLogger(__name__)
 
 
 class LabelStudioError(RuntimeError):
-    """A Label Studio API call failed; the message says which and why (never the key)."""
+    """A Label Studio API call failed; the message says which and why (never the key).
+
+    Attributes:
+        status: the HTTP status, or None when Label Studio could not be reached.
+    """
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+    @property
+    def transient(self) -> bool:
+        """Label Studio was down, overloaded or busy (worth trying again later), not a refusal."""
+        return self.status is None or self.status in RETRY_STATUSES
+
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How idempotent calls ride out a Label Studio that is briefly down or overloaded.
+
+    Connection errors and HTTP 429, 500, 502, 503 and 504 are retried up to ``attempts`` times in
+    all, waiting ``first x 2^k`` seconds (at most ``cap``), each wait drawn between half and all of
+    that (jitter, so many clients do not retry in step), and at least what ``Retry-After`` asks
+    (up to ``cap``). GET, PUT, PATCH and DELETE are retried: every call of ours that uses them can
+    be repeated safely. POSTs that create things are not (a retry could create twice); the jobs
+    that make them repeat whole, idempotent runs instead.
+
+    Example:
+        >>> [RetryPolicy(first=0.5, cap=8.0).delay(k, jitter=1.0) for k in range(6)]
+        [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    """
+
+    attempts: int = 5
+    first: float = 0.5
+    cap: float = 8.0
+
+    def delay(self, k: int, retry_after: float | None = None, jitter: float | None = None) -> float:
+        base = min(self.cap, self.first * 2**k) * (random.uniform(0.5, 1.0) if jitter is None else jitter)
+        return min(self.cap, max(base, retry_after or 0.0))
+
+
+def retry_after(resp: requests.Response) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (a number or an HTTP date), or None."""
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def token_kind(key: str) -> str:
@@ -68,8 +125,12 @@ class LabelStudioAuth:
 
     REFRESH_MARGIN_S = 30.0
 
-    def __init__(self, url: str, api_key: str, timeout: float = 10.0):
+    def __init__(
+        self, url: str, api_key: str, timeout: float = 10.0, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep
+    ):
         self.url = url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
         self._key = api_key
         self.kind = token_kind(api_key) if api_key else "none"
         self.timeout = timeout
@@ -96,10 +157,25 @@ class LabelStudioAuth:
         return {"Authorization": f"Bearer {self._access}"}
 
     def _refresh(self) -> None:
-        try:
-            resp = requests.post(f"{self.url}/api/token/refresh/", json={"refresh": self._key}, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise LabelStudioError(f"cannot reach Label Studio at {self.url} to refresh the access token ({type(exc).__name__})") from None
+        # Exchanging the token changes nothing in Label Studio: safe to repeat while it is down.
+        for k in range(self.retry.attempts):
+            try:
+                resp = requests.post(f"{self.url}/api/token/refresh/", json={"refresh": self._key}, timeout=self.timeout)
+            except requests.RequestException as exc:
+                if k + 1 < self.retry.attempts:
+                    self.sleep(self.retry.delay(k))
+                    continue
+                raise LabelStudioError(
+                    f"cannot reach Label Studio at {self.url} to refresh the access token ({type(exc).__name__})"
+                ) from None
+            if resp.status_code in RETRY_STATUSES and k + 1 < self.retry.attempts:
+                self.sleep(self.retry.delay(k, retry_after(resp)))
+                continue
+            break
+        if resp.status_code in RETRY_STATUSES:
+            raise LabelStudioError(
+                f"Label Studio at {self.url} is unavailable (HTTP {resp.status_code}) to refresh the access token", resp.status_code
+            )
         access = (
             resp.json().get("access")
             if resp.status_code == 200 and resp.headers.get("content-type", "").startswith("application/json")
@@ -154,24 +230,43 @@ class LabelStudioClient:
         timeout: seconds per request.
     """
 
-    def __init__(self, url: str, api_key: str, timeout: float = 30.0):
+    def __init__(
+        self, url: str, api_key: str, timeout: float = 30.0, retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep
+    ):
         if not url:
             raise LabelStudioError("LABEL_STUDIO_URL is not set")
         self.url = url.rstrip("/")
-        self.auth = LabelStudioAuth(self.url, api_key)
+        self.auth = LabelStudioAuth(self.url, api_key, retry=retry, sleep=sleep)
         self.timeout = timeout
+        self.retry = retry
+        self.sleep = sleep
         self.session = requests.Session()
         self.session.trust_env = False
 
     # -- transport ------------------------------------------------------------------------
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Call ``path`` (relative to the base URL) and return the decoded JSON (or None)."""
+        """Call ``path`` (relative to the base URL) and return the decoded JSON (or None).
+
+        Idempotent methods ride out a briefly unavailable Label Studio (:class:`RetryPolicy`).
+        """
         url = f"{self.url}/{path.lstrip('/')}"
-        headers = {**self.auth.headers(), **kwargs.pop("headers", {})}
-        try:
-            resp = self.session.request(method, url, headers=headers, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
-        except requests.RequestException as exc:
-            raise LabelStudioError(f"{method} {path}: cannot reach Label Studio at {self.url} ({type(exc).__name__})") from None
+        extra = kwargs.pop("headers", {})
+        timeout = kwargs.pop("timeout", self.timeout)
+        retries = self.retry.attempts - 1 if method.upper() in IDEMPOTENT_METHODS else 0
+        for k in range(retries + 1):
+            try:
+                resp = self.session.request(method, url, headers={**self.auth.headers(), **extra}, timeout=timeout, **kwargs)
+            except requests.RequestException as exc:
+                if k < retries:
+                    log.warning("%s %s: Label Studio unreachable (%s); trying again", method, path, type(exc).__name__)
+                    self.sleep(self.retry.delay(k))
+                    continue
+                raise LabelStudioError(f"{method} {path}: cannot reach Label Studio at {self.url} ({type(exc).__name__})") from None
+            if resp.status_code in RETRY_STATUSES and k < retries:
+                log.warning("%s %s: Label Studio answered HTTP %s; trying again", method, path, resp.status_code)
+                self.sleep(self.retry.delay(k, retry_after(resp)))
+                continue
+            break
         if resp.status_code >= 400:
             body = self.auth.scrub(resp.text[:500])  # a proxy or server may echo our Authorization header
             raise LabelStudioError(f"{method} {path} -> HTTP {resp.status_code}: {body}", status=resp.status_code)

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from integrations.label_studio import LabelStudioError
 from ml_backend.settings import Settings
 from ml_backend.state import write_json_atomic
 from ml_backend.training.run import TrainingError, TrainOutcome, TrainRequest, train_project
@@ -123,8 +124,10 @@ class LocalHandle:
             return TrainOutcome.from_json(json.loads((self.workdir / "outcome.json").read_text()))
         except (OSError, ValueError, TypeError):
             pass
+        transient = False
         try:
-            error = json.loads((self.workdir / "error.json").read_text())["error"]
+            data = json.loads((self.workdir / "error.json").read_text())
+            error, transient = data["error"], bool(data.get("transient"))
         except (OSError, ValueError, KeyError):
             tail = ""
             try:
@@ -133,7 +136,7 @@ class LocalHandle:
                 pass
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             error = f"the training process {how}" + (f": {tail}" if tail else "") + f" (log: {self.workdir / 'train.log'})"
-        raise TrainingError(error)
+        raise TrainingError(error, transient=transient)
 
     def cancel(self) -> None:
         if self.proc.poll() is None:
@@ -204,10 +207,14 @@ def child_main(request_path: str) -> int:
         return 0
     except Exception as exc:
         traceback.print_exc()
-        write_json_atomic(
-            workdir / "error.json", {"error": f"{type(exc).__name__}: {exc}" if not isinstance(exc, TrainingError) else str(exc)}
-        )
+        write_json_atomic(workdir / "error.json", _error_json(exc))
         return 1
+
+
+def _error_json(exc: Exception) -> dict[str, Any]:
+    """A failed run's reason, and whether it was Label Studio being unavailable (tried again later)."""
+    transient = isinstance(exc, LabelStudioError) and exc.transient or isinstance(exc, TrainingError) and exc.transient
+    return {"error": str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}", "transient": transient}
 
 
 # --- an RQ worker ---------------------------------------------------------------------------
@@ -234,7 +241,10 @@ def rq_train(request: Mapping[str, Any], base_weights: bytes, policy_env: Mappin
             job.save_meta()
 
     try:
-        outcome = run_request(req, settings, progress)
+        try:
+            outcome = run_request(req, settings, progress)
+        except (LabelStudioError, TrainingError) as exc:
+            return _error_json(exc)  # a reason, not a crashed job: the backend decides whether to try again
         weights = Path(outcome.weights).read_bytes() if outcome.weights else None
         return {"outcome": outcome.to_json(), "weights": weights}
     finally:
@@ -272,6 +282,8 @@ class RQHandle:
         status = self._status()
         if status == "finished":
             result = self.job.return_value(refresh=True) or {}
+            if "error" in result:
+                raise TrainingError(str(result["error"]), transient=bool(result.get("transient")))
             outcome = TrainOutcome.from_json(result["outcome"])
             if result.get("weights"):
                 self.workdir.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,8 @@ from ml_backend.training.run import TrainingError, TrainOutcome, TrainRequest
 log = logging.getLogger(__name__)
 
 CONSUMER = "training"
+RETRY_FIRST_S = 60.0  # a run that met an unavailable Label Studio waits this long, doubling, at most RETRY_MAX_S
+RETRY_MAX_S = 1800.0
 STATES = ("idle", "queued", "training", "failed")
 
 
@@ -90,11 +92,14 @@ class TrainingState:
             path,
             "CREATE TABLE IF NOT EXISTS training (project INTEGER PRIMARY KEY, state TEXT NOT NULL, reason TEXT, follow_up INTEGER DEFAULT 0,"
             " start_seq INTEGER DEFAULT 0, owner TEXT, queued REAL, started REAL, finished REAL, progress TEXT, message TEXT, last TEXT,"
-            " runs INTEGER DEFAULT 0, heartbeat REAL, threshold INTEGER)",
+            " runs INTEGER DEFAULT 0, heartbeat REAL, threshold INTEGER, attempt INTEGER DEFAULT 0, job TEXT)",
         )
-        if "threshold" not in [r[1] for r in self._db.execute("PRAGMA table_info(training)")]:
-            try:  # a state file from before per-project thresholds
-                self._db.execute("ALTER TABLE training ADD COLUMN threshold INTEGER")
+        have = [r[1] for r in self._db.execute("PRAGMA table_info(training)")]
+        for column, kind in (("threshold", "INTEGER"), ("attempt", "INTEGER DEFAULT 0"), ("job", "TEXT")):
+            if column in have:
+                continue
+            try:  # a state file from an older version
+                self._db.execute(f"ALTER TABLE training ADD COLUMN {column} {kind}")
             except sqlite3.OperationalError as exc:  # another process added it first
                 if "duplicate column" not in str(exc):
                     raise
@@ -122,6 +127,8 @@ class TrainingState:
                 "runs": 0,
                 "heartbeat": None,
                 "threshold": None,
+                "attempt": 0,
+                "job": None,
             }
         return dict(zip(cols, row))
 
@@ -171,7 +178,9 @@ class TrainingState:
         webhook that sees ``training`` never counts against the previous run's start.
         """
         with self._lock:
-            row = self._db.execute("SELECT project FROM training WHERE state='queued' ORDER BY queued LIMIT 1").fetchone()
+            row = self._db.execute(
+                "SELECT project FROM training WHERE state='queued' AND queued<=? ORDER BY queued LIMIT 1", (time.time(),)
+            ).fetchone()  # a run waiting out an unavailable Label Studio is queued in the future
             if row is None:
                 return None
             now = time.time()
@@ -391,11 +400,21 @@ class TrainingJobs:
             shutil.rmtree(runs_dir, ignore_errors=True)
             state, message = "idle", last["decision"]
         except Exception as exc:
+            if isinstance(exc, TrainingError) and exc.transient:
+                attempt = int(self.state.get(project_id)["attempt"] or 0) + 1
+                wait = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (attempt - 1))
+                log.warning("project %s: Label Studio unavailable during training (%s); trying again in %.0f s", project_id, exc, wait)
+                self.state.update(
+                    project_id, state="queued", queued=time.time() + wait, attempt=attempt, owner=None, progress=None,
+                    reason=f"retry {attempt}: Label Studio was unavailable ({exc}); the labels stay counted",
+                )  # fmt: skip
+                return
             if not isinstance(exc, (TrainingError, ValueError)):
                 log.exception("project %s: training failed", project_id)
             message = str(exc) or type(exc).__name__
             log.error("project %s: training failed: %s", project_id, message)
             state, last = "failed", {"status": "failed", "decision": message, "finished_at": time.time()}
+        self.state.update(project_id, attempt=0)
         runs = (self.state.get(project_id)["runs"] or 0) + 1
         follow_up = self.state.finish(
             project_id, state=state, message=message, last=last, finished=time.time(), owner=None, progress=None, runs=runs

@@ -50,7 +50,15 @@ Progress = Callable[..., None]
 
 
 class TrainingError(RuntimeError):
-    """A run that cannot go on; the message says why and what to do."""
+    """A run that cannot go on; the message says why and what to do.
+
+    Attributes:
+        transient: Label Studio was unavailable: the run is tried again later, by itself.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)

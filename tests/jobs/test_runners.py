@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from integrations.label_studio import LabelStudioError
 from ml_backend.jobs.runners import LocalRunner
 from ml_backend.settings import Settings
 from ml_backend.training.run import TrainingError, TrainRequest
@@ -48,3 +51,20 @@ def test_rq_jobs_enqueued_under_the_old_path_still_find_their_function() -> None
     from ml_backend.jobs.runners import rq_train
 
     assert import_attribute("ml_backend.training_runners.rq_train") is rq_train
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (LabelStudioError("GET /api/tasks: cannot reach Label Studio"), True),
+        (LabelStudioError("HTTP 503", status=503), True),
+        (LabelStudioError("HTTP 404", status=404), False),
+        (TrainingError("no labels"), False),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_a_failed_run_says_whether_label_studio_was_unavailable(exc, transient: bool) -> None:
+    from ml_backend.jobs.runners import _error_json
+
+    data = _error_json(exc)
+    assert data["transient"] is transient and data["error"]

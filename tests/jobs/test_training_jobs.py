@@ -175,6 +175,26 @@ def test_a_failed_run_reports_why_and_keeps_its_labels_pending(make_jobs) -> Non
     assert jobs.status(5)["state"] == "idle" and len(promoted) == 1 and len(runner.requests) == 2
 
 
+def test_label_studio_being_down_is_retried_later_by_itself_never_lost(make_jobs, monkeypatch) -> None:
+    """A run that could not reach Label Studio is queued again after a back-off (no new labels
+    needed), its labels stay counted, and it then trains and serves as usual."""
+    import ml_backend.jobs.training_jobs as tj
+
+    monkeypatch.setattr(tj, "RETRY_FIRST_S", 0.3)
+    runner = FakeRunner([TrainingError("GET /api/projects/5: cannot reach Label Studio", transient=True), "better"])
+    jobs, promoted = make_jobs(runner)
+    feed(jobs, [1, 2, 3])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not jobs.status(5)["reason"].startswith("retry 1"):
+        time.sleep(0.05)
+    status = jobs.status(5)
+    assert status["state"] in ("queued", "training") and "Label Studio was unavailable" in status["reason"]
+    assert status["labels_since_training"] == 3
+    assert jobs.idle(30)  # the retry came by itself, without new labels
+    assert jobs.status(5)["state"] == "idle" and len(promoted) == 1 and len(runner.requests) == 2
+    assert jobs.state.get(5)["attempt"] == 0 and jobs.status(5)["labels_since_training"] == 0
+
+
 def test_a_skipped_run_says_why_and_serves_nothing_new(make_jobs) -> None:
     jobs, promoted = make_jobs(FakeRunner(["skipped"]))
     jobs.request(5, "START_TRAINING")
