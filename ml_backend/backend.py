@@ -92,8 +92,10 @@ class Backend:
         return self.scoring.check_served_versions(promoted_version, self.models.projects())
 
     def close(self) -> None:
-        """Stop the training loop (a run under way is stopped and queued again for the next start)."""
+        """Stop the training loop (a run under way is stopped and queued again for the next start),
+        and let a model load under way finish (exiting in the middle of one can abort the process)."""
         self.training.close()
+        self.models.close()
 
 
 def build_backend(settings: Settings, holder: ModelHolder | None = None, training_runner: Runner | None = None) -> Backend:

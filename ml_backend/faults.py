@@ -35,3 +35,15 @@ def crash_point(name: str) -> None:
     for handler in logging.getLogger().handlers:
         handler.flush()
     os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+SLOW_LOAD_ENV = "AL_SLOW_LOAD"
+
+
+def slow_load() -> None:
+    """Sleep ``AL_SLOW_LOAD`` seconds before a model load (the tests' stand-in for a busy machine)."""
+    seconds = os.environ.get(SLOW_LOAD_ENV)
+    if seconds:
+        import time
+
+        time.sleep(float(seconds))

@@ -185,17 +185,15 @@ def create_app(
             # No LABEL_STUDIO_URL configured: use the host and token Label Studio tells us about.
             predictor.fetcher = make_fetcher(settings, hostname.rstrip("/"), token if isinstance(token, str) else "")
         project_id = _project_id(project)
-        served = predictor.serve(schema, wait=SETUP_WAIT_S, project=project_id)
+        version = predictor.check(schema, wait=SETUP_WAIT_S, project=project_id)
         if project:
             project_configs[project] = schema
         if project_id is not None:
             # Label Studio sends the ML backend's extra_params on every /setup: they are the
             # project's settings (absent: back to RETRAIN_MIN_NEW_LABELS).
             training.set_threshold(project_id, threshold)
-        log.info(
-            "setup project=%s model=%s target=%s (%s)", project or "?", served.model.version, served.target.from_name, served.target.kind
-        )
-        return jsonify({"model_version": served.model.version})
+        log.info("setup project=%s model=%s", project or "?", version)
+        return jsonify({"model_version": version})
 
     @app.post("/predict")
     def predict() -> Response:

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from ml_backend.faults import slow_load
+
 log = logging.getLogger(__name__)
 
 
@@ -298,6 +300,74 @@ def _to_prediction(r: Any) -> ImagePrediction:
     return pred
 
 
+@dataclass(frozen=True)
+class ModelMeta:
+    """What ``/setup`` needs of a model, known without loading it: its version, task and classes."""
+
+    version: str
+    task: str
+    names: dict[int, str]
+
+
+class _Stub:
+    """Anything in a checkpoint's pickle that is not plain data: kept as its state, never run."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["_state"] = state
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Stub:
+        return _Stub(*args)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
+_PLAIN = {
+    ("builtins", n)
+    for n in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "str", "bytes", "bytearray", "bool", "slice", "complex")
+} | {("collections", "OrderedDict"), ("copyreg", "_reconstructor"), ("_codecs", "encode")}
+
+
+def read_checkpoint_meta(path: str | Path) -> ModelMeta | None:
+    """The classes, task and version of an Ultralytics ``.pt`` checkpoint, read from its pickle without
+    torch and without running anything in it (every object but plain data becomes an inert stub).
+
+    Milliseconds, where loading the model takes seconds: ``/setup`` answers within Label Studio's
+    3 s while the model is still loading. None when the file is not such a checkpoint.
+
+    Example:
+        >>> read_checkpoint_meta("not-a-checkpoint.pt") is None
+        True
+    """
+    import pickle
+    import zipfile
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            return super().find_class(module, name) if (module, name) in _PLAIN else _Stub
+
+        def persistent_load(self, pid: Any) -> None:  # tensor storages: not read
+            return None
+
+    p = Path(path)
+    try:
+        with zipfile.ZipFile(p) as z:
+            member = next(n for n in z.namelist() if n.endswith("data.pkl"))
+            ckpt = Unpickler(z.open(member)).load()
+        model = ckpt.get("model") or ckpt.get("ema")
+        state = model.__dict__.get("_state") if isinstance(model, _Stub) else None
+        names = state.get("names") if isinstance(state, dict) else None
+        task = (ckpt.get("train_args") or {}).get("task") or "detect"
+        if not isinstance(names, dict) or not names:
+            return None
+        return ModelMeta(f"{p.stem}-{file_digest(p)[:12]}", str(task), {int(k): str(v) for k, v in names.items()})
+    except Exception:  # not a zip, not a checkpoint, an odd pickle: the model load will say what is wrong
+        return None
+
+
 def load_weights(model_path: str, cache_dir: Path | None = None) -> LoadedModel:
     """Load ``model_path`` with Ultralytics.
 
@@ -366,6 +436,7 @@ class ModelHolder:
         self._stat: tuple[int, int] | None = None
         self._failed_stat: tuple[int, int] | None = None
         self._error: str | None = None
+        self._closing = threading.Event()
 
     def _file_stat(self) -> tuple[int, int] | None:
         try:
@@ -400,6 +471,10 @@ class ModelHolder:
             return self._load()
         loader = self._start_loader()
         loader.join(wait)
+        return self._after(loader)
+
+    def _after(self, loader: threading.Thread) -> LoadedModel:
+        """The model once ``loader`` was waited for: fresh, the one still served, or why there is none."""
         fresh = self._fresh()
         if fresh is not None:
             return fresh
@@ -415,6 +490,9 @@ class ModelHolder:
             if fresh is not None:
                 return fresh
             stat = self._file_stat()
+            slow_load()  # AL_SLOW_LOAD: the tests' busy machine
+            if self._closing.is_set():  # shutting down: do not start importing torch now
+                raise ModelUnavailableError("the backend is shutting down")
             try:
                 loaded = load_weights(self.model_path, self.cache_dir)
             except ModelUnavailableError as exc:
@@ -445,6 +523,34 @@ class ModelHolder:
             log.info("model %s loaded (task=%s, %d classes)", m.version, m.task, len(m.names))
         except ModelUnavailableError as exc:
             log.error("%s", exc)
+
+    def describe(self, wait: float | None = None) -> LoadedModel | ModelMeta:
+        """The model, or, while it is still loading, what its checkpoint says it is (version, task,
+        classes: enough to check a labeling config); waits up to ``wait`` for anything else.
+
+        Raises:
+            ModelNotReadyError, ModelUnavailableError: as :meth:`get`.
+        """
+        fresh = self._fresh()
+        if fresh is not None:
+            return fresh
+        loader = self._start_loader()
+        if self._model is None and str(self.model_path).endswith(".pt") and os.path.isfile(self.model_path):
+            meta = read_checkpoint_meta(self.model_path)
+            if meta is not None:
+                if self.fixed_version:
+                    meta = ModelMeta(self.fixed_version, meta.task, meta.names)
+                return meta
+        loader.join(wait)
+        return self._after(loader)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Let no new load start, and wait for one under way to finish (a process that exits in the
+        middle of importing torch can abort), at most ``timeout`` seconds."""
+        self._closing.set()
+        loader = self._loader
+        if loader is not None and loader.is_alive():
+            loader.join(timeout)
 
     def warm_up_in_background(self) -> threading.Thread:
         """Start loading in a background thread (at most one at a time)."""

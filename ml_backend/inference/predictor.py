@@ -107,6 +107,20 @@ class Predictor:
         target = _target_for(label_config, model.task)
         return Served(model, target, check_label_map(model.names, target))
 
+    def check(self, label_config: str, wait: float | None = None, project: int | None = None) -> str:
+        """Check that the project's model can serve ``label_config``, without waiting for it to load
+        when its checkpoint already says what it is (``/setup``: Label Studio waits 3 s); returns
+        the model version.
+
+        Raises:
+            ModelUnavailableError: no weights (or still loading, and nothing to read them from).
+            LabelConfigError: the config does not fit the model.
+        """
+        model = self.models.describe(project, wait)
+        target = _target_for(label_config, model.task)
+        check_label_map(model.names, target)
+        return model.version
+
     def _load(self, task: Mapping[str, Any], target: Target) -> np.ndarray:
         uri = task_image_uri(task, target.value_key)
         return self.fetcher.load(uri, task.get("id"))

@@ -22,7 +22,7 @@ import logging
 import threading
 from pathlib import Path
 
-from ml_backend.inference.model import LoadedModel, ModelHolder
+from ml_backend.inference.model import LoadedModel, ModelHolder, ModelMeta
 from ml_backend.inference.versions import ModelRegistry, VersionInfo
 from ml_backend.state import StatePaths
 
@@ -98,6 +98,22 @@ class ServedModels:
         except Exception as exc:
             log.error("project %s: its model %s could not be loaded (%s); serving the base model", project_id, holder.model_path, exc)
             return self.base.get(wait)
+
+    def describe(self, project_id: int | None, wait: float | None = None) -> LoadedModel | ModelMeta:
+        """The project's model, or what its checkpoint says it is while it loads (:meth:`ModelHolder.describe`)."""
+        holder = self.holder(project_id)
+        if holder is self.base:
+            return holder.describe(wait)
+        try:
+            return holder.describe(wait)
+        except Exception as exc:
+            log.error("project %s: its model %s could not be loaded (%s); serving the base model", project_id, holder.model_path, exc)
+            return self.base.describe(wait)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Let loads under way finish before the process exits."""
+        for holder in [self.base, *(h for _, h in list(self._holders.values()))]:
+            holder.close(timeout)
 
     def preload(self, project_id: int) -> LoadedModel:
         """Load the project's current model now (before requests need it)."""
