@@ -53,7 +53,8 @@ def _ls_client(settings: Settings, why: str) -> LabelStudioClient | None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run the backend with gunicorn (one worker, so the model is loaded once)."""
+    """Run the backend with gunicorn: ``--workers`` processes (each loads the model; training and a
+    project's scoring are claimed in ``state.db`` by one of them at a time), ``--threads`` each."""
     from gunicorn.app.base import BaseApplication
 
     from ml_backend.server import create_app
@@ -61,12 +62,12 @@ def serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     setup_logging(settings.log_level, settings)
     check_model_dir(settings.model_dir)  # fail here, with a one-line message, not in a worker
-    host, port, threads = args.host, args.port, args.threads
+    host, port, threads, workers = args.host, args.port, args.threads, args.workers
 
     class _App(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", 1)
+            self.cfg.set("workers", workers)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", threads)
             self.cfg.set("timeout", 300)
@@ -86,6 +87,10 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "9090")))
     p.add_argument("--threads", type=int, default=8)
+    p.add_argument(
+        "--workers", type=int, default=int(os.environ.get("WORKERS", "1")),
+        help="gunicorn worker processes (default $WORKERS, else 1): each loads the model once; they share MODEL_DIR",
+    )  # fmt: skip
 
 
 def score(args: argparse.Namespace) -> int:

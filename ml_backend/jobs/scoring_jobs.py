@@ -33,6 +33,7 @@ from typing import Any
 from integrations.label_studio import LabelStudioAPI
 from ml_backend.inference.predictor import Predictor
 from ml_backend.jobs.label_events import LabelEventStore, as_id, event_project, event_tasks
+from ml_backend.jobs.owners import owner_alive, owner_id
 from ml_backend.scoring.publish import refresh_labels, score_new_tasks, score_project
 from ml_backend.scoring.store import ScoreStore
 from ml_backend.settings import Settings
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 FULL = -1  # the task column's value for "re-score the whole project"
 RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 600.0
+CLAIM_POLL_S = 30.0  # how often a worker looks again at work another process claimed
 
 
 class NotConfigured(RuntimeError):
@@ -82,8 +84,10 @@ class ScoringQueue:
             " seq INTEGER NOT NULL, queued REAL NOT NULL, PRIMARY KEY (project, task))",
             "CREATE TABLE IF NOT EXISTS label_marks (project INTEGER NOT NULL, task INTEGER NOT NULL, seq INTEGER NOT NULL,"
             " queued REAL NOT NULL, PRIMARY KEY (project, task))",
+            "CREATE TABLE IF NOT EXISTS scoring_claims (project INTEGER PRIMARY KEY, owner TEXT NOT NULL, at REAL NOT NULL)",
         )
         self._lock = threading.Lock()
+        self.owner = owner_id()
 
     def _write(self, project_id: int, rows: list[tuple[int, str | None]], merge_retire: list[str] | None = None) -> None:
         """Upsert ``(task, payload)`` rows in one transaction under a new sequence number."""
@@ -130,8 +134,16 @@ class ScoringQueue:
             )
 
     def take(self, skip: set[int] = frozenset()) -> Work | None:  # type: ignore[assignment]
-        """The next project's work (a full re-score first, then the oldest new tasks); it stays queued until :meth:`done`."""
-        with self._lock:
+        """The next project's work (a full re-score first, then the oldest new tasks), claimed for this
+        process: another process (a second gunicorn worker on the same ``MODEL_DIR``) does not take
+        the same project until :meth:`done` or :meth:`release`, or until this process is gone. It
+        stays queued until :meth:`done`."""
+        with transaction(self._db, self._lock):
+            busy = {
+                int(p) for p, owner, at in self._db.execute("SELECT project, owner, at FROM scoring_claims")
+                if owner != self.owner and owner_alive(owner, at)
+            }  # fmt: skip
+            skip = set(skip) | busy
             rows = self._db.execute(
                 "SELECT project, MAX(full), MIN(queued) FROM (SELECT project, task = ? AS full, queued FROM scoring_queue"
                 " UNION ALL SELECT project, 0, queued FROM label_marks) GROUP BY project",
@@ -141,6 +153,9 @@ class ScoringQueue:
             if not rows:
                 return None
             project_id = min(rows, key=lambda r: (-int(r[1]), r[2]))[0]
+            self._db.execute(
+                "INSERT OR REPLACE INTO scoring_claims (project, owner, at) VALUES (?, ?, ?)", (project_id, self.owner, time.time())
+            )
             work = Work(int(project_id), False)
             for task, seq in self._db.execute("SELECT task, seq FROM label_marks WHERE project=?", (project_id,)):
                 work.labels.add(int(task))
@@ -156,10 +171,16 @@ class ScoringQueue:
             return work
 
     def done(self, work: Work) -> None:
-        """Remove what ``work`` covered; anything queued again since it was taken stays."""
-        with self._lock:
+        """Remove what ``work`` covered (anything queued again since it was taken stays) and release the project."""
+        with transaction(self._db, self._lock):
             self._db.execute("DELETE FROM scoring_queue WHERE project=? AND seq<=?", (work.project_id, work.taken_seq))
             self._db.execute("DELETE FROM label_marks WHERE project=? AND seq<=?", (work.project_id, work.labels_seq))
+            self._db.execute("DELETE FROM scoring_claims WHERE project=? AND owner=?", (work.project_id, self.owner))
+
+    def release(self, work: Work) -> None:
+        """Give a project back without finishing its work (it failed and waits for a retry)."""
+        with self._lock:
+            self._db.execute("DELETE FROM scoring_claims WHERE project=? AND owner=?", (work.project_id, self.owner))
 
     def projects(self) -> set[int]:
         with self._lock:
@@ -269,6 +290,8 @@ class ScoringJobs:
                     self._busy = True
                     return work
                 soonest = min(self._retry_at.values(), default=None)
+                if self.queue.projects() - set(self._retry_at):  # work another process holds: look again, it may die
+                    soonest = min(soonest or now + CLAIM_POLL_S, now + CLAIM_POLL_S)
                 self._cond.wait(timeout=None if soonest is None else max(0.05, soonest - now))
 
     def _loop(self) -> None:
@@ -295,6 +318,7 @@ class ScoringJobs:
                 self.queue.done(work)
                 self.last_error, ok = None, True
             except Exception as exc:  # keep the worker alive; the work stays queued and is retried
+                self.queue.release(work)
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, NotConfigured):
                     log.warning("scoring of project %s cannot run: %s; it stays queued", project_id, exc)

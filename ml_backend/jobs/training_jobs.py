@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import socket
 import sqlite3
 import threading
 import time
@@ -42,6 +40,7 @@ from ml_backend.faults import crash_point
 from ml_backend.inference.model import ModelHolder
 from ml_backend.inference.served_models import ServedModels
 from ml_backend.jobs.label_events import LabelEventStore
+from ml_backend.jobs.owners import owner_alive, owner_id
 from ml_backend.jobs.runners import Runner, make_runner
 from ml_backend.settings import Settings
 from ml_backend.state import open_state_db, transaction
@@ -53,30 +52,6 @@ CONSUMER = "training"
 RETRY_FIRST_S = 60.0  # a run that met an unavailable Label Studio waits this long, doubling, at most RETRY_MAX_S
 RETRY_MAX_S = 1800.0
 STATES = ("idle", "queued", "training", "failed")
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-HEARTBEAT_STALE_S = 300.0
-
-
-def _owner_alive(owner: str | None, heartbeat: float | None = None) -> bool:
-    """Is the process that claimed a run still there? Same host: its pid; another host (or a
-    recreated container): a heartbeat within ``HEARTBEAT_STALE_S``."""
-    if not owner:
-        return False
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return heartbeat is not None and time.time() - heartbeat < HEARTBEAT_STALE_S
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return int(pid) != os.getpid()  # our own pid at start-up is a previous life's
 
 
 def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
@@ -234,7 +209,7 @@ class TrainingJobs:
         self.runner = runner or make_runner(settings)
         self.poll_s = poll_s
         self.state = TrainingState(settings.paths.state_db)
-        self.owner = _owner()
+        self.owner = owner_id()
         self._wake = threading.Event()
         self._busy = False
         self._stop = threading.Event()
@@ -340,7 +315,7 @@ class TrainingJobs:
             row = self.state.get(pid)
             if row["state"] != "training" or (row["owner"] == self.owner and not startup):
                 continue
-            if not _owner_alive(row["owner"], row["heartbeat"]):
+            if not owner_alive(row["owner"], row["heartbeat"]):
                 self.state.update(
                     pid, state="queued", reason="resumed: the backend stopped during the previous run", queued=time.time(), owner=None
                 )

@@ -50,7 +50,7 @@ class BackendProcess:
 
 
 def start_backend(
-    tmp_path: Path, env_extra: dict[str, str], timeout: float = 90.0, new_session: bool = False, port: int | None = None
+    tmp_path: Path, env_extra: dict[str, str], timeout: float = 90.0, new_session: bool = False, port: int | None = None, workers: int = 1
 ) -> BackendProcess:
     """A real backend (``python -m ml_backend serve``: gunicorn) on ``port`` (default: a free one),
     with its state in ``tmp_path/state``; ``new_session``: in its own process group, which a crash
@@ -61,7 +61,7 @@ def start_backend(
     env.update(env_extra)
     log_path = tmp_path / f"backend-{port}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ml_backend", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "ml_backend", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         stdout=open(log_path, "ab"),
         stderr=subprocess.STDOUT,
         env=env,

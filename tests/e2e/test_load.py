@@ -16,7 +16,9 @@ from .test_retraining import TRAIN_ENV, make_project, training_status, wait_for
 pytestmark = pytest.mark.e2e
 
 
-def test_a_burst_of_1000_webhooks_counts_exactly_and_queues_one_run(detect_weights, tmp_path) -> None:
+@pytest.mark.parametrize("workers", [1, 4])
+def test_a_burst_of_1000_webhooks_counts_exactly_and_queues_one_run(detect_weights, tmp_path, workers: int) -> None:
+    """One worker, or four gunicorn workers sharing one MODEL_DIR: every label counted once, one run."""
     events = burst_events(project=77, events=1000, duplicate_every=10)  # 900 labels, 100 re-deliveries
     distinct = len({e["annotation"]["id"] for e in events})
     secret = {"X-Webhook-Secret": "burst-secret"}
@@ -30,6 +32,8 @@ def test_a_burst_of_1000_webhooks_counts_exactly_and_queues_one_run(detect_weigh
             "WEBHOOK_SECRET": secret["X-Webhook-Secret"],
             "LOG_LEVEL": "WARNING",
         },
+        timeout=240,
+        workers=workers,
     )
     try:
         result = webhook_burst(backend.url, events, clients=20, seconds=10.0, headers=secret)

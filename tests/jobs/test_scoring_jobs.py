@@ -200,3 +200,27 @@ def test_a_label_event_makes_its_tasks_scores_follow_at_once(tmp_path, recorded)
     assert jobs.idle(5)
     assert [c for c in calls if c[0] == "labels"] and sorted(t for c in calls if c[0] == "labels" for t in c[2]) == [11, 12]
     assert jobs.queue.projects() == set()
+
+
+def test_a_project_is_scored_by_one_process_at_a_time(tmp_path) -> None:
+    """Two gunicorn workers on one MODEL_DIR: the one that takes a project's work holds it; the
+    other leaves it alone until it is done, or until its holder is gone."""
+    from ml_backend.jobs.scoring_jobs import ScoringQueue
+
+    db = tmp_path / "state.db"
+    a, b = ScoringQueue(db), ScoringQueue(db)
+    a.owner, b.owner = "host-a:101", "host-b:202"  # two processes (on two hosts: their liveness is their claims' age)
+    a.add_tasks(3, [{"id": 1}])
+    work = a.take()
+    assert work is not None and work.project_id == 3
+    assert b.take() is None  # claimed by a live process
+    b.add_tasks(4, [{"id": 9}])
+    other = b.take()
+    assert other is not None and other.project_id == 4  # other projects are free
+    a.done(work)
+    a.add_tasks(3, [{"id": 2}])
+    again = b.take({4})
+    assert again is not None and again.project_id == 3  # released: anyone may take it
+    with a._lock:  # a holder gone quiet for longer than the heartbeat allows counts as dead
+        a._db.execute("UPDATE scoring_claims SET at=at-1000 WHERE project=3")
+    assert a.take({4}).project_id == 3
