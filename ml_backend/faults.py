@@ -38,12 +38,22 @@ def crash_point(name: str) -> None:
 
 
 SLOW_LOAD_ENV = "AL_SLOW_LOAD"
+SLOW_TRAIN_ENV = "AL_SLOW_TRAIN"
 
 
-def slow_load() -> None:
-    """Sleep ``AL_SLOW_LOAD`` seconds before a model load (the tests' stand-in for a busy machine)."""
-    seconds = os.environ.get(SLOW_LOAD_ENV)
+def _sleep_from(env: str) -> None:
+    seconds = os.environ.get(env)
     if seconds:
         import time
 
         time.sleep(float(seconds))
+
+
+def slow_load() -> None:
+    """Sleep ``AL_SLOW_LOAD`` seconds before a model load (the tests' stand-in for a busy machine)."""
+    _sleep_from(SLOW_LOAD_ENV)
+
+
+def slow_train() -> None:
+    """Sleep ``AL_SLOW_TRAIN`` seconds as a training run starts (so a test can kill it mid-run)."""
+    _sleep_from(SLOW_TRAIN_ENV)

@@ -229,6 +229,7 @@ _SCHEMAS: dict[str, Any] = {
             "started_at": {"type": "number", "nullable": True},
             "finished_at": {"type": "number", "nullable": True},
             "runs": {"type": "integer", "nullable": True},
+            "job": {"type": "string", "nullable": True, "description": "the RQ job of a run on a worker"},
             "labels_since_training": {"type": "integer"},
             "retrain_min_new_labels": {"type": "integer"},
             "retrain_threshold_from": {"type": "string"},

@@ -60,7 +60,14 @@ POLICY_SETTINGS = (
 
 
 class RunHandle(Protocol):
-    """A training run under way."""
+    """A training run under way.
+
+    ``job_id`` names a run that outlives the backend (an RQ job on another machine): a backend that
+    stops leaves it running and reattaches to it when it starts again. None for a child process,
+    which stops with the backend.
+    """
+
+    job_id: str | None
 
     def progress(self) -> dict[str, Any] | None: ...
 
@@ -75,6 +82,10 @@ class RunHandle(Protocol):
 
 class Runner(Protocol):
     def start(self, req: TrainRequest) -> RunHandle: ...
+
+    def attach(self, job_id: str, req: TrainRequest) -> RunHandle | None:
+        """The run ``job_id`` if it is still there to wait for (queued, running or finished), else None."""
+        ...
 
 
 def _last_line(text: str) -> str:
@@ -105,6 +116,8 @@ def _lower_priority() -> None:
 
 
 class LocalHandle:
+    job_id: str | None = None  # a child process does not outlive the backend
+
     def __init__(self, proc: subprocess.Popen, workdir: Path):
         self.proc = proc
         self.workdir = workdir
@@ -172,6 +185,9 @@ class LocalRunner:
             )
         log.info("project %s: training started in process %d (%s)", req.project_id, proc.pid, workdir)
         return LocalHandle(proc, workdir)
+
+    def attach(self, job_id: str, req: TrainRequest) -> LocalHandle | None:
+        return None  # a child process stops with the backend that started it
 
 
 def _exit_with_parent() -> None:
@@ -254,8 +270,20 @@ def rq_train(request: Mapping[str, Any], base_weights: bytes, policy_env: Mappin
 class RQHandle:
     def __init__(self, job: Any, workdir: Path, timeout: float):
         self.job = job
+        self.job_id: str | None = str(job.id)
         self.workdir = workdir
         self.deadline = time.monotonic() + timeout + 60
+
+    def _reap_abandoned(self) -> None:
+        """Let RQ find a job whose worker died mid-run (its heartbeat expired): it is retried once
+        (the job's ``Retry(max=1)``), then failed."""
+        try:
+            from rq import Queue
+            from rq.registry import StartedJobRegistry
+
+            StartedJobRegistry(queue=Queue(self.job.origin, connection=self.job.connection)).cleanup()
+        except Exception as exc:  # Redis away: the next poll tries again
+            log.debug("training job %s: could not look for abandoned jobs (%s)", self.job.id, exc)
 
     def _status(self) -> str:
         try:
@@ -276,6 +304,7 @@ class RQHandle:
         return prog or None
 
     def done(self) -> bool:
+        self._reap_abandoned()
         return self._status() in ("finished", "failed", "stopped", "canceled", "unknown") or time.monotonic() > self.deadline
 
     def outcome(self) -> TrainOutcome:
@@ -335,11 +364,14 @@ class RQRunner:
         policy = {k: env[k] for k in POLICY_SETTINGS}
         request = {k: v for k, v in req.to_json().items() if k not in ("base_weights", "workdir")}
         request.update(base_weights="", workdir="")
+        from rq import Retry
+
         job = self.queue.enqueue(
             rq_train,
             request,
             Path(req.base_weights).read_bytes(),
             policy,
+            retry=Retry(max=1),  # a worker killed mid-run: RQ runs it once more
             job_timeout=int(self.settings.train_timeout),
             result_ttl=7 * 86400,
             failure_ttl=7 * 86400,
@@ -347,6 +379,20 @@ class RQRunner:
         )
         log.info("project %s: training enqueued as RQ job %s on %s", req.project_id, job.id, self.settings.train_queue)
         return RQHandle(job, Path(req.workdir), self.settings.train_timeout)
+
+    def attach(self, job_id: str, req: TrainRequest) -> RQHandle | None:
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job
+
+        try:
+            job = Job.fetch(job_id, connection=self.redis)
+        except NoSuchJobError:
+            return None
+        handle = RQHandle(job, Path(req.workdir), self.settings.train_timeout)
+        if handle._status() in ("queued", "started", "deferred", "scheduled", "finished"):
+            log.info("project %s: reattached to RQ job %s (%s)", req.project_id, job_id, handle._status())
+            return handle
+        return None
 
 
 def make_runner(settings: Settings) -> Runner:
@@ -362,7 +408,8 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     if not settings.redis_url:
         raise SystemExit("set REDIS_URL (e.g. redis://localhost:6379/0) to run a training worker")
     redis = Redis.from_url(settings.redis_url)
-    Worker([Queue(settings.train_queue, connection=redis)], connection=redis).work(burst=burst)
+    # A 10 s job heartbeat: a worker killed mid-run is found about 70 s later, and its job retried.
+    Worker([Queue(settings.train_queue, connection=redis)], connection=redis, job_monitoring_interval=10).work(burst=burst)
 
 
 if __name__ == "__main__":

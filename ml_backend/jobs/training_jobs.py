@@ -286,6 +286,7 @@ class TrainingJobs:
             "retrain_min_new_labels": threshold,
             "retrain_threshold_from": source,
             "model_version": current,
+            "job": row["job"],  # the RQ job of a run on a worker
             "last_run": _loads(row["last"]),
         }
         return out
@@ -303,7 +304,8 @@ class TrainingJobs:
             time.sleep(0.1)
 
     def close(self) -> None:
-        """Stop the worker thread (a run under way is stopped and queued again for the next start)."""
+        """Stop the worker thread. A run in a child process is stopped and queued again for the next
+        start; a run on an RQ worker goes on, and the next start waits for it."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=30)
@@ -316,8 +318,13 @@ class TrainingJobs:
             if row["state"] != "training" or (row["owner"] == self.owner and not startup):
                 continue
             if not owner_alive(row["owner"], row["heartbeat"]):
+                why = f"reattaching to RQ job {row['job']}" if row["job"] else "the run is queued again"
                 self.state.update(
-                    pid, state="queued", reason="resumed: the backend stopped during the previous run", queued=time.time(), owner=None
+                    pid,
+                    state="queued",
+                    reason=f"resumed: the backend stopped during the previous run; {why}",
+                    queued=time.time(),
+                    owner=None,
                 )
                 log.warning("project %s: a training run was interrupted by a restart; it is queued again", pid)
 
@@ -353,14 +360,18 @@ class TrainingJobs:
             if not base_weights.is_file():
                 raise TrainingError(f"the served model {model.version} has no local weights file to fine-tune")
             req = TrainRequest(project_id, str(base_weights), model.version, str(workdir), row["reason"] or "")
-            handle = self.runner.start(req)
+            attached = self.runner.attach(row["job"], req) if row["job"] else None
+            handle = attached or self.runner.start(req)  # a run still going on a worker is not started twice
+            self.state.update(project_id, job=handle.job_id)
             deadline = time.monotonic() + self.settings.train_timeout
             while not handle.done():
                 if self._stop.wait(self.poll_s):
-                    handle.cancel()
-                    self.state.update(
-                        project_id, state="queued", reason="resumed: the backend stopped during the previous run", queued=time.time()
-                    )
+                    if handle.job_id:  # it runs on a worker: leave it; the next start reattaches
+                        reason = f"resumed: the backend stopped while RQ job {handle.job_id} ran; reattaching to it"
+                    else:
+                        handle.cancel()
+                        reason = "resumed: the backend stopped during the previous run"
+                    self.state.update(project_id, state="queued", reason=reason, queued=time.time(), owner=None)
                     return
                 if time.monotonic() > deadline:
                     handle.cancel()
@@ -369,7 +380,10 @@ class TrainingJobs:
                     )
                 prog = handle.progress()
                 self.state.update(project_id, heartbeat=time.time(), **({"progress": prog} if prog else {}))
-            outcome = handle.outcome()
+            try:
+                outcome = handle.outcome()
+            finally:
+                self.state.update(project_id, job=None)
             last = self._finish(project_id, outcome)
             self.events.mark(project_id, CONSUMER, start_seq)  # only after a run that finished
             shutil.rmtree(runs_dir, ignore_errors=True)

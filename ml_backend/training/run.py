@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from integrations.label_studio import LabelStudioAPI
+from ml_backend.faults import slow_train
 from ml_backend.inference.label_config import check_label_map, select_target
 from ml_backend.inference.predictor import task_image_uri
 from ml_backend.settings import Settings
@@ -215,6 +216,8 @@ def train_project(
 
     started = time.monotonic()
     report = progress or (lambda stage, **kw: None)
+    report("starting")
+    slow_train()  # AL_SLOW_TRAIN: the tests' way to be mid-run
     workdir = Path(req.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if not str(req.base_weights).endswith(".pt"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -268,4 +269,92 @@ def test_with_redis_url_training_runs_on_an_rq_worker(ls_client, label_studio, p
         if worker is not None:
             worker.terminate()
             worker.wait(timeout=30)
+        stop_backend(backend)
+
+
+def _worker(tmp_path: Path, name: str, redis_url: str, label_studio, pat: str, **extra: str) -> tuple[subprocess.Popen, Path]:
+    """An RQ worker in a process group of its own (another machine in spirit: its own MODEL_DIR)."""
+    wenv = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "TRAIN_", "PROMOTION", "AL_"))}
+    wenv.update(
+        {
+            "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
+            "MODEL_DIR": str(tmp_path / f"{name}-state"), "DEVICE": "cpu", "PYTHONUNBUFFERED": "1", **extra,
+        }
+    )  # fmt: skip
+    log = tmp_path / f"{name}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ml_backend", "worker"], env=wenv, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    return proc, log
+
+
+def _job(redis_url: str, job_id: str):  # noqa: ANN202 - an rq Job
+    import redis
+    from rq.job import Job
+
+    return Job.fetch(job_id, connection=redis.Redis.from_url(redis_url))
+
+
+def test_a_backend_restart_reattaches_to_the_run_on_the_worker(
+    ls_client, label_studio, pat, detect_weights, tmp_path, redis_server
+) -> None:
+    """kill -9 of the backend while its run trains on a worker: the restarted backend waits for that
+    same RQ job (no second run) and serves its model."""
+    env = {
+        "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
+        "RETRAIN_MIN_NEW_LABELS": "0", "PROMOTION": "always", "REDIS_URL": redis_server, **TRAIN_ENV,
+    }  # fmt: skip
+    backend = start_backend(tmp_path, env, new_session=True)
+    worker, wlog = _worker(tmp_path, "worker", redis_server, label_studio, pat, AL_SLOW_TRAIN="20")
+    try:
+        pid, truth = make_project(ls_client, tmp_path, "e2e rq reattach", 10, seed=43)
+        for tid in sorted(truth):
+            ls_client.create_annotation(tid, truth[tid])
+        requests.post(f"{backend.url}/webhook", json={"action": "START_TRAINING", "project": {"id": pid}}, timeout=1)
+        job_id = wait_for(lambda: training_status(backend, pid)["job"], 30, "the RQ job")
+        wait_for(lambda: _job(redis_server, job_id).get_status() == "started", 60, "the worker to start the job")
+        os.killpg(backend.proc.pid, signal.SIGKILL)
+        backend.proc.wait(timeout=30)
+        backend = start_backend(tmp_path, env, new_session=True, port=backend.port)
+        resumed = training_status(backend, pid)
+        assert "reattaching to RQ job" in resumed["reason"] or resumed["job"] == job_id, resumed
+        done = wait_for(lambda: (s := training_status(backend, pid))["state"] in ("idle", "failed") and s, 240, "the reattached run")
+        assert done["state"] == "idle" and done["last_run"]["promoted"] is True, (done, wlog.read_text(errors="replace")[-2000:])
+        assert done["runs"] == 1 and done["job"] is None
+        assert wlog.read_text(errors="replace").count(": al-training: train Label Studio project") == 1  # one job, started once
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+        stop_backend(backend)
+
+
+def test_a_worker_killed_mid_run_is_found_and_its_run_retried_once(
+    ls_client, label_studio, pat, detect_weights, tmp_path, redis_server
+) -> None:
+    env = {
+        "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
+        "RETRAIN_MIN_NEW_LABELS": "0", "PROMOTION": "always", "REDIS_URL": redis_server, **TRAIN_ENV,
+    }  # fmt: skip
+    backend = start_backend(tmp_path, env)
+    first, _ = _worker(tmp_path, "worker1", redis_server, label_studio, pat, AL_SLOW_TRAIN="600")
+    second = None
+    try:
+        pid, truth = make_project(ls_client, tmp_path, "e2e rq killed", 10, seed=47)
+        for tid in sorted(truth):
+            ls_client.create_annotation(tid, truth[tid])
+        requests.post(f"{backend.url}/webhook", json={"action": "START_TRAINING", "project": {"id": pid}}, timeout=1)
+        job_id = wait_for(lambda: training_status(backend, pid)["job"], 30, "the RQ job")
+        wait_for(lambda: _job(redis_server, job_id).get_status() == "started", 60, "the first worker to start the job")
+        os.killpg(first.pid, signal.SIGKILL)  # the worker and its work horse, mid-run
+        first.wait(timeout=30)
+        second, wlog = _worker(tmp_path, "worker2", redis_server, label_studio, pat)
+        done = wait_for(lambda: (s := training_status(backend, pid))["state"] in ("idle", "failed") and s, 420, "the retried run")
+        assert done["state"] == "idle" and done["last_run"]["promoted"] is True, (done, wlog.read_text(errors="replace")[-2000:])
+        assert done["runs"] == 1  # one run for the backend: RQ retried the same job once
+    finally:
+        for w in (first, second):
+            if w is not None and w.poll() is None:
+                os.killpg(w.pid, signal.SIGTERM)
+                w.wait(timeout=30)
         stop_backend(backend)

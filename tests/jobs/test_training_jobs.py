@@ -19,6 +19,8 @@ from ml_backend.training.run import TrainingError, TrainOutcome
 
 
 class FakeHandle:
+    job_id = None
+
     def __init__(self, runner: FakeRunner, req):
         self.runner, self.req = runner, req
 
@@ -69,6 +71,18 @@ class FakeRunner:
     def start(self, req):
         self.requests.append(req)
         return FakeHandle(self, req)
+
+    def attach(self, job_id, req):
+        return None
+
+
+def wait_until(check, timeout: float = 10) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def label(aid: int, project: int = 5, stamp: str = "t") -> dict:
@@ -309,6 +323,56 @@ def test_a_run_interrupted_by_a_restart_is_queued_again(make_jobs, tmp_path) -> 
     assert jobs.idle(10)
     assert len(runner.requests) == 1 and "stopped during the previous run" in runner.requests[0].reason
     assert jobs.status(5)["state"] == "idle" and len(promoted) == 1
+
+
+class RemoteRunner(FakeRunner):
+    """Runs that outlive the backend (an RQ job on a worker): they carry a job id and can be found again."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.jobs: dict[str, FakeHandle] = {}
+        self.attached: list[str] = []
+
+    def start(self, req):
+        handle = super().start(req)
+        handle.job_id = f"job-{len(self.requests)}"
+        self.jobs[handle.job_id] = handle
+        return handle
+
+    def attach(self, job_id, req):
+        self.attached.append(job_id)
+        handle = self.jobs.get(job_id)
+        if handle is not None:
+            handle.req = req
+        return handle
+
+
+def test_a_backend_stopped_during_a_run_on_a_worker_leaves_it_and_reattaches(make_jobs) -> None:
+    runner = RemoteRunner(open_gate=False)
+    jobs, _ = make_jobs(runner)
+    jobs.request(5, "START_TRAINING")
+    assert wait_until(lambda: jobs.status(5)["job"] == "job-1")
+    jobs.close()  # the backend stops mid-run
+    assert runner.cancelled == 0  # the worker's run goes on
+    left = jobs.state.get(5)
+    assert left["state"] == "queued" and left["job"] == "job-1" and "reattaching" in left["reason"]
+
+    runner.gate.set()  # the run finishes while no backend watches
+    again, promoted = make_jobs(runner)
+    assert again.idle(10)
+    assert runner.attached == ["job-1"] and len(runner.requests) == 1  # waited for the same run, started none
+    status = again.status(5)
+    assert status["state"] == "idle" and status["job"] is None and len(promoted) == 1
+
+
+def test_a_job_gone_from_the_queue_is_started_afresh(make_jobs, tmp_path) -> None:
+    state = TrainingState(tmp_path / "state" / "state.db")
+    state.update(5, state="queued", job="job-lost", reason="resumed", queued=time.time())
+    state.close()
+    runner = RemoteRunner()
+    jobs, promoted = make_jobs(runner)
+    assert jobs.idle(10)
+    assert runner.attached == ["job-lost"] and len(runner.requests) == 1 and len(promoted) == 1
 
 
 def test_a_run_over_the_time_limit_is_stopped(make_jobs) -> None:
