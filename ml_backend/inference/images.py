@@ -10,7 +10,9 @@ Where an image URL comes from decides how it is fetched:
 
 Any URL (and every redirect hop) whose host resolves to a private, loopback, link-local or
 otherwise reserved address is refused unless it is the Label Studio host or on
-``ALLOWED_HOSTS``: no server-side request forgery through task data. A URL whose host reads
+``ALLOWED_HOSTS``: no server-side request forgery through task data. The host is resolved once:
+the download connects to the addresses that were checked (:mod:`.pinned_connect`), so a name
+server that answers differently the second time (DNS rebinding) cannot steer it. A URL whose host reads
 differently to Python's URL parser and to the one ``requests`` connects with (``\\@`` tricks) is
 refused, and the Label Studio token is only sent to Label Studio's media paths (uploads,
 local files, storage data, presign/resolve), never with ``..`` segments: task data cannot
@@ -41,6 +43,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
+from ml_backend.inference.pinned_connect import mount_pinned, pinned
 from ml_backend.state import atomic_write
 
 log = logging.getLogger(__name__)
@@ -159,12 +162,12 @@ Resolver = Callable[[str], list[str]]
 
 
 def system_resolver(host: str) -> list[str]:
-    """All addresses ``host`` resolves to."""
+    """All addresses ``host`` resolves to, in the system's order of preference."""
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
         raise ImageError(f"cannot resolve host {host!r}: {exc.strerror or exc}") from None
-    return sorted({str(i[4][0]).split("%")[0] for i in infos})
+    return list(dict.fromkeys(str(i[4][0]).split("%")[0] for i in infos))
 
 
 @dataclass(frozen=True)
@@ -184,8 +187,13 @@ class UrlPolicy:
     def is_label_studio(self, url: str) -> bool:
         return bool(self.label_studio_url) and _origin(url) == _origin(self.label_studio_url)
 
-    def check(self, url: str) -> None:
-        """Raise :class:`ImageError` if ``url`` must not be fetched."""
+    def check(self, url: str) -> tuple[str, ...]:
+        """Raise :class:`ImageError` if ``url`` must not be fetched.
+
+        Returns:
+            The checked addresses the download must connect to; empty for Label Studio's host and
+            names on ``ALLOWED_HOSTS``, which are connected to as usual.
+        """
         p = _split(url)
         if p.scheme not in ("http", "https"):
             raise ImageError(f"unsupported URL scheme {p.scheme!r} in {url[:200]!r}: use http(s), Label Studio uploads or cloud storage")
@@ -195,9 +203,9 @@ class UrlPolicy:
         check_unambiguous(url)
         if self.is_label_studio(url):
             check_label_studio_path(url, urlsplit(self.label_studio_url).path)
-            return
+            return ()
         if host in self.allowed_hosts:
-            return
+            return ()
         addresses = self.resolver(host)
         if not addresses:
             raise ImageError(f"host {host!r} resolves to no address")
@@ -210,6 +218,7 @@ class UrlPolicy:
                 f"refusing to fetch {host!r}: it resolves to {a}, a private, loopback or link-local address. "
                 "If this is your own image server, add it to ALLOWED_HOSTS."
             )
+        return tuple(addresses)
 
 
 def cache_key(uri: str) -> str:
@@ -248,6 +257,8 @@ class ImageFetcher:
         self.max_pixels = max_pixels
         self.session = session or requests.Session()
         self.session.trust_env = False  # never route task URLs through a proxy from the environment
+        if isinstance(self.session, requests.Session):
+            mount_pinned(self.session)  # connect to the addresses UrlPolicy.check checked
 
     # -- URL resolution -------------------------------------------------------------------
     def resolve(self, uri: str, task_id: int | None = None) -> str:
@@ -291,10 +302,11 @@ class ImageFetcher:
 
     def _download(self, url: str) -> bytes:
         for _ in range(MAX_REDIRECTS + 1):
-            self.policy.check(url)
+            addresses = self.policy.check(url)
             headers = dict(self.auth_headers() or {}) if (self.auth_headers and self.policy.is_label_studio(url)) else {}
             try:
-                resp = self.session.get(url, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False)
+                with pinned(_split(url).hostname or "", addresses):
+                    resp = self.session.get(url, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False)
             except requests.RequestException as exc:
                 raise ImageError(f"could not download {_redact(url)}: {type(exc).__name__}") from None
             with resp:
