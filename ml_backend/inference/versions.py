@@ -80,10 +80,8 @@ class ModelRegistry:
         tmp = Path(tempfile.mkdtemp(dir=self.versions_dir, prefix=".tmp-"))
         try:
             dst = tmp / f"weights{src.suffix or '.pt'}"
-            with open(src, "rb") as fin, open(dst, "wb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 20)
-                fout.flush()
-                os.fsync(fout.fileno())
+            with open(src, "rb") as fin:
+                atomic_write(dst, lambda fout: shutil.copyfileobj(fin, fout, 1 << 20))
             info = VersionInfo(version, final / dst.name, time.time(), parent, dict(metrics or {}), note)
             atomic_write(tmp / "meta.json", json.dumps(info.to_json(), indent=2))
             os.rename(tmp, final)  # the whole folder appears at once
