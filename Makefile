@@ -23,14 +23,18 @@ demo: setup
 serve: setup
 	$(VENV)/bin/python -m ml_backend serve
 
-# The RQ training test starts a real redis-server (Debian's package).
+# The end-to-end tests start a real redis-server (the RQ training tests) and a throwaway
+# PostgreSQL cluster (Label Studio on PostgreSQL): Debian's packages, installed when missing.
+SYSTEM_PACKAGES := redis-server:redis-server postgresql:/usr/lib/postgresql
 system-deps:
-	@command -v redis-server >/dev/null || { \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do pkg=$${pair%%:*}; probe=$${pair#*:}; \
+	  { command -v "$$probe" >/dev/null || [ -e "$$probe" ]; } || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing redis-server (apt-get) for the RQ training test ..."; \
-	    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; } > .apt-redis.log 2>&1 \
-	      || { tail -20 .apt-redis.log; echo "error: could not install redis-server; install it (apt-get install redis-server) and run make test again"; exit 1; }; \
-	  else echo "error: the tests need redis-server: sudo apt-get install redis-server"; exit 1; fi; }
+	    echo "installing$$missing (apt-get) for the end-to-end tests ..."; \
+	    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; } > .apt-system-deps.log 2>&1 \
+	      || { tail -20 .apt-system-deps.log; echo "error: could not install$$missing; install them (apt-get install$$missing) and run make test again"; exit 1; }; \
+	  else echo "error: the tests need$$missing: sudo apt-get install$$missing"; exit 1; fi; fi
 
 # Lint (ruff), format check and types (mypy), as configured in pyproject.toml; part of `make test`.
 lint: setup

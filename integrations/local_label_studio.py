@@ -1,7 +1,8 @@
 """A real Label Studio on this machine, for the demo and the end-to-end tests.
 
 Label Studio is installed from the package registry into its own virtual environment (its
-dependencies clash with ours), runs on SQLite on a loopback port, and is started with
+dependencies clash with ours), runs on SQLite (or on PostgreSQL, given ``database_env``, e.g.
+from :class:`integrations.local_postgres.LocalPostgres`) on a loopback port, and is started with
 ``USE_DEFAULT_BANNED_SUBNETS=false``: without it Label Studio refuses ML backend URLs on
 loopback, private or docker networks. A personal access token (the 1.23 default; legacy tokens
 are off for new organizations) is created by logging in as the admin user.
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import requests
@@ -71,6 +73,8 @@ class LocalLabelStudio:
         password: admin password.
         files_root: folder served as local-files storage (``/data/local-files/?d=...``).
         venv: where Label Studio is installed.
+        database_env: Label Studio's database settings (``DJANGO_DB``, ``POSTGRE_*``); SQLite
+            in ``data_dir`` when empty.
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class LocalLabelStudio:
         password: str = "admin12345",
         files_root: str | Path | None = None,
         venv: Path = DEFAULT_VENV,
+        database_env: Mapping[str, str] | None = None,
     ):
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
@@ -88,6 +93,7 @@ class LocalLabelStudio:
         self.password = password
         self.files_root = Path(files_root).resolve() if files_root else self.data_dir / "files"
         self.venv = venv
+        self.database_env = dict(database_env or {})
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -126,8 +132,15 @@ class LocalLabelStudio:
             "SENTRY_DSN": "",
             "FRONTEND_SENTRY_DSN": "",
         }
-        for k in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "VIRTUAL_ENV", "PYTHONPATH"):
+        for k in [k for k in env if k.startswith("POSTGRE_")] + [
+            "LABEL_STUDIO_URL",
+            "LABEL_STUDIO_API_KEY",
+            "VIRTUAL_ENV",
+            "PYTHONPATH",
+            "DJANGO_DB",
+        ]:
             env.pop(k, None)
+        env.update(self.database_env)
         logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(exe), "start", "--no-browser", "--port", str(self.port), "--internal-host", "127.0.0.1", "--data-dir", str(self.data_dir)],

@@ -1,4 +1,5 @@
-"""A real Label Studio (own virtual environment, SQLite, loopback) and a real backend process."""
+"""A real Label Studio (own virtual environment, loopback; SQLite, and PostgreSQL for the tests
+that take ``on_db``) and a real backend process."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,27 +16,82 @@ import requests
 
 from integrations.label_studio import LabelStudioClient
 from integrations.local_label_studio import LocalLabelStudio, free_port
+from integrations.local_postgres import LocalPostgres
 from ml_backend.tools.synthetic import make_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory: pytest.TempPathFactory):
-    ls = LocalLabelStudio(data_dir=tmp_path_factory.mktemp("label-studio"))
-    ls.start()
-    yield ls
-    ls.stop()
+DATABASES = ("sqlite", "postgresql")
+
+
+@dataclass
+class LabelStudioOn:
+    """A running Label Studio on one database, its admin's token and a client."""
+
+    database: str
+    server: LocalLabelStudio
+    pat: str
+    client: LabelStudioClient
+    postgres: LocalPostgres | None = None
+
+
+class LabelStudios:
+    """One Label Studio per database, started when a test first needs it, stopped at the end."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory):
+        self.tmp_path_factory = tmp_path_factory
+        self.running: dict[str, LabelStudioOn] = {}
+
+    def get(self, database: str) -> LabelStudioOn:
+        if database not in self.running:
+            postgres = LocalPostgres().start() if database == "postgresql" else None
+            try:
+                server = LocalLabelStudio(
+                    data_dir=self.tmp_path_factory.mktemp(f"label-studio-{database}"),
+                    database_env=postgres.label_studio_env() if postgres else None,
+                ).start()
+            except BaseException:
+                if postgres:
+                    postgres.stop()
+                raise
+            pat = server.personal_access_token()
+            self.running[database] = LabelStudioOn(database, server, pat, LabelStudioClient(server.url, pat), postgres)
+        return self.running[database]
+
+    def stop(self) -> None:
+        for on in self.running.values():
+            on.server.stop()
+            if on.postgres:
+                on.postgres.stop()
 
 
 @pytest.fixture(scope="session")
-def pat(label_studio: LocalLabelStudio) -> str:
-    return label_studio.personal_access_token()
+def label_studios(tmp_path_factory: pytest.TempPathFactory):
+    studios = LabelStudios(tmp_path_factory)
+    yield studios
+    studios.stop()
+
+
+@pytest.fixture(params=DATABASES)
+def on_db(request: pytest.FixtureRequest, label_studios: LabelStudios) -> LabelStudioOn:
+    """The test runs twice: against Label Studio on SQLite and on PostgreSQL (as production runs it)."""
+    return label_studios.get(request.param)
 
 
 @pytest.fixture(scope="session")
-def ls_client(label_studio: LocalLabelStudio, pat: str) -> LabelStudioClient:
-    return LabelStudioClient(label_studio.url, pat)
+def label_studio(label_studios: LabelStudios) -> LocalLabelStudio:
+    return label_studios.get("sqlite").server
+
+
+@pytest.fixture(scope="session")
+def pat(label_studios: LabelStudios) -> str:
+    return label_studios.get("sqlite").pat
+
+
+@pytest.fixture(scope="session")
+def ls_client(label_studios: LabelStudios) -> LabelStudioClient:
+    return label_studios.get("sqlite").client
 
 
 class BackendProcess:
@@ -93,20 +150,29 @@ def stop_backend(backend: BackendProcess) -> None:
 
 
 @pytest.fixture(scope="session")
-def backend(tmp_path_factory, label_studio, pat, detect_weights):
-    b = start_backend(
-        tmp_path_factory.mktemp("backend"),
-        {
-            "MODEL_PATH": str(detect_weights),
-            "LABEL_STUDIO_URL": label_studio.url,
-            "LABEL_STUDIO_API_KEY": pat,
-            "IMGSZ": "96",
-            "SCORE_THRESHOLD": "0.3",
-        },
-    )
-    yield b
-    stop_backend(b)
-    assert pat not in b.log(), "the Label Studio token must never appear in the backend log"
+def backends(tmp_path_factory, label_studios: LabelStudios, detect_weights):
+    """One shared backend per Label Studio database, started when first needed."""
+    running: dict[str, tuple[BackendProcess, str]] = {}
+
+    def get(database: str) -> BackendProcess:
+        if database not in running:
+            on = label_studios.get(database)
+            env = {
+                "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": on.server.url, "LABEL_STUDIO_API_KEY": on.pat,
+                "IMGSZ": "96", "SCORE_THRESHOLD": "0.3",
+            }  # fmt: skip
+            running[database] = (start_backend(tmp_path_factory.mktemp(f"backend-{database}"), env), on.pat)
+        return running[database][0]
+
+    yield get
+    for b, pat in running.values():
+        stop_backend(b)
+        assert pat not in b.log(), "the Label Studio token must never appear in the backend log"
+
+
+@pytest.fixture(scope="session")
+def backend(backends) -> BackendProcess:
+    return backends("sqlite")
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,8 @@ CONFIG = (
 )
 
 
-def test_label_studio_stores_our_predictions_for_every_task(ls_client, label_studio, backend, shape_files) -> None:
+def test_label_studio_stores_our_predictions_for_every_task(on_db, backends, shape_files) -> None:
+    ls_client, label_studio, backend = on_db.client, on_db.server, backends(on_db.database)
     project = ls_client.create_project("e2e detection", CONFIG)
     pid = project["id"]
     # Two image sources: uploads (/data/upload/...) and local-files storage (/data/local-files/?d=...).

