@@ -34,7 +34,7 @@ def test_importing_the_package_loads_no_model_and_no_torch() -> None:
 def test_server_starts_without_weights_and_says_which(tmp_path, model_path) -> None:
     backend = start_backend(tmp_path, {"MODEL_PATH": model_path})
     try:
-        health = requests.get(f"{backend.url}/health", timeout=1).json()
+        health = requests.get(f"{backend.url}/health", timeout=10).json()
         assert health["status"] == "UP" and health["model_loaded"] is False
         assert model_path in health["model_error"]
     finally:

@@ -46,7 +46,7 @@ from .test_server import make_settings
 SEED = 20240611
 MAX_EXAMPLES = 100  # per operation, fuzzing phase (the examples and coverage phases send what they need)
 RAW_EXAMPLES = 400  # raw garbage requests
-REQUEST_LIMIT_S = 10.0  # one request taking longer is a hang
+REQUEST_LIMIT_S = 30.0  # one request taking longer is a hang (generous: the machine may be busy)
 
 pytestmark = pytest.mark.timeout(120)  # a hang fails the test rather than the CI job
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -78,12 +77,10 @@ def iou(a, b) -> float:
 def test_health_is_instant_and_loads_nothing(tmp_path, detect_weights) -> None:
     app = new_app(make_settings(tmp_path, detect_weights))
     client = app.test_client()
-    t0 = time.perf_counter()
     for path in ("/health", "/"):
         body = client.get(path).get_json()
         assert body["status"] == "UP"
         assert body["model_loaded"] is False
-    assert time.perf_counter() - t0 < 1.0
     assert app.extensions["ml_backend"].holder.version is None
 
 
@@ -350,26 +347,34 @@ def test_a_failed_reload_keeps_serving_the_old_model(tmp_path, detect_weights) -
     assert "could not be loaded" in holder.status()["model_error"]
 
 
-def test_setup_answers_within_label_studios_timeout_while_the_model_loads(tmp_path, detect_weights, monkeypatch) -> None:
+def test_setup_answers_while_the_model_loads(tmp_path, detect_weights, monkeypatch) -> None:
+    """The load is held until /setup has answered: /setup must not wait for it (Label Studio waits 3 s)."""
+    import threading
+
     import ml_backend.inference.model as model_mod
 
-    real = model_mod.load_weights
+    real, release = model_mod.load_weights, threading.Event()
 
-    def slow(path, cache_dir=None):
-        time.sleep(3.0)
+    def held(path, cache_dir=None):
+        release.wait(120)
         return real(path, cache_dir)
 
-    monkeypatch.setattr(model_mod, "load_weights", slow)
+    monkeypatch.setattr(model_mod, "load_weights", held)
     app = new_app(make_settings(tmp_path, detect_weights))
     client = app.test_client()
-    t0 = time.perf_counter()
-    resp = client.post("/setup", json={"project": "1.1", "schema": RECT_CFG})
-    assert time.perf_counter() - t0 < 3.0  # Label Studio's /setup timeout
-    # answered from the checkpoint itself while the model still loads
-    assert resp.status_code == 200 and client.get("/health").get_json()["model_loaded"] is False
-    app.extensions["ml_backend"].holder.warm_up_in_background().join(10)
+    answers: list = []
+    asking = threading.Thread(target=lambda: answers.append(client.post("/setup", json={"project": "1.1", "schema": RECT_CFG})))
+    asking.start()
+    asking.join(60)
+    try:
+        # answered from the checkpoint itself while the model still loads
+        assert answers and answers[0].status_code == 200, "/setup waited for the model load"
+        assert client.get("/health").get_json()["model_loaded"] is False
+    finally:
+        release.set()
+    app.extensions["ml_backend"].holder.warm_up_in_background().join(120)
     again = client.post("/setup", json={"project": "1.1", "schema": RECT_CFG})
-    assert again.status_code == 200 and again.get_json()["model_version"] == resp.get_json()["model_version"]
+    assert again.status_code == 200 and again.get_json()["model_version"] == answers[0].get_json()["model_version"]
 
 
 def test_basic_auth(tmp_path, detect_weights) -> None:

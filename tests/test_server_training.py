@@ -37,7 +37,7 @@ def test_label_webhooks_count_towards_training_and_start_it(app_and_runner) -> N
     assert status["retrain_min_new_labels"] == 3
     runner.gate.set()
     training = app.extensions["ml_backend"].training
-    assert training.idle(10)
+    assert training.idle(60)
     assert [r.project_id for r in runner.requests] == [4]
     assert client.get("/training").get_json()["projects"][0]["project"] == 4
 
@@ -52,7 +52,7 @@ def test_setup_takes_the_projects_threshold_from_extra_params(app_and_runner) ->
     assert [client.post("/webhook", json=label(i)).get_json()["training"] for i in range(1, 5)] == ["idle"] * 4  # 3 is the default
     assert client.post("/webhook", json=label(5)).get_json()["training"] in ("queued", "training")
     runner.gate.set()
-    assert app.extensions["ml_backend"].training.idle(10)
+    assert app.extensions["ml_backend"].training.idle(60)
 
     client.post("/setup", json={"project": "4.1700000000", "schema": RECT_CFG, "extra_params": None})  # removed in Label Studio
     assert client.get("/training?project=4").get_json()["retrain_min_new_labels"] == 3
@@ -76,10 +76,10 @@ def test_the_train_button_and_post_train_start_a_run(app_and_runner) -> None:
     client = app.test_client()
     r = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 9}})
     assert r.status_code == 200 and r.get_json()["training"] in ("queued", "training", "idle")
-    assert app.extensions["ml_backend"].training.idle(10)
+    assert app.extensions["ml_backend"].training.idle(60)
     r = client.post("/train", json={"project": "9.1700000000", "annotations": []})
     assert r.status_code == 200
-    assert app.extensions["ml_backend"].training.idle(10)
+    assert app.extensions["ml_backend"].training.idle(60)
     assert [req.project_id for req in runner.requests] == [9, 9]
     assert "START_TRAINING" in runner.requests[0].reason and "POST /train" in runner.requests[1].reason
 
@@ -107,7 +107,7 @@ def test_after_a_promotion_the_project_is_served_and_reported_its_new_version(ap
     rescored = []
     app.extensions["ml_backend"].scoring.request_full = lambda pid, retire=(): rescored.append((pid, list(retire)))
     client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 4}})
-    assert app.extensions["ml_backend"].training.idle(10)
+    assert app.extensions["ml_backend"].training.idle(60)
     status = client.get("/training?project=4").get_json()
     new = status["model_version"]
     assert new != base and status["last_run"]["promoted"] is True

@@ -56,7 +56,7 @@ def slow_backend(tmp_path, tiny_weights):
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "BASIC_AUTH_"))},
         "PYTHONPATH": str(ROOT), "MODEL_DIR": str(tmp_path / "state"), "MODEL_PATH": str(tiny_weights("detect")),
-        "AL_SLOW_LOAD": "12", "PYTHONUNBUFFERED": "1",
+        "AL_SLOW_LOAD": "40", "PYTHONUNBUFFERED": "1",
     }  # fmt: skip
     log = tmp_path / "backend.log"
     proc = subprocess.Popen(
@@ -78,16 +78,17 @@ def slow_backend(tmp_path, tiny_weights):
 
 def test_setup_answers_in_time_while_the_model_loads_and_a_stop_mid_load_is_clean(slow_backend, tiny_weights) -> None:
     url, proc, log = slow_backend
-    assert requests.get(f"{url}/health", timeout=1).json()["model_loaded"] is False  # still loading (12 s)
-    t0 = time.monotonic()
-    r = requests.post(f"{url}/setup", json={"project": "3.1", "schema": CONFIG}, timeout=3)
-    assert time.monotonic() - t0 < 3.0 and r.status_code == 200, r.text
+    assert requests.get(f"{url}/health", timeout=10).json()["model_loaded"] is False  # still loading (40 s)
+    # Label Studio gives /setup 3 s; here the load takes 40 s, so an answer within 20 s (room for a busy
+    # machine) shows /setup did not wait for it.
+    r = requests.post(f"{url}/setup", json={"project": "3.1", "schema": CONFIG}, timeout=20)
+    assert r.status_code == 200, r.text
     assert r.json()["model_version"] == read_checkpoint_meta(tiny_weights("detect")).version
     bad = requests.post(
-        f"{url}/setup", json={"project": "3.1", "schema": CONFIG.replace("circle", "okapi").replace("square", "gnu")}, timeout=3
+        f"{url}/setup", json={"project": "3.1", "schema": CONFIG.replace("circle", "okapi").replace("square", "gnu")}, timeout=20
     )
     assert bad.status_code == 422  # the labeling config is still checked against the model's classes
     os.killpg(proc.pid, signal.SIGTERM)  # stop in the middle of the load
-    assert proc.wait(timeout=90) == 0
+    assert proc.wait(timeout=120) == 0
     text = log.read_text(errors="replace")
     assert "terminate called" not in text and "Aborted" not in text and "Traceback" not in text, text[-2000:]

@@ -36,7 +36,7 @@ def test_connect_sets_up_a_project_once_and_a_second_run_changes_nothing(
     assert project["sampling"] == "Uncertainty sampling"
     assert project["show_collab_predictions"] is True and project["evaluate_predictions_automatically"] is True
     assert project["min_annotations_to_start_training"] == 0  # Label Studio's own trigger off: the backend counts
-    served = requests.get(f"{backend.url}/training", params={"project": pid}, timeout=5).json()["retrain_min_new_labels"]
+    served = requests.get(f"{backend.url}/training", params={"project": pid}, timeout=30).json()["retrain_min_new_labels"]
     assert served != 25  # this shell's setting is not the backend's: connect reports the backend's own word
     assert f"after every {served} label changes (RETRAIN_MIN_NEW_LABELS, confirmed by the backend" in first
     assert len(views) == 1 and views[0]["data"]["ordering"] == ["tasks:predictions_score"]
@@ -103,10 +103,10 @@ def test_connect_sets_the_projects_retraining_threshold_and_the_nth_label_starts
         tasks = sorted(truth)
         for tid in tasks[:2]:
             ls_client.create_annotation(tid, truth[tid])
-        wait_for(lambda: training_status(backend, pid)["labels_since_training"] == 2, 30, "2 label webhooks")
+        wait_for(lambda: training_status(backend, pid)["labels_since_training"] == 2, 120, "2 label webhooks")
         assert training_status(backend, pid)["state"] == "idle"
         ls_client.create_annotation(tasks[2], truth[tasks[2]])  # the 3rd: a run starts (the backend's own default is 100)
-        started = wait_for(lambda: ((s := training_status(backend, pid))["state"] != "idle" or s["runs"]) and s, 30, "a training run")
+        started = wait_for(lambda: ((s := training_status(backend, pid))["state"] != "idle" or s["runs"]) and s, 120, "a training run")
         assert "3 new or changed labels (retrain_min_new_labels=3)" in started["reason"], started
 
         assert main(["connect", "--project", str(pid), "--backend-url", backend.url, "--retrain-threshold", "0"]) == 0
@@ -139,7 +139,7 @@ def test_with_basic_auth_and_a_webhook_secret_label_studios_webhooks_and_train_b
     auth = (secrets["BASIC_AUTH_USER"], secrets["BASIC_AUTH_PASS"])
 
     def status(pid: int) -> dict:
-        return requests.get(f"{backend.url}/training", params={"project": pid}, auth=auth, timeout=5).json()
+        return requests.get(f"{backend.url}/training", params={"project": pid}, auth=auth, timeout=30).json()
 
     try:
         pid, truth = make_project(ls_client, tmp_path, "e2e connect secrets", 3, seed=9)
@@ -152,7 +152,7 @@ def test_with_basic_auth_and_a_webhook_secret_label_studios_webhooks_and_train_b
 
         tid = sorted(truth)[0]
         ls_client.create_annotation(tid, truth[tid])  # Label Studio's own webhook, with the headers connect set
-        wait_for(lambda: status(pid)["labels_since_training"] == 1, 30, "the label webhook to get in")
+        wait_for(lambda: status(pid)["labels_since_training"] == 1, 120, "the label webhook to get in")
         forged = requests.post(
             f"{backend.url}/webhook",
             json={"action": "ANNOTATION_CREATED", "project": {"id": pid}, "annotation": {"id": 999_999, "updated_at": "x"}},
@@ -163,7 +163,7 @@ def test_with_basic_auth_and_a_webhook_secret_label_studios_webhooks_and_train_b
 
         [ml] = ls_client.list_ml_backends(pid)
         ls_client.post(f"/api/ml/{ml['id']}/train", json={"use_ground_truth": False})  # the train button: basic auth, no secret header
-        started = wait_for(lambda: ((s := status(pid))["state"] != "idle" or s["runs"]) and s, 30, "the train button's run")
+        started = wait_for(lambda: ((s := status(pid))["state"] != "idle" or s["runs"]) and s, 120, "the train button's run")
         assert "START_TRAINING" in started["reason"], started
     finally:
         stop_backend(backend)

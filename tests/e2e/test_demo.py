@@ -30,13 +30,13 @@ def test_the_demo_keeps_its_promise(tmp_path) -> None:
 
     with start_demo(tmp_path / "demo", ls_port=0, backend_port=0, n_images=9, epochs=3) as demo:
         url, pid = demo.result.backend_url, demo.result.project_id
-        before = {s["task"]: s for s in requests.get(f"{url}/scores", params={"project": pid}, timeout=5).json()["scores"]}
+        before = {s["task"]: s for s in requests.get(f"{url}/scores", params={"project": pid}, timeout=30).json()["scores"]}
         chosen = demo.result.queue[:5]  # the tasks Label Studio serves first, labeled as an annotator would
         for tid in chosen:
             demo.client.create_annotation(tid, demo.truth[tid])
 
         def status() -> dict:
-            return requests.get(f"{url}/training", params={"project": pid}, timeout=5).json()
+            return requests.get(f"{url}/training", params={"project": pid}, timeout=30).json()
 
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and not (status()["runs"] >= 1 and status()["state"] == "idle"):
@@ -49,7 +49,7 @@ def test_the_demo_keeps_its_promise(tmp_path) -> None:
         assert last["judgement"]["rule"] in ("too_few_heldout", "bootstrap", "no_evidence")
 
         def scores() -> dict:
-            return {s["task"]: s for s in requests.get(f"{url}/scores", params={"project": pid}, timeout=5).json()["scores"]}
+            return {s["task"]: s for s in requests.get(f"{url}/scores", params={"project": pid}, timeout=30).json()["scores"]}
 
         deadline = time.monotonic() + 180
         want = done["model_version"]

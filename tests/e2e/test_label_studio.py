@@ -42,7 +42,7 @@ def test_label_studio_stores_our_predictions_for_every_task(on_db, backends, sha
     assert sum(u.startswith("/data/local-files/?d=") for u in urls) == 2
 
     ml = ls_client.add_ml_backend(pid, backend.url, title="yolo e2e")
-    health = requests.get(f"{backend.url}/health", timeout=1).json()
+    health = requests.get(f"{backend.url}/health", timeout=10).json()
     version = health["model_version"]
     assert version and ml["model_version"] == version  # Label Studio called /setup and took our version
     assert ml["state"] == "CO", ml  # connected

@@ -173,10 +173,10 @@ def test_imported_tasks_are_scored_as_they_arrive(ls_client, backend, tmp_path) 
 
     pid = ls_client.create_project("e2e stream", CONFIG)["id"]
     ls_client.add_ml_backend(pid, backend.url, title="stream")
-    version = requests.get(f"{backend.url}/health", timeout=1).json()["model_version"]
+    version = requests.get(f"{backend.url}/health", timeout=10).json()["model_version"]
 
     def scored_ids() -> set[int]:
-        r = requests.get(f"{backend.url}/scores", params={"project": pid}, timeout=5)
+        r = requests.get(f"{backend.url}/scores", params={"project": pid}, timeout=30)
         return {s["task"] for s in r.json()["scores"]} if r.status_code == 200 else set()
 
     ls_client.upload_files(pid, images("first", 4))  # never scored: the first event scores the whole project
