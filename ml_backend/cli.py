@@ -71,6 +71,9 @@ def serve(args: argparse.Namespace) -> int:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", threads)
             self.cfg.set("timeout", 300)
+            # A stopping worker closes its training loop (30 s at most) and lets a model load under
+            # way finish (60 s at most): give it that before gunicorn kills it.
+            self.cfg.set("graceful_timeout", 120)
             self.cfg.set("accesslog", "-")
             self.cfg.set("loglevel", settings.log_level.lower())
             if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1: one shared socket path otherwise

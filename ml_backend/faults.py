@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +43,19 @@ SLOW_LOAD_ENV = "AL_SLOW_LOAD"
 SLOW_TRAIN_ENV = "AL_SLOW_TRAIN"
 
 
-def _sleep_from(env: str) -> None:
+def _sleep_from(env: str, stop: threading.Event | None = None) -> None:
     seconds = os.environ.get(env)
     if seconds:
-        import time
+        if stop is not None:
+            stop.wait(float(seconds))
+        else:
+            time.sleep(float(seconds))
 
-        time.sleep(float(seconds))
 
-
-def slow_load() -> None:
-    """Sleep ``AL_SLOW_LOAD`` seconds before a model load (the tests' stand-in for a busy machine)."""
-    _sleep_from(SLOW_LOAD_ENV)
+def slow_load(stop: threading.Event | None = None) -> None:
+    """Sleep ``AL_SLOW_LOAD`` seconds before a model load (the tests' stand-in for a busy machine),
+    or until ``stop`` is set (a backend shutting down)."""
+    _sleep_from(SLOW_LOAD_ENV, stop)
 
 
 def slow_train() -> None:

@@ -93,7 +93,9 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "AL_STRATEGY",
         "hybrid",
-        "Queue order: `random`, `uncertainty`, `diversity` or `hybrid` (uncertainty-weighted k-center). Formulas in `ml_backend/al/strategies.py`.",
+        "Queue order: `random`, `uncertainty`, `diversity`, `hybrid` (uncertainty-weighted k-center), `objects` (object-level, "
+        "class-conditioned k-center over the most uncertain tasks), `typical` (cold start) or `adaptive` (`typical`, then `objects`). "
+        "docs/queue.md describes them; the study chose the default.",
     ),
     SettingSpec(
         "UNCERTAINTY_MEASURE",

@@ -377,6 +377,20 @@ def test_setup_answers_while_the_model_loads(tmp_path, detect_weights, monkeypat
     assert again.status_code == 200 and again.get_json()["model_version"] == answers[0].get_json()["model_version"]
 
 
+def test_setup_reports_a_load_that_failed_instead_of_the_checkpoints_word(tmp_path, detect_weights, monkeypatch) -> None:
+    import ml_backend.inference.model as model_mod
+
+    def broken(path, cache_dir=None):
+        raise ModelUnavailableError(f"could not load {path}: CUDA kernels missing (a stand-in)")
+
+    monkeypatch.setattr(model_mod, "load_weights", broken)
+    app = new_app(make_settings(tmp_path, detect_weights))
+    app.extensions["ml_backend"].holder.warm_up_in_background().join(120)  # the load failed
+    client = app.test_client()
+    resp = client.post("/setup", json={"project": "1.1", "schema": RECT_CFG})
+    assert resp.status_code == 503 and "CUDA kernels missing" in resp.get_json()["error"]
+
+
 def test_basic_auth(tmp_path, detect_weights) -> None:
     client = new_app(make_settings(tmp_path, detect_weights, BASIC_AUTH_USER="ann", BASIC_AUTH_PASS="s3cret")).test_client()
     assert client.get("/health").status_code == 200  # liveness stays open

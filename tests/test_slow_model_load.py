@@ -92,3 +92,5 @@ def test_setup_answers_in_time_while_the_model_loads_and_a_stop_mid_load_is_clea
     assert proc.wait(timeout=120) == 0
     text = log.read_text(errors="replace")
     assert "terminate called" not in text and "Aborted" not in text and "Traceback" not in text, text[-2000:]
+    # the worker left by itself (the 40 s load was cut short), not killed at gunicorn's graceful timeout
+    assert "Worker exiting" in text and "SIGKILL" not in text and "no model import started" in text, text[-2000:]

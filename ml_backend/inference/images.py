@@ -305,7 +305,7 @@ class ImageFetcher:
             addresses = self.policy.check(url)
             headers = dict(self.auth_headers() or {}) if (self.auth_headers and self.policy.is_label_studio(url)) else {}
             try:
-                with pinned(_split(url).hostname or "", addresses):
+                with pinned(url, addresses):
                     resp = self.session.get(url, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False)
             except requests.RequestException as exc:
                 raise ImageError(f"could not download {_redact(url)}: {type(exc).__name__}") from None

@@ -490,9 +490,9 @@ class ModelHolder:
             if fresh is not None:
                 return fresh
             stat = self._file_stat()
-            slow_load()  # AL_SLOW_LOAD: the tests' busy machine
+            slow_load(self._closing)  # AL_SLOW_LOAD: the tests' busy machine (cut short by a shutdown)
             if self._closing.is_set():  # shutting down: do not start importing torch now
-                raise ModelUnavailableError("the backend is shutting down")
+                raise ModelUnavailableError("the backend is shutting down: no model import started")
             try:
                 loaded = load_weights(self.model_path, self.cache_dir)
             except ModelUnavailableError as exc:
@@ -535,7 +535,8 @@ class ModelHolder:
         if fresh is not None:
             return fresh
         loader = self._start_loader()
-        if self._model is None and str(self.model_path).endswith(".pt") and os.path.isfile(self.model_path):
+        # Only while a first load is under way: after a failed one, Label Studio must hear the error.
+        if self._model is None and self._error is None and str(self.model_path).endswith(".pt") and os.path.isfile(self.model_path):
             meta = read_checkpoint_meta(self.model_path)
             if meta is not None:
                 if self.fixed_version:

@@ -7,12 +7,18 @@ gives ``requests`` a transport adapter whose connections take their addresses fr
 :func:`pinned`, while the URL, the ``Host`` header, TLS's server name (SNI) and certificate
 checking stay with the host name.
 
+The pin is keyed by the host exactly as the connection will see it (``requests`` turns an
+internationalised name into punycode and decodes percent-escapes), and it fails closed: while a
+pin is set, a connection to any host it does not name is refused rather than resolved afresh.
+
 Example:
     >>> import requests
     >>> session = requests.Session()
     >>> mount_pinned(session)
-    >>> with pinned("images.example.com", ("93.184.216.34",)):
+    >>> with pinned("https://images.example.com/a.jpg", ("93.184.216.34",)):
     ...     pass  # session.get("https://images.example.com/a.jpg") would connect to 93.184.216.34
+    >>> connection_host("http://bücher.example/a.png")
+    'xn--bcher-kva.example'
 """
 
 from __future__ import annotations
@@ -26,23 +32,37 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util import connection as u3connection
+from urllib3.util import parse_url
 
 # host (lower case) -> the checked addresses to connect to, in order; for the request being sent.
 _PINS: ContextVar[Mapping[str, tuple[str, ...]]] = ContextVar("pinned_addresses", default=MappingProxyType({}))
 
 
+def _key(host: str) -> str:
+    return host.lower().rstrip(".")
+
+
+def connection_host(url: str) -> str:
+    """The host name a ``requests`` connection to ``url`` uses (IDNA-encoded, escapes decoded)."""
+    prepared = PreparedRequest()
+    prepared.prepare_url(url, None)
+    return _key(parse_url(str(prepared.url)).host or "")
+
+
 @contextmanager
-def pinned(host: str, addresses: tuple[str, ...]) -> Iterator[None]:
-    """Within the block, new connections to ``host`` go to ``addresses`` (tried in order) only.
+def pinned(url: str, addresses: tuple[str, ...]) -> Iterator[None]:
+    """Within the block, new connections to ``url``'s host go to ``addresses`` (tried in order)
+    only, and connections to any other host are refused.
 
     An empty ``addresses`` pins nothing: the host is connected to as usual (Label Studio's host,
     or a name on ``ALLOWED_HOSTS``).
     """
-    token = _PINS.set({host.lower().rstrip("."): tuple(addresses)} if addresses else {})
+    token = _PINS.set({connection_host(url): tuple(addresses)} if addresses else {})
     try:
         yield
     finally:
@@ -50,10 +70,13 @@ def pinned(host: str, addresses: tuple[str, ...]) -> Iterator[None]:
 
 
 def _connect_pinned(conn: HTTPConnection) -> socket.socket | None:
-    """A socket to one of the host's pinned addresses; None when the host is not pinned."""
-    addresses = _PINS.get().get(conn.host.lower().rstrip("."))
-    if not addresses:
+    """A socket to one of the host's pinned addresses; None when nothing is pinned."""
+    pins = _PINS.get()
+    if not pins:
         return None
+    addresses = pins.get(_key(conn.host))
+    if not addresses:  # fail closed: never resolve afresh while a pin is set
+        raise NewConnectionError(conn, f"refusing to connect to {conn.host}: it is not the checked host ({', '.join(pins)})")
     last: OSError | None = None
     for address in addresses:
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from ml_backend.inference.model import LoadedModel, ModelHolder, ModelMeta
@@ -111,9 +112,10 @@ class ServedModels:
             return self.base.describe(wait)
 
     def close(self, timeout: float = 60.0) -> None:
-        """Let loads under way finish before the process exits."""
+        """Let loads under way finish before the process exits (``timeout`` seconds for all of them)."""
+        deadline = time.monotonic() + timeout
         for holder in [self.base, *(h for _, h in list(self._holders.values()))]:
-            holder.close(timeout)
+            holder.close(max(0.0, deadline - time.monotonic()))
 
     def preload(self, project_id: int) -> LoadedModel:
         """Load the project's current model now (before requests need it)."""

@@ -85,6 +85,8 @@ class ScoringQueue:
             "CREATE TABLE IF NOT EXISTS label_marks (project INTEGER NOT NULL, task INTEGER NOT NULL, seq INTEGER NOT NULL,"
             " queued REAL NOT NULL, PRIMARY KEY (project, task))",
             "CREATE TABLE IF NOT EXISTS scoring_claims (project INTEGER PRIMARY KEY, owner TEXT NOT NULL, at REAL NOT NULL)",
+            # failed work waits here until ``at`` in every process, not only in the one it failed in
+            "CREATE TABLE IF NOT EXISTS scoring_retry (project INTEGER PRIMARY KEY, at REAL NOT NULL)",
         )
         self._lock = threading.Lock()
         self.owner = owner_id()
@@ -103,6 +105,7 @@ class ScoringQueue:
                 "INSERT OR REPLACE INTO scoring_queue (project, task, payload, retire, seq, queued) VALUES (?, ?, ?, ?, ?, ?)",
                 [(int(project_id), task, payload, retire if task == FULL else None, seq, now) for task, payload in rows],
             )
+            self._db.execute("DELETE FROM scoring_retry WHERE project=?", (int(project_id),))  # new work: try now
 
     def add_tasks(self, project_id: int, tasks: list[Mapping[str, Any]]) -> int:
         """Queue new tasks (a task queued again replaces its older copy); returns the project's pending tasks."""
@@ -143,7 +146,8 @@ class ScoringQueue:
                 int(p) for p, owner, at in self._db.execute("SELECT project, owner, at FROM scoring_claims")
                 if owner != self.owner and owner_alive(owner, at)
             }  # fmt: skip
-            skip = set(skip) | busy
+            waiting = {int(p) for (p,) in self._db.execute("SELECT project FROM scoring_retry WHERE at>?", (time.time(),))}
+            skip = set(skip) | busy | waiting
             rows = self._db.execute(
                 "SELECT project, MAX(full), MIN(queued) FROM (SELECT project, task = ? AS full, queued FROM scoring_queue"
                 " UNION ALL SELECT project, 0, queued FROM label_marks) GROUP BY project",
@@ -176,11 +180,20 @@ class ScoringQueue:
             self._db.execute("DELETE FROM scoring_queue WHERE project=? AND seq<=?", (work.project_id, work.taken_seq))
             self._db.execute("DELETE FROM label_marks WHERE project=? AND seq<=?", (work.project_id, work.labels_seq))
             self._db.execute("DELETE FROM scoring_claims WHERE project=? AND owner=?", (work.project_id, self.owner))
+            self._db.execute("DELETE FROM scoring_retry WHERE project=?", (work.project_id,))
 
-    def release(self, work: Work) -> None:
-        """Give a project back without finishing its work (it failed and waits for a retry)."""
-        with self._lock:
+    def release(self, work: Work, retry_at: float | None = None) -> None:
+        """Give a project back without finishing its work (it failed); with ``retry_at``, no process
+        takes it again before then (unless new work for it arrives)."""
+        with transaction(self._db, self._lock):
             self._db.execute("DELETE FROM scoring_claims WHERE project=? AND owner=?", (work.project_id, self.owner))
+            if retry_at is not None:
+                self._db.execute("INSERT OR REPLACE INTO scoring_retry (project, at) VALUES (?, ?)", (work.project_id, retry_at))
+
+    def retrying(self) -> set[int]:
+        """Projects whose failed work waits for its retry time."""
+        with self._lock:
+            return {int(r[0]) for r in self._db.execute("SELECT project FROM scoring_retry WHERE at>?", (time.time(),))}
 
     def projects(self) -> set[int]:
         with self._lock:
@@ -270,7 +283,7 @@ class ScoringJobs:
         """True when nothing is running and nothing is pending but work waiting to be retried after a failure."""
 
         def quiet() -> bool:
-            return not self._busy and not (self.queue.projects() - set(self._retry_at))
+            return not self._busy and not (self.queue.projects() - set(self._retry_at) - self.queue.retrying())
 
         with self._cond:
             return self._cond.wait_for(quiet, timeout=timeout)
@@ -318,7 +331,9 @@ class ScoringJobs:
                 self.queue.done(work)
                 self.last_error, ok = None, True
             except Exception as exc:  # keep the worker alive; the work stays queued and is retried
-                self.queue.release(work)
+                with self._cond:
+                    failures = self._failures.get(project_id, 0) + 1
+                self.queue.release(work, retry_at=time.time() + min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (failures - 1)))
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, NotConfigured):
                     log.warning("scoring of project %s cannot run: %s; it stays queued", project_id, exc)

@@ -150,7 +150,9 @@ class TrainingState:
         """Atomically take the oldest queued project (None when nothing is queued).
 
         The run's ``start_seq`` (the newest label event now) is set in the same step, so a
-        webhook that sees ``training`` never counts against the previous run's start.
+        webhook that sees ``training`` never counts against the previous run's start. A run that
+        reattaches to an RQ job (``job`` set) keeps the ``start_seq`` of when that job started: the
+        labels that came in since are not the job's, and still count afterwards.
         """
         with self._lock:
             row = self._db.execute(
@@ -160,7 +162,8 @@ class TrainingState:
                 return None
             now = time.time()
             cur = self._db.execute(
-                "UPDATE training SET state='training', owner=?, started=?, heartbeat=?, start_seq=?, progress=?, message=NULL"
+                "UPDATE training SET state='training', owner=?, started=?, heartbeat=?,"
+                " start_seq=CASE WHEN job IS NULL THEN ? ELSE start_seq END, progress=?, message=NULL"
                 " WHERE project=? AND state='queued'",
                 (owner, now, now, latest_seq(int(row[0])), json.dumps({"stage": "starting"}), row[0]),
             )

@@ -50,7 +50,14 @@ def score_columns(tasks: Sequence[Mapping[str, Any]], scores: Sequence[TaskScore
     """New ``data`` for each task whose score columns changed (rounded to 3 decimals).
 
     The task's own data is kept as it is; only the ``al_*`` keys are added or replaced. With
-    ``review`` (``REVIEW_ONLY=on``), the ``al_review`` column marks those tasks.
+    ``review`` (the tasks ``REVIEW_ONLY`` marks; empty when it is off), the ``al_review`` column
+    marks those tasks and is cleared on the others that carry it; with None (not decided here:
+    a label change), only labeled tasks lose their mark. A labeled task is never marked.
+
+    Example:
+        >>> s = TaskScore(1, 0.5, 0.5, 0.5, 0, "medium", True, "v1")
+        >>> score_columns([{"id": 1, "data": {"al_review": REVIEW_MARK}}], [s])[1]["al_review"]
+        ''
     """
     by_id = {int(t["id"]): t for t in tasks}
     out: dict[int, dict] = {}
@@ -65,8 +72,10 @@ def score_columns(tasks: Sequence[Mapping[str, Any]], scores: Sequence[TaskScore
             SCORE_COLUMNS["diversity"]: round(s.diversity, 3),
             SCORE_COLUMNS["difficulty"]: s.difficulty,
         }
-        if review is not None:
-            new[SCORE_COLUMNS["review"]] = REVIEW_MARK if s.task in review and not s.labeled else ""
+        key = SCORE_COLUMNS["review"]
+        mark = REVIEW_MARK if review is not None and s.task in review and not s.labeled else ""
+        if mark or (data.get(key) and (review is not None or s.labeled)):
+            new[key] = mark
         if any(data.get(k) != v for k, v in new.items()):
             out[s.task] = {**data, **new}
     return out
@@ -179,7 +188,7 @@ def score_project(
         ensure_queue_view(client, project_id)
         if settings.review_only:
             ensure_review_view(client, project_id)
-    review = review_only_tasks(pooled, served_thresholds(predictor, project_id)) if settings.review_only else None
+    review = review_only_tasks(pooled, served_thresholds(predictor, project_id)) if settings.review_only else set()
     columns = score_columns(tasks, pooled.scores, review)
     if columns:
         client.update_task_data(columns)

@@ -216,7 +216,6 @@ def train_project(
 
     started = time.monotonic()
     report = progress or (lambda stage, **kw: None)
-    report("starting")
     slow_train()  # AL_SLOW_TRAIN: the tests' way to be mid-run
     workdir = Path(req.workdir)
     workdir.mkdir(parents=True, exist_ok=True)

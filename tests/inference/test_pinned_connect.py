@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -142,16 +143,34 @@ def test_a_host_that_rebinds_later_is_refused_at_its_next_check(tmp_path, http_s
     assert len(http_server.hosts) == 1  # the refused one was never sent, not even over the open connection
 
 
-def test_an_unpinned_host_connects_as_usual(http_server) -> None:
+@pytest.mark.parametrize(
+    "host",
+    ["bücher.test", "REBIND.test.", "rebind.test"],  # an internationalised name (punycode on the wire), case and a trailing dot
+)
+def test_the_pin_follows_the_host_as_the_connection_spells_it(tmp_path, http_server, host) -> None:
+    resolver = RebindingResolver()
+    image = fetcher(tmp_path, resolver).load(f"http://{host}:{http_server.port}/a.png")
+    assert image.shape == (4, 5, 3) and len(resolver.calls) == 1 and len(http_server.hosts) == 1
+
+
+def test_while_a_pin_is_set_other_hosts_are_refused_not_resolved(http_server) -> None:
     session = requests.Session()
     mount_pinned(session)
-    with pinned("elsewhere.test", ("10.0.0.1",)):  # pins another host only
-        r = session.get(f"http://127.0.0.1:{http_server.port}/a.png", timeout=5)
+    with pinned("http://elsewhere.test/", ("10.0.0.1",)), pytest.raises(requests.ConnectionError, match="not the checked host"):
+        session.get(f"http://127.0.0.1:{http_server.port}/a.png", timeout=5)
+    assert http_server.hosts == []
+    r = session.get(f"http://127.0.0.1:{http_server.port}/a.png", timeout=5)  # no pin set: as usual
     assert r.status_code == 200 and http_server.hosts == [f"127.0.0.1:{http_server.port}"]
 
 
 def test_a_pinned_address_that_refuses_says_which_it_tried() -> None:
-    session = requests.Session()
-    mount_pinned(session)
-    with pinned(HOST, ("127.0.0.1",)), pytest.raises(requests.ConnectionError, match=r"rebind\.test at 127\.0\.0\.1"):
-        session.get(f"http://{HOST}:9/", timeout=5)  # the discard port: nothing listens
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        session = requests.Session()
+        mount_pinned(session)
+        with (
+            pinned(f"http://{HOST}:{port}/", ("127.0.0.1",)),
+            pytest.raises(requests.ConnectionError, match=r"rebind\.test at 127\.0\.0\.1"),
+        ):
+            session.get(f"http://{HOST}:{port}/", timeout=5)

@@ -224,3 +224,35 @@ def test_a_project_is_scored_by_one_process_at_a_time(tmp_path) -> None:
     with a._lock:  # a holder gone quiet for longer than the heartbeat allows counts as dead
         a._db.execute("UPDATE scoring_claims SET at=at-1000 WHERE project=3")
     assert a.take({4}).project_id == 3
+
+
+def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from ml_backend.jobs.scoring_jobs import ScoringQueue
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    db = tmp_path / "state.db"
+    dead, alive = ScoringQueue(db), ScoringQueue(db)
+    dead.owner = f"{socket.gethostname()}:{int(gone.stdout)}"  # a gunicorn worker that died holding the project
+    dead.add_tasks(3, [{"id": 1}])
+    assert dead.take() is not None
+    work = alive.take()  # its claim is fresh, but its pid is gone: no waiting for the heartbeat to age
+    assert work is not None and work.project_id == 3
+
+
+def test_failed_work_waits_for_its_retry_in_every_process(tmp_path) -> None:
+    from ml_backend.jobs.scoring_jobs import ScoringQueue
+
+    db = tmp_path / "state.db"
+    a, b = ScoringQueue(db), ScoringQueue(db)
+    a.owner, b.owner = "host-a:101", "host-b:202"
+    a.add_tasks(3, [{"id": 1}])
+    work = a.take()
+    a.release(work, retry_at=time.time() + 600)  # it failed (Label Studio down): back off
+    assert b.take() is None and a.take() is None and a.retrying() == {3}  # no other worker retries it at once
+    b.add_tasks(3, [{"id": 2}])  # new work for the project: try now
+    again = b.take()
+    assert again is not None and set(again.tasks) == {1, 2} and b.retrying() == set()

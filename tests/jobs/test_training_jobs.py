@@ -356,12 +356,16 @@ def test_a_backend_stopped_during_a_run_on_a_worker_leaves_it_and_reattaches(mak
     left = jobs.state.get(5)
     assert left["state"] == "queued" and left["job"] == "job-1" and "reattaching" in left["reason"]
 
+    for aid in (20, 21, 22):  # labels while no backend watches (another worker took the webhooks): not the job's
+        jobs.events.record(label(aid))
     runner.gate.set()  # the run finishes while no backend watches
     again, promoted = make_jobs(runner)
     assert again.idle(60)
-    assert runner.attached == ["job-1"] and len(runner.requests) == 1  # waited for the same run, started none
+    assert runner.attached == ["job-1"]  # waited for the same run instead of starting it again
+    # ... and the 3 labels it never saw (RETRAIN_MIN_NEW_LABELS=3) made one follow-up run
+    assert len(runner.requests) == 2 and runner.requests[1].reason.startswith("follow-up"), [r.reason for r in runner.requests]
     status = again.status(5)
-    assert status["state"] == "idle" and status["job"] is None and len(promoted) == 1
+    assert status["state"] == "idle" and status["job"] is None and len(promoted) == 2 and status["labels_since_training"] == 0
 
 
 def test_a_job_gone_from_the_queue_is_started_afresh(make_jobs, tmp_path) -> None:

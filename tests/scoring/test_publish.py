@@ -27,12 +27,27 @@ def test_review_only_needs_every_box_sure(regions, review: bool) -> None:
     assert (4 in review_only_tasks(pool, {"fish": 0.9, "shark": 0.8, "starfish": None})) is review
 
 
-def test_the_review_column_is_written_only_when_asked() -> None:
-    score = TaskScore(4, 0.1, 0.2, 0.3, 0, "easy", False, "v1")
-    tasks = [{"id": 4, "data": {"image": "a.jpg"}}]
-    assert "al_review" not in score_columns(tasks, [score])[4]
-    assert score_columns(tasks, [score], review={4})[4]["al_review"] == REVIEW_MARK
-    assert score_columns(tasks, [score], review=set())[4]["al_review"] == ""
+@pytest.mark.parametrize(
+    ("existing", "labeled", "review", "expected"),
+    [
+        (None, False, None, None),  # never marked, not decided here: the column is not written
+        (None, False, set(), None),  # REVIEW_ONLY off, never marked: nothing written
+        (None, False, {4}, REVIEW_MARK),  # marked
+        (None, True, {4}, None),  # a labeled task is never marked
+        (REVIEW_MARK, False, set(), ""),  # REVIEW_ONLY turned off (or the task no longer sure): cleared
+        (REVIEW_MARK, False, None, REVIEW_MARK),  # a label change elsewhere: the mark stays
+        (REVIEW_MARK, True, None, ""),  # the task was just labeled: its mark goes at once
+        (REVIEW_MARK, False, {4}, REVIEW_MARK),  # still marked: unchanged
+    ],
+)
+def test_the_review_column(existing, labeled: bool, review, expected) -> None:
+    score = TaskScore(4, 0.1, 0.2, 0.3, 0, "easy", labeled, "v1")
+    data = {"image": "a.jpg", "al_priority": 0.3, "al_uncertainty": 0.1, "al_diversity": 0.2, "al_difficulty": "easy"}
+    if existing is not None:
+        data["al_review"] = existing
+    columns = score_columns([{"id": 4, "data": data}], [score], review)
+    written = columns.get(4, data)
+    assert written.get("al_review") == expected
 
 
 def test_the_review_tab_filters_on_the_column() -> None:

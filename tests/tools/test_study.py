@@ -187,11 +187,11 @@ def test_a_tiny_study_uses_the_servers_scoring_never_touches_the_test_split_and_
     trained: list[int] = []
     real_train = simulation._train_round
 
-    def crash_on_fourth(study, labeled, base, target, seed):  # noqa: ANN001, ANN202
+    def crash_on_fourth(study, labeled, base, target, settings, **kw):  # noqa: ANN001, ANN003, ANN202
         trained.append(len(labeled))
         if len(trained) == 4:
             raise RuntimeError("killed")
-        return real_train(study, labeled, base, target, seed)
+        return real_train(study, labeled, base, target, settings, **kw)
 
     monkeypatch.setattr(simulation, "_train_round", crash_on_fourth)
     with pytest.raises(RuntimeError, match="killed"):
