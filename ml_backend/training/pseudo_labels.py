@@ -183,8 +183,13 @@ def add_pseudo_labels(
             for key, p in zip(ok, predict(images), strict=True):
                 candidates.append((key, pseudo_boxes(len(candidates), p.boxes_xyxy, p.class_ids, p.scores, thresholds, floor)))
     chosen = choose([c for _, c in candidates], cap)
-    for i, pick in enumerate(chosen):
+    written: list[PseudoImage] = []
+    for pick in chosen:
         key = candidates[int(pick.key)][0]  # type: ignore[call-overload]
-        image = paint_out(load(key), pick.unsure)
-        write_detect_image(dataset_root, "train", f"pseudo_{i:05d}", image, pick.boxes, pick.classes)
-    return PseudoSummary(len(chosen), int(sum(len(p.boxes) for p in chosen)), named, len(candidates))
+        try:
+            image = paint_out(load(key), pick.unsure)
+        except Exception:  # read fine a moment ago, not now (the cache was cleared): left out, the run goes on
+            continue
+        write_detect_image(dataset_root, "train", f"pseudo_{len(written):05d}", image, pick.boxes, pick.classes)
+        written.append(pick)
+    return PseudoSummary(len(written), int(sum(len(p.boxes) for p in written)), named, len(candidates))

@@ -132,8 +132,14 @@ def training_epochs(n_train: int, settings: Settings) -> int:
     """
     if settings.train_epochs:
         return settings.train_epochs
-    batch = settings.train_batch if settings.train_batch > 0 else 16  # -1 (auto): Ultralytics' default batch
-    return max(1, math.ceil(settings.train_steps / max(1, math.ceil(n_train / batch))))
+    return max(1, math.ceil(settings.train_steps / steps_per_epoch(n_train, settings)))
+
+
+def steps_per_epoch(n_train: int, settings: Settings) -> int:
+    """Optimizer steps in one epoch over ``n_train`` images at ``TRAIN_BATCH`` (``-1``, Ultralytics'
+    automatic batch, counts as its default of 16)."""
+    batch = settings.train_batch if settings.train_batch > 0 else 16
+    return max(1, math.ceil(n_train / batch))
 
 
 def fine_tune(model: Any, data: str | Path, settings: Settings, workdir: Path, epochs: int, progress: Progress | None = None) -> Path:

@@ -298,7 +298,7 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
     """
     from ml_backend.training.dataset import write_dataset
     from ml_backend.training.evaluate import evaluate
-    from ml_backend.training.run import fine_tune, training_epochs
+    from ml_backend.training.run import fine_tune, steps_per_epoch, training_epochs
 
     ds = study.ds
     work = study.out / "work"
@@ -365,7 +365,7 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
         "map50_95": metrics["map50_95"],
         "per_class": per_class,
         "epochs": epochs,
-        "optimizer_steps": epochs * math.ceil(n_train / settings.train_batch),
+        "optimizer_steps": epochs * steps_per_epoch(n_train, settings),
         "pseudo": pseudo,
         "judgement": judgement,
         "train_s": train_s,
