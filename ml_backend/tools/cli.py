@@ -13,9 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from ml_backend.cli import Command
 from ml_backend.log_redaction import setup_logging
+
+if TYPE_CHECKING:
+    from ml_backend.tools.study.loop import SimConfig
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -44,47 +48,58 @@ def simulate(args: argparse.Namespace) -> int:
     """Run or resume the study, then write its summary and figures."""
     from ml_backend.al.effort import DEFAULT_COSTS
     from ml_backend.tools.datasets import DatasetError
-    from ml_backend.tools.study.loop import PRESETS, SimConfig, SimulationError, run_study
+    from ml_backend.tools.study.loop import SimulationError, run_study
     from ml_backend.tools.study.report import report
 
     setup_logging("WARNING")
     try:
-        preset = PRESETS.get(args.preset, {}) if args.preset else {}
-        given = {k: getattr(args, k) for k in SIMULATE_DEFAULTS if getattr(args, k) is not None}
-        chosen = {**SIMULATE_DEFAULTS, **{k: str(v) if k == "seeds" else v for k, v in preset.items()}, **given}
-        seeds_text = str(chosen["seeds"])
-        try:
-            seeds = tuple(range(int(seeds_text))) if seeds_text.isdigit() else tuple(int(x) for x in seeds_text.split(","))
-        except ValueError:
-            raise SimulationError(
-                f"--seeds must be a count (5) or a comma-separated list of integers (0,5,7), got {seeds_text!r}"
-            ) from None
         try:
             table = DEFAULT_COSTS.with_overrides(os.environ.get("ANNOTATION_COSTS", "")).with_overrides(args.costs or "")
         except ValueError as exc:
             raise SimulationError(f"--costs: {exc}") from None
-        cfg = SimConfig(
-            data=str(args.data), format=args.format, out=str(args.out), weights=str(args.weights),
-            strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=chosen["initial"], step=chosen["step"],
-            rounds=chosen["rounds"], seeds=seeds, steps=chosen["steps"], epochs=args.epochs, imgsz=chosen["imgsz"], batch=chosen["batch"],
-            test_fraction=args.test_fraction, pool=args.pool, device=chosen["device"], server_loop=args.server_loop,
-        )  # fmt: skip
+        arms = [a.strip() for a in args.arms.split(",") if a.strip()]
         if not args.report:
-            run_study(cfg)
-        print(report(args.out, args.metric, table=table))
+            if arms or args.report_to:
+                raise SimulationError("--arms and --report-to go with --report only (a run reports every arm)")
+            missing = [f"--{k}" for k in ("data", "format", "weights") if not getattr(args, k)]
+            if missing:
+                raise SimulationError(f"{', '.join(missing)}: needed to run a study (only --report goes without)")
+            run_study(_study_config(args))
+        print(report(args.out, args.metric, table=table, arms=arms or None, to=args.report_to))
     except (SimulationError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(
-        f"results: {args.out}/results.json, summary: {args.out}/summary.md, figures: {args.out}/learning_curves.png, {args.out}/effort_curve.png"
-    )
+    to = args.report_to or args.out
+    print(f"results: {args.out}/results.json, summary: {to}/summary.md, figures: {to}/learning_curves.png, {to}/effort_curve.png")
     return 0
 
 
+def _study_config(args: argparse.Namespace) -> SimConfig:
+    """The study's :class:`SimConfig` from the command line: the defaults, the preset, then the flags given."""
+    from ml_backend.tools.study.loop import PRESETS, SimConfig, SimulationError
+
+    preset = PRESETS.get(args.preset, {}) if args.preset else {}
+    given = {k: getattr(args, k) for k in SIMULATE_DEFAULTS if getattr(args, k) is not None}
+    chosen = {**SIMULATE_DEFAULTS, **{k: str(v) if k == "seeds" else v for k, v in preset.items()}, **given}
+    seeds_text = str(chosen["seeds"])
+    try:
+        seeds = tuple(range(int(seeds_text))) if seeds_text.isdigit() else tuple(int(x) for x in seeds_text.split(","))
+    except ValueError:
+        raise SimulationError(f"--seeds must be a count (5) or a comma-separated list of integers (0,5,7), got {seeds_text!r}") from None
+    return SimConfig(
+        data=str(args.data), format=args.format, out=str(args.out), weights=str(args.weights),
+        strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=chosen["initial"], step=chosen["step"],
+        rounds=chosen["rounds"], seeds=seeds, steps=chosen["steps"], epochs=args.epochs, imgsz=chosen["imgsz"], batch=chosen["batch"],
+        test_fraction=args.test_fraction, pool=args.pool, device=chosen["device"], server_loop=args.server_loop,
+    )  # fmt: skip
+
+
 def _simulate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset folder (or a YOLO yaml / COCO json)")
-    p.add_argument("--format", required=True, choices=["voc", "yolo", "coco"])
-    p.add_argument("--weights", required=True, help="starting model (.pt): a COCO-pretrained one (yolo11n.pt), or one made by `pretrain`")
+    p.add_argument("--data", help="dataset folder (or a YOLO yaml / COCO json); needed except with --report")
+    p.add_argument("--format", choices=["voc", "yolo", "coco"], help="the dataset's format; needed except with --report")
+    p.add_argument(
+        "--weights", help="starting model (.pt): a COCO-pretrained one (yolo11n.pt), or one made by `pretrain`; needed except with --report"
+    )
     p.add_argument(
         "--preset", choices=["cpu", "gpu"],
         help="cpu: 5 seeds, 20 + 4 x 20 labels, 60 steps a round at 320 px, batch 8 (about an hour for 3 arms on 2 cores); "
@@ -119,6 +134,8 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, help="results folder; an existing one with the same settings is resumed")
     p.add_argument("--report", action="store_true", help="only rewrite the summary and figures from the results so far")
+    p.add_argument("--arms", default="", help="with --report: only these arms (comma-separated labels; random always joins)")
+    p.add_argument("--report-to", default=None, help="with --report: write the summary and figures to this folder instead of --out")
 
 
 def make_digits(args: argparse.Namespace) -> int:

@@ -282,6 +282,8 @@ def test_pretrain_on_a_dataset_gives_weights_with_its_classes(shapes_voc: Path, 
         (["--strategies", "random,best"], "unknown strategy"),
         (["--costs", "draw=slow"], "not a number"),
         (["--weights", "nope.pt"], "is not a file"),
+        (["--arms", "hybrid"], "go with --report only"),
+        (["--report-to", "elsewhere"], "go with --report only"),
     ],
 )
 def test_simulate_command_reports_bad_arguments(
@@ -302,6 +304,30 @@ def test_simulate_command_reports_bad_arguments(
     ]
     assert main(args + extra) == 2
     assert message in capsys.readouterr().err
+
+
+def test_simulate_command_needs_the_data_except_to_report(tmp_path: Path, capsys) -> None:
+    from ml_backend.__main__ import main
+
+    assert main(["simulate", "--out", str(tmp_path / "o"), "--format", "voc"]) == 2
+    assert "--data, --weights: needed to run a study" in capsys.readouterr().err
+
+
+def test_a_report_of_some_arms_to_another_folder(tmp_path: Path, capsys) -> None:
+    from ml_backend.__main__ import main
+
+    study = _known_study()
+    study["records"] += [{**r, "strategy": "hybrid"} for r in study["records"] if r["strategy"] == "uncertainty"]
+    (tmp_path / "results.json").write_text(json.dumps(study))
+    assert main(["simulate", "--report", "--out", str(tmp_path), "--arms", "hybrid", "--report-to", str(tmp_path / "some")]) == 0
+    assert set(json.loads((tmp_path / "some" / "summary.json").read_text())["arms"]) == {"random", "hybrid"}
+    assert (tmp_path / "some" / "effort_curve.png").is_file() and not (tmp_path / "summary.json").exists()
+
+    assert main(["simulate", "--report", "--out", str(tmp_path)]) == 0  # every arm, next to the results
+    assert set(json.loads((tmp_path / "summary.json").read_text())["arms"]) == {"random", "uncertainty", "hybrid"}
+
+    with pytest.raises(SimulationError, match="no results for tta in .*its arms: hybrid, random, uncertainty"):
+        report(tmp_path, arms=["tta"], resamples=20)
 
 
 def test_fixed_epochs_on_a_yolo_dataset(tmp_path: Path, tiny_weights) -> None:

@@ -308,11 +308,35 @@ def plot_curves(
     return path
 
 
-def report(out: str | Path, metric: str = "map50", table: CostTable = DEFAULT_COSTS, resamples: int = 10_000) -> str:
+def report(
+    out: str | Path,
+    metric: str = "map50",
+    table: CostTable = DEFAULT_COSTS,
+    resamples: int = 10_000,
+    arms: Sequence[str] | None = None,
+    to: str | Path | None = None,
+) -> str:
     """Write ``summary.json``, ``summary.md``, ``learning_curves.png`` (every axis) and
-    ``effort_curve.png`` (annotator seconds) next to ``results.json``; return the tables."""
+    ``effort_curve.png`` (annotator seconds) from ``out/results.json``; return the tables.
+
+    Args:
+        arms: only these arms (the reference, random, always joins); default every arm.
+        to: the folder for the summary and figures (default ``out``), e.g. one table per ablation.
+
+    Raises:
+        SimulationError: an arm of ``arms`` has no record in the results.
+    """
     out = Path(out)
     result = json.loads((out / RESULTS).read_text())
+    if arms:
+        known = {r["strategy"] for r in result.get("records", [])}
+        unknown = [a for a in arms if a not in known]
+        if unknown:
+            raise SimulationError(f"no results for {', '.join(unknown)} in {out / RESULTS}; its arms: {', '.join(sorted(known))}")
+        keep = {*arms, "random"}
+        result = {**result, "records": [r for r in result["records"] if r["strategy"] in keep]}
+    out = Path(to) if to is not None else out
+    out.mkdir(parents=True, exist_ok=True)
     summary = summarize(result, metric, table=table, resamples=resamples)
     write_json_atomic(out / "summary.json", summary, indent=1)
     text = summary_markdown(summary)
