@@ -58,6 +58,7 @@ def simulate(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise SimulationError(f"--costs: {exc}") from None
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+        seeds = None
         if not args.report:
             if arms or args.report_to:
                 raise SimulationError("--arms and --report-to go with --report only (a run reports every arm)")
@@ -65,7 +66,9 @@ def simulate(args: argparse.Namespace) -> int:
             if missing:
                 raise SimulationError(f"{', '.join(missing)}: needed to run a study (only --report goes without)")
             run_study(_study_config(args))
-        print(report(args.out, args.metric, table=table, arms=arms or None, to=args.report_to))
+        elif args.seeds is not None:
+            seeds = _seeds(str(args.seeds))
+        print(report(args.out, args.metric, table=table, arms=arms or None, to=args.report_to, seeds=seeds))
     except (SimulationError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -74,18 +77,24 @@ def simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    """``--seeds``: a count (``5``: seeds 0-4) or a list (``0,5,7``)."""
+    from ml_backend.tools.study.loop import SimulationError
+
+    try:
+        return tuple(range(int(text))) if text.isdigit() else tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise SimulationError(f"--seeds must be a count (5) or a comma-separated list of integers (0,5,7), got {text!r}") from None
+
+
 def _study_config(args: argparse.Namespace) -> SimConfig:
     """The study's :class:`SimConfig` from the command line: the defaults, the preset, then the flags given."""
-    from ml_backend.tools.study.loop import PRESETS, SimConfig, SimulationError
+    from ml_backend.tools.study.loop import PRESETS, SimConfig
 
     preset = PRESETS.get(args.preset, {}) if args.preset else {}
     given = {k: getattr(args, k) for k in SIMULATE_DEFAULTS if getattr(args, k) is not None}
     chosen = {**SIMULATE_DEFAULTS, **{k: str(v) if k == "seeds" else v for k, v in preset.items()}, **given}
-    seeds_text = str(chosen["seeds"])
-    try:
-        seeds = tuple(range(int(seeds_text))) if seeds_text.isdigit() else tuple(int(x) for x in seeds_text.split(","))
-    except ValueError:
-        raise SimulationError(f"--seeds must be a count (5) or a comma-separated list of integers (0,5,7), got {seeds_text!r}") from None
+    seeds = _seeds(str(chosen["seeds"]))
     return SimConfig(
         data=str(args.data), format=args.format, out=str(args.out), weights=str(args.weights),
         strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=chosen["initial"], step=chosen["step"],
@@ -113,7 +122,7 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--initial", type=int, help="labels of round 0 (a random draw, the same for every strategy; default 20)")
     p.add_argument("--step", type=int, help="labels added per round (default 20)")
     p.add_argument("--rounds", type=int, help="rounds after round 0 (default 4)")
-    p.add_argument("--seeds", help="a number of seeds (5 -> 0..4, the default) or a comma-separated list")
+    p.add_argument("--seeds", help="a number of seeds (5 -> 0..4, the default) or a comma-separated list; with --report: only these seeds")
     p.add_argument("--steps", type=int, help="training budget per round in optimizer steps (TRAIN_STEPS; default 100)")
     p.add_argument("--epochs", type=int, default=0, help="a fixed number of epochs per round instead of --steps")
     p.add_argument("--imgsz", type=int, help="image size for training, scoring and evaluation (default 320)")

@@ -329,6 +329,12 @@ def test_a_report_of_some_arms_to_another_folder(tmp_path: Path, capsys) -> None
     with pytest.raises(SimulationError, match="no results for tta in .*its arms: hybrid, random, uncertainty"):
         report(tmp_path, arms=["tta"], resamples=20)
 
+    assert main(["simulate", "--report", "--out", str(tmp_path), "--seeds", "1", "--report-to", str(tmp_path / "one")]) == 0
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert one["arms"]["uncertainty"]["seeds"] == 1 and one["target"] == pytest.approx(0.35)  # one seed, 0: random ends at 0.4 - 0.05
+    with pytest.raises(SimulationError, match=r"no results for seed \[7\]"):
+        report(tmp_path, seeds=[7], resamples=20)
+
 
 def test_fixed_epochs_on_a_yolo_dataset(tmp_path: Path, tiny_weights) -> None:
     from ml_backend.tools.synthetic import make_image

@@ -315,6 +315,7 @@ def report(
     resamples: int = 10_000,
     arms: Sequence[str] | None = None,
     to: str | Path | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> str:
     """Write ``summary.json``, ``summary.md``, ``learning_curves.png`` (every axis) and
     ``effort_curve.png`` (annotator seconds) from ``out/results.json``; return the tables.
@@ -322,9 +323,10 @@ def report(
     Args:
         arms: only these arms (the reference, random, always joins); default every arm.
         to: the folder for the summary and figures (default ``out``), e.g. one table per ablation.
+        seeds: only these seeds (default every seed), so arms run on fewer seeds compare on equal terms.
 
     Raises:
-        SimulationError: an arm of ``arms`` has no record in the results.
+        SimulationError: an arm of ``arms`` or a seed of ``seeds`` has no record in the results.
     """
     out = Path(out)
     result = json.loads((out / RESULTS).read_text())
@@ -335,6 +337,11 @@ def report(
             raise SimulationError(f"no results for {', '.join(unknown)} in {out / RESULTS}; its arms: {', '.join(sorted(known))}")
         keep = {*arms, "random"}
         result = {**result, "records": [r for r in result["records"] if r["strategy"] in keep]}
+    if seeds:
+        have = {int(r["seed"]) for r in result.get("records", [])}
+        if not set(seeds) <= have:
+            raise SimulationError(f"no results for seed {sorted(set(seeds) - have)} in {out / RESULTS}; its seeds: {sorted(have)}")
+        result = {**result, "records": [r for r in result["records"] if int(r["seed"]) in set(seeds)]}
     out = Path(to) if to is not None else out
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(result, metric, table=table, resamples=resamples)
