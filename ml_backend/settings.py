@@ -169,8 +169,9 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("TRAIN_EPOCHS", "0", "Fixed epochs per fine-tuning run instead of `TRAIN_STEPS` (0: from `TRAIN_STEPS`)."),
     SettingSpec(
         "TRAIN_WARMUP_EPOCHS",
-        "",
-        "Warm-up epochs of a fine-tuning run (empty: Ultralytics' default, 3, and at least 100 optimizer steps of warm-up; 0: none).",
+        "0",
+        "Warm-up epochs of a fine-tuning run (0: none, the study's choice; empty: Ultralytics' default, 3 epochs and at least 100 "
+        "optimizer steps, which takes most of a small run's budget).",
     ),
     SettingSpec("TRAIN_FREEZE", "0", "Layers of the model kept frozen while fine-tuning (10: YOLO11's backbone; 0: none)."),
     SettingSpec("TRAIN_IMGSZ", "640", "Training and evaluation image size in pixels."),
@@ -366,7 +367,7 @@ class Settings:
     retrain_min_new_labels: int = 50
     train_steps: int = 300
     train_epochs: int = 0
-    train_warmup_epochs: float | None = None
+    train_warmup_epochs: float | None = 0.0
     train_freeze: int = 0
     train_imgsz: int = 640
     train_batch: int = 16

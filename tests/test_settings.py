@@ -12,6 +12,8 @@ def test_defaults() -> None:
     assert s.model_dir == Path("./ml_state").absolute()  # fixed at start: a later chdir changes nothing
     assert s.ultralytics_device is None
     assert s.paths.image_cache == Path("./ml_state/cache/images").absolute()
+    assert s.train_warmup_epochs == 0.0  # no warm-up: the study's recipe (docs/retraining.md)
+    assert Settings.from_env({"TRAIN_WARMUP_EPOCHS": ""}).train_warmup_epochs is None  # empty: Ultralytics' own warm-up
 
 
 def test_reads_every_value() -> None:
@@ -63,7 +65,7 @@ def test_reads_every_value() -> None:
         "PSEUDO_MAX_SHARE": "0.5",
         "PSEUDO_MIN_SUPPORT": "3",
         "PSEUDO_CANDIDATES": "2",
-        "TRAIN_WARMUP_EPOCHS": "0",
+        "TRAIN_WARMUP_EPOCHS": "1.5",
         "TRAIN_FREEZE": "10",
         "PROMOTION_MARGIN": "0.05",
         "PROMOTION_CONFIDENCE": "0.95",
@@ -102,7 +104,7 @@ def test_reads_every_value() -> None:
     assert (s.review_only, s.pseudo_labels, s.pseudo_precision, s.pseudo_max_share, s.pseudo_min_support, s.pseudo_candidates) == (
         True, True, 0.8, 0.5, 3, 2.0,
     )  # fmt: skip
-    assert (s.train_warmup_epochs, s.train_freeze) == (0.0, 10)
+    assert (s.train_warmup_epochs, s.train_freeze) == (1.5, 10)
     assert s.train_steps == 120 and (s.annotation_costs.draw, s.annotation_costs.adjust, s.annotation_costs.verify) == (35.0, 6.0, 1.6)
     assert {spec.name for spec in SPECS} == set(env)
     assert Settings.from_env(s.to_env()) == s  # what a training child process gets
