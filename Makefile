@@ -46,12 +46,14 @@ test: lint system-deps
 	$(VENV)/bin/python -m pytest
 
 # Long runs, not in CI. The label-savings study as docs/study.md reports it: from COCO-pretrained
-# YOLO11n weights, 5 seeds, random against uncertainty and hybrid, on aquarium (the main real case,
-# 7 classes), the digit scenes (4 classes) and raccoon (1 class). PRESET=cpu takes about an hour per
-# dataset on 2 cores; PRESET=gpu is the full study (640 px, 300 steps a round, 8 rounds, --device cuda).
+# YOLO11n weights, 5 seeds, random against uncertainty and hybrid (as they ran before the default
+# changed: max aggregation, no cost term) and the default order (objects, calibrated, cost-aware), on
+# aquarium (the main real case, 7 classes), the digit scenes (4 classes) and raccoon (1 class).
+# PRESET=cpu takes about an hour per dataset and arm pair on 2 cores; PRESET=gpu is the full study
+# (640 px, 300 steps a round, 8 rounds, --device cuda).
 STUDY_DIR ?= .cache/study
 PRESET ?= cpu
-ARMS ?= random,uncertainty,hybrid
+ARMS ?= random,uncertainty=uncertainty:UNCERTAINTY_AGGREGATION=max:AL_COST_WEIGHT=0,hybrid=hybrid:UNCERTAINTY_AGGREGATION=max:AL_COST_WEIGHT=0,objects-cost=objects
 WEIGHTS ?= ../shared/weights/yolo11n_coco_from_int8onnx.pt
 AQUARIUM ?= ../shared/datasets/aquarium
 RACCOON ?= ../shared/datasets/raccoon

@@ -92,7 +92,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("LOG_LEVEL", "INFO", "Python logging level: DEBUG, INFO, WARNING, ERROR."),
     SettingSpec(
         "AL_STRATEGY",
-        "hybrid",
+        "objects",
         "Queue order: `random`, `uncertainty`, `diversity`, `hybrid` (uncertainty-weighted k-center), `objects` (object-level, "
         "class-conditioned k-center over the most uncertain tasks), `typical` (cold start) or `adaptive` (`typical`, then `objects`). "
         "docs/queue.md describes them; the study chose the default.",
@@ -105,7 +105,7 @@ SPECS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec(
         "UNCERTAINTY_AGGREGATION",
-        "max",
+        "calibrated",
         "Per-image uncertainty from its objects: `max`, `mean`, `sum`, or `calibrated` (the sum of confidence x class difficulty x "
         "uncertainty, class difficulty measured on the labeled tasks).",
     ),
@@ -119,7 +119,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("AL_CLASS_BALANCE_WEIGHT", "0.5", "Strength of the rare-class term (exponent, >= 0; 0 turns it off)."),
     SettingSpec(
         "AL_COST_WEIGHT",
-        "0",
+        "1",
         "Cost awareness: priority per (expected annotator seconds)^w, the seconds estimated from the pre-annotation with `ANNOTATION_COSTS` "
         "(0 turns it off).",
     ),
@@ -347,14 +347,14 @@ class Settings:
     max_image_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 100_000_000
     log_level: str = "INFO"
-    al_strategy: str = "hybrid"
+    al_strategy: str = "objects"
     uncertainty_measure: str = "entropy"
-    uncertainty_aggregation: str = "max"
+    uncertainty_aggregation: str = "calibrated"
     candidate_threshold: float = 0.05
     al_uncertainty_weight: float = 1.0
     al_diversity_weight: float = 1.0
     al_class_balance_weight: float = 0.5
-    al_cost_weight: float = 0.0
+    al_cost_weight: float = 1.0
     al_prefilter: float = 4.0
     al_cold_start_labels: int = 40
     al_batch: int = 100

@@ -61,6 +61,7 @@ def settings(**env) -> Settings:
         "CANDIDATE_THRESHOLD": "0.1",
         "UNCERTAINTY_MEASURE": "least_confidence",
         "UNCERTAINTY_AGGREGATION": "max",
+        "AL_COST_WEIGHT": "0",
         "AL_STRATEGY": "uncertainty",
         "AL_CLASS_BALANCE_WEIGHT": "0",
         "AL_CLUSTERS": "2",
