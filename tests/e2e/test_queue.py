@@ -123,6 +123,7 @@ def test_score_command_and_scores_route(ls_client, label_studio, pat, detect_wei
         "IMGSZ": "96",
         "AL_STRATEGY": "uncertainty",
         "AL_CLASS_BALANCE_WEIGHT": "0",
+        "AL_COST_WEIGHT": "0",
     }
     proc = subprocess.run(
         [sys.executable, "-m", "ml_backend", "score", "--project", str(queue_project)],
@@ -141,7 +142,7 @@ def test_score_command_and_scores_route(ls_client, label_studio, pat, detect_wei
     assert set(body["scores"][0]) == {"task", "uncertainty", "diversity", "priority", "cluster", "difficulty", "labeled", "model_version"}
     ranked = sorted(body["scores"], key=lambda s: -s["priority"])
     assert ls_client.next_task(queue_project)["id"] == ranked[0]["task"]
-    assert all(s["priority"] == pytest.approx(s["uncertainty"]) for s in body["scores"])  # uncertainty strategy, no class term
+    assert all(s["priority"] == pytest.approx(s["uncertainty"]) for s in body["scores"])  # uncertainty strategy, no class or cost term
     assert client.get("/scores?project=999").status_code == 404
     assert client.get("/scores").status_code == 400
 
