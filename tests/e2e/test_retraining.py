@@ -299,6 +299,17 @@ def _job(redis_url: str, job_id: str):  # noqa: ANN202 - an rq Job
     return Job.fetch(job_id, connection=redis.Redis.from_url(redis_url))
 
 
+def _labelled_run_on_a_worker(ls_client, tmp_path, backend, redis_server, title: str, seed: int) -> tuple[int, str]:
+    """A project of 10 labelled tasks whose training run a worker has started: (project id, RQ job id)."""
+    pid, truth = make_project(ls_client, tmp_path, title, 10, seed=seed)
+    for tid in sorted(truth):
+        ls_client.create_annotation(tid, truth[tid])
+    requests.post(f"{backend.url}/webhook", json={"action": "START_TRAINING", "project": {"id": pid}}, timeout=10)
+    job_id = wait_for(lambda: training_status(backend, pid)["job"], 120, "the RQ job")
+    wait_for(lambda: _job(redis_server, job_id).get_status() == "started", 60, "a worker to start the job")
+    return pid, job_id
+
+
 def test_a_backend_restart_reattaches_to_the_run_on_the_worker(
     ls_client, label_studio, pat, detect_weights, tmp_path, redis_server
 ) -> None:
@@ -311,12 +322,7 @@ def test_a_backend_restart_reattaches_to_the_run_on_the_worker(
     backend = start_backend(tmp_path, env, new_session=True)
     worker, wlog = _worker(tmp_path, "worker", redis_server, label_studio, pat, AL_SLOW_TRAIN="20")
     try:
-        pid, truth = make_project(ls_client, tmp_path, "e2e rq reattach", 10, seed=43)
-        for tid in sorted(truth):
-            ls_client.create_annotation(tid, truth[tid])
-        requests.post(f"{backend.url}/webhook", json={"action": "START_TRAINING", "project": {"id": pid}}, timeout=10)
-        job_id = wait_for(lambda: training_status(backend, pid)["job"], 120, "the RQ job")
-        wait_for(lambda: _job(redis_server, job_id).get_status() == "started", 60, "the worker to start the job")
+        pid, job_id = _labelled_run_on_a_worker(ls_client, tmp_path, backend, redis_server, "e2e rq reattach", seed=43)
         os.killpg(backend.proc.pid, signal.SIGKILL)
         backend.proc.wait(timeout=30)
         backend = start_backend(tmp_path, env, new_session=True, port=backend.port)
@@ -343,12 +349,7 @@ def test_a_worker_killed_mid_run_is_found_and_its_run_retried_once(
     first, _ = _worker(tmp_path, "worker1", redis_server, label_studio, pat, AL_SLOW_TRAIN="600")
     second = None
     try:
-        pid, truth = make_project(ls_client, tmp_path, "e2e rq killed", 10, seed=47)
-        for tid in sorted(truth):
-            ls_client.create_annotation(tid, truth[tid])
-        requests.post(f"{backend.url}/webhook", json={"action": "START_TRAINING", "project": {"id": pid}}, timeout=10)
-        job_id = wait_for(lambda: training_status(backend, pid)["job"], 120, "the RQ job")
-        wait_for(lambda: _job(redis_server, job_id).get_status() == "started", 60, "the first worker to start the job")
+        pid, job_id = _labelled_run_on_a_worker(ls_client, tmp_path, backend, redis_server, "e2e rq killed", seed=47)
         os.killpg(first.pid, signal.SIGKILL)  # the worker and its work horse, mid-run
         first.wait(timeout=30)
         second, wlog = _worker(tmp_path, "worker2", redis_server, label_studio, pat)
