@@ -173,6 +173,12 @@ SPECS: tuple[SettingSpec, ...] = (
         "Warm-up epochs of a fine-tuning run (0: none, the study's choice; empty: Ultralytics' default, 3 epochs and at least 100 "
         "optimizer steps, which takes most of a small run's budget).",
     ),
+    SettingSpec(
+        "TRAIN_LR0",
+        "",
+        "Learning rate of a fine-tuning run: empty for Ultralytics' automatic choice (for runs under 10,000 steps: AdamW at "
+        "0.002 x 5 / (4 + classes), about 0.0009 for 7 classes); a number: AdamW at that rate (decaying to 1% of it by the last epoch).",
+    ),
     SettingSpec("TRAIN_FREEZE", "0", "Layers of the model kept frozen while fine-tuning (10: YOLO11's backbone; 0: none)."),
     SettingSpec("TRAIN_IMGSZ", "640", "Training and evaluation image size in pixels."),
     SettingSpec("TRAIN_BATCH", "16", "Training batch size (`-1`: Ultralytics picks one that fits the GPU)."),
@@ -368,6 +374,7 @@ class Settings:
     train_steps: int = 300
     train_epochs: int = 0
     train_warmup_epochs: float | None = 0.0
+    train_lr0: float | None = None
     train_freeze: int = 0
     train_imgsz: int = 640
     train_batch: int = 16
@@ -440,6 +447,9 @@ class Settings:
             train_epochs=_parse(env, "TRAIN_EPOCHS", _non_negative_int, "an integer >= 0 (0: from TRAIN_STEPS)"),
             train_warmup_epochs=_parse(
                 env, "TRAIN_WARMUP_EPOCHS", lambda r: _bounded_float(0.0, 100.0)(r) if r else None, "empty or a number of epochs"
+            ),
+            train_lr0=_parse(
+                env, "TRAIN_LR0", lambda r: _bounded_float(1e-6, 1.0)(r) if r else None, "empty or a learning rate in 1e-6..1"
             ),
             train_freeze=_parse(env, "TRAIN_FREEZE", _non_negative_int, "an integer >= 0"),
             train_imgsz=_parse(env, "TRAIN_IMGSZ", _positive_int, "a positive integer"),

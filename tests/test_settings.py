@@ -67,6 +67,7 @@ def test_reads_every_value() -> None:
         "PSEUDO_CANDIDATES": "2",
         "TRAIN_WARMUP_EPOCHS": "1.5",
         "TRAIN_FREEZE": "10",
+        "TRAIN_LR0": "0.003",
         "PROMOTION_MARGIN": "0.05",
         "PROMOTION_CONFIDENCE": "0.95",
         "REDIS_URL": "redis://redis:6379/0",
@@ -104,7 +105,7 @@ def test_reads_every_value() -> None:
     assert (s.review_only, s.pseudo_labels, s.pseudo_precision, s.pseudo_max_share, s.pseudo_min_support, s.pseudo_candidates) == (
         True, True, 0.8, 0.5, 3, 2.0,
     )  # fmt: skip
-    assert (s.train_warmup_epochs, s.train_freeze) == (1.5, 10)
+    assert (s.train_warmup_epochs, s.train_freeze, s.train_lr0) == (1.5, 10, 0.003)
     assert s.train_steps == 120 and (s.annotation_costs.draw, s.annotation_costs.adjust, s.annotation_costs.verify) == (35.0, 6.0, 1.6)
     assert {spec.name for spec in SPECS} == set(env)
     assert Settings.from_env(s.to_env()) == s  # what a training child process gets

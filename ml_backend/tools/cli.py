@@ -60,15 +60,15 @@ def simulate(args: argparse.Namespace) -> int:
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
         seeds = None
         if not args.report:
-            if arms or args.report_to:
-                raise SimulationError("--arms and --report-to go with --report only (a run reports every arm)")
+            if arms or args.report_to or args.reference != "random":
+                raise SimulationError("--arms, --reference and --report-to go with --report only (a run reports every arm against random)")
             missing = [f"--{k}" for k in ("data", "format", "weights") if not getattr(args, k)]
             if missing:
                 raise SimulationError(f"{', '.join(missing)}: needed to run a study (only --report goes without)")
             run_study(_study_config(args))
         elif args.seeds is not None:
             seeds = _seeds(str(args.seeds))
-        print(report(args.out, args.metric, table=table, arms=arms or None, to=args.report_to, seeds=seeds))
+        print(report(args.out, args.metric, table=table, arms=arms or None, to=args.report_to, seeds=seeds, reference=args.reference))
     except (SimulationError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -143,7 +143,12 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, help="results folder; an existing one with the same settings is resumed")
     p.add_argument("--report", action="store_true", help="only rewrite the summary and figures from the results so far")
-    p.add_argument("--arms", default="", help="with --report: only these arms (comma-separated labels; random always joins)")
+    p.add_argument("--arms", default="", help="with --report: only these arms (comma-separated labels; the reference always joins)")
+    p.add_argument(
+        "--reference",
+        default="random",
+        help="with --report: the arm the others are compared with (default random), e.g. an ablation's baseline",
+    )
     p.add_argument("--report-to", default=None, help="with --report: write the summary and figures to this folder instead of --out")
 
 

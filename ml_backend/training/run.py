@@ -142,6 +142,22 @@ def steps_per_epoch(n_train: int, settings: Settings) -> int:
     return max(1, math.ceil(n_train / batch))
 
 
+def recipe(settings: Settings) -> dict[str, Any]:
+    """The fine-tuning recipe's arguments to Ultralytics' ``train`` from ``TRAIN_FREEZE``,
+    ``TRAIN_WARMUP_EPOCHS`` and ``TRAIN_LR0``; what is left out keeps Ultralytics' default.
+
+    Example:
+        >>> recipe(Settings.from_env({"TRAIN_LR0": "0.002", "TRAIN_FREEZE": "10"}))
+        {'freeze': 10, 'warmup_epochs': 0.0, 'optimizer': 'AdamW', 'lr0': 0.002}
+    """
+    out: dict[str, Any] = {"freeze": settings.train_freeze or None}
+    if settings.train_warmup_epochs is not None:
+        out["warmup_epochs"] = settings.train_warmup_epochs
+    if settings.train_lr0 is not None:  # Ultralytics ignores lr0 under optimizer=auto
+        out.update(optimizer="AdamW", lr0=settings.train_lr0)
+    return out
+
+
 def fine_tune(model: Any, data: str | Path, settings: Settings, workdir: Path, epochs: int, progress: Progress | None = None) -> Path:
     """Ultralytics' training of ``model`` (a ``YOLO`` or a weights path) on ``data``: the one recipe.
 
@@ -173,11 +189,8 @@ def fine_tune(model: Any, data: str | Path, settings: Settings, workdir: Path, e
 
     report("training", epoch=0, epochs=epochs)
     model.add_callback("on_train_epoch_end", on_epoch_end)
-    recipe: dict[str, Any] = {"freeze": settings.train_freeze or None}
-    if settings.train_warmup_epochs is not None:
-        recipe["warmup_epochs"] = settings.train_warmup_epochs
     model.train(
-        **recipe,
+        **recipe(settings),
         data=str(data),
         epochs=epochs,
         imgsz=settings.train_imgsz,

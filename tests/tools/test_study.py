@@ -284,6 +284,7 @@ def test_pretrain_on_a_dataset_gives_weights_with_its_classes(shapes_voc: Path, 
         (["--weights", "nope.pt"], "is not a file"),
         (["--arms", "hybrid"], "go with --report only"),
         (["--report-to", "elsewhere"], "go with --report only"),
+        (["--reference", "hybrid"], "go with --report only"),
     ],
 )
 def test_simulate_command_reports_bad_arguments(
@@ -334,6 +335,34 @@ def test_a_report_of_some_arms_to_another_folder(tmp_path: Path, capsys) -> None
     assert one["arms"]["uncertainty"]["seeds"] == 1 and one["target"] == pytest.approx(0.35)  # one seed, 0: random ends at 0.4 - 0.05
     with pytest.raises(SimulationError, match=r"no results for seed \[7\]"):
         report(tmp_path, seeds=[7], resamples=20)
+
+
+def test_a_report_against_another_reference_arm(tmp_path: Path) -> None:
+    from ml_backend.__main__ import main
+
+    study = _known_study()
+    study["records"] += [{**r, "strategy": "hybrid"} for r in study["records"] if r["strategy"] == "uncertainty"]
+    (tmp_path / "results.json").write_text(json.dumps(study))
+    args = [
+        "simulate",
+        "--report",
+        "--out",
+        str(tmp_path),
+        "--arms",
+        "hybrid",
+        "--reference",
+        "uncertainty",
+        "--report-to",
+        str(tmp_path / "r"),
+    ]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["reference"] == "uncertainty" and set(summary["arms"]) == {"uncertainty", "hybrid"}  # random left out
+    same = summary["arms"]["hybrid"]  # a copy of its reference: no difference on any axis
+    assert same["final_diff"]["estimate"] == 0.0 and same["savings"]["images"]["estimate"] == 0.0
+    assert "vs uncertainty" in (tmp_path / "r" / "summary.md").read_text()
+    with pytest.raises(SimulationError, match="no results for tta in"):
+        report(tmp_path, reference="tta", resamples=20)
 
 
 def test_fixed_epochs_on_a_yolo_dataset(tmp_path: Path, tiny_weights) -> None:

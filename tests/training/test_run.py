@@ -10,7 +10,7 @@ from ml_backend.settings import Settings
 from ml_backend.tools.synthetic import ls_box_result, make_image
 from ml_backend.training.dataset import split_of
 from ml_backend.training.promotion import decide
-from ml_backend.training.run import TrainingError, TrainRequest, train_project, training_epochs
+from ml_backend.training.run import TrainingError, TrainRequest, recipe, train_project, training_epochs
 
 CONFIG = (
     '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
@@ -238,3 +238,37 @@ def test_the_server_trains_with_the_budget_rule(tmp_path, tiny_weights, monkeypa
     req = TrainRequest(1, str(tiny_weights("detect")), "v0", str(tmp_path / "run"))
     out = train_project(req, settings, FakeClient(tasks), lambda uri, tid: images[uri])
     assert seen == [out.dataset["train"]] and out.epochs == real(out.dataset["train"], settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, {"freeze": None, "warmup_epochs": 0.0}),
+        ({"TRAIN_WARMUP_EPOCHS": ""}, {"freeze": None}),  # Ultralytics' own warm-up
+        ({"TRAIN_FREEZE": "10", "TRAIN_WARMUP_EPOCHS": "1"}, {"freeze": 10, "warmup_epochs": 1.0}),
+        ({"TRAIN_LR0": "0.002"}, {"freeze": None, "warmup_epochs": 0.0, "optimizer": "AdamW", "lr0": 0.002}),
+    ],
+)
+def test_the_recipe_passes_only_what_is_set(env: dict[str, str], expected: dict) -> None:
+    """Empty settings leave Ultralytics' defaults; a learning rate comes with an optimizer (auto ignores lr0)."""
+    assert recipe(Settings.from_env(env)) == expected
+
+
+@pytest.mark.parametrize("bad", ["0", "fast", "2"])
+def test_a_bad_learning_rate_says_what_to_fix(bad: str) -> None:
+    from ml_backend.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="TRAIN_LR0.*empty or a learning rate"):
+        Settings.from_env({"TRAIN_LR0": bad})
+
+
+def test_the_run_trains_with_the_recipe(tmp_path, tiny_weights) -> None:
+    """The weights a run writes were trained with the recipe's optimizer, learning rate and frozen layers."""
+    import torch
+
+    tasks, images = labeled_tasks(list(range(1, 13)))
+    settings = settings_for(tmp_path, TRAIN_EPOCHS="1", TRAIN_LR0="0.005", TRAIN_FREEZE="2")
+    req = TrainRequest(1, str(tiny_weights("detect")), "v0", str(tmp_path / "run"))
+    out = train_project(req, settings, FakeClient(tasks), lambda uri, tid: images[uri])
+    args = torch.load(out.weights, map_location="cpu", weights_only=False)["train_args"]
+    assert (args["optimizer"], args["lr0"], args["freeze"], args["warmup_epochs"]) == ("AdamW", 0.005, 2, 0.0)

@@ -277,9 +277,10 @@ def plot_curves(
     table: CostTable = DEFAULT_COSTS,
     title: str | None = None,
     resamples: int = 2_000,
+    reference: str = "random",
 ) -> Path:
     """Learning curves on the cost ``axes``: the mean over seeds, a 95% bootstrap band of the mean
-    score per round, the reference (random) dashed."""
+    score per round, the ``reference`` arm dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -289,7 +290,7 @@ def plot_curves(
     fig, panels = plt.subplots(1, len(axes), figsize=(5.2 * len(axes), 4.2), dpi=110, squeeze=False)
     for ax, axis in zip(panels[0], axes, strict=True):
         for name, c in cs.items():
-            style: dict[str, Any] = {"color": "black", "linestyle": "--", "zorder": 3} if name == "random" else {}
+            style: dict[str, Any] = {"color": "black", "linestyle": "--", "zorder": 3} if name == reference else {}
             x, y = c.mean(axis)
             rng = np.random.default_rng(0)
             draws = np.array([c.score[rng.integers(0, len(c.seeds), len(c.seeds))].mean(axis=0) for _ in range(resamples)])
@@ -316,26 +317,29 @@ def report(
     arms: Sequence[str] | None = None,
     to: str | Path | None = None,
     seeds: Sequence[int] | None = None,
+    reference: str = "random",
 ) -> str:
     """Write ``summary.json``, ``summary.md``, ``learning_curves.png`` (every axis) and
     ``effort_curve.png`` (annotator seconds) from ``out/results.json``; return the tables.
 
     Args:
-        arms: only these arms (the reference, random, always joins); default every arm.
+        arms: only these arms (the reference always joins); default every arm.
         to: the folder for the summary and figures (default ``out``), e.g. one table per ablation.
         seeds: only these seeds (default every seed), so arms run on fewer seeds compare on equal terms.
+        reference: the arm every other is compared with (default random), e.g. an ablation's own
+            baseline arm so a change to the recipe is judged against the recipe it changes.
 
     Raises:
         SimulationError: an arm of ``arms`` or a seed of ``seeds`` has no record in the results.
     """
     out = Path(out)
     result = json.loads((out / RESULTS).read_text())
+    known = {r["strategy"] for r in result.get("records", [])}
+    unknown = [a for a in [*(arms or ()), reference] if a not in known]
+    if unknown:
+        raise SimulationError(f"no results for {', '.join(unknown)} in {out / RESULTS}; its arms: {', '.join(sorted(known))}")
     if arms:
-        known = {r["strategy"] for r in result.get("records", [])}
-        unknown = [a for a in arms if a not in known]
-        if unknown:
-            raise SimulationError(f"no results for {', '.join(unknown)} in {out / RESULTS}; its arms: {', '.join(sorted(known))}")
-        keep = {*arms, "random"}
+        keep = {*arms, reference}
         result = {**result, "records": [r for r in result["records"] if r["strategy"] in keep]}
     if seeds:
         have = {int(r["seed"]) for r in result.get("records", [])}
@@ -344,10 +348,10 @@ def report(
         result = {**result, "records": [r for r in result["records"] if int(r["seed"]) in set(seeds)]}
     out = Path(to) if to is not None else out
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(result, metric, table=table, resamples=resamples)
+    summary = summarize(result, metric, reference=reference, table=table, resamples=resamples)
     write_json_atomic(out / "summary.json", summary, indent=1)
     text = summary_markdown(summary)
     (out / "summary.md").write_text(text)
-    plot_curves(result, out / "learning_curves.png", metric, table=table)
-    plot_curves(result, out / "effort_curve.png", metric, axes=("seconds",), table=table)
+    plot_curves(result, out / "learning_curves.png", metric, table=table, reference=reference)
+    plot_curves(result, out / "effort_curve.png", metric, axes=("seconds",), table=table, reference=reference)
     return text
