@@ -217,7 +217,7 @@ SPECS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec(
         "PROMOTION_MIN_HELDOUT",
-        "10",
+        "30",
         "With fewer held-out images than this, `if_better` serves the retrained model (too few to judge; see docs/retraining.md); "
         "with more, a paired bootstrap judges it.",
     ),
@@ -387,7 +387,7 @@ class Settings:
     pseudo_max_share: float = 1.0
     pseudo_min_support: int = 5
     pseudo_candidates: float = 3.0
-    promotion_min_heldout: int = 10
+    promotion_min_heldout: int = 30
     promotion_margin: float = 0.02
     promotion_confidence: float = 0.9
     redis_url: str = field(default="", repr=False)

@@ -14,6 +14,7 @@ def test_defaults() -> None:
     assert s.paths.image_cache == Path("./ml_state/cache/images").absolute()
     assert s.train_warmup_epochs == 0.0  # no warm-up: the study's recipe (docs/retraining.md)
     assert Settings.from_env({"TRAIN_WARMUP_EPOCHS": ""}).train_warmup_epochs is None  # empty: Ultralytics' own warm-up
+    assert s.promotion_min_heldout == 30  # the server loop's evidence (docs/study.md): under 30 held-out images, serve the newer model
 
 
 def test_reads_every_value() -> None:

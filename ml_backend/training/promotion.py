@@ -89,7 +89,7 @@ def judge(
     old: Sequence[ImageRecord],
     new: Sequence[ImageRecord],
     policy: str = "if_better",
-    min_heldout: int = 10,
+    min_heldout: int = 30,
     margin: float = 0.02,
     confidence: float = 0.9,
     resamples: int = 2000,
@@ -103,7 +103,7 @@ def judge(
         >>> box = np.array([[0, 0, 10, 10]])
         >>> hit = image_record(box, [0], box, [0], [0.9], 1)
         >>> miss = image_record(box, [0], np.zeros((0, 4)), [], [], 1)
-        >>> judge([miss] * 12, [hit] * 12).promote, judge([hit] * 12, [miss] * 12).promote
+        >>> judge([miss] * 40, [hit] * 40).promote, judge([hit] * 40, [miss] * 40).promote
         (True, False)
     """
     if len(old) != len(new):
