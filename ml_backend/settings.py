@@ -177,7 +177,7 @@ SPECS: tuple[SettingSpec, ...] = (
         "TRAIN_LR0",
         "",
         "Learning rate of a fine-tuning run: empty for Ultralytics' automatic choice (for runs under 10,000 steps: AdamW at "
-        "0.002 x 5 / (4 + classes), about 0.0009 for 7 classes); a number: AdamW at that rate (decaying to 1% of it by the last epoch).",
+        "0.002 x 5 / (4 + classes), about 0.0009 for 7 classes); a number: the same AdamW at that rate (decaying to 1% of it by the last epoch).",
     ),
     SettingSpec("TRAIN_FREEZE", "0", "Layers of the model kept frozen while fine-tuning (10: YOLO11's backbone; 0: none)."),
     SettingSpec("TRAIN_IMGSZ", "640", "Training and evaluation image size in pixels."),

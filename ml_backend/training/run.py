@@ -148,13 +148,15 @@ def recipe(settings: Settings) -> dict[str, Any]:
 
     Example:
         >>> recipe(Settings.from_env({"TRAIN_LR0": "0.002", "TRAIN_FREEZE": "10"}))
-        {'freeze': 10, 'warmup_epochs': 0.0, 'optimizer': 'AdamW', 'lr0': 0.002}
+        {'freeze': 10, 'warmup_epochs': 0.0, 'optimizer': 'AdamW', 'lr0': 0.002, 'momentum': 0.9, 'warmup_bias_lr': 0.0}
     """
     out: dict[str, Any] = {"freeze": settings.train_freeze or None}
     if settings.train_warmup_epochs is not None:
         out["warmup_epochs"] = settings.train_warmup_epochs
-    if settings.train_lr0 is not None:  # Ultralytics ignores lr0 under optimizer=auto
-        out.update(optimizer="AdamW", lr0=settings.train_lr0)
+    if settings.train_lr0 is not None:
+        # Ultralytics ignores lr0 under optimizer=auto; name its short-run choice (AdamW, beta1 0.9,
+        # bias warm-up from 0) so that only the rate differs from it.
+        out.update(optimizer="AdamW", lr0=settings.train_lr0, momentum=0.9, warmup_bias_lr=0.0)
     return out
 
 

@@ -246,7 +246,10 @@ def test_the_server_trains_with_the_budget_rule(tmp_path, tiny_weights, monkeypa
         ({}, {"freeze": None, "warmup_epochs": 0.0}),
         ({"TRAIN_WARMUP_EPOCHS": ""}, {"freeze": None}),  # Ultralytics' own warm-up
         ({"TRAIN_FREEZE": "10", "TRAIN_WARMUP_EPOCHS": "1"}, {"freeze": 10, "warmup_epochs": 1.0}),
-        ({"TRAIN_LR0": "0.002"}, {"freeze": None, "warmup_epochs": 0.0, "optimizer": "AdamW", "lr0": 0.002}),
+        (
+            {"TRAIN_LR0": "0.002"},
+            {"freeze": None, "warmup_epochs": 0.0, "optimizer": "AdamW", "lr0": 0.002, "momentum": 0.9, "warmup_bias_lr": 0.0},
+        ),  # Ultralytics' own short-run choice, only the rate changed
     ],
 )
 def test_the_recipe_passes_only_what_is_set(env: dict[str, str], expected: dict) -> None:
@@ -271,4 +274,4 @@ def test_the_run_trains_with_the_recipe(tmp_path, tiny_weights) -> None:
     req = TrainRequest(1, str(tiny_weights("detect")), "v0", str(tmp_path / "run"))
     out = train_project(req, settings, FakeClient(tasks), lambda uri, tid: images[uri])
     args = torch.load(out.weights, map_location="cpu", weights_only=False)["train_args"]
-    assert (args["optimizer"], args["lr0"], args["freeze"], args["warmup_epochs"]) == ("AdamW", 0.005, 2, 0.0)
+    assert (args["optimizer"], args["lr0"], args["momentum"], args["freeze"], args["warmup_epochs"]) == ("AdamW", 0.005, 0.9, 2, 0.0)
