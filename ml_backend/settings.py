@@ -251,6 +251,11 @@ def _parse(env: Mapping[str, str], name: str, convert: Callable[[str], T], what:
         raise SettingsError(f"{name}={raw!r} is not valid: expected {what}. {exc}".strip()) from None
 
 
+def _optional(convert: Callable[[str], T]) -> Callable[[str], T | None]:
+    """``convert``, except that an empty value means unset (``None``)."""
+    return lambda raw: convert(raw) if raw else None
+
+
 def _bounded_float(lo: float, hi: float) -> Callable[[str], float]:
     def convert(raw: str) -> float:
         value = float(raw)
@@ -415,7 +420,7 @@ class Settings:
             model_dir=Path(_parse(env, "MODEL_DIR", str, "a folder path") or "./ml_state").expanduser().absolute(),
             score_threshold=_parse(env, "SCORE_THRESHOLD", _bounded_float(0.0, 1.0), "a number between 0 and 1"),
             device=_parse(env, "DEVICE", lambda r: r.lower() or "auto", "a device name"),
-            imgsz=_parse(env, "IMGSZ", lambda r: _positive_int(r) if r else None, "a positive integer, or empty"),
+            imgsz=_parse(env, "IMGSZ", _optional(_positive_int), "a positive integer, or empty"),
             predict_batch=_parse(env, "PREDICT_BATCH", _positive_int, "a positive integer"),
             basic_auth_user=user,
             basic_auth_pass=password,
@@ -445,12 +450,8 @@ class Settings:
             retrain_min_new_labels=_parse(env, "RETRAIN_MIN_NEW_LABELS", _non_negative_int, "an integer >= 0 (0: off)"),
             train_steps=_parse(env, "TRAIN_STEPS", _positive_int, "a positive number of optimizer steps"),
             train_epochs=_parse(env, "TRAIN_EPOCHS", _non_negative_int, "an integer >= 0 (0: from TRAIN_STEPS)"),
-            train_warmup_epochs=_parse(
-                env, "TRAIN_WARMUP_EPOCHS", lambda r: _bounded_float(0.0, 100.0)(r) if r else None, "empty or a number of epochs"
-            ),
-            train_lr0=_parse(
-                env, "TRAIN_LR0", lambda r: _bounded_float(1e-6, 1.0)(r) if r else None, "empty or a learning rate in 1e-6..1"
-            ),
+            train_warmup_epochs=_parse(env, "TRAIN_WARMUP_EPOCHS", _optional(_bounded_float(0.0, 100.0)), "empty or a number of epochs"),
+            train_lr0=_parse(env, "TRAIN_LR0", _optional(_bounded_float(1e-6, 1.0)), "empty or a learning rate in 1e-6..1"),
             train_freeze=_parse(env, "TRAIN_FREEZE", _non_negative_int, "an integer >= 0"),
             train_imgsz=_parse(env, "TRAIN_IMGSZ", _positive_int, "a positive integer"),
             train_batch=_parse(env, "TRAIN_BATCH", _batch, "a positive integer or -1"),
