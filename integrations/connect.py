@@ -19,7 +19,9 @@ Through Label Studio's API, for one project:
 4. gives Label Studio's webhook to ``/webhook`` the credentials it needs: the
    ``X-Webhook-Secret`` header when ``WEBHOOK_SECRET`` is set, and an ``Authorization`` header when
    basic auth is on (Label Studio's own webhooks carry no basic auth: without it they are refused);
-5. creates the "Active learning queue" Data Manager tab.
+5. creates the "Active learning queue" Data Manager tab;
+6. reports what the backend says of the project's labels: which it pre-annotates now, and when
+   a model of the project's own learns the others (``/training``'s ``message``).
 
 Idempotent: every step compares first and changes only what differs; a second run reports
 "already" for each and creates nothing.
@@ -179,7 +181,10 @@ def connect_project(
         report.changed = True
     else:
         report.actions.append("the queue already uses uncertainty sampling with our predictions, fetched automatically")
-    report.actions.append(_threshold_line(mine, backend_url, project_id, access))
+    status = _backend_training_status(backend_url, project_id, access)
+    report.actions.append(_threshold_line(mine, access, status))
+    if status is not None and isinstance(status.get("message"), str):
+        report.actions.append(f"pre-annotations: {status['message']}")  # which labels the served model knows, when the rest are learned
 
     _webhook_headers(client, project_id, backend_url, access, report)
 
@@ -226,12 +231,12 @@ def _webhook_headers(client: LabelStudioClient, project_id: int, backend_url: st
         report.actions.append(f"the webhook {url} already sends {names}")
 
 
-def _threshold_line(backend: dict[str, Any], backend_url: str, project_id: int, access: Access) -> str:
-    """Which retraining threshold the project now has: the backend's own word when it can be reached from here."""
+def _threshold_line(backend: dict[str, Any], access: Access, status: dict[str, Any] | None) -> str:
+    """Which retraining threshold the project now has: the backend's own word (``status``, its
+    ``/training`` answer) when it can be reached from here."""
     own = extra_params_dict(backend.get("extra_params")).get(THRESHOLD_PARAM)
     n = int(own) if own is not None else access.default_threshold
     source = f"extra_params.{THRESHOLD_PARAM} on the ML backend in Label Studio" if own is not None else "RETRAIN_MIN_NEW_LABELS"
-    status = _backend_training_status(backend_url, project_id, access)
     if status is not None and isinstance(status.get("retrain_min_new_labels"), int):
         n, source = status["retrain_min_new_labels"], f"{status.get('retrain_threshold_from') or source}, confirmed by the backend"
     hint = "" if own is not None else "; set one for this project with --retrain-threshold N"

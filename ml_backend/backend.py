@@ -72,6 +72,7 @@ class Backend:
     scoring: ScoringJobs
     training: TrainingJobs
     project_configs: dict[str, str] = field(default_factory=dict)  # labeling config per project, from /setup
+    project_plans: dict[str, str] = field(default_factory=dict)  # per project: what is pre-annotated, what is to learn
 
     @property
     def scores(self) -> ScoreStore:

@@ -108,7 +108,22 @@ def create_app(
     settings = settings or Settings.from_env()
     backend = build_backend(settings, holder, training_runner)
     holder, models, predictor, training, scoring = backend.holder, backend.models, backend.predictor, backend.training, backend.scoring
-    project_configs = backend.project_configs
+    project_configs, project_plans = backend.project_configs, backend.project_plans
+
+    def learning(project_id: int) -> dict[str, Any]:
+        """Which of the project's labels are pre-annotated and when the rest will be (empty before
+        Label Studio has sent the project's labeling config, or while no model can be read)."""
+        schema = project_configs.get(str(project_id))
+        if not schema:
+            return {}
+        try:
+            checked = predictor.check(schema, wait=0, project=project_id)
+        except (ModelUnavailableError, LabelConfigError):
+            return {}
+        plan = checked.coverage.plan(training.threshold(project_id)[0], checked.own_model)
+        project_plans[str(project_id)] = plan
+        return {"classes": checked.coverage.to_json(), "message": plan}
+
     if warm_up:
         holder.warm_up_in_background()
     backend.resume()  # a crash between a promotion and its re-score
@@ -166,6 +181,7 @@ def create_app(
                 "model_loaded": st["loaded"],
                 "model_task": st["model_task"],
                 "model_error": st["model_error"],
+                "projects": dict(project_plans),  # per project: what is pre-annotated, what is still to learn (as of its last /setup)
             }
         )
 
@@ -185,15 +201,20 @@ def create_app(
             # No LABEL_STUDIO_URL configured: use the host and token Label Studio tells us about.
             predictor.fetcher = make_fetcher(settings, hostname.rstrip("/"), token if isinstance(token, str) else "")
         project_id = _project_id(project)
-        version = predictor.check(schema, wait=SETUP_WAIT_S, project=project_id)
+        checked = predictor.check(schema, wait=SETUP_WAIT_S, project=project_id)
         if project:
             project_configs[project] = schema
         if project_id is not None:
             # Label Studio sends the ML backend's extra_params on every /setup: they are the
             # project's settings (absent: back to RETRAIN_MIN_NEW_LABELS).
             training.set_threshold(project_id, threshold)
-        log.info("setup project=%s model=%s", project or "?", version)
-        return jsonify({"model_version": version})
+        plan = checked.coverage.plan(
+            training.threshold(project_id)[0] if project_id is not None else settings.retrain_min_new_labels, checked.own_model
+        )
+        if project:
+            project_plans[project] = plan
+        log.info("setup project=%s model=%s: %s", project or "?", checked.version, plan)
+        return jsonify({"model_version": checked.version, "classes": checked.coverage.to_json(), "message": plan})
 
     @app.post("/predict")
     def predict() -> Response:
@@ -203,7 +224,10 @@ def create_app(
         label_config = data.get("label_config") or project_configs.get(project)
         if not isinstance(label_config, str) or not label_config.strip():
             raise BadRequest("'label_config' is required (or call /setup for this project first)")
-        results = predictor.predict(tasks, label_config, project=_project_id(project))
+        project_id = _project_id(project)
+        results = predictor.predict(tasks, label_config, project=project_id)
+        if project_id is not None and data.get("label_config"):
+            project_configs[str(project_id)] = label_config  # Label Studio sends the project's current config
         versions = {r.get("model_version") for r in results if r.get("model_version")}
         return jsonify({"results": results, "model_version": versions.pop() if len(versions) == 1 else holder.version})
 
@@ -244,8 +268,9 @@ def create_app(
     @app.get("/training")
     def training_status() -> Response:
         if "project" not in request.args:
-            return jsonify({"projects": training.statuses()})
-        return jsonify(training.status(_query_project()))
+            return jsonify({"projects": [{**s, **learning(s["project"])} for s in training.statuses()]})
+        project_id = _query_project()
+        return jsonify({**training.status(project_id), **learning(project_id)})
 
     @app.get("/versions")
     def versions() -> Response:

@@ -741,20 +741,20 @@ CASES: list[Case] = [
     ),
     Case(
         "setup-unmapped-odd-labels",
-        "`/setup` whose only labels are emoji and `a\\r\\nSet-Cookie: x` (no class maps)",
+        "`/setup` of another project whose only labels are emoji and `a\\r\\nSet-Cookie: x` (no class maps: a new project's classes)",
         post(
             "/setup",
             {
-                "project": f"{PROJECT}.1",
+                "project": f"{PROJECT + 1}.1",
                 "schema": CFG.replace(
                     '<Label value="Shape" predicted_values="circle,square,triangle"/>',
                     '<Label value="🚀"/><Label value="a&#13;&#10;Set-Cookie: x"/>',
                 ),
             },
         ),
-        422,
-        "predicted_values",
-        CONFIG_KEPT + "; the reason phrase stays one ASCII line",
+        200,
+        "no model for 🚀, a\\r\\nSet-Cookie: x yet",
+        "the labels only inside the JSON answer; the reason phrase stays one ASCII line",
     ),
     Case(
         "setup-malformed-xml",

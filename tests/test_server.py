@@ -258,11 +258,41 @@ def test_unservable_config_is_a_4xx_whose_reason_label_studio_shows(tmp_path, de
     assert resp.status_code == 422
     assert "needs an <Image> tag" in resp.get_json()["error"]
     assert "needs an <Image> tag" in resp.status  # the reason phrase, which Label Studio displays
-    unmapped = '<View><Image name="i" value="$i"/><RectangleLabels name="b" toName="i"><Label value="Dog"/></RectangleLabels></View>'
-    resp = client.post("/setup", json={"project": "1.2", "schema": unmapped})
-    assert resp.status_code == 422 and "predicted_values" in resp.get_json()["error"]
     resp = client.post("/predict", json={"tasks": [{"id": 1, "data": {"t": "x"}}], "label_config": text_cfg})
     assert resp.status_code == 422
+
+
+NEW_CLASSES_CFG = (
+    '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+    '<Label value="fish"/><Label value="Square"/><Label value="starfish"/></RectangleLabels></View>'
+)
+
+
+def test_a_project_with_classes_the_model_does_not_know_is_accepted_and_told_what_happens(tmp_path, detect_weights, shapes) -> None:
+    _, items = shapes
+    client = new_app(make_settings(tmp_path, detect_weights, RETRAIN_MIN_NEW_LABELS="25")).test_client()
+    resp = client.post("/setup", json={"project": "4.17", "schema": NEW_CLASSES_CFG})
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert body["classes"] == {"known": ["Square"], "learning": ["fish", "starfish"]}
+    assert body["message"] == (
+        "no model for fish, starfish yet: the first one trains after 25 labeled tasks; until then tasks are ordered for coverage "
+        "(Square is pre-annotated now)"
+    )
+    labels = {
+        r["value"]["rectanglelabels"][0]
+        for res in client.post("/predict", json={"tasks": tasks_for([u for u, _ in items]), "project": "4.17"}).get_json()["results"]
+        for r in res["result"]
+    }
+    assert labels == {"Square"}  # what the model knows is pre-annotated; nothing is shown for the rest
+    status = client.get("/training?project=4").get_json()
+    assert status["classes"] == body["classes"] and status["message"] == body["message"]
+    assert client.get("/health").get_json()["projects"] == {"4": body["message"]}
+    nothing = NEW_CLASSES_CFG.replace('<Label value="Square"/>', "")
+    resp = client.post("/setup", json={"project": "5.1", "schema": nothing})
+    assert resp.status_code == 200 and resp.get_json()["classes"] == {"known": [], "learning": ["fish", "starfish"]}
+    results = client.post("/predict", json={"tasks": tasks_for([items[0][0]]), "project": "5.1"}).get_json()["results"]
+    assert results[0]["result"] == []
 
 
 def test_predict_uses_config_from_setup(tmp_path, detect_weights, shapes) -> None:

@@ -5,7 +5,8 @@ control it needs: ``detect`` -> ``<RectangleLabels>``, ``segment`` -> ``<Polygon
 (or boxes when the config only has rectangles), ``classify`` -> ``<Choices>``, ``obb`` ->
 ``<RectangleLabels>`` with rotation. Model class names map to config labels by the
 ``predicted_values`` attribute of ``<Label>``, then by exact name, then case-insensitively;
-classes that map to no label are dropped.
+classes that map to no label are dropped, and labels no class maps to are not predicted until the
+project's own model learns them (:class:`Coverage`, :mod:`ml_backend.training.heads`).
 
 Example:
     >>> cfg = '''<View><Image name="img" value="$image"/>
@@ -136,18 +137,55 @@ def build_label_map(model_names: Mapping[int, str], target: Target) -> dict[int,
     return mapping
 
 
-def check_label_map(model_names: Mapping[int, str], target: Target) -> dict[int, str]:
-    """Like :func:`build_label_map`, but raise when no class maps to any label.
+@dataclass(frozen=True)
+class Coverage:
+    """Which labels of a control a model can predict (some class of it maps to the label).
 
-    Raises:
-        LabelConfigError: nothing the model predicts could ever be shown.
+    Example:
+        >>> c = coverage({0: "person", 1: "car"}, Target("b", "i", "image", "rectangle", ("person", "fish"), {}))
+        >>> c.known, c.missing, c.complete
+        (('person',), ('fish',), False)
     """
-    mapping = build_label_map(model_names, target)
-    if not mapping:
-        model_list = ", ".join(sorted(map(str, model_names.values()))[:20])
-        raise LabelConfigError(
-            f"None of the model's classes ({model_list}) match the labels of <{target.from_name}> "
-            f"({', '.join(target.labels)}). Rename the labels, or map them with "
-            f'predicted_values, e.g. <Label value="{target.labels[0]}" predicted_values="{next(iter(model_names.values()), "class")}"/>.'
+
+    labels: tuple[str, ...]
+    known: tuple[str, ...]
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """The labels no class of the model maps to: nothing of them is pre-annotated yet."""
+        return tuple(label for label in self.labels if label not in self.known)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"known": list(self.known), "learning": list(self.missing)}
+
+    def plan(self, threshold: int, own_model: bool) -> str:
+        """One sentence for the project's people: what is pre-annotated now and when the rest will be.
+
+        Args:
+            threshold: the project's retraining threshold (0: only Label Studio's train button).
+            own_model: the project is served a model of its own (trained on its labels).
+
+        Example:
+            >>> Coverage(("fish", "person"), ("person",)).plan(50, own_model=False)
+            'no model for fish yet: the first one trains after 50 labeled tasks; until then tasks are ordered for coverage (person is pre-annotated now)'
+        """
+        if self.complete:
+            return f"the served model predicts every label ({', '.join(self.labels)})"
+        when = (
+            f"after {threshold} labeled tasks"
+            if threshold > 0
+            else "when Label Studio's train button is pressed (automatic retraining is off)"
         )
-    return mapping
+        what = f"it is learned at the next retraining, {when}" if own_model else f"the first one trains {when}"
+        text = f"no model for {', '.join(self.missing)} yet: {what}; until then tasks are ordered for coverage"
+        return text + (f" ({', '.join(self.known)} {'is' if len(self.known) == 1 else 'are'} pre-annotated now)" if self.known else "")
+
+
+def coverage(model_names: Mapping[int, str], target: Target) -> Coverage:
+    """Which of ``target``'s labels the model with ``model_names`` can predict."""
+    mapped = set(build_label_map(model_names, target).values())
+    return Coverage(tuple(target.labels), tuple(label for label in target.labels if label in mapped))

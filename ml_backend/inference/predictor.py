@@ -24,7 +24,7 @@ import numpy as np
 from integrations.label_studio import LabelStudioAuth
 from ml_backend.al.uncertainty import tta_disagreement
 from ml_backend.inference.images import ImageError, ImageFetcher, UrlPolicy
-from ml_backend.inference.label_config import LabelConfigError, Target, check_label_map, select_target
+from ml_backend.inference.label_config import Coverage, LabelConfigError, Target, build_label_map, coverage, select_target
 from ml_backend.inference.ls_results import to_ls_results
 from ml_backend.inference.model import ImagePrediction, LoadedModel, ModelHolder
 from ml_backend.inference.served_models import ServedModels
@@ -72,6 +72,21 @@ class Served:
     target: Target
     label_map: dict[int, str]
 
+    @property
+    def coverage(self) -> Coverage:
+        """Which of the project's labels the model predicts (the others wait for the project's own model)."""
+        return Coverage(self.target.labels, tuple(label for label in self.target.labels if label in set(self.label_map.values())))
+
+
+@dataclass(frozen=True)
+class Check:
+    """What ``/setup`` says of a project: the model serving it, its labels the model predicts, and
+    whether that model is the project's own (trained on its labels) or the base model."""
+
+    version: str
+    coverage: Coverage
+    own_model: bool
+
 
 class Predictor:
     """Glue between tasks, images and the model. Holds no per-request state.
@@ -99,27 +114,29 @@ class Predictor:
             wait: at most this many seconds to wait for the model to load.
             project: Label Studio project id: its own retrained model, if it has one.
 
+        Labels no class of the model maps to are accepted: they are not predicted until the
+        project's own model learns them (:attr:`Served.coverage`).
+
         Raises:
             ModelUnavailableError: no weights.
-            LabelConfigError: the config does not fit the model.
+            LabelConfigError: the config has no control this kind of model can fill.
         """
         model = self.models.get(project, wait)
         target = _target_for(label_config, model.task)
-        return Served(model, target, check_label_map(model.names, target))
+        return Served(model, target, build_label_map(model.names, target))
 
-    def check(self, label_config: str, wait: float | None = None, project: int | None = None) -> str:
+    def check(self, label_config: str, wait: float | None = None, project: int | None = None) -> Check:
         """Check that the project's model can serve ``label_config``, without waiting for it to load
-        when its checkpoint already says what it is (``/setup``: Label Studio waits 3 s); returns
-        the model version.
+        when its checkpoint already says what it is (``/setup``: Label Studio waits 3 s).
 
         Raises:
             ModelUnavailableError: no weights (or still loading, and nothing to read them from).
-            LabelConfigError: the config does not fit the model.
+            LabelConfigError: the config has no control this kind of model can fill.
         """
         model = self.models.describe(project, wait)
         target = _target_for(label_config, model.task)
-        check_label_map(model.names, target)
-        return model.version
+        own = project is not None and self.models.model_dir is not None and self.models.current(project) is not None
+        return Check(model.version, coverage(model.names, target), own)
 
     def _load(self, task: Mapping[str, Any], target: Target) -> np.ndarray:
         uri = task_image_uri(task, target.value_key)
@@ -268,4 +285,4 @@ def _task_id(task: Any) -> Any:
     return task.get("id") if isinstance(task, Mapping) else None
 
 
-__all__ = ["BadRequest", "LabelConfigError", "Predictor", "make_fetcher", "make_holder", "make_predictor", "task_image_uri"]
+__all__ = ["BadRequest", "Check", "LabelConfigError", "Predictor", "make_fetcher", "make_holder", "make_predictor", "task_image_uri"]

@@ -11,7 +11,8 @@ and an image embedding. From these:
 * ``diversity``: distance to the nearest labeled task's embedding / 2 (1 when none is labeled);
 * ``priority``: the ``AL_STRATEGY`` strategy's ``rank`` over the unlabeled tasks (labeled tasks
   get 0), or its ``stream`` function for tasks imported between two full scorings
-  (:func:`score_stream`);
+  (:func:`score_stream`); while the served model cannot predict some of the project's labels,
+  the coverage order instead (:func:`strategy_name`);
 * ``cluster``: faiss k-means over all tasks' embeddings (``AL_CLUSTERS``);
 * ``difficulty``: ``easy`` / ``medium`` / ``hard`` for uncertainty below 1/3, below 2/3, above.
 
@@ -313,7 +314,7 @@ def score_tasks(
             expected_cost=obs.expected_cost[pool_idx] if obs.expected_cost is not None else None,
             n_labeled=int(lab.sum()),
         )
-        priority[pool_idx] = _strategy(pool, settings).rank(pool, strategy_params(settings))
+        priority[pool_idx] = _strategy(pool, settings, served).rank(pool, strategy_params(settings))
     clusters = kmeans_clusters(E, settings.al_clusters, seed=settings.al_seed) if E is not None else np.zeros(len(u), dtype=int)
     version = served.model.version
     scores = [
@@ -344,12 +345,32 @@ def strategy_params(settings: Settings) -> StrategyParams:
     )
 
 
-def _strategy(pool: Pool, settings: Settings) -> StrategySpec:
-    spec = resolve(settings.al_strategy, pool)
-    if spec.name != settings.al_strategy:
-        log.warning(
-            "AL_STRATEGY=%s needs embeddings, which these weights do not give (exported model?): using %s", settings.al_strategy, spec.name
-        )
+COLD_START_STRATEGY = "typical"
+
+
+def strategy_name(settings: Settings, served: Served) -> str:
+    """The strategy that orders the project's queue: ``AL_STRATEGY``, except that while the served
+    model cannot predict some of the project's labels (a new project's classes, before its own
+    model is trained; a label added since) the queue is ordered for coverage (``typical``: the
+    most typical image of each uncovered cluster of the pretrained features), since uncertainty
+    about other classes says nothing of them. ``random`` stays random.
+
+    Example:
+        >>> from ml_backend.inference.label_config import Target
+        >>> target = Target("b", "i", "image", "rectangle", ("fish",), {})
+        >>> strategy_name(Settings(), Served(None, target, {}))  # type: ignore[arg-type]
+        'typical'
+    """
+    if settings.al_strategy != "random" and not served.coverage.complete:
+        return COLD_START_STRATEGY
+    return settings.al_strategy
+
+
+def _strategy(pool: Pool, settings: Settings, served: Served) -> StrategySpec:
+    name = strategy_name(settings, served)
+    spec = resolve(name, pool)
+    if spec.name != name:
+        log.warning("the %s strategy needs embeddings, which these weights do not give (exported model?): using %s", name, spec.name)
     return spec
 
 
@@ -381,7 +402,7 @@ def score_stream(
         expected_cost=obs.expected_cost,
         n_labeled=int(state["labeled"].sum()),
     )
-    prio = _strategy(pool, settings).stream(pool, strategy_params(settings))
+    prio = _strategy(pool, settings, served).stream(pool, strategy_params(settings))
     clusters = np.zeros(len(ids), dtype=int)
     if E is not None and len(state["centroids"]):
         clusters = np.argmax(normalize(E) @ state["centroids"].T, axis=1)

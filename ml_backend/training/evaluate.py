@@ -72,6 +72,21 @@ def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Setting
     return out
 
 
+def nothing_found(kind: str) -> dict[str, Any]:
+    """:func:`evaluate`'s answer for a model that predicts none of the dataset's classes.
+
+    Example:
+        >>> nothing_found("classify")
+        {'metric': 'top1', 'primary': 0.0, 'top1': 0.0, 'top5': 0.0}
+    """
+    if kind == "classify":
+        return {"metric": "top1", "primary": 0.0, "top1": 0.0, "top5": 0.0}
+    out: dict[str, Any] = {"metric": PRIMARY_METRIC[kind], "primary": 0.0, "map50_95": 0.0, "map50": 0.0, "per_class": {}}
+    if kind == "segment":
+        out.update(box_map50_95=0.0, box_map50=0.0)
+    return out
+
+
 def yolo_labels(label_file: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """(boxes in pixels xyxy, classes) from an Ultralytics detection label file (missing: none)."""
     rows = []

@@ -37,11 +37,12 @@ import numpy as np
 
 from integrations.label_studio import LabelStudioAPI
 from ml_backend.faults import slow_train
-from ml_backend.inference.label_config import check_label_map, select_target
+from ml_backend.inference.label_config import select_target
 from ml_backend.inference.predictor import task_image_uri
 from ml_backend.settings import Settings
 from ml_backend.training.dataset import current_annotation, dataloader_workers, split_score, unknown_labels, write_dataset
-from ml_backend.training.evaluate import evaluate, heldout_images, heldout_records
+from ml_backend.training.evaluate import evaluate, heldout_images, heldout_records, nothing_found
+from ml_backend.training.heads import ClassPlan, HeadError, plan_classes, write_with_classes
 from ml_backend.training.promotion import decide, judge
 from ml_backend.training.pseudo_labels import add_pseudo_labels, calibrate_thresholds
 
@@ -214,6 +215,31 @@ def fine_tune(model: Any, data: str | Path, settings: Settings, workdir: Path, e
     return trained
 
 
+def project_start(weights: str | Path, names: dict[int, str], target: Any, kind: str, workdir: Path) -> tuple[Path, Path, ClassPlan]:
+    """Where a project's run starts: (weights to fine-tune, the served model to judge against, the classes).
+
+    When the served weights already have exactly the project's labels as classes, both are those
+    weights. Otherwise (a new project from COCO weights, a label added or removed) the run starts
+    from a model with a head for the project's labels (:func:`ml_backend.training.heads.write_with_classes`)
+    and is judged against the served model expressed in the same labels, the ones it does not
+    know never predicted: old and new are compared on the same classes.
+
+    Raises:
+        TrainingError: the weights cannot be given a head for the project's labels.
+    """
+    plan = plan_classes(target, names, kind)
+    if plan.unchanged:
+        return Path(weights), Path(weights), plan
+    try:
+        start = write_with_classes(weights, plan, workdir / "start.pt", fresh="learn")
+        previous = write_with_classes(weights, plan, workdir / "previous.pt", fresh="never")
+    except HeadError as exc:
+        raise TrainingError(str(exc)) from None
+    learned = ", ".join(plan.new) or "none"
+    log.info("project classes %s (new: %s), starting from %s with a new head", ", ".join(plan.labels), learned, Path(weights).name)
+    return start, previous, plan
+
+
 def train_project(
     req: TrainRequest,
     settings: Settings,
@@ -246,17 +272,14 @@ def train_project(
         )
     YOLO = import_yolo()
     model = YOLO(req.base_weights)
-    kind, names = model.task, {int(k): str(v) for k, v in dict(model.names).items()}
-    if kind == "classify" and [names[i] for i in sorted(names)] != sorted(names.values()):
-        raise TrainingError(
-            "classification fine-tuning needs a model whose class names are in alphabetical order of their ids (Ultralytics orders class folders by name)"
-        )
+    kind, served_names = model.task, {int(k): str(v) for k, v in dict(model.names).items()}
 
     report("fetching labels")
     project = client.get_project(req.project_id)
     target = select_target(project["label_config"], kind)
-    label_map = check_label_map(names, target)  # class id -> Label Studio label
-    label_ids = {label: cid for cid, label in label_map.items()}
+    start, previous, plan = project_start(req.base_weights, served_names, target, kind, workdir)
+    names = plan.names
+    label_ids = {label: cid for cid, label in names.items()}
     tasks = client.list_tasks(req.project_id)
 
     report("writing dataset")
@@ -271,10 +294,15 @@ def train_project(
         label_ids=label_ids,
     )
     unknown = unknown_labels(tasks, label_ids, target.from_name)
-    dataset = {"train": summary.counts["train"], "val": summary.counts["val"], "skipped": {str(k): v for k, v in summary.skipped.items()}}
+    dataset = {
+        "train": summary.counts["train"],
+        "val": summary.counts["val"],
+        "skipped": {str(k): v for k, v in summary.skipped.items()},
+        "classes": plan.to_json(),
+    }
     if unknown:
         dataset["unknown_labels"] = unknown
-        log.warning("training: regions with labels the model has no class for were left out: %s", unknown)
+        log.warning("training: regions with labels that are not in the labeling config were left out: %s", unknown)
     for tid, why in summary.skipped.items():
         log.warning("training: task %s left out: %s", tid, why)
 
@@ -294,24 +322,26 @@ def train_project(
         report("pseudo-labeling")
         unlabeled = sorted((t for t in tasks if current_annotation(t) is None), key=lambda t: split_score(int(t["id"]), "al-pseudo-v1"))
         pseudo = add_pseudo_labels(
-            summary.root, req.base_weights, names, heldout_images(summary.root), unlabeled,
+            summary.root, previous, names, heldout_images(summary.root), unlabeled,
             lambda t: load_image(task_image_uri(t, target.value_key), t.get("id")), n_train, settings,
         )  # fmt: skip
         dataset["pseudo"] = pseudo.to_json()
         n_train += pseudo.images
     epochs = training_epochs(n_train, settings)
     new_weights = workdir / f"project{req.project_id}.pt"
-    shutil.copyfile(fine_tune(model, summary.data, settings, workdir, epochs, report), new_weights)
+    shutil.copyfile(fine_tune(start, summary.data, settings, workdir, epochs, report), new_weights)
 
     report("evaluating")
-    metrics_old = evaluate(req.base_weights, summary.data, kind, settings, workdir)
+    # A served model that knows none of the project's labels finds nothing of them (a classifier
+    # would otherwise be scored at chance, all its classes equally silenced).
+    metrics_old = evaluate(previous, summary.data, kind, settings, workdir) if plan.known else nothing_found(kind)
     metrics_new = evaluate(new_weights, summary.data, kind, settings, workdir)
     judgement: dict[str, Any] = {}
     if kind == "detect":  # a paired bootstrap over the held-out images (training.promotion)
         n_classes = len(names)
         new_records = heldout_records(new_weights, summary.root, n_classes, settings)
         verdict = judge(
-            heldout_records(req.base_weights, summary.root, n_classes, settings), new_records,
+            heldout_records(previous, summary.root, n_classes, settings), new_records,
             settings.promotion, settings.promotion_min_heldout, settings.promotion_margin, settings.promotion_confidence, seed=settings.al_seed,
         )  # fmt: skip
         promote, why, judgement = verdict.promote, verdict.reason, verdict.to_json()

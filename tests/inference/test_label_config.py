@@ -1,6 +1,6 @@
 import pytest
 
-from ml_backend.inference.label_config import LabelConfigError, Target, build_label_map, check_label_map, select_target
+from ml_backend.inference.label_config import Coverage, LabelConfigError, Target, build_label_map, coverage, select_target
 
 IMG = '<Image name="image" value="$img"/>'
 
@@ -82,9 +82,55 @@ def test_predicted_values_attribute_is_read_from_config() -> None:
     assert build_label_map({0: "person", 2: "car", 7: "truck", 9: "boat"}, t) == {0: "Person", 2: "Vehicle", 7: "Vehicle"}
 
 
-def test_no_mapped_class_is_an_error_that_suggests_predicted_values() -> None:
-    with pytest.raises(LabelConfigError, match="predicted_values"):
-        check_label_map({0: "cat"}, _target(("dog",)))
+@pytest.mark.parametrize(
+    ("names", "labels", "predicted", "known", "missing"),
+    [
+        ({0: "cat"}, ("dog",), {}, (), ("dog",)),  # nothing known: a new project's classes
+        ({0: "person", 1: "car"}, ("person", "widget"), {}, ("person",), ("widget",)),  # mixed
+        ({0: "car", 1: "truck"}, ("Vehicle", "fish"), {"Vehicle": ("car", "truck")}, ("Vehicle",), ("fish",)),  # predicted_values
+        ({0: "a", 1: "b"}, ("B", "a"), {}, ("B", "a"), ()),  # every label known, in the config's order
+    ],
+)
+def test_coverage_says_which_labels_the_model_predicts(names: dict, labels: tuple, predicted: dict, known: tuple, missing: tuple) -> None:
+    c = coverage(names, _target(labels, predicted))
+    assert (c.known, c.missing, c.complete) == (known, missing, not missing)
+
+
+@pytest.mark.parametrize(
+    ("cov", "threshold", "own", "expected"),
+    [
+        (
+            Coverage(("fish", "starfish", "jellyfish"), ()),
+            50,
+            False,
+            "no model for fish, starfish, jellyfish yet: the first one trains after 50 labeled tasks; until then tasks are ordered for coverage",
+        ),
+        (
+            Coverage(("person", "widget"), ("person",)),
+            20,
+            False,
+            "no model for widget yet: the first one trains after 20 labeled tasks; until then tasks are ordered for coverage "
+            "(person is pre-annotated now)",
+        ),
+        (
+            Coverage(("ring", "box", "wedge"), ("ring", "box")),
+            8,
+            True,
+            "no model for wedge yet: it is learned at the next retraining, after 8 labeled tasks; until then tasks are ordered for "
+            "coverage (ring, box are pre-annotated now)",
+        ),
+        (
+            Coverage(("fish",), ()),
+            0,
+            False,
+            "no model for fish yet: the first one trains when Label Studio's train button is pressed (automatic retraining is off); "
+            "until then tasks are ordered for coverage",
+        ),
+        (Coverage(("a", "b"), ("a", "b")), 50, True, "the served model predicts every label (a, b)"),
+    ],
+)
+def test_the_plan_says_what_happens_to_labels_the_model_does_not_know(cov: Coverage, threshold: int, own: bool, expected: str) -> None:
+    assert cov.plan(threshold, own) == expected
 
 
 def test_odd_label_characters_survive() -> None:

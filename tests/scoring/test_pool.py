@@ -197,9 +197,9 @@ def test_the_pool_carries_object_features_and_expected_annotator_seconds(monkeyp
     seen = {}
     real = pool_mod._strategy
 
-    def spy(pool, settings):  # noqa: ANN001, ANN202
+    def spy(pool, settings, served):  # noqa: ANN001, ANN202
         seen["pool"] = pool
-        return real(pool, settings)
+        return real(pool, settings, served)
 
     monkeypatch.setattr(pool_mod, "_strategy", spy)
     tasks = [{"id": 1, "data": {}, "annotations": [{"result": []}]}, {"id": 2, "data": {}, "annotations": []}]
@@ -210,6 +210,30 @@ def test_the_pool_carries_object_features_and_expected_annotator_seconds(monkeyp
     assert pool.labeled_objects.n == 1 and pool.labeled_objects.classes.tolist() == [0]
     # 2 s to open + 0.9 x 1.6 s verify + 0.1 x 2 s delete for the shown box + 0.3 x 7 s to draw what the hidden candidate may be
     assert pool.expected_cost.tolist() == pytest.approx([2 + 0.9 * 1.6 + 0.1 * 2 + 0.3 * 7])
+
+
+@pytest.mark.parametrize(
+    ("labels", "label_map", "strategy", "used"),
+    [
+        (("a", "b"), {0: "a", 1: "b"}, "uncertainty", "uncertainty"),  # every label known: AL_STRATEGY
+        (("a", "b", "fish"), {0: "a", 1: "b"}, "uncertainty", "typical"),  # a label the model does not know: coverage
+        (("fish", "starfish"), {}, "objects", "typical"),  # a new project's classes from COCO weights
+        (("fish", "starfish"), {}, "random", "random"),  # random stays random
+    ],
+)
+def test_until_the_model_knows_every_label_the_queue_is_ordered_for_coverage(monkeypatch, labels, label_map, strategy, used) -> None:
+    import ml_backend.scoring.pool as pool_mod
+
+    cfg = CFG.replace('<Label value="a"/><Label value="b"/>', "".join(f'<Label value="{x}"/>' for x in labels))
+    served = Served(FakeModel(), select_target(cfg, "detect"), label_map)  # type: ignore[arg-type]
+    chosen = []
+    real = pool_mod._strategy
+    monkeypatch.setattr(pool_mod, "_strategy", lambda pool, s, sv: chosen.append(real(pool, s, sv).name) or real(pool, s, sv))
+    outputs = {i: det([[0.6, 0.4]], [[0, 0, 10, 10]], [float(i), 1.0, 0.0]) for i in range(1, 6)}
+    tasks = [{"id": i, "data": {}, "annotations": []} for i in outputs]
+    pooled = score_tasks(tasks, served, FakePredictor(outputs), settings(AL_STRATEGY=strategy))  # type: ignore[arg-type]
+    assert chosen == [used] and len(pooled.scores) == 5
+    assert all(p["result"] == [] for p in pooled.predictions) == (not label_map)  # nothing known: nothing shown
 
 
 def test_tta_uncertainty_is_the_disagreement_the_predictor_measured() -> None:

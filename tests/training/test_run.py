@@ -104,16 +104,20 @@ def test_a_run_fine_tunes_the_model_and_judges_it_on_held_out_labels(tmp_path, t
     for metrics in (out.metrics_old, out.metrics_new):
         assert metrics["metric"] == "mAP50-95" and 0.0 <= metrics["primary"] <= 1.0
         assert metrics["primary"] == metrics["map50_95"] and 0.0 <= metrics["map50"] <= 1.0
-        assert set(metrics["per_class"]) <= {"circle", "square", "triangle"}
+        assert set(metrics["per_class"]) <= {"Round", "square", "triangle"}
     assert out.promote == decide(out.metrics_old, out.metrics_new, "if_better")[0]
     from ultralytics import YOLO
 
     trained = YOLO(out.weights)
-    assert dict(trained.names) == {0: "circle", 1: "square", 2: "triangle"}  # the model keeps its class ids
+    assert dict(trained.names) == {0: "Round", 1: "square", 2: "triangle"}  # the project's labels are its classes
+    assert out.dataset["classes"] == {
+        "classes": ["Round", "square", "triangle"], "new": [],
+        "from_starting_model": {"Round": "circle", "square": "square", "triangle": "triangle"},
+    }  # fmt: skip
     assert [s for s, _ in stages][:2] == ["fetching labels", "writing dataset"]
     epochs = [kw["epoch"] for s, kw in stages if s == "training"]
     assert epochs == [0, 1, 2] and stages[-1][0] == "evaluating"
-    # Label lines: "Round" was mapped back to class 0 through predicted_values.
+    # Label lines: "Round" (its head row from "circle", through predicted_values) is class 0.
     label_text = "".join(p.read_text() for p in (tmp_path / "run" / "dataset" / "labels").rglob("*.txt"))
     assert {line.split()[0] for line in label_text.splitlines()} <= {"0", "1", "2"}
     assert any(line.startswith("0 ") for line in label_text.splitlines())
@@ -140,9 +144,9 @@ def test_exported_weights_cannot_be_fine_tuned(tmp_path) -> None:
         train_project(req, settings_for(tmp_path), FakeClient([]), lambda u, t: None)
 
 
-def _region(kind: str, s, sh) -> dict:
+def _region(kind: str, s, sh, rename: dict[str, str]) -> dict:
     w, h = s.image.size
-    name = ("circle", "square", "triangle")[sh.cls]
+    name = rename[("circle", "square", "triangle")[sh.cls]]
     base = {"from_name": "label", "to_name": "image", "original_width": w, "original_height": h}
     if kind == "segment":
         pts = [[100 * x / w, 100 * y / h] for x, y in sh.polygon]
@@ -168,8 +172,14 @@ KIND_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize(("kind", "metric"), [("segment", "mask mAP50-95"), ("obb", "mAP50-95"), ("classify", "top1")])
-def test_every_model_task_fine_tunes_and_is_judged(tmp_path, tiny_weights, kind, metric) -> None:
+METRICS = {"detect": "mAP50-95", "segment": "mask mAP50-95", "obb": "mAP50-95", "classify": "top1"}
+NEW_NAMES = {"circle": "ring", "square": "box", "triangle": "wedge"}  # a project's own classes, none of them the model's
+
+
+@pytest.mark.parametrize(("kind", "renamed"), [("segment", False), ("obb", False), ("classify", False)] + [(k, True) for k in METRICS])
+def test_every_model_task_fine_tunes_and_is_judged(tmp_path, tiny_weights, kind, renamed) -> None:
+    """Each model task trains on labels the model knows, and on a project's own labels (a new head)."""
+    rename = NEW_NAMES if renamed else {n: n for n in NEW_NAMES}
     rng = np.random.default_rng(9)
     tasks, images = [], {}
     for tid in range(1, 17):
@@ -182,31 +192,39 @@ def test_every_model_task_fine_tunes_and_is_judged(tmp_path, tiny_weights, kind,
                     "from_name": "label",
                     "to_name": "image",
                     "type": "choices",
-                    "value": {"choices": [("circle", "square", "triangle")[s.shapes[0].cls]]},
+                    "value": {"choices": [rename[("circle", "square", "triangle")[s.shapes[0].cls]]]},
                 }
             ]
         else:
-            result = [_region(kind, s, sh) for sh in s.shapes]
+            result = [_region(kind, s, sh, rename) for sh in s.shapes]
         tasks.append({"id": tid, "data": {"image": uri}, "annotations": [{"id": tid, "result": result, "was_cancelled": False}]})
+    config = KIND_CONFIGS.get(kind, CONFIG.replace('<Label value="Round" predicted_values="circle"/>', '<Label value="circle"/>'))
+    for old, new in rename.items():
+        config = config.replace(f'value="{old}"', f'value="{new}"')
 
     class Client(FakeClient):
         def get_project(self, project_id: int) -> dict:
-            return {"id": project_id, "label_config": KIND_CONFIGS[kind]}
+            return {"id": project_id, "label_config": config}
 
     req = TrainRequest(2, str(tiny_weights(kind)), "v0", str(tmp_path / "run"))
     out = train_project(req, settings_for(tmp_path, TRAIN_EPOCHS="1"), Client(tasks), lambda uri, tid: images[uri])
     assert out.status == "trained" and out.dataset["train"] + out.dataset["val"] == 16 and out.dataset["val"] > 0
+    labels = sorted(rename.values()) if kind == "classify" else list(rename.values())
+    assert out.dataset["classes"]["classes"] == labels and out.dataset["classes"]["new"] == (labels if renamed else [])
     for metrics in (out.metrics_old, out.metrics_new):
-        assert metrics["metric"] == metric and 0.0 <= metrics["primary"] <= 1.0
+        assert metrics["metric"] == METRICS[kind] and 0.0 <= metrics["primary"] <= 1.0
         if kind == "classify":
             assert metrics["primary"] == metrics["top1"] and 0.0 <= metrics["top5"] <= 1.0
         else:
-            assert metrics["primary"] == metrics["map50_95"] and set(metrics["per_class"]) <= {"circle", "square", "triangle"}
+            assert metrics["primary"] == metrics["map50_95"] and set(metrics["per_class"]) <= set(labels)
         if kind == "segment":
             assert 0.0 <= metrics["box_map50_95"] <= 1.0
+    if renamed:  # the served model knows none of these labels: it finds nothing of them
+        assert out.metrics_old["primary"] == 0.0
     from ultralytics import YOLO
 
-    assert YOLO(out.weights).task == kind
+    trained = YOLO(out.weights)
+    assert trained.task == kind and dict(trained.names) == dict(enumerate(labels))
 
 
 @pytest.mark.parametrize(
