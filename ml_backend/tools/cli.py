@@ -100,6 +100,7 @@ def _study_config(args: argparse.Namespace) -> SimConfig:
         strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=chosen["initial"], step=chosen["step"],
         rounds=chosen["rounds"], seeds=seeds, steps=chosen["steps"], epochs=args.epochs, imgsz=chosen["imgsz"], batch=chosen["batch"],
         test_fraction=args.test_fraction, pool=args.pool, device=chosen["device"], server_loop=args.server_loop,
+        first_labels=args.first_labels,
     )  # fmt: skip
 
 
@@ -119,7 +120,14 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated arms, random (the reference) among them; an arm is a strategy, or label=strategy:SETTING=value:... "
         "(an ablation, e.g. unc-sum=uncertainty:UNCERTAINTY_AGGREGATION=sum)",
     )  # fmt: skip
-    p.add_argument("--initial", type=int, help="labels of round 0 (a random draw, the same for every strategy; default 20)")
+    p.add_argument(
+        "--initial", type=int,
+        help="labels of round 0 (random's: a seeded draw; the other arms': the top of the queue the server orders for a new project; default 20)",
+    )  # fmt: skip
+    p.add_argument(
+        "--first-labels", choices=["server", "random"], default="server",
+        help="round 0 of the model-based arms: the server's order for a new project (default), or random's draw for every arm (earlier studies)",
+    )  # fmt: skip
     p.add_argument("--step", type=int, help="labels added per round (default 20)")
     p.add_argument("--rounds", type=int, help="rounds after round 0 (default 4)")
     p.add_argument("--seeds", help="a number of seeds (5 -> 0..4, the default) or a comma-separated list; with --report: only these seeds")

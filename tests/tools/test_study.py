@@ -10,7 +10,7 @@ import pytest
 
 import ml_backend.scoring.pool as scoring
 import ml_backend.tools.study.loop as simulation
-from ml_backend.al.effort import CLASSIC_COSTS
+from ml_backend.al.effort import CLASSIC_COSTS, DEFAULT_COSTS, Corrections
 from ml_backend.settings import Settings
 from ml_backend.tools.study.loop import Arm, SimConfig, SimulationError, parse_arm, run_study
 from ml_backend.tools.study.report import report, summarize, summary_markdown
@@ -179,9 +179,10 @@ def test_a_tiny_study_uses_the_servers_scoring_never_touches_the_test_split_and_
     shown_by: list[tuple[str, int]] = []
     real_pre = simulation._preannotations
 
-    def pre_spy(study, weights, ids, settings):  # noqa: ANN001, ANN202
-        shown_by.append((Path(weights).name, len(ids)))
-        return real_pre(study, weights, ids, settings)
+    def pre_spy(study, weights, ids, settings, agnostic=False):  # noqa: ANN001, ANN202
+        if not agnostic:
+            shown_by.append((Path(weights).name, len(ids)))
+        return real_pre(study, weights, ids, settings, agnostic)
 
     monkeypatch.setattr(simulation, "_preannotations", pre_spy)
     trained: list[int] = []
@@ -194,15 +195,16 @@ def test_a_tiny_study_uses_the_servers_scoring_never_touches_the_test_split_and_
         return real_train(study, labeled, base, target, settings, **kw)
 
     monkeypatch.setattr(simulation, "_train_round", crash_on_fourth)
+    legacy = {"first_labels": "random"}  # every arm starts from the same random draw (how the earlier studies ran)
     with pytest.raises(RuntimeError, match="killed"):
-        run_study(_cfg(shapes_voc, out, weights), show_progress=False)
+        run_study(_cfg(shapes_voc, out, weights, **legacy), show_progress=False)
     before = json.loads((out / "results.json").read_text())["records"]
     # random's rounds 0-2 and uncertainty's round 0 (the shared model, no training) were saved before the crash
     assert sorted((r["strategy"], r["round"]) for r in before) == [("random", 0), ("random", 1), ("random", 2), ("uncertainty", 0)]
 
     monkeypatch.setattr(simulation, "_train_round", real_train)
     calls_before = len(scored)
-    result = run_study(_cfg(shapes_voc, out, weights), show_progress=False)
+    result = run_study(_cfg(shapes_voc, out, weights, **legacy), show_progress=False)
     records = result["records"]
     assert len(records) == 4 * 3
     # the three finished rounds were kept as they were, not run again
@@ -217,6 +219,7 @@ def test_a_tiny_study_uses_the_servers_scoring_never_touches_the_test_split_and_
     round0 = {k: v for k, v in by[("random", 0)].items() if k not in ("strategy", "wall_s")}
     for s in ("random", "uncertainty", "diversity", "hybrid"):
         shared = {k: v for k, v in by[(s, 0)].items() if k not in ("strategy", "wall_s")}
+        assert set(by[(s, 0)]["effort_proposals"]) == set(by[(s, 0)]["effort"])  # what class-agnostic proposals would have cost
         assert shared == round0  # one initial draw and one round-0 model per seed, for every strategy
         ids = by[(s, 2)]["labeled_ids"]
         assert [by[(s, k)]["labels"] for k in range(3)] == [6, 9, 12]
@@ -256,7 +259,67 @@ def test_a_tiny_study_uses_the_servers_scoring_never_touches_the_test_split_and_
     assert set(summary["arms"]["hybrid"]["savings"]) == {"images", "boxes", "corrections", "seconds"}
 
     with pytest.raises(SimulationError, match="other settings"):
-        run_study(_cfg(shapes_voc, out, weights, steps=3), show_progress=False)
+        run_study(_cfg(shapes_voc, out, weights, steps=3, **legacy), show_progress=False)
+    with pytest.raises(SimulationError, match="first_labels: 'random' there, 'server' now"):
+        run_study(_cfg(shapes_voc, out, weights), show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def own_classes_voc(shapes_voc: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same images with classes of their own (ring, box, wedge): none of them the tiny weights' (circle, square, triangle)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("voc-own") / "shapes"
+    shutil.copytree(shapes_voc, root)
+    for xml in (root / "Annotations").glob("*.xml"):
+        text = xml.read_text()
+        for old, new in (("circle", "ring"), ("square", "box"), ("triangle", "wedge")):
+            text = text.replace(f"<name>{old}</name>", f"<name>{new}</name>")
+        xml.write_text(text)
+    return root
+
+
+def test_a_new_projects_first_labels_are_the_servers_coverage_order_and_its_first_model_the_servers(
+    own_classes_voc: Path, tmp_path: Path, tiny_weights, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From weights that know none of the dataset's classes, round 0 runs the server's path: the
+    model-based arms label the top of the coverage order, the first model gets a head for the
+    dataset's classes, and the proposals' cost is counted beside what was shown."""
+    weights = tiny_weights("detect")
+    used: list[tuple[str, int]] = []
+    real = scoring._strategy
+    monkeypatch.setattr(
+        scoring, "_strategy", lambda pool, s, sv: used.append((real(pool, s, sv).name, pool.n_labeled)) or real(pool, s, sv)
+    )
+    cfg = _cfg(own_classes_voc, tmp_path / "study", weights, strategies=("random", "uncertainty", "objects"), rounds=1)
+    result = run_study(cfg, show_progress=False)
+    by = {(r["strategy"], r["round"]): r for r in result["records"]}
+    # round 0: coverage (typical) on an unlabeled pool for both model-based arms, then their own order on the first model
+    assert sorted(used) == [("objects", 6), ("typical", 0), ("typical", 0), ("uncertainty", 6)]
+    first = by[("uncertainty", 0)]["labeled_ids"]
+    assert by[("objects", 0)]["labeled_ids"] == first != by[("random", 0)]["labeled_ids"]
+    assert {k: v for k, v in by[("objects", 0)].items() if k not in ("strategy", "wall_s", "select_s")} == {
+        k: v for k, v in by[("uncertainty", 0)].items() if k not in ("strategy", "wall_s", "select_s")
+    }  # the same first labels: one first model, shared
+    assert by[("random", 0)]["labeled_ids"] == sorted(
+        np.random.default_rng(0)
+        .choice(simulation.Study(cfg, simulation.load_dataset(own_classes_voc, "voc")).pool, 6, replace=False)
+        .tolist()
+    )
+    from ml_backend.inference.model import load_weights
+
+    for arm in ("random", "uncertainty", "objects"):
+        r = by[(arm, 0)]
+        assert r["effort"]["accepted"] == r["effort"]["adjusted"] == r["effort"]["class_changed"] == r["effort"]["deleted"] == 0
+        assert r["effort"]["drawn"] == r["effort"]["gt_boxes"]  # the weights know none of these classes: nothing shown
+        p = r["effort_proposals"]
+        assert p["images"] == 6 and p["gt_boxes"] == r["effort"]["gt_boxes"] and p["drawn"] <= r["effort"]["drawn"]
+        names = load_weights(str(tmp_path / "study" / "models" / f"{arm}-seed0-round0.pt")).names
+        assert names == {0: "box", 1: "ring", 2: "wedge"}  # the dataset's classes
+    table = report(tmp_path / "study", resamples=200)
+    assert "| objects | " in table and "saved by proposals |" in table
+    first = json.loads((tmp_path / "study" / "summary.json").read_text())["arms"]["objects"]["first_round"]
+    assert first["seconds_shown"] == pytest.approx(DEFAULT_COSTS.seconds(Corrections.from_json(by[("objects", 0)]["effort_total"])))
 
 
 def _test_images(root: Path) -> list[Path]:

@@ -5,9 +5,12 @@ its own: ``unc-sum=uncertainty:UNCERTAINTY_AGGREGATION=sum``):
 
 1. a fixed test split (the images whose file-name hash is lowest, ``ceil(test_fraction x n)`` of
    them, the same for every arm and seed) is set aside; nothing is ever selected from it;
-2. round 0: ``initial`` images drawn at random from the pool (the same draw for every arm of a
-   seed) are labeled and the starting model (``weights``) is fine-tuned on them, once per seed,
-   shared by the arms;
+2. round 0: the first ``initial`` images are labeled: for ``random`` a seeded draw from the pool,
+   for every other arm the top of the queue the server orders for a new project from the
+   starting model (``weights``), which is the coverage order while that model knows none of the
+   dataset's classes (:func:`ml_backend.scoring.pool.strategy_name`); the starting model is
+   fine-tuned on them as the server's first retraining does (a head for the dataset's classes:
+   :func:`ml_backend.training.run.project_start`); arms that label the same images share the model;
 3. each later round: the arm's strategy orders the unlabeled pool exactly as the server orders
    the queue (:func:`ml_backend.scoring.pool.score_tasks` with ``AL_STRATEGY``: the same model
    pass, uncertainty, embeddings and strategy; ``AL_BATCH`` is the step), the top ``step`` images
@@ -18,11 +21,15 @@ its own: ``unc-sum=uncertainty:UNCERTAINTY_AGGREGATION=sum``):
 
 **Effort.** Every labeled image is counted as an annotator would meet it: with the
 pre-annotation the served model of that round shows (the model that selected it; in round 0 the
-starting model, when its classes map onto the dataset's at all), converted exactly as the server
-converts it (``SCORE_THRESHOLD``, :func:`ml_backend.inference.ls_results.to_ls_results`), and
+starting model, whose boxes of classes that map onto the dataset's are shown), converted exactly as
+the server converts it (``SCORE_THRESHOLD``, :func:`ml_backend.inference.ls_results.to_ls_results`), and
 matched to the ground truth (:func:`ml_backend.al.effort.corrections`: accepted, adjusted,
 class changed, drawn, deleted). Each record keeps the raw counts, per task and summed, so another
-cost table can be applied later without running anything again.
+cost table can be applied later without running anything again. Round 0 also counts what the same
+images would have cost with class-agnostic proposals (``effort_proposals``): every box of the
+starting model, whatever its class, shown with the dataset's label when its class maps to one and
+with the first label otherwise (:func:`proposals`), the question being whether boxes from a model
+that does not know the classes save an annotator time.
 
 Datasets are written by the server's own converter (:func:`ml_backend.training.dataset.write_dataset`)
 from Label Studio-shaped tasks. After each round ``results.json`` is rewritten atomically, so a
@@ -65,7 +72,10 @@ METRICS = ("map50", "map50_95")
 # Fields that define a study: a run with other values cannot resume from the same folder.
 STUDY_KEYS = (
     "data", "format", "initial", "step", "steps", "epochs", "imgsz", "batch", "weights", "test_fraction", "pool", "device", "server_loop",
+    "first_labels",
 )  # fmt: skip
+# What a study made before a key existed did (its default may say otherwise).
+LEGACY = {"first_labels": "random"}
 MIN_TEST = 150  # test images at least (or a quarter of a smaller set)
 # Presets: an hour-scale CPU study and the full GPU one. Explicit flags override them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -143,6 +153,7 @@ class SimConfig:
     pool: int = 0
     device: str = "auto"
     server_loop: bool = False
+    first_labels: str = "server"
 
     def __post_init__(self) -> None:
         for name in ("initial", "step", "steps", "imgsz", "batch"):
@@ -163,6 +174,8 @@ class SimConfig:
             raise SimulationError("--seeds must name at least one seed")
         if self.pool < 0:
             raise SimulationError("--pool must be >= 0 (0: every image not in the test split)")
+        if self.first_labels not in ("server", "random"):
+            raise SimulationError(f"--first-labels must be server or random, not {self.first_labels!r}")
 
     @property
     def arms(self) -> tuple[Arm, ...]:
@@ -253,7 +266,7 @@ class Study:
         if path.exists():
             old = json.loads(path.read_text())
             before = old.get("config", {})
-            defaults = {f.name: f.default for f in fields(SimConfig)}  # a key an older study did not write had its default
+            defaults = {f.name: f.default for f in fields(SimConfig)} | LEGACY  # a key an older study did not write
             diff = {k: (before.get(k, defaults[k]), v) for k, v in cfg.study().items() if before.get(k, defaults[k]) != v}
             if diff:
                 what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
@@ -266,7 +279,9 @@ class Study:
         return next((r for r in self.records if (r["strategy"], r["seed"], r["round"]) == (strategy, seed, rnd)), None)
 
     def weights(self, strategy: str, seed: int, rnd: int) -> Path:
-        return self.out / "models" / (f"seed{seed}-round0.pt" if rnd == 0 else f"{strategy}-seed{seed}-round{rnd}.pt")
+        if rnd == 0 and self.cfg.first_labels == "random":  # one round 0 per seed, shared by every arm
+            return self.out / "models" / f"seed{seed}-round0.pt"
+        return self.out / "models" / f"{strategy}-seed{seed}-round{rnd}.pt"
 
     def save(self, rec: dict) -> None:
         self.records = [r for r in self.records if (r["strategy"], r["seed"], r["round"]) != (rec["strategy"], rec["seed"], rec["round"])]
@@ -296,14 +311,19 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
     pool (never the test split), calibrated on ``new``: the images labeled this round, which ``base``
     was not trained on (as the server calibrates on its held-out split).
     """
+    from ml_backend.inference.label_config import select_target
     from ml_backend.training.dataset import write_dataset
     from ml_backend.training.evaluate import evaluate
-    from ml_backend.training.run import fine_tune, steps_per_epoch, training_epochs
+    from ml_backend.training.run import fine_tune, project_start, steps_per_epoch, training_epochs
 
     ds = study.ds
     work = study.out / "work"
     shutil.rmtree(work, ignore_errors=True)
-    loop = study.cfg.server_loop and _same_classes(base, ds.names)  # the server's own loop once a model with these classes serves
+    work.mkdir(parents=True)
+    # As the server's retraining: a head for the dataset's classes when the model has other ones
+    # (the starting COCO model), judged against the served model in the same classes.
+    start, previous, _ = project_start(base, _names(base), select_target(box_label_config(ds.names), "detect"), "detect", work)
+    loop = study.cfg.server_loop  # the server's own loop: labels held out, the new model judged against the served one
     if loop:  # hold labels out as the server does, to judge the new model against the served one
         from ml_backend.training.dataset import assign_splits
 
@@ -322,7 +342,7 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
         log.warning("images left out of training: %s", summary.skipped)
     n_train, pseudo = summary.counts["train"], None
     calibrate_on = held if loop else list(new)
-    if settings.pseudo_labels and calibrate_on and _same_classes(base, ds.names):
+    if settings.pseudo_labels and calibrate_on and _names(base) == dict(ds.names):
         from ml_backend.training.pseudo_labels import add_pseudo_labels
 
         taken = set(map(int, labeled))
@@ -337,25 +357,26 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
         n_train += added.images
     epochs = training_epochs(n_train, settings)
     t0 = time.monotonic()
-    trained = fine_tune(base, summary.data, settings, work, epochs)
+    trained = fine_tune(start, summary.data, settings, work, epochs)
     train_s = time.monotonic() - t0
     judgement = None
-    served = trained
+    served = measured = Path(trained)
     if loop:
         from ml_backend.training.evaluate import heldout_records
         from ml_backend.training.promotion import judge
 
         n_classes = len(ds.names)
         verdict = judge(
-            heldout_records(base, summary.root, n_classes, settings), heldout_records(trained, summary.root, n_classes, settings),
+            heldout_records(previous, summary.root, n_classes, settings), heldout_records(trained, summary.root, n_classes, settings),
             settings.promotion,
             settings.promotion_min_heldout, settings.promotion_margin, settings.promotion_confidence, seed=settings.al_seed,
         )  # fmt: skip
         judgement = verdict.to_json()
-        served = Path(trained) if verdict.promote else Path(base)
-    atomic_write(target, lambda f: f.write(Path(served).read_bytes()))
+        if not verdict.promote:  # the served model stays; measured in the dataset's classes
+            served, measured = Path(base), Path(previous)
+    atomic_write(target, lambda f: f.write(served.read_bytes()))
     t0 = time.monotonic()
-    metrics = evaluate(target, _test_data(study) if loop else summary.data, "detect", settings, work)
+    metrics = evaluate(measured, _test_data(study) if loop else summary.data, "detect", settings, work)
     eval_s = time.monotonic() - t0
     per_class = {n: {k: m.get(k, 0.0) for k in ("ap50", "ap50_95", "f1")} for n, m in metrics["per_class"].items()}
     for n in study.ds.object_counts(study.test):
@@ -387,11 +408,11 @@ def _test_data(study: Study) -> Path:
     return root / "data.yaml"
 
 
-def _same_classes(weights: str | Path, names: Mapping[int, str]) -> bool:
-    """Whether ``weights`` predict exactly the dataset's classes (the starting COCO model does not)."""
+def _names(weights: str | Path) -> dict[int, str]:
+    """The classes of ``weights`` (the starting COCO model's are not the dataset's)."""
     from ml_backend.inference.model import load_weights
 
-    return load_weights(str(weights)).names == dict(names)
+    return load_weights(str(weights)).names
 
 
 def _predictor(study: Study, weights: Path, settings: Settings) -> Any:
@@ -402,24 +423,46 @@ def _predictor(study: Study, weights: Path, settings: Settings) -> Any:
     return Predictor(settings, holder, LocalImages())
 
 
-def _preannotations(study: Study, weights: Path, ids: Sequence[int], settings: Settings) -> dict[int, list[dict]]:
+def _preannotations(
+    study: Study, weights: str | Path, ids: Sequence[int], settings: Settings, agnostic: bool = False
+) -> dict[int, list[dict]]:
     """What the served model ``weights`` shows on images ``ids`` (Label Studio regions, as the server
-    converts them); nothing for every image when the model's classes map onto none of the dataset's."""
-    from ml_backend.inference.label_config import LabelConfigError
+    converts them: nothing of the classes it does not know); with ``agnostic``, :func:`proposals`."""
+    from ml_backend.inference.predictor import Served
     from ml_backend.scoring.pool import observe
 
-    predictor = _predictor(study, weights, settings)
+    predictor = _predictor(study, Path(weights), settings)
     try:
-        try:
-            served = predictor.serve(box_label_config(study.ds.names))
-        except LabelConfigError:
-            return {int(i): [] for i in ids}  # a model that knows none of these classes shows nothing
+        served = predictor.serve(box_label_config(study.ds.names))
+        if agnostic:
+            fallback = served.target.labels[0]
+            served = Served(served.model, served.target, {c: served.label_map.get(c, fallback) for c in served.model.names})
         obs = observe([as_task(study.ds, i, False) for i in ids], served, predictor, settings)
     finally:
         predictor.close()
     out: dict[int, list[dict]] = {int(i): [] for i in ids}
-    out.update({int(t) - 1: regions for t, regions in zip(obs.ids, obs.regions, strict=True)})
+    out.update({int(t) - 1: (proposals(regions) if agnostic else regions) for t, regions in zip(obs.ids, obs.regions, strict=True)})
     return out
+
+
+def proposals(regions: Sequence[dict], iou: float = 0.7) -> list[dict]:
+    """Class-agnostic proposals from regions of any class: highest score first, a region overlapping
+    one kept by more than ``iou`` dropped (two classes' boxes on one object are one proposal).
+
+    Example:
+        >>> box = lambda x, s: {"score": s, "value": {"x": x, "y": 0, "width": 10, "height": 10}}
+        >>> [r["score"] for r in proposals([box(0, 0.5), box(1, 0.9), box(50, 0.3)])]
+        [0.9, 0.3]
+    """
+    from ml_backend.al.uncertainty import box_iou
+
+    ordered = sorted(regions, key=lambda r: -float(r.get("score", 0.0)))
+    xyxy = np.array([[v["x"], v["y"], v["x"] + v["width"], v["y"] + v["height"]] for v in (r["value"] for r in ordered)]).reshape(-1, 4)
+    kept: list[int] = []
+    for i in range(len(ordered)):
+        if not kept or box_iou(xyxy[i : i + 1], xyxy[kept]).max() <= iou:
+            kept.append(i)
+    return [ordered[i] for i in kept]
 
 
 def task_effort(item: Item, names: Mapping[int, str], regions: Sequence[Mapping[str, Any]]) -> Corrections:
@@ -448,9 +491,10 @@ def _effort(study: Study, ids: Sequence[int], regions: Mapping[int, Sequence[Map
 
 
 def _select(
-    study: Study, arm: Arm, settings: Settings, labeled: Sequence[int], weights: Path
+    study: Study, arm: Arm, settings: Settings, labeled: Sequence[int], weights: str | Path, count: int | None = None
 ) -> tuple[list[int], dict[int, list[dict]], float]:
-    """The ``step`` pool images the arm puts first in the queue, their pre-annotations, and the seconds it took."""
+    """The ``count`` (default ``step``) pool images the arm puts first in the queue, their
+    pre-annotations, and the seconds it took."""
     from ml_backend.scoring.pool import score_tasks
 
     cfg, ds = study.cfg, study.ds
@@ -460,9 +504,9 @@ def _select(
     if arm.strategy == "random":  # needs no model pass to choose; the same registered strategy function
         prio = get_strategy("random").rank(Pool(uncertainty=np.zeros(len(unlabeled))), StrategyParams(seed=settings.al_seed))
         by_task = dict(zip(unlabeled, prio, strict=True))
-        chosen = sorted(by_task, key=lambda i: (-by_task[i], i))[: cfg.step]
+        chosen = sorted(by_task, key=lambda i: (-by_task[i], i))[: count or cfg.step]
         return chosen, _preannotations(study, weights, chosen, settings), time.monotonic() - t0
-    predictor = _predictor(study, weights, settings)
+    predictor = _predictor(study, Path(weights), settings)
     try:
         served = predictor.serve(box_label_config(ds.names))
         tasks = [as_task(ds, i, False) for i in unlabeled] + [as_task(ds, i, True) for i in labeled]
@@ -473,7 +517,7 @@ def _select(
     shown = {int(p["task"]) - 1: p["result"] for p in pooled.predictions}
     for tid, err in pooled.errors.items():
         log.warning("image %s not scored (not selectable this round): %s", ds.items[tid - 1].path, err)
-    chosen = sorted(by_task, key=lambda i: (-by_task[i], i))[: cfg.step]
+    chosen = sorted(by_task, key=lambda i: (-by_task[i], i))[: count or cfg.step]
     return chosen, {i: shown.get(i, []) for i in chosen}, time.monotonic() - t0
 
 
@@ -483,13 +527,30 @@ def _run_round(study: Study, arm: Arm, seed: int, rnd: int, labeled: list[int]) 
     target = study.weights(arm.label, seed, rnd)
     t0 = time.monotonic()
     select_s = 0.0
+    extra: dict[str, Any] = {}
     first = cfg.arms[0].label
-    shared = study.record(first, seed, 0) if rnd == 0 and arm.label != first else None
+    shared = study.record(first, seed, 0) if rnd == 0 and arm.label != first and cfg.first_labels == "random" else None
     if shared and target.is_file():  # round 0 is one model per seed
         return {**shared, "strategy": arm.label, "wall_s": time.monotonic() - t0}
     if rnd == 0:
-        base = _settings(cfg, study.out, seed=seed)
-        per_task, effort = _effort(study, labeled, _preannotations(study, Path(cfg.weights), labeled, base))
+        # legacy (--first-labels random): one round 0 per seed, the arms' own settings not applied
+        base = _settings(cfg, study.out, seed=seed) if cfg.first_labels == "random" else _settings(cfg, study.out, arm, seed=seed)
+        if cfg.first_labels == "server" and arm.strategy != "random":  # the top of a new project's queue, as the server orders it
+            labeled, shown, select_s = _select(study, arm, _settings(cfg, study.out, arm, seed=1000 * seed), [], cfg.weights, cfg.initial)
+        else:
+            shown = _preannotations(study, cfg.weights, labeled, base)
+        overrides = {a.label: a.overrides for a in cfg.arms}
+        twin = next(
+            (r for r in study.records if (r["seed"], r["round"]) == (seed, 0) and r["strategy"] != arm.label
+             and overrides.get(r["strategy"]) == arm.overrides and set(r["labeled_ids"]) == set(labeled)
+             and study.weights(r["strategy"], seed, 0).is_file()),
+            None,
+        )  # fmt: skip
+        if twin is not None:  # another arm labeled the same first images: the same first model
+            atomic_write(target, lambda f: f.write(study.weights(twin["strategy"], seed, 0).read_bytes()))
+            return {**twin, "strategy": arm.label, "select_s": select_s, "wall_s": time.monotonic() - t0}
+        per_task, effort = _effort(study, labeled, shown)
+        extra["effort_proposals"] = _effort(study, labeled, _preannotations(study, cfg.weights, labeled, base, agnostic=True))[1].to_json()
         result = _train_round(study, labeled, cfg.weights, target, base)
         total = effort
     else:
@@ -518,6 +579,7 @@ def _run_round(study: Study, arm: Arm, seed: int, rnd: int, labeled: list[int]) 
         "effort_total": total.to_json(),
         "select_s": select_s,
         "wall_s": time.monotonic() - t0,
+        **extra,
     }
 
 

@@ -171,6 +171,9 @@ def summarize(
             row["savings"] = {a: compare(ref, c, a, resamples).to_json() for a in AXES}
         target = float(ref.score[:, -1].mean())
         row["reach"] = {a: _finite(reach(*c.mean(a), target)) for a in AXES}
+        first = first_round(c, table, resamples)
+        if first is not None:
+            row["first_round"] = first
         arms[name] = row
     return {
         "metric": metric,
@@ -180,6 +183,31 @@ def summarize(
         "costs": table.to_text(),
         "resamples": resamples,
         "arms": arms,
+    }
+
+
+def first_round(c: Curves, table: CostTable = DEFAULT_COSTS, resamples: int = 10_000) -> dict[str, Any] | None:
+    """Round 0 (before the project has a model of its own): the first model's score, and the annotator
+    seconds of its images as they were shown against with class-agnostic proposals (the records'
+    ``effort_proposals``), with the proposals' saving ``1 - proposals / shown`` and its interval
+    over seeds. None for records without proposal counts (older studies).
+
+    Example:
+        >>> rec = lambda s, shown, prop: {"seed": s, "round": 0, "labels": 1, "map50": 0.5, "per_class": {},
+        ...     "effort_total": {"images": 1, "drawn": shown}, "effort_proposals": {"images": 1, "accepted": prop}}
+        >>> c = Curves([rec(0, 2, 1), rec(1, 4, 2)], "map50", DEFAULT_COSTS, "x")
+        >>> first_round(c, resamples=100)["seconds_shown"]
+        23.0
+    """
+    if c.rounds[0] != 0 or not all("effort_proposals" in row[0] for row in c.records):
+        return None
+    shown = np.array([table.seconds(Corrections.from_json(row[0]["effort_total"])) for row in c.records])
+    proposed = np.array([table.seconds(Corrections.from_json(row[0]["effort_proposals"])) for row in c.records])
+    return {
+        "map50": float(c.score[:, 0].mean()),
+        "seconds_shown": float(shown.mean()),
+        "seconds_proposals": float(proposed.mean()),
+        "proposals_saving": bootstrap(lambda d: float(1 - proposed[d].sum() / shown[d].sum()), len(shown), resamples=resamples).to_json(),
     }
 
 
@@ -243,6 +271,21 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
             f"| {name} | {t['images']:.0f} | {t['boxes']:.0f} | {t['corrections']:.0f} | {t['seconds']:.0f} | "
             f"{r['round_s']:.0f} ({r['select_s']:.0f} + {r['train_s']:.0f} + {r['eval_s']:.0f}) |"
         )
+    firsts = {name: r["first_round"] for name, r in arms.items() if "first_round" in r}
+    if firsts:
+        lines += [
+            "",
+            "Round 0, before a model of the project's own: the first model's score, and its images' estimated annotator seconds as "
+            "the starting model's pre-annotations showed them against with class-agnostic proposals (every box it finds, whatever "
+            "its class), mean over seeds:",
+            "",
+            f"| arm | first model's {m} | seconds as shown | seconds with proposals | saved by proposals |",
+            "|---|---|---|---|---|",
+        ]
+        for name, f in firsts.items():
+            lines.append(
+                f"| {name} | {f['map50']:.3f} | {f['seconds_shown']:.0f} | {f['seconds_proposals']:.0f} | {_pct(f['proposals_saving'])} |"
+            )
     lines += ["", *verdicts(summary)]
     return "\n".join(lines) + "\n"
 
