@@ -345,15 +345,12 @@ def strategy_params(settings: Settings) -> StrategyParams:
     )
 
 
-COLD_START_STRATEGY = "typical"
-
-
 def strategy_name(settings: Settings, served: Served) -> str:
     """The strategy that orders the project's queue: ``AL_STRATEGY``, except that while the served
     model cannot predict some of the project's labels (a new project's classes, before its own
-    model is trained; a label added since) the queue is ordered for coverage (``typical``: the
-    most typical image of each uncovered cluster of the pretrained features), since uncertainty
-    about other classes says nothing of them. ``random`` stays random.
+    model is trained; a label added since) the queue is ordered by ``AL_COLD_START_STRATEGY``
+    (by default ``typical``: the most typical image of each uncovered cluster of the pretrained
+    features), since uncertainty about other classes says nothing of them. ``random`` stays random.
 
     Example:
         >>> from ml_backend.inference.label_config import Target
@@ -362,7 +359,7 @@ def strategy_name(settings: Settings, served: Served) -> str:
         'typical'
     """
     if settings.al_strategy != "random" and not served.coverage.complete:
-        return COLD_START_STRATEGY
+        return settings.al_cold_start_strategy
     return settings.al_strategy
 
 

@@ -27,8 +27,9 @@ def demo(args: argparse.Namespace) -> int:
 
     setup_logging("INFO")
     run_demo(
-        args.dir, ls_port=args.ls_port, backend_port=args.backend_port, n_images=args.images, epochs=args.epochs, wait=not args.no_wait
-    )
+        args.dir, ls_port=args.ls_port, backend_port=args.backend_port, n_images=args.images, epochs=args.epochs, wait=not args.no_wait,
+        weights=args.weights,
+    )  # fmt: skip
     return 0
 
 
@@ -38,6 +39,11 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend-port", type=int, default=9090)
     p.add_argument("--images", type=int, default=12)
     p.add_argument("--epochs", type=int, default=60, help="starter model training epochs")
+    p.add_argument(
+        "--weights",
+        help="serve these weights instead of the starter model, e.g. COCO-pretrained yolo11n.pt: they know none of the demo's "
+        "classes, so the demo shows a new project learning its own classes from its first five labels",
+    )
     p.add_argument("--no-wait", action="store_true", help="set everything up, print, and stop (no serving)")
 
 

@@ -212,14 +212,14 @@ class LocalImages:
         return load_local_image(uri)
 
 
-def _settings(cfg: SimConfig, out: Path, arm: Arm | None = None, seed: int = 0) -> Settings:
+def _settings(cfg: SimConfig, out: Path, arm: Arm | None = None, seed: int = 0, batch: int | None = None) -> Settings:
     """The server's settings for one arm: the user's own (thresholds, cost table) from the
     environment, the study's budget and sizes, then the arm's overrides."""
     env = {k: v for k, v in os.environ.items() if k in {spec.name for spec in SPECS}}  # the user's thresholds and weights
     env.update(
         {
             "AL_STRATEGY": arm.strategy if arm else "random",
-            "AL_BATCH": str(cfg.step),
+            "AL_BATCH": str(batch or cfg.step),
             "AL_SEED": str(seed),
             "IMGSZ": str(cfg.imgsz),
             "TRAIN_IMGSZ": str(cfg.imgsz),
@@ -536,7 +536,9 @@ def _run_round(study: Study, arm: Arm, seed: int, rnd: int, labeled: list[int]) 
         # legacy (--first-labels random): one round 0 per seed, the arms' own settings not applied
         base = _settings(cfg, study.out, seed=seed) if cfg.first_labels == "random" else _settings(cfg, study.out, arm, seed=seed)
         if cfg.first_labels == "server" and arm.strategy != "random":  # the top of a new project's queue, as the server orders it
-            labeled, shown, select_s = _select(study, arm, _settings(cfg, study.out, arm, seed=1000 * seed), [], cfg.weights, cfg.initial)
+            # AL_BATCH: what is labeled before the next scoring, here before the first model (the server's default is 100)
+            opening = _settings(cfg, study.out, arm, seed=1000 * seed, batch=cfg.initial)
+            labeled, shown, select_s = _select(study, arm, opening, [], cfg.weights, cfg.initial)
         else:
             shown = _preannotations(study, cfg.weights, labeled, base)
         overrides = {a.label: a.overrides for a in cfg.arms}
