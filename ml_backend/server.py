@@ -120,7 +120,7 @@ def create_app(
             checked = predictor.check(schema, wait=0, project=project_id)
         except (ModelUnavailableError, LabelConfigError):
             return {}
-        plan = checked.coverage.plan(training.threshold(project_id)[0], checked.own_model)
+        plan = checked.plan(training.threshold(project_id)[0])
         project_plans[str(project_id)] = plan
         return {"classes": checked.coverage.to_json(), "message": plan}
 
@@ -208,9 +208,7 @@ def create_app(
             # Label Studio sends the ML backend's extra_params on every /setup: they are the
             # project's settings (absent: back to RETRAIN_MIN_NEW_LABELS).
             training.set_threshold(project_id, threshold)
-        plan = checked.coverage.plan(
-            training.threshold(project_id)[0] if project_id is not None else settings.retrain_min_new_labels, checked.own_model
-        )
+        plan = checked.plan(training.threshold(project_id)[0] if project_id is not None else settings.retrain_min_new_labels)
         if project:
             project_plans[project] = plan
         log.info("setup project=%s model=%s: %s", project or "?", checked.version, plan)

@@ -295,6 +295,20 @@ def test_a_project_with_classes_the_model_does_not_know_is_accepted_and_told_wha
     assert results[0]["result"] == []
 
 
+def test_a_one_label_project_the_model_does_not_know_is_shown_every_object_as_its_label(tmp_path, detect_weights, shapes) -> None:
+    _, items = shapes
+    client = new_app(make_settings(tmp_path, detect_weights, SCORE_THRESHOLD="0.3")).test_client()
+    one = NEW_CLASSES_CFG.replace('<Label value="Square"/><Label value="starfish"/>', "")
+    body = client.post("/setup", json={"project": "6.1", "schema": one}).get_json()
+    assert body["classes"] == {"known": [], "learning": ["fish"]} and body["message"].endswith("shown as fish to correct")
+    results = client.post("/predict", json={"tasks": tasks_for([u for u, _ in items]), "project": "6.1"}).get_json()["results"]
+    regions = [r for res in results for r in res["result"]]
+    assert regions and {r["value"]["rectanglelabels"][0] for r in regions} == {"fish"}
+    # one box per object, whatever class the model took it for: as many as the true shapes, give or take a miss
+    shapes_total = sum(len(s.shapes) for _, s in items)
+    assert shapes_total - 2 <= len(regions) <= shapes_total + 1, (len(regions), shapes_total)
+
+
 def test_predict_uses_config_from_setup(tmp_path, detect_weights, shapes) -> None:
     _, items = shapes
     client = new_app(make_settings(tmp_path, detect_weights)).test_client()

@@ -111,6 +111,7 @@ class LoadedModel:
         device: str | None,
         batch: int = 16,
         with_scores: bool = False,
+        agnostic: bool = False,
     ) -> list[ImagePrediction]:
         """Run the model on RGB images, ``batch`` at a time, and return one result per image.
 
@@ -119,6 +120,8 @@ class LoadedModel:
             with_scores: also return per-class scores of the kept objects and an image
                 embedding, captured from the same forward pass (PyTorch weights only; exported
                 weights return neither).
+            agnostic: non-maximum suppression across classes (two classes' boxes on one object
+                are one box: class-agnostic proposals).
         """
         out: list[ImagePrediction] = []
         with self._lock:  # Ultralytics predictors are not thread-safe
@@ -132,8 +135,9 @@ class LoadedModel:
                     if capture is not None:
                         capture.clear()
                     results = self.yolo.predict(
-                        chunk, conf=conf, imgsz=imgsz or self.imgsz, device=device, verbose=False, batch=len(chunk), **kw_pred
-                    )
+                        chunk, conf=conf, imgsz=imgsz or self.imgsz, device=device, verbose=False, batch=len(chunk),
+                        agnostic_nms=agnostic, **kw_pred,
+                    )  # fmt: skip
                     if capture is not None and with_scores:
                         extra = capture.finish(len(chunk), len(self.names))
                     else:

@@ -24,7 +24,7 @@ import numpy as np
 from integrations.label_studio import LabelStudioAuth
 from ml_backend.al.uncertainty import tta_disagreement
 from ml_backend.inference.images import ImageError, ImageFetcher, UrlPolicy
-from ml_backend.inference.label_config import Coverage, LabelConfigError, Target, build_label_map, coverage, select_target
+from ml_backend.inference.label_config import Coverage, LabelConfigError, Target, build_label_map, coverage, proposal_label, select_target
 from ml_backend.inference.ls_results import to_ls_results
 from ml_backend.inference.model import ImagePrediction, LoadedModel, ModelHolder
 from ml_backend.inference.served_models import ServedModels
@@ -71,10 +71,13 @@ class Served:
     model: LoadedModel
     target: Target
     label_map: dict[int, str]
+    proposals: bool = False  # every class maps to the project's one label, boxes suppressed across classes
 
     @property
     def coverage(self) -> Coverage:
         """Which of the project's labels the model predicts (the others wait for the project's own model)."""
+        if self.proposals:
+            return Coverage(self.target.labels, ())
         return Coverage(self.target.labels, tuple(label for label in self.target.labels if label in set(self.label_map.values())))
 
 
@@ -86,6 +89,11 @@ class Check:
     version: str
     coverage: Coverage
     own_model: bool
+    proposals: bool = False
+
+    def plan(self, threshold: int) -> str:
+        """:meth:`Coverage.plan` for this project."""
+        return self.coverage.plan(threshold, self.own_model, self.proposals)
 
 
 class Predictor:
@@ -123,6 +131,9 @@ class Predictor:
         """
         model = self.models.get(project, wait)
         target = _target_for(label_config, model.task)
+        label = proposal_label(model.names, target, model.task)
+        if label is not None:  # class-agnostic proposals, for one-label projects the model does not know
+            return Served(model, target, dict.fromkeys(model.names, label), proposals=True)
         return Served(model, target, build_label_map(model.names, target))
 
     def check(self, label_config: str, wait: float | None = None, project: int | None = None) -> Check:
@@ -136,7 +147,7 @@ class Predictor:
         model = self.models.describe(project, wait)
         target = _target_for(label_config, model.task)
         own = project is not None and self.models.model_dir is not None and self.models.current(project) is not None
-        return Check(model.version, coverage(model.names, target), own)
+        return Check(model.version, coverage(model.names, target), own, proposal_label(model.names, target, model.task) is not None)
 
     def _load(self, task: Mapping[str, Any], target: Target) -> np.ndarray:
         uri = task_image_uri(task, target.value_key)
@@ -198,6 +209,7 @@ class Predictor:
                     device=self.settings.ultralytics_device,
                     batch=size,
                     with_scores=with_scores,
+                    agnostic=served.proposals,
                 )
                 if with_scores and self.embedder is not None:
                     embeddings = np.asarray(self.embedder(images), dtype=np.float32)

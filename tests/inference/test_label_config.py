@@ -1,6 +1,6 @@
 import pytest
 
-from ml_backend.inference.label_config import Coverage, LabelConfigError, Target, build_label_map, coverage, select_target
+from ml_backend.inference.label_config import Coverage, LabelConfigError, Target, build_label_map, coverage, proposal_label, select_target
 
 IMG = '<Image name="image" value="$img"/>'
 
@@ -131,6 +131,28 @@ def test_coverage_says_which_labels_the_model_predicts(names: dict, labels: tupl
 )
 def test_the_plan_says_what_happens_to_labels_the_model_does_not_know(cov: Coverage, threshold: int, own: bool, expected: str) -> None:
     assert cov.plan(threshold, own) == expected
+
+
+def test_the_plan_says_when_every_object_is_shown_as_the_one_label() -> None:
+    assert Coverage(("raccoon",), ()).plan(50, False, proposals=True) == (
+        "no model for raccoon yet: the first one trains after 50 labeled tasks; until then tasks are ordered for coverage, "
+        "and every object the pretrained model finds is shown as raccoon to correct"
+    )
+
+
+@pytest.mark.parametrize(
+    ("names", "labels", "predicted", "task", "expected"),
+    [
+        ({0: "dog", 1: "cat"}, ("raccoon",), {}, "detect", "raccoon"),  # one label, unknown: every box, as raccoon
+        ({0: "dog", 1: "cat"}, ("raccoon",), {}, "segment", "raccoon"),
+        ({0: "dog", 1: "cat"}, ("Dog",), {}, "detect", None),  # known: its own boxes only
+        ({0: "dog", 1: "cat"}, ("pet",), {"pet": ("dog",)}, "detect", None),  # known through predicted_values
+        ({0: "dog", 1: "cat"}, ("fish", "shark"), {}, "detect", None),  # several labels: a proposal would carry a wrong one
+        ({0: "dog", 1: "cat"}, ("raccoon",), {}, "classify", None),  # a classifier has no boxes to propose
+    ],
+)
+def test_proposal_label(names: dict, labels: tuple, predicted: dict, task: str, expected: str | None) -> None:
+    assert proposal_label(names, _target(labels, predicted), task) == expected
 
 
 def test_odd_label_characters_survive() -> None:

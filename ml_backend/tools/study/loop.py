@@ -28,8 +28,8 @@ class changed, drawn, deleted). Each record keeps the raw counts, per task and s
 cost table can be applied later without running anything again. Round 0 also counts what the same
 images would have cost with class-agnostic proposals (``effort_proposals``): every box of the
 starting model, whatever its class, shown with the dataset's label when its class maps to one and
-with the first label otherwise (:func:`proposals`), the question being whether boxes from a model
-that does not know the classes save an annotator time.
+with the first label otherwise (:func:`_preannotations`), the question being whether boxes from a
+model that does not know the classes save an annotator time.
 
 Datasets are written by the server's own converter (:func:`ml_backend.training.dataset.write_dataset`)
 from Label Studio-shaped tasks. After each round ``results.json`` is rewritten atomically, so a
@@ -427,7 +427,10 @@ def _preannotations(
     study: Study, weights: str | Path, ids: Sequence[int], settings: Settings, agnostic: bool = False
 ) -> dict[int, list[dict]]:
     """What the served model ``weights`` shows on images ``ids`` (Label Studio regions, as the server
-    converts them: nothing of the classes it does not know); with ``agnostic``, :func:`proposals`."""
+    converts them: nothing of the classes it does not know). With ``agnostic``, class-agnostic
+    proposals: every box the model finds, suppressed across classes, shown with its class's label
+    if it maps to one and the first label otherwise (what the server shows a one-label project:
+    :func:`ml_backend.inference.label_config.proposal_label`)."""
     from ml_backend.inference.predictor import Served
     from ml_backend.scoring.pool import observe
 
@@ -436,33 +439,13 @@ def _preannotations(
         served = predictor.serve(box_label_config(study.ds.names))
         if agnostic:
             fallback = served.target.labels[0]
-            served = Served(served.model, served.target, {c: served.label_map.get(c, fallback) for c in served.model.names})
+            served = Served(served.model, served.target, {c: served.label_map.get(c, fallback) for c in served.model.names}, True)
         obs = observe([as_task(study.ds, i, False) for i in ids], served, predictor, settings)
     finally:
         predictor.close()
     out: dict[int, list[dict]] = {int(i): [] for i in ids}
-    out.update({int(t) - 1: (proposals(regions) if agnostic else regions) for t, regions in zip(obs.ids, obs.regions, strict=True)})
+    out.update({int(t) - 1: regions for t, regions in zip(obs.ids, obs.regions, strict=True)})
     return out
-
-
-def proposals(regions: Sequence[dict], iou: float = 0.7) -> list[dict]:
-    """Class-agnostic proposals from regions of any class: highest score first, a region overlapping
-    one kept by more than ``iou`` dropped (two classes' boxes on one object are one proposal).
-
-    Example:
-        >>> box = lambda x, s: {"score": s, "value": {"x": x, "y": 0, "width": 10, "height": 10}}
-        >>> [r["score"] for r in proposals([box(0, 0.5), box(1, 0.9), box(50, 0.3)])]
-        [0.9, 0.3]
-    """
-    from ml_backend.al.uncertainty import box_iou
-
-    ordered = sorted(regions, key=lambda r: -float(r.get("score", 0.0)))
-    xyxy = np.array([[v["x"], v["y"], v["x"] + v["width"], v["y"] + v["height"]] for v in (r["value"] for r in ordered)]).reshape(-1, 4)
-    kept: list[int] = []
-    for i in range(len(ordered)):
-        if not kept or box_iou(xyxy[i : i + 1], xyxy[kept]).max() <= iou:
-            kept.append(i)
-    return [ordered[i] for i in kept]
 
 
 def task_effort(item: Item, names: Mapping[int, str], regions: Sequence[Mapping[str, Any]]) -> Corrections:
