@@ -11,8 +11,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ml_backend.cli import Command
@@ -235,6 +237,26 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def first_model(args: argparse.Namespace) -> int:
+    from ml_backend.tools.first_model import run_first_model
+
+    setup_logging("WARNING")
+    out = run_first_model(args.data, args.format, args.weights, args.dir, images=args.images, max_labels=args.max_labels)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _first_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="a labeled dataset folder (the annotators' answers)")
+    p.add_argument("--format", required=True, choices=["voc", "yolo", "coco"])
+    p.add_argument("--weights", required=True, help="the starting weights, e.g. COCO-pretrained yolo11n.pt")
+    p.add_argument("--images", type=int, default=200, help="images in the project (0: all)")
+    p.add_argument("--max-labels", type=int, default=200, help="label at most this many tasks")
+    p.add_argument("--dir", default=".cache/first-model", help="scratch folder (Label Studio, backend state)")
+    p.add_argument("--out", default="first_model.json")
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("demo", "offline demo: synthetic images, a starter model, a real Label Studio, connected", _demo_arguments, demo),
     Command(
@@ -248,6 +270,12 @@ COMMANDS: tuple[Command, ...] = (
         "write the multi-class study dataset: real handwritten digits in synthetic scenes (COCO)",
         _digits_arguments,
         make_digits,
+    ),
+    Command(
+        "first-model",
+        "a new project from COCO weights in a real Label Studio: labels and time until every class is pre-annotated",
+        _first_model_arguments,
+        first_model,
     ),
     Command(
         "pretrain",
