@@ -59,3 +59,34 @@ def image_server(tmp_path_factory: pytest.TempPathFactory):
     thread.start()
     yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shapes_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 synthetic shape images with their boxes, as a Pascal VOC dataset (classes circle, square, triangle)."""
+    import numpy as np
+
+    from ml_backend.tools.synthetic import make_image
+    from tests.tools.test_datasets import write_voc
+
+    rng = np.random.default_rng(0)
+    truth = []
+    for i in range(40):
+        s = make_image(rng, 96, 64)
+        truth.append((f"img_{i:02d}.jpg", [(sh.cls, tuple(round(v) for v in sh.xyxy)) for sh in s.shapes], s.image))
+    return write_voc(tmp_path_factory.mktemp("voc") / "shapes", truth)
+
+
+@pytest.fixture(scope="session")
+def own_classes_voc(shapes_voc: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same images with classes of their own (ring, box, wedge): none of them the tiny weights' (circle, square, triangle)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("voc-own") / "shapes"
+    shutil.copytree(shapes_voc, root)
+    for xml in (root / "Annotations").glob("*.xml"):
+        text = xml.read_text()
+        for old, new in (("circle", "ring"), ("square", "box"), ("triangle", "wedge")):
+            text = text.replace(f"<name>{old}</name>", f"<name>{new}</name>")
+        xml.write_text(text)
+    return root

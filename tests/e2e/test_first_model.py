@@ -8,21 +8,14 @@ import pytest
 
 from ml_backend.tools.datasets import load_dataset
 from ml_backend.tools.first_model import run_first_model, shown_per_class
-from ml_backend.tools.synthetic import make_image
-from tests.tools.test_datasets import write_voc
 
 pytestmark = pytest.mark.e2e
 
 
-def test_first_model_labels_in_label_studios_order_until_the_classes_are_shown(tmp_path, detect_weights, monkeypatch) -> None:
-    rng = np.random.default_rng(11)
-    truth = []
-    for i in range(20):
-        s = make_image(rng, 96, 64)
-        truth.append((f"img_{i:02d}.jpg", [(sh.cls, tuple(round(v) for v in sh.xyxy)) for sh in s.shapes], s.image))
-    root = write_voc(tmp_path / "voc", truth)
-    for xml in (root / "Annotations").glob("*.xml"):  # classes of its own: the weights know circle, square, triangle
-        xml.write_text(xml.read_text().replace(">circle<", ">ring<").replace(">square<", ">box<").replace(">triangle<", ">wedge<"))
+def test_first_model_labels_in_label_studios_order_until_the_classes_are_shown(
+    tmp_path, own_classes_voc, detect_weights, monkeypatch
+) -> None:
+    root = own_classes_voc  # classes of its own: the weights know circle, square, triangle
     env = {
         "RETRAIN_MIN_NEW_LABELS": "10", "TRAIN_STEPS": "160", "TRAIN_BATCH": "8", "TRAIN_IMGSZ": "96", "IMGSZ": "96",
         "SCORE_THRESHOLD": "0.3", "TRAIN_VAL_FRACTION": "0.3", "DEVICE": "cpu", "AL_CLUSTERS": "1",
@@ -30,7 +23,7 @@ def test_first_model_labels_in_label_studios_order_until_the_classes_are_shown(t
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     out = run_first_model(str(root), "voc", str(detect_weights), tmp_path / "work", images=0, max_labels=20)
-    assert out["images"] == 20 and out["threshold"] == 10 and out["classes"] == ["box", "ring", "wedge"]
+    assert out["images"] == 40 and out["threshold"] == 10 and out["classes"] == ["box", "ring", "wedge"]
     assert out["message"].startswith("no model for box, ring, wedge yet: the first one trains after 10 labeled tasks")
     first = out["runs"][0]
     assert 10 <= first["labels"] <= 12 and first["dataset"]["classes"]["new"] == ["box", "ring", "wedge"]

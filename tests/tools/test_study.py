@@ -15,7 +15,6 @@ from ml_backend.settings import Settings
 from ml_backend.tools.study.loop import Arm, SimConfig, SimulationError, parse_arm, run_study
 from ml_backend.tools.study.report import report, summarize, summary_markdown
 from ml_backend.training.run import training_epochs
-from tests.tools.test_datasets import write_voc
 
 
 def _rec(
@@ -124,18 +123,6 @@ def test_arms_carry_settings_of_their_own() -> None:
 def test_config_errors_say_what_to_change(change: dict, message: str) -> None:
     with pytest.raises(SimulationError, match=message):
         SimConfig(**{"data": "d", "format": "voc", "out": "o", "weights": "w.pt", **change})
-
-
-@pytest.fixture(scope="module")
-def shapes_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ml_backend.tools.synthetic import make_image
-
-    rng = np.random.default_rng(0)
-    truth = []
-    for i in range(40):
-        s = make_image(rng, 96, 64)
-        truth.append((f"img_{i:02d}.jpg", [(sh.cls, tuple(round(v) for v in sh.xyxy)) for sh in s.shapes], s.image))
-    return write_voc(tmp_path_factory.mktemp("voc") / "shapes", truth)
 
 
 def _cfg(data: Path, out: Path, weights: Path, **kw) -> SimConfig:
@@ -262,21 +249,6 @@ def test_a_tiny_study_uses_the_servers_scoring_never_touches_the_test_split_and_
         run_study(_cfg(shapes_voc, out, weights, steps=3, **legacy), show_progress=False)
     with pytest.raises(SimulationError, match="first_labels: 'random' there, 'server' now"):
         run_study(_cfg(shapes_voc, out, weights), show_progress=False)
-
-
-@pytest.fixture(scope="module")
-def own_classes_voc(shapes_voc: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same images with classes of their own (ring, box, wedge): none of them the tiny weights' (circle, square, triangle)."""
-    import shutil
-
-    root = tmp_path_factory.mktemp("voc-own") / "shapes"
-    shutil.copytree(shapes_voc, root)
-    for xml in (root / "Annotations").glob("*.xml"):
-        text = xml.read_text()
-        for old, new in (("circle", "ring"), ("square", "box"), ("triangle", "wedge")):
-            text = text.replace(f"<name>{old}</name>", f"<name>{new}</name>")
-        xml.write_text(text)
-    return root
 
 
 def test_a_new_projects_first_labels_are_the_servers_coverage_order_and_its_first_model_the_servers(
