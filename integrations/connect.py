@@ -183,8 +183,10 @@ def connect_project(
         report.actions.append("the queue already uses uncertainty sampling with our predictions, fetched automatically")
     status = _backend_training_status(backend_url, project_id, access)
     report.actions.append(_threshold_line(mine, access, status))
-    if status is not None and isinstance(status.get("message"), str):
-        report.actions.append(f"pre-annotations: {status['message']}")  # which labels the served model knows, when the rest are learned
+    if status is not None and isinstance(status.get("pre_annotations"), str):
+        report.actions.append(
+            f"pre-annotations: {status['pre_annotations']}"
+        )  # which labels the served model knows, when the rest are learned
 
     _webhook_headers(client, project_id, backend_url, access, report)
 

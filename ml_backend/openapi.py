@@ -51,7 +51,7 @@ _ERRORS: dict[str, str] = {
     "404": "Nothing stored for this project yet.",
     "405": "The route exists but not with this HTTP method.",
     "413": "The request body is larger than 32 MiB.",
-    "422": "The labeling config cannot be served by the model (no matching control tag, or no label maps to a model class).",
+    "422": "The labeling config cannot be served by this kind of model (no `<Image>`, or no control tag for its task).",
     "502": "Label Studio could not be reached or answered with an error.",
     "503": "The model (`MODEL_PATH`, or the project's retrained one) is missing or still loading.",
 }
@@ -101,6 +101,11 @@ _SCHEMAS: dict[str, Any] = {
             "model_loaded": {"type": "boolean"},
             "model_task": {"type": "string", "nullable": True, "description": "detect, segment, classify or obb"},
             "model_error": {"type": "string", "nullable": True, "description": "why the model could not be loaded"},
+            "projects": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "per project (as of its last /setup): which labels are pre-annotated, and when the rest are learned",
+            },
         },
     },
     "Task": {
@@ -127,10 +132,20 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Classes": {
+        "type": "object",
+        "description": "The project's labels: those the served model predicts, and those a model of the project's own will learn.",
+        "required": ["known", "learning"],
+        "properties": {"known": {"type": "array", "items": {"type": "string"}}, "learning": {"type": "array", "items": {"type": "string"}}},
+    },
     "SetupResponse": {
         "type": "object",
-        "required": ["model_version"],
-        "properties": {"model_version": {"type": "string"}},
+        "required": ["model_version", "classes", "pre_annotations"],
+        "properties": {
+            "model_version": {"type": "string"},
+            "classes": _ref("Classes"),
+            "pre_annotations": {"type": "string", "description": "what is pre-annotated now, and when the rest will be"},
+        },
     },
     "PredictRequest": {
         "type": "object",
@@ -235,6 +250,11 @@ _SCHEMAS: dict[str, Any] = {
             "retrain_threshold_from": {"type": "string"},
             "model_version": {"type": "string", "nullable": True},
             "last_run": {"type": "object", "nullable": True},
+            "classes": _ref("Classes"),
+            "pre_annotations": {
+                "type": "string",
+                "description": "what is pre-annotated now, and when the rest will be (once Label Studio has sent the labeling config)",
+            },
         },
     },
     "TrainingList": {

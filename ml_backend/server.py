@@ -122,7 +122,7 @@ def create_app(
             return {}
         plan = checked.plan(training.threshold(project_id)[0])
         project_plans[str(project_id)] = plan
-        return {"classes": checked.coverage.to_json(), "message": plan}
+        return {"classes": checked.coverage.to_json(), "pre_annotations": plan}
 
     if warm_up:
         holder.warm_up_in_background()
@@ -212,7 +212,7 @@ def create_app(
         if project:
             project_plans[project] = plan
         log.info("setup project=%s model=%s: %s", project or "?", checked.version, plan)
-        return jsonify({"model_version": checked.version, "classes": checked.coverage.to_json(), "message": plan})
+        return jsonify({"model_version": checked.version, "classes": checked.coverage.to_json(), "pre_annotations": plan})
 
     @app.post("/predict")
     def predict() -> Response:

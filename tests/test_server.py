@@ -275,7 +275,7 @@ def test_a_project_with_classes_the_model_does_not_know_is_accepted_and_told_wha
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
     assert body["classes"] == {"known": ["Square"], "learning": ["fish", "starfish"]}
-    assert body["message"] == (
+    assert body["pre_annotations"] == (
         "no model for fish, starfish yet: the first one trains after 25 labeled tasks; until then tasks are ordered for coverage "
         "(Square is pre-annotated now)"
     )
@@ -286,8 +286,8 @@ def test_a_project_with_classes_the_model_does_not_know_is_accepted_and_told_wha
     }
     assert labels == {"Square"}  # what the model knows is pre-annotated; nothing is shown for the rest
     status = client.get("/training?project=4").get_json()
-    assert status["classes"] == body["classes"] and status["message"] == body["message"]
-    assert client.get("/health").get_json()["projects"] == {"4": body["message"]}
+    assert status["classes"] == body["classes"] and status["pre_annotations"] == body["pre_annotations"]
+    assert client.get("/health").get_json()["projects"] == {"4": body["pre_annotations"]}
     nothing = NEW_CLASSES_CFG.replace('<Label value="Square"/>', "")
     resp = client.post("/setup", json={"project": "5.1", "schema": nothing})
     assert resp.status_code == 200 and resp.get_json()["classes"] == {"known": [], "learning": ["fish", "starfish"]}
@@ -300,7 +300,7 @@ def test_a_one_label_project_the_model_does_not_know_is_shown_every_object_as_it
     client = new_app(make_settings(tmp_path, detect_weights, SCORE_THRESHOLD="0.3")).test_client()
     one = NEW_CLASSES_CFG.replace('<Label value="Square"/><Label value="starfish"/>', "")
     body = client.post("/setup", json={"project": "6.1", "schema": one}).get_json()
-    assert body["classes"] == {"known": [], "learning": ["fish"]} and body["message"].endswith("shown as fish to correct")
+    assert body["classes"] == {"known": [], "learning": ["fish"]} and body["pre_annotations"].endswith("shown as fish to correct")
     results = client.post("/predict", json={"tasks": tasks_for([u for u, _ in items]), "project": "6.1"}).get_json()["results"]
     regions = [r for res in results for r in res["result"]]
     assert regions and {r["value"]["rectanglelabels"][0] for r in regions} == {"fish"}

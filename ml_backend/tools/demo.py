@@ -201,7 +201,7 @@ def start_demo(
                 client.request("DELETE", f"/api/ml/{b['id']}")
         client.add_ml_backend(pid, backend_url, title="YOLO active learning (demo)", is_interactive=True)
         setup = requests.post(f"{backend_url}/setup", json={"project": str(pid), "schema": DEMO_CONFIG}, timeout=30).json()
-        print(f"    the backend says: {setup.get('message', '')}", flush=True)
+        print(f"    the backend says: {setup.get('pre_annotations', '')}", flush=True)
 
         print("5/6 asking Label Studio for pre-annotations ...", flush=True)
         client.retrieve_predictions(pid)
@@ -230,7 +230,7 @@ def start_demo(
         )
         print(
             f"\nDemo ready: {result.predicted}/{result.tasks} tasks pre-annotated ({result.regions} boxes) by {version}.\n"
-            f"  Classes:      {setup.get('message', '')}\n"
+            f"  Classes:      {setup.get('pre_annotations', '')}\n"
             f"  Label Studio: {ls.url}/projects/{pid}/data  (log in as {ls.username} / {ls.password})\n"
             f"  Queue:        the Data Manager tab 'Active learning queue'; Label (the button) serves one annotator tasks {result.queue[:5]} first\n"
             f"                (the cluster labeled least first, then the highest priority: docs/queue.md)\n"

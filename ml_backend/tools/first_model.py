@@ -110,7 +110,7 @@ def run_first_model(
         status = requests.get(f"{url}/training", params={"project": pid}, timeout=30).json()
         out: dict[str, Any] = {
             "data": str(data), "weights": str(weights), "images": len(tasks), "classes": list(ds.names.values()),
-            "threshold": status["retrain_min_new_labels"], "message": status.get("message"), "runs": [],
+            "threshold": status["retrain_min_new_labels"], "pre_annotations": status.get("pre_annotations"), "runs": [],
         }  # fmt: skip
         labeled: list[int] = []
         deadline = time.monotonic() + timeout

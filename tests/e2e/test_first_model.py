@@ -24,7 +24,7 @@ def test_first_model_labels_in_label_studios_order_until_the_classes_are_shown(
         monkeypatch.setenv(k, v)
     out = run_first_model(str(root), "voc", str(detect_weights), tmp_path / "work", images=0, max_labels=20)
     assert out["images"] == 40 and out["threshold"] == 10 and out["classes"] == ["box", "ring", "wedge"]
-    assert out["message"].startswith("no model for box, ring, wedge yet: the first one trains after 10 labeled tasks")
+    assert out["pre_annotations"].startswith("no model for box, ring, wedge yet: the first one trains after 10 labeled tasks")
     first = out["runs"][0]
     assert 10 <= first["labels"] <= 12 and first["dataset"]["classes"]["new"] == ["box", "ring", "wedge"]
     served = [r for r in out["runs"] if r["promoted"]]

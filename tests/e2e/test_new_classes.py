@@ -119,7 +119,7 @@ def test_a_project_of_new_classes_learns_them_from_its_first_labels(ls_client, l
         assert last["dataset"]["classes"] == {"classes": ["ring", "box"], "new": ["ring", "box"], "from_starting_model": {}}
         assert last["judgement"]["old"] == 0.0 < last["judgement"]["new"]  # the base model finds no ring or box
         own = last["version"]
-        assert first["model_version"] == own and first["message"] == "the served model predicts every label (ring, box)"
+        assert first["model_version"] == own and first["pre_annotations"] == "the served model predicts every label (ring, box)"
 
         # The project's tasks are re-scored with its own model: pre-annotations of its own classes.
         wait_for(lambda: rescored(ls_client, pid, ids, own), 180, "the project's own model's predictions on every task")
@@ -137,7 +137,7 @@ def test_a_project_of_new_classes_learns_them_from_its_first_labels(ls_client, l
         ls_client.retrieve_predictions(pid, ids[-1:])  # Label Studio sends the new config with its request
         status = training_status(backend, pid)
         assert status["classes"] == {"known": ["ring", "box"], "learning": ["wedge"]}, status
-        assert status["message"].startswith("no model for wedge yet: it is learned at the next retraining")
+        assert status["pre_annotations"].startswith("no model for wedge yet: it is learned at the next retraining")
         for tid in ids[:THRESHOLD]:  # the annotators add the wedges to what they labeled
             ls_client.patch(f"/api/annotations/{annotations[tid]}", json={"result": truth(scenes[tid], OWN, set(OWN.values()))})
         second = wait_for(
