@@ -19,8 +19,8 @@ from ml_backend.training.metrics import ImageRecord, image_record
 PRIMARY_METRIC = {"detect": "mAP50-95", "obb": "mAP50-95", "segment": "mask mAP50-95", "classify": "top1"}
 
 
-def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Settings, workdir: Path) -> dict[str, Any]:
-    """Ultralytics' validation of ``weights`` on the ``val`` split of ``data``.
+def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Settings, workdir: Path, split: str = "val") -> dict[str, Any]:
+    """Ultralytics' validation of ``weights`` on the ``val`` split of ``data`` (or ``split``).
 
     Returns:
         ``{"metric": name, "primary": value, ...}``: for detection-like models ``map50_95``,
@@ -35,7 +35,7 @@ def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Setting
     model = YOLO(str(weights))
     r = model.val(
         data=str(data),
-        split="val",
+        split=split,
         imgsz=settings.train_imgsz,
         batch=settings.train_batch if settings.train_batch > 0 else 16,
         device=settings.ultralytics_device,
@@ -113,14 +113,15 @@ def heldout_images(dataset_root: Path) -> list[tuple[np.ndarray, np.ndarray, np.
     return out
 
 
-def heldout_records(weights: str | Path, dataset_root: Path, n_classes: int, settings: Settings) -> list[ImageRecord]:
-    """Each held-out image of a written detection dataset (``images/val``) as an :class:`ImageRecord`
-    of ``weights``' detections (confidence >= 0.001, as mAP is measured; at ``TRAIN_IMGSZ``), in file order."""
+def heldout_records(weights: str | Path, dataset_root: Path, n_classes: int, settings: Settings, split: str = "val") -> list[ImageRecord]:
+    """Each held-out image of a written detection dataset (``images/val``; ``split="train"``: the
+    training images) as an :class:`ImageRecord` of ``weights``' detections (confidence >= 0.001, as
+    mAP is measured; at ``TRAIN_IMGSZ``), in file order."""
     from PIL import Image
 
     from ml_backend.inference.model import import_yolo
 
-    images = sorted((dataset_root / "images" / "val").glob("*.jpg"))
+    images = sorted((dataset_root / "images" / split).glob("*.jpg"))
     if not images:
         return []
     model = import_yolo()(str(weights))
@@ -133,7 +134,7 @@ def heldout_records(weights: str | Path, dataset_root: Path, n_classes: int, set
         for path, r in zip(chunk, results, strict=True):
             with Image.open(path) as im:
                 w, h = im.size
-            gt, gc = yolo_labels(dataset_root / "labels" / "val" / f"{path.stem}.txt", w, h)
+            gt, gc = yolo_labels(dataset_root / "labels" / split / f"{path.stem}.txt", w, h)
             b = r.boxes
             out.append(image_record(gt, gc, b.xyxy.cpu().numpy(), b.cls.cpu().numpy().astype(int), b.conf.cpu().numpy(), n_classes))
     return out

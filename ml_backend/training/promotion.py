@@ -13,7 +13,10 @@
   fine-tuned on strictly more labels, and in the label-savings study such a model beat its parent
   on the test split in most rounds (docs/retraining.md gives the count); waiting for a judge that
   cannot judge would keep a small project on its first model, as users saw.
-* Both models at mAP50 0 on the held-out labels: nothing shows the new one is better; kept.
+* Both models at mAP50 0 on the held-out labels: the held-out images show nothing, so every labeled
+  image (training and held-out) is looked at as a floor (:func:`labeled_floor`): a new model that
+  finds something right there where the served one finds nothing (a new project's first model,
+  against COCO weights that know none of its classes) is served; otherwise kept.
 
 ``PROMOTION=always`` serves every run; non-detection models (classification, segmentation,
 oriented boxes) are judged on their primary metric as before (:func:`decide`).
@@ -62,7 +65,7 @@ class Judgement:
     Attributes:
         promote: serve the new model.
         reason: one sentence a newcomer understands.
-        rule: ``bootstrap``, ``too_few_heldout``, ``always`` or ``no_evidence``.
+        rule: ``bootstrap``, ``too_few_heldout``, ``always``, ``no_evidence`` or ``labeled_floor``.
         heldout: held-out images judged on.
         old, new: mAP50 of each model on them.
         low, high: the interval of ``new - old`` (None without a bootstrap).
@@ -143,3 +146,35 @@ def judge(
             f"by more than {margin:.2f} (the difference is between {low:+.3f} and {high:+.3f} with {confidence:.0%} confidence)"
         )
     return Judgement(promote, reason, "bootstrap", n, a, b, low, high, confidence, margin)
+
+
+def labeled_floor(verdict: Judgement, old: Sequence[ImageRecord], new: Sequence[ImageRecord]) -> Judgement:
+    """When the held-out images show nothing (``no_evidence``: both models at mAP50 0 there), judge on
+    every labeled image (``old``, ``new``: both models' records of the training and held-out images):
+    a model that finds something right where the served one finds nothing at all has learned what
+    the served one lacks, and is served. Any other verdict is returned as it is.
+
+    A model is judged on images it was trained on here, which flatters it; the rule asks only
+    whether it finds anything, against a served model that finds nothing (a model that knows none
+    of the project's labels), never whether it is better than a model that finds something.
+
+    Example:
+        >>> from ml_backend.training.metrics import image_record
+        >>> box = np.array([[0, 0, 10, 10]])
+        >>> hit = image_record(box, [0], box, [0], [0.9], 1)
+        >>> miss = image_record(box, [0], np.zeros((0, 4)), [], [], 1)
+        >>> labeled_floor(judge([miss], [miss]), [miss] * 8, [hit] * 8).rule
+        'labeled_floor'
+    """
+    if verdict.rule != "no_evidence":
+        return verdict
+    a, b = map50(old), map50(new)
+    if a <= 0.0 < b:
+        return Judgement(
+            True,
+            f"served: on the {verdict.heldout} held-out image{'s' if verdict.heldout != 1 else ''} neither model finds anything, but on all "
+            f"{len(new)} labeled images the new model's mAP50 is {b:.3f} and the served one finds nothing: it has learned what the "
+            "served model lacks",
+            "labeled_floor", verdict.heldout, a, b, confidence=verdict.confidence, margin=verdict.margin,
+        )  # fmt: skip
+    return verdict

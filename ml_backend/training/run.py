@@ -43,7 +43,8 @@ from ml_backend.settings import Settings
 from ml_backend.training.dataset import current_annotation, dataloader_workers, split_score, unknown_labels, write_dataset
 from ml_backend.training.evaluate import evaluate, heldout_images, heldout_records, nothing_found
 from ml_backend.training.heads import ClassPlan, HeadError, plan_classes, write_with_classes
-from ml_backend.training.promotion import decide, judge
+from ml_backend.training.metrics import ImageRecord
+from ml_backend.training.promotion import Judgement, decide, judge, labeled_floor
 from ml_backend.training.pseudo_labels import add_pseudo_labels, calibrate_thresholds
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,32 @@ def project_start(weights: str | Path, names: dict[int, str], target: Any, kind:
     return start, previous, plan
 
 
+def judge_detector(
+    served: str | Path, trained: str | Path, root: Path, n_classes: int, settings: Settings
+) -> tuple[Judgement, list[ImageRecord]]:
+    """Whether the ``trained`` detector should be served instead of ``served`` (both in the dataset's
+    classes), judged on the held-out images of the dataset at ``root`` (:func:`ml_backend.training.promotion.judge`),
+    with every labeled image as a floor when those show nothing (:func:`ml_backend.training.promotion.labeled_floor`).
+    The server's retraining and the study's server loop both judge here.
+
+    Returns:
+        The verdict, and the trained model's records of the held-out images.
+    """
+    new = heldout_records(trained, root, n_classes, settings)
+    old = heldout_records(served, root, n_classes, settings)
+    verdict = judge(
+        old, new, settings.promotion, settings.promotion_min_heldout, settings.promotion_margin, settings.promotion_confidence,
+        seed=settings.al_seed,
+    )  # fmt: skip
+    if verdict.rule == "no_evidence":  # the held-out images show nothing: every labeled image as a floor
+        verdict = labeled_floor(
+            verdict,
+            old + heldout_records(served, root, n_classes, settings, split="train"),
+            new + heldout_records(trained, root, n_classes, settings, split="train"),
+        )
+    return verdict, new
+
+
 def train_project(
     req: TrainRequest,
     settings: Settings,
@@ -339,11 +366,7 @@ def train_project(
     judgement: dict[str, Any] = {}
     if kind == "detect":  # a paired bootstrap over the held-out images (training.promotion)
         n_classes = len(names)
-        new_records = heldout_records(new_weights, summary.root, n_classes, settings)
-        verdict = judge(
-            heldout_records(previous, summary.root, n_classes, settings), new_records,
-            settings.promotion, settings.promotion_min_heldout, settings.promotion_margin, settings.promotion_confidence, seed=settings.al_seed,
-        )  # fmt: skip
+        verdict, new_records = judge_detector(previous, new_weights, summary.root, n_classes, settings)
         promote, why, judgement = verdict.promote, verdict.reason, verdict.to_json()
         # The new model's own confidence per class that is right PSEUDO_PRECISION of the time on the
         # held-out labels: scoring marks tasks whose every box clears it as review-only (REVIEW_ONLY).
@@ -351,6 +374,17 @@ def train_project(
         metrics_new["review_thresholds"] = {str(names[c]): (None if np.isinf(t) else float(t)) for c, t in enumerate(sure)}
     else:
         promote, why = decide(metrics_old, metrics_new, settings.promotion)
+        if not promote and max(metrics_old["primary"], metrics_new["primary"]) <= 0.0:  # the held-out images show nothing
+            on_old = evaluate(previous, summary.data, kind, settings, workdir, split="train") if plan.known else nothing_found(kind)
+            on_new = evaluate(new_weights, summary.data, kind, settings, workdir, split="train")
+            if on_old["primary"] <= 0.0 < on_new["primary"]:
+                promote, why = (
+                    True,
+                    (
+                        f"served: neither model scores on the held-out labels, but on the training labels the new model's "
+                        f"{on_new['metric']} is {on_new['primary']:.4f} and the served one's 0: it has learned what the served model lacks"
+                    ),
+                )
     return TrainOutcome(
         req.project_id,
         "trained",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ml_backend.training.metrics import image_record
-from ml_backend.training.promotion import judge
+from ml_backend.training.promotion import judge, labeled_floor
 
 BOX = np.array([[0, 0, 10, 10]], dtype=float)
 
@@ -59,3 +59,21 @@ def test_always_serves_and_the_judgement_travels_as_json() -> None:
 def test_the_same_images_are_required() -> None:
     with pytest.raises(ValueError, match="same held-out images"):
         judge(_images(1, 3), _images(1, 4))
+
+
+@pytest.mark.parametrize(
+    ("held_new", "labeled_old", "labeled_new", "promote", "rule"),
+    [
+        (0, 0, 6, True, "labeled_floor"),  # a first model: the served one finds nothing anywhere, the new one finds some
+        (0, 0, 0, False, "no_evidence"),  # neither finds anything anywhere
+        (0, 2, 6, False, "no_evidence"),  # the served model finds something: no floor to stand on
+        (1, 0, 6, True, "too_few_heldout"),  # the held-out images judged: the floor is not looked at
+    ],
+)
+def test_the_labeled_images_are_a_floor_when_the_held_out_ones_show_nothing(
+    held_new: int, labeled_old: int, labeled_new: int, promote: bool, rule: str
+) -> None:
+    verdict = labeled_floor(judge(_images(0, 2), _images(held_new, 2), min_heldout=10), _images(labeled_old, 10), _images(labeled_new, 10))
+    assert (verdict.promote, verdict.rule, verdict.heldout) == (promote, rule, 2)
+    if rule == "labeled_floor":
+        assert (verdict.old, verdict.new) == (0.0, pytest.approx(0.6)) and "on all 10 labeled images" in verdict.reason

@@ -293,3 +293,43 @@ def test_the_run_trains_with_the_recipe(tmp_path, tiny_weights) -> None:
     out = train_project(req, settings, FakeClient(tasks), lambda uri, tid: images[uri])
     args = torch.load(out.weights, map_location="cpu", weights_only=False)["train_args"]
     assert (args["optimizer"], args["lr0"], args["momentum"], args["freeze"], args["warmup_epochs"]) == ("AdamW", 0.005, 0.9, 2, 0.0)
+
+
+def test_a_first_model_the_held_out_images_cannot_judge_is_judged_on_every_labeled_image(tmp_path, tiny_weights, monkeypatch) -> None:
+    """A new project's first model, where the held-out images show nothing for either model: the
+    labeled images decide (here, made so: the new model finds every object on the training images)."""
+    from pathlib import Path
+
+    import ml_backend.training.run as run_mod
+    from ml_backend.training.metrics import image_record
+
+    box = np.array([[0.0, 0.0, 10.0, 10.0]])
+    hit, miss = image_record(box, [0], box, [0], [0.9], 3), image_record(box, [0], np.zeros((0, 4)), [], [], 3)
+    looked: list[tuple[str, str]] = []
+
+    def records(weights, root, n_classes, settings, split="val"):  # noqa: ANN001, ANN202
+        looked.append((Path(weights).name, split))
+        found = split == "train" and Path(weights).name == "project5.pt"
+        return [hit if found else miss] * len(list((root / "images" / split).glob("*.jpg")))
+
+    monkeypatch.setattr(run_mod, "heldout_records", records)
+    own = {0: "ring", 1: "box", 2: "wedge"}
+    rng = np.random.default_rng(3)
+    tasks, images = [], {}
+    for tid in range(1, 13):
+        s = make_image(rng, 64, 64)
+        images[f"/u/{tid}.jpg"] = np.asarray(s.image)
+        tasks.append({"id": tid, "data": {"image": f"/u/{tid}.jpg"}, "annotations": [{"id": tid, "result": ls_box_result(s, own)}]})
+    config = CONFIG.replace('<Label value="Round" predicted_values="circle"/><Label value="square"/><Label value="triangle"/>', "")
+    config = config.replace("</RectangleLabels>", '<Label value="ring"/><Label value="box"/><Label value="wedge"/></RectangleLabels>')
+
+    class Client(FakeClient):
+        def get_project(self, project_id: int) -> dict:
+            return {"id": project_id, "label_config": config}
+
+    req = TrainRequest(5, str(tiny_weights("detect")), "v0", str(tmp_path / "run"))
+    out = train_project(req, settings_for(tmp_path), Client(tasks), lambda uri, tid: images[uri])
+    assert out.promote and out.judgement["rule"] == "labeled_floor" and out.judgement["new"] == pytest.approx(8 / 12), out.judgement
+    assert sorted(looked) == sorted(
+        [("project5.pt", "val"), ("previous.pt", "val"), ("previous.pt", "train"), ("project5.pt", "train")]
+    )  # the served model is judged in the project's classes (previous.pt), the training images only once the held-out ones showed nothing

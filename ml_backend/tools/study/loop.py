@@ -362,15 +362,9 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
     judgement = None
     served = measured = Path(trained)
     if loop:
-        from ml_backend.training.evaluate import heldout_records
-        from ml_backend.training.promotion import judge
+        from ml_backend.training.run import judge_detector
 
-        n_classes = len(ds.names)
-        verdict = judge(
-            heldout_records(previous, summary.root, n_classes, settings), heldout_records(trained, summary.root, n_classes, settings),
-            settings.promotion,
-            settings.promotion_min_heldout, settings.promotion_margin, settings.promotion_confidence, seed=settings.al_seed,
-        )  # fmt: skip
+        verdict, _ = judge_detector(previous, trained, summary.root, len(ds.names), settings)
         judgement = verdict.to_json()
         if not verdict.promote:  # the served model stays; measured in the dataset's classes
             served, measured = Path(base), Path(previous)
