@@ -216,7 +216,9 @@ def _finite(x: float) -> float | None:
 
 
 def _median(c: Curves, key: str) -> float:
-    vals = [r[key] for row in c.records for r in row if int(r["round"]) > 0 and key in r]
+    """The median of ``key`` over the rounds after round 0 (round 0's own when there are no others)."""
+    later = [r[key] for row in c.records for r in row if int(r["round"]) > 0 and key in r]
+    vals = later or [r[key] for row in c.records for r in row if key in r]
     return float(np.median(vals)) if vals else float("nan")
 
 
