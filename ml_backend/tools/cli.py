@@ -5,7 +5,7 @@
 
 Example:
     >>> sorted(c.name for c in COMMANDS)
-    ['bench', 'demo', 'make-digits', 'pretrain', 'simulate']
+    ['bench', 'demo', 'first-model', 'make-digits', 'pretrain', 'simulate']
 """
 
 from __future__ import annotations

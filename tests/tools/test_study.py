@@ -289,9 +289,12 @@ def test_a_new_projects_first_labels_are_the_servers_coverage_order_and_its_firs
         names = load_weights(str(tmp_path / "study" / "models" / f"{arm}-seed0-round0.pt")).names
         assert names == {0: "box", 1: "ring", 2: "wedge"}  # the dataset's classes
     table = report(tmp_path / "study", resamples=200)
-    assert "| objects | " in table and "saved by proposals |" in table
+    assert "| objects | " in table and "seconds with proposals (saved) |" in table
     first = json.loads((tmp_path / "study" / "summary.json").read_text())["arms"]["objects"]["first_round"]
     assert first["seconds_shown"] == pytest.approx(DEFAULT_COSTS.seconds(Corrections.from_json(by[("objects", 0)]["effort_total"])))
+    boxes = by[("objects", 0)]["effort"]["gt_boxes"]
+    assert first["seconds_scratch"] == pytest.approx(6 * DEFAULT_COSTS.image + boxes * DEFAULT_COSTS.draw) == first["seconds_shown"]
+    assert first["shown_saving"]["estimate"] == pytest.approx(0.0)  # nothing shown: what drawing from scratch costs
 
 
 def _test_images(root: Path) -> list[Path]:

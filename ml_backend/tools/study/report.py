@@ -188,26 +188,42 @@ def summarize(
 
 def first_round(c: Curves, table: CostTable = DEFAULT_COSTS, resamples: int = 10_000) -> dict[str, Any] | None:
     """Round 0 (before the project has a model of its own): the first model's score, and the annotator
-    seconds of its images as they were shown against with class-agnostic proposals (the records'
-    ``effort_proposals``), with the proposals' saving ``1 - proposals / shown`` and its interval
-    over seeds. None for records without proposal counts (older studies).
+    seconds of its images drawn from scratch, as they were shown, and with class-agnostic proposals
+    (the records' ``effort_proposals``), with each one's saving against drawing from scratch
+    (``1 - seconds / scratch``) and its interval over seeds. None for records without proposal
+    counts (older studies).
 
     Example:
         >>> rec = lambda s, shown, prop: {"seed": s, "round": 0, "labels": 1, "map50": 0.5, "per_class": {},
-        ...     "effort_total": {"images": 1, "drawn": shown}, "effort_proposals": {"images": 1, "accepted": prop}}
-        >>> c = Curves([rec(0, 2, 1), rec(1, 4, 2)], "map50", DEFAULT_COSTS, "x")
-        >>> first_round(c, resamples=100)["seconds_shown"]
-        23.0
+        ...     "effort_total": {"images": 1, "gt_boxes": 2, "drawn": shown}, "effort_proposals": {"images": 1, "gt_boxes": 2, "accepted": prop}}
+        >>> f = first_round(Curves([rec(0, 2, 2), rec(1, 2, 1)], "map50", DEFAULT_COSTS, "x"), resamples=100)
+        >>> f["seconds_scratch"], f["seconds_shown"], f["seconds_proposals"]
+        (16.0, 16.0, 4.4)
     """
     if c.rounds[0] != 0 or not all("effort_proposals" in row[0] for row in c.records):
         return None
-    shown = np.array([table.seconds(Corrections.from_json(row[0]["effort_total"])) for row in c.records])
-    proposed = np.array([table.seconds(Corrections.from_json(row[0]["effort_proposals"])) for row in c.records])
+
+    def seconds(key: str) -> np.ndarray:
+        return np.array([table.seconds(Corrections.from_json(row[0][key])) for row in c.records])
+
+    scratch = np.array(
+        [
+            table.seconds(Corrections(images=r["images"], gt_boxes=r["gt_boxes"], drawn=r["gt_boxes"]))
+            for r in (row[0]["effort_total"] for row in c.records)
+        ]
+    )
+    shown, proposed = seconds("effort_total"), seconds("effort_proposals")
+
+    def saving(x: np.ndarray) -> dict[str, Any]:
+        return bootstrap(lambda d: float(1 - x[d].sum() / scratch[d].sum()), len(x), resamples=resamples).to_json()
+
     return {
         "map50": float(c.score[:, 0].mean()),
+        "seconds_scratch": float(scratch.mean()),
         "seconds_shown": float(shown.mean()),
         "seconds_proposals": float(proposed.mean()),
-        "proposals_saving": bootstrap(lambda d: float(1 - proposed[d].sum() / shown[d].sum()), len(shown), resamples=resamples).to_json(),
+        "shown_saving": saving(shown),
+        "proposals_saving": saving(proposed),
     }
 
 
@@ -277,16 +293,18 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     if firsts:
         lines += [
             "",
-            "Round 0, before a model of the project's own: the first model's score, and its images' estimated annotator seconds as "
-            "the starting model's pre-annotations showed them against with class-agnostic proposals (every box it finds, whatever "
-            "its class), mean over seeds:",
+            "Round 0, before a model of the project's own: the first model's score, and its images' estimated annotator seconds "
+            "drawn from scratch, as the starting model's pre-annotations showed them, and with class-agnostic proposals (every box "
+            "it finds, whatever its class, with the first label where its class maps to none), mean over seeds; savings against "
+            "drawing from scratch:",
             "",
-            f"| arm | first model's {m} | seconds as shown | seconds with proposals | saved by proposals |",
+            f"| arm | first model's {m} | seconds from scratch | seconds as shown (saved) | seconds with proposals (saved) |",
             "|---|---|---|---|---|",
         ]
         for name, f in firsts.items():
             lines.append(
-                f"| {name} | {f['map50']:.3f} | {f['seconds_shown']:.0f} | {f['seconds_proposals']:.0f} | {_pct(f['proposals_saving'])} |"
+                f"| {name} | {f['map50']:.3f} | {f['seconds_scratch']:.0f} | {f['seconds_shown']:.0f} ({_pct(f['shown_saving'])}) | "
+                f"{f['seconds_proposals']:.0f} ({_pct(f['proposals_saving'])}) |"
             )
     lines += ["", *verdicts(summary)]
     return "\n".join(lines) + "\n"
