@@ -1,4 +1,4 @@
-"""The tools' commands: ``python -m ml_backend demo | simulate | bench | pretrain | make-digits``.
+"""The tools' commands: ``python -m ml_backend demo | simulate | bench | pretrain | make-digits | first-model``.
 
 :data:`COMMANDS` are :class:`ml_backend.cli.Command` records that ``python -m ml_backend``
 (:mod:`ml_backend.__main__`) adds to the runtime's own.
