@@ -37,6 +37,7 @@ from ml_backend.inference.model import ModelHolder, ModelUnavailableError
 from ml_backend.inference.predictor import BadRequest, make_fetcher
 from ml_backend.jobs.label_events import LABEL_ACTIONS, as_id
 from ml_backend.jobs.runners import Runner
+from ml_backend.scoring.pool import cold_start_order
 from ml_backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def create_app(
             checked = predictor.check(schema, wait=0, project=project_id)
         except (ModelUnavailableError, LabelConfigError):
             return {}
-        plan = checked.plan(training.threshold(project_id)[0])
+        plan = checked.plan(training.threshold(project_id)[0], cold_start_order(settings))
         project_plans[str(project_id)] = plan
         return {"classes": checked.coverage.to_json(), "pre_annotations": plan}
 
@@ -208,7 +209,9 @@ def create_app(
             # Label Studio sends the ML backend's extra_params on every /setup: they are the
             # project's settings (absent: back to RETRAIN_MIN_NEW_LABELS).
             training.set_threshold(project_id, threshold)
-        plan = checked.plan(training.threshold(project_id)[0] if project_id is not None else settings.retrain_min_new_labels)
+        plan = checked.plan(
+            training.threshold(project_id)[0] if project_id is not None else settings.retrain_min_new_labels, cold_start_order(settings)
+        )
         if project:
             project_plans[project] = plan
         log.info("setup project=%s model=%s: %s", project or "?", checked.version, plan)

@@ -129,10 +129,11 @@ SPECS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec(
         "AL_COLD_START_STRATEGY",
-        "typical",
+        "random",
         "The queue order while the served model cannot predict some of the project's labels (a new project's classes before its "
-        "first model of its own, a label added since): `typical` (the most typical image of each uncovered cluster of the "
-        "pretrained features), `diversity` (k-center) or `random`. `AL_STRATEGY=random` is random throughout.",
+        "first model of its own, a label added since): `random`, `typical` (the most typical image of each uncovered cluster of "
+        "the pretrained features) or `diversity` (k-center). The study found neither coverage order better than random for the "
+        "first model (docs/study.md).",
     ),
     SettingSpec("AL_BATCH", "100", "How many tasks k-center orders at the top of the queue per scoring round."),
     SettingSpec(
@@ -375,7 +376,7 @@ class Settings:
     al_cost_weight: float = 1.0
     al_prefilter: float = 4.0
     al_cold_start_labels: int = 40
-    al_cold_start_strategy: str = "typical"
+    al_cold_start_strategy: str = "random"
     al_batch: int = 100
     al_clusters: int = 8
     al_cluster_push_max: int = 2000
@@ -448,7 +449,7 @@ class Settings:
             al_cost_weight=_parse(env, "AL_COST_WEIGHT", _bounded_float(0.0, 10.0), "a number between 0 and 10"),
             al_prefilter=_parse(env, "AL_PREFILTER", _bounded_float(1.0, 100.0), "a number between 1 and 100"),
             al_cold_start_labels=_parse(env, "AL_COLD_START_LABELS", _non_negative_int, "an integer >= 0"),
-            al_cold_start_strategy=_parse(env, "AL_COLD_START_STRATEGY", _one_of("typical", "diversity", "random"), "a strategy name"),
+            al_cold_start_strategy=_parse(env, "AL_COLD_START_STRATEGY", _one_of("random", "typical", "diversity"), "a strategy name"),
             al_batch=_parse(env, "AL_BATCH", _positive_int, "a positive integer"),
             al_clusters=_parse(env, "AL_CLUSTERS", _positive_int, "a positive integer"),
             al_cluster_push_max=_parse(env, "AL_CLUSTER_PUSH_MAX", _non_negative_int, "an integer >= 0"),

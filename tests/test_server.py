@@ -276,7 +276,7 @@ def test_a_project_with_classes_the_model_does_not_know_is_accepted_and_told_wha
     body = resp.get_json()
     assert body["classes"] == {"known": ["Square"], "learning": ["fish", "starfish"]}
     assert body["pre_annotations"] == (
-        "no model for fish, starfish yet: the first one trains after 25 labeled tasks; until then tasks are ordered for coverage "
+        "no model for fish, starfish yet: the first one trains after 25 labeled tasks; until then tasks come in random order "
         "(Square is pre-annotated now)"
     )
     labels = {

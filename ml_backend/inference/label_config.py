@@ -162,17 +162,18 @@ class Coverage:
     def to_json(self) -> dict[str, list[str]]:
         return {"known": list(self.known), "learning": list(self.missing)}
 
-    def plan(self, threshold: int, own_model: bool, proposals: bool = False) -> str:
+    def plan(self, threshold: int, own_model: bool, proposals: bool = False, order: str = "random") -> str:
         """One sentence for the project's people: what is pre-annotated now and when the rest will be.
 
         Args:
             threshold: the project's retraining threshold (0: only Label Studio's train button).
             own_model: the project is served a model of its own (trained on its labels).
             proposals: every object the model finds is shown with the project's one label (:func:`proposal_label`).
+            order: the queue's order until then (``AL_COLD_START_STRATEGY``).
 
         Example:
             >>> Coverage(("fish", "person"), ("person",)).plan(50, own_model=False)
-            'no model for fish yet: the first one trains after 50 labeled tasks; until then tasks are ordered for coverage (person is pre-annotated now)'
+            'no model for fish yet: the first one trains after 50 labeled tasks; until then tasks come in random order (person is pre-annotated now)'
         """
         if self.complete:
             return f"the served model predicts every label ({', '.join(self.labels)})"
@@ -182,7 +183,8 @@ class Coverage:
             else "when Label Studio's train button is pressed (automatic retraining is off)"
         )
         what = f"it is learned at the next retraining, {when}" if own_model else f"the first one trains {when}"
-        text = f"no model for {', '.join(self.missing)} yet: {what}; until then tasks are ordered for coverage"
+        queue = "come in random order" if order == "random" else f"are ordered for coverage ({order})"
+        text = f"no model for {', '.join(self.missing)} yet: {what}; until then tasks {queue}"
         if proposals:
             text += f", and every object the pretrained model finds is shown as {self.missing[0]} to correct"
         return text + (f" ({', '.join(self.known)} {'is' if len(self.known) == 1 else 'are'} pre-annotated now)" if self.known else "")

@@ -91,9 +91,9 @@ class Check:
     own_model: bool
     proposals: bool = False
 
-    def plan(self, threshold: int) -> str:
-        """:meth:`Coverage.plan` for this project."""
-        return self.coverage.plan(threshold, self.own_model, self.proposals)
+    def plan(self, threshold: int, order: str) -> str:
+        """:meth:`Coverage.plan` for this project, whose queue is in ``order`` until its model knows every label."""
+        return self.coverage.plan(threshold, self.own_model, self.proposals, order)
 
 
 class Predictor:

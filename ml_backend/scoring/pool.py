@@ -355,12 +355,20 @@ def strategy_name(settings: Settings, served: Served) -> str:
     Example:
         >>> from ml_backend.inference.label_config import Target
         >>> target = Target("b", "i", "image", "rectangle", ("fish",), {})
-        >>> strategy_name(Settings(), Served(None, target, {}))  # type: ignore[arg-type]
+        >>> strategy_name(Settings(al_cold_start_strategy="typical"), Served(None, target, {}))  # type: ignore[arg-type]
         'typical'
     """
-    if settings.al_strategy != "random" and not served.coverage.complete:
-        return settings.al_cold_start_strategy
-    return settings.al_strategy
+    return settings.al_strategy if served.coverage.complete else cold_start_order(settings)
+
+
+def cold_start_order(settings: Settings) -> str:
+    """The queue's order while the served model cannot predict some of a project's labels.
+
+    Example:
+        >>> cold_start_order(Settings(al_cold_start_strategy="typical")), cold_start_order(Settings(al_strategy="random", al_cold_start_strategy="typical"))
+        ('typical', 'random')
+    """
+    return "random" if settings.al_strategy == "random" else settings.al_cold_start_strategy
 
 
 def _strategy(pool: Pool, settings: Settings, served: Served) -> StrategySpec:

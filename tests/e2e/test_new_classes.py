@@ -94,7 +94,7 @@ def test_a_project_of_new_classes_learns_them_from_its_first_labels(ls_client, l
         said = "\n".join(report.actions)
         assert (
             f"pre-annotations: no model for ring, box yet: the first one trains after {THRESHOLD} labeled tasks; "
-            "until then tasks are ordered for coverage"
+            "until then tasks come in random order"
         ) in said, said
         ls_client.add_ml_backend(other, backend.url)
         health = requests.get(f"{backend.url}/health", timeout=10).json()

@@ -97,45 +97,51 @@ def test_coverage_says_which_labels_the_model_predicts(names: dict, labels: tupl
 
 
 @pytest.mark.parametrize(
-    ("cov", "threshold", "own", "expected"),
+    ("cov", "threshold", "own", "order", "expected"),
     [
         (
             Coverage(("fish", "starfish", "jellyfish"), ()),
             50,
             False,
-            "no model for fish, starfish, jellyfish yet: the first one trains after 50 labeled tasks; until then tasks are ordered for coverage",
+            "random",
+            "no model for fish, starfish, jellyfish yet: the first one trains after 50 labeled tasks; until then tasks come in random order",
         ),
         (
             Coverage(("person", "widget"), ("person",)),
             20,
             False,
-            "no model for widget yet: the first one trains after 20 labeled tasks; until then tasks are ordered for coverage "
+            "typical",
+            "no model for widget yet: the first one trains after 20 labeled tasks; until then tasks are ordered for coverage (typical) "
             "(person is pre-annotated now)",
         ),
         (
             Coverage(("ring", "box", "wedge"), ("ring", "box")),
             8,
             True,
-            "no model for wedge yet: it is learned at the next retraining, after 8 labeled tasks; until then tasks are ordered for "
-            "coverage (ring, box are pre-annotated now)",
+            "random",
+            "no model for wedge yet: it is learned at the next retraining, after 8 labeled tasks; until then tasks come in random "
+            "order (ring, box are pre-annotated now)",
         ),
         (
             Coverage(("fish",), ()),
             0,
             False,
+            "diversity",
             "no model for fish yet: the first one trains when Label Studio's train button is pressed (automatic retraining is off); "
-            "until then tasks are ordered for coverage",
+            "until then tasks are ordered for coverage (diversity)",
         ),
-        (Coverage(("a", "b"), ("a", "b")), 50, True, "the served model predicts every label (a, b)"),
+        (Coverage(("a", "b"), ("a", "b")), 50, True, "random", "the served model predicts every label (a, b)"),
     ],
 )
-def test_the_plan_says_what_happens_to_labels_the_model_does_not_know(cov: Coverage, threshold: int, own: bool, expected: str) -> None:
-    assert cov.plan(threshold, own) == expected
+def test_the_plan_says_what_happens_to_labels_the_model_does_not_know(
+    cov: Coverage, threshold: int, own: bool, order: str, expected: str
+) -> None:
+    assert cov.plan(threshold, own, order=order) == expected
 
 
 def test_the_plan_says_when_every_object_is_shown_as_the_one_label() -> None:
     assert Coverage(("raccoon",), ()).plan(50, False, proposals=True) == (
-        "no model for raccoon yet: the first one trains after 50 labeled tasks; until then tasks are ordered for coverage, "
+        "no model for raccoon yet: the first one trains after 50 labeled tasks; until then tasks come in random order, "
         "and every object the pretrained model finds is shown as raccoon to correct"
     )
 

@@ -216,12 +216,12 @@ def test_the_pool_carries_object_features_and_expected_annotator_seconds(monkeyp
     ("labels", "label_map", "strategy", "used"),
     [
         (("a", "b"), {0: "a", 1: "b"}, "uncertainty", "uncertainty"),  # every label known: AL_STRATEGY
-        (("a", "b", "fish"), {0: "a", 1: "b"}, "uncertainty", "typical"),  # a label the model does not know: coverage
+        (("a", "b", "fish"), {0: "a", 1: "b"}, "uncertainty", "typical"),  # a label the model does not know: AL_COLD_START_STRATEGY
         (("fish", "starfish"), {}, "objects", "typical"),  # a new project's classes from COCO weights
         (("fish", "starfish"), {}, "random", "random"),  # random stays random
     ],
 )
-def test_until_the_model_knows_every_label_the_queue_is_ordered_for_coverage(monkeypatch, labels, label_map, strategy, used) -> None:
+def test_until_the_model_knows_every_label_the_cold_start_order_is_used(monkeypatch, labels, label_map, strategy, used) -> None:
     import ml_backend.scoring.pool as pool_mod
 
     cfg = CFG.replace('<Label value="a"/><Label value="b"/>', "".join(f'<Label value="{x}"/>' for x in labels))
@@ -231,7 +231,7 @@ def test_until_the_model_knows_every_label_the_queue_is_ordered_for_coverage(mon
     monkeypatch.setattr(pool_mod, "_strategy", lambda pool, s, sv: chosen.append(real(pool, s, sv).name) or real(pool, s, sv))
     outputs = {i: det([[0.6, 0.4]], [[0, 0, 10, 10]], [float(i), 1.0, 0.0]) for i in range(1, 6)}
     tasks = [{"id": i, "data": {}, "annotations": []} for i in outputs]
-    pooled = score_tasks(tasks, served, FakePredictor(outputs), settings(AL_STRATEGY=strategy))  # type: ignore[arg-type]
+    pooled = score_tasks(tasks, served, FakePredictor(outputs), settings(AL_STRATEGY=strategy, AL_COLD_START_STRATEGY="typical"))  # type: ignore[arg-type]
     assert chosen == [used] and len(pooled.scores) == 5
     assert all(p["result"] == [] for p in pooled.predictions) == (not label_map)  # nothing known: nothing shown
 

@@ -255,7 +255,7 @@ def test_a_new_projects_first_labels_are_the_servers_coverage_order_and_its_firs
     own_classes_voc: Path, tmp_path: Path, tiny_weights, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """From weights that know none of the dataset's classes, round 0 runs the server's path: the
-    model-based arms label the top of the coverage order, the first model gets a head for the
+    model-based arms label the top of the cold-start order, the first model gets a head for the
     dataset's classes, and the proposals' cost is counted beside what was shown."""
     weights = tiny_weights("detect")
     used: list[tuple[str, int]] = []
@@ -266,8 +266,9 @@ def test_a_new_projects_first_labels_are_the_servers_coverage_order_and_its_firs
     cfg = _cfg(own_classes_voc, tmp_path / "study", weights, strategies=("random", "uncertainty", "objects"), rounds=1)
     result = run_study(cfg, show_progress=False)
     by = {(r["strategy"], r["round"]): r for r in result["records"]}
-    # round 0: coverage (typical) on an unlabeled pool for both model-based arms, then their own order on the first model
-    assert sorted(used) == [("objects", 6), ("typical", 0), ("typical", 0), ("uncertainty", 6)]
+    # round 0: the cold-start order (AL_COLD_START_STRATEGY, random by default) on an unlabeled pool for both
+    # model-based arms, then their own order on the first model
+    assert sorted(used) == [("objects", 6), ("random", 0), ("random", 0), ("uncertainty", 6)]
     first = by[("uncertainty", 0)]["labeled_ids"]
     assert by[("objects", 0)]["labeled_ids"] == first != by[("random", 0)]["labeled_ids"]
     assert {k: v for k, v in by[("objects", 0)].items() if k not in ("strategy", "wall_s", "select_s")} == {
