@@ -89,7 +89,9 @@ def run_first_model(
         token = ls.personal_access_token()
         client = LabelStudioClient(ls.url, token)
         pid = client.create_project(f"new project: {Path(data).name}", box_label_config(ds.names))["id"]
-        client.upload_files(pid, [str(ds.items[i].path) for i in chosen])
+        paths = [str(ds.items[i].path) for i in chosen]
+        for k in range(0, len(paths), 50):  # Label Studio takes at most 100 files a request (DATA_UPLOAD_MAX_NUMBER_FILES)
+            client.upload_files(pid, paths[k : k + 50])
         by_name = {ds.items[i].path.name: i for i in chosen}
         tasks = {int(t["id"]): next(i for n, i in by_name.items() if str(t["data"]["image"]).endswith(n)) for t in client.list_tasks(pid)}
         env.update({"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": token})
