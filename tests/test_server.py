@@ -309,6 +309,18 @@ def test_a_one_label_project_the_model_does_not_know_is_shown_every_object_as_it
     assert shapes_total - 2 <= len(regions) <= shapes_total + 1, (len(regions), shapes_total)
 
 
+def test_a_label_removed_from_the_config_leaves_the_model_serving_the_others(tmp_path, detect_weights, shapes) -> None:
+    """The model has circle, square and triangle; the project now labels only circles and squares."""
+    _, items = shapes
+    client = new_app(make_settings(tmp_path, detect_weights, SCORE_THRESHOLD="0.3")).test_client()
+    two = RECT_CFG.replace('<Label value="Tri" predicted_values="triangle"/>', "")
+    body = client.post("/setup", json={"project": "11.1", "schema": two}).get_json()
+    assert body["classes"] == {"known": ["Circle", "square"], "learning": []}
+    results = client.post("/predict", json={"tasks": tasks_for([u for u, _ in items]), "project": "11.1"}).get_json()["results"]
+    labels = {r["value"]["rectanglelabels"][0] for res in results for r in res["result"]}
+    assert labels == {"Circle", "square"}  # triangles are not shown; the rest is, as before
+
+
 def test_predict_uses_config_from_setup(tmp_path, detect_weights, shapes) -> None:
     _, items = shapes
     client = new_app(make_settings(tmp_path, detect_weights)).test_client()
