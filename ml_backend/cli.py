@@ -18,11 +18,12 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from integrations.connect import Access, connect_project
+from integrations.connect import Access, connect_project, speedup_line
 from integrations.label_studio import LabelStudioClient, LabelStudioError
 from ml_backend.backend import build_backend, check_model_dir, label_studio_client
 from ml_backend.inference.label_config import LabelConfigError
 from ml_backend.inference.model import ModelUnavailableError
+from ml_backend.inference.versions import speedup_of
 from ml_backend.log_redaction import setup_logging
 from ml_backend.settings import Settings, SettingsError
 
@@ -108,7 +109,8 @@ def score(args: argparse.Namespace) -> int:
     if client is None:
         return 2
     try:
-        pooled = score_project(client, project_id, make_predictor(settings), settings)
+        predictor = make_predictor(settings)
+        pooled = score_project(client, project_id, predictor, settings)
     except (LabelStudioError, LabelConfigError, ModelUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -117,6 +119,10 @@ def score(args: argparse.Namespace) -> int:
         f"project {project_id}: scored {len(pooled.scores)} tasks ({len(unlabeled)} unlabeled), {len(pooled.errors)} failed; "
         f"queue reordered ({settings.al_strategy})"
     )
+    served = predictor.models.current(project_id)
+    speedup = speedup_of(served.metrics) if served else None
+    if served is not None and speedup is not None and isinstance(speedup.get("speedup"), (int, float)):
+        print(f"  {speedup_line(served.version, speedup)}")
     for s in sorted(unlabeled, key=lambda s: -s.priority)[:5]:
         print(
             f"  task {s.task}: priority {s.priority:.3f}  uncertainty {s.uncertainty:.3f}  diversity {s.diversity:.3f}  "

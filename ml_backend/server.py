@@ -35,6 +35,7 @@ from ml_backend.backend import build_backend
 from ml_backend.inference.label_config import LabelConfigError
 from ml_backend.inference.model import ModelHolder, ModelUnavailableError
 from ml_backend.inference.predictor import BadRequest, make_fetcher
+from ml_backend.inference.versions import speedup_of
 from ml_backend.jobs.label_events import LABEL_ACTIONS, as_id
 from ml_backend.jobs.runners import Runner
 from ml_backend.scoring.pool import cold_start_order
@@ -288,6 +289,7 @@ def create_app(
         served_version = info.version if info else base
         for v in stored:
             v["served"] = v["version"] == served_version
+            v["speedup"] = speedup_of(v.get("metrics") or {})
             v.pop("weights", None)
         names = ([base] if base else []) + [v["version"] for v in stored]
         return jsonify({"versions": names, "model_version": served_version, "base_version": base, "details": stored})

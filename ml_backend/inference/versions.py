@@ -140,3 +140,20 @@ class ModelRegistry:
         except KeyError as exc:
             log.error("the current model pointer is unusable (%s); serving MODEL_PATH", exc)
             return None
+
+
+def speedup_of(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """How much faster correcting a version's pre-annotations is than drawing every box, on its
+    held-out tasks (measured when it was trained), beside the model it was judged against; None
+    when not measured (classifiers, older versions).
+
+    Example:
+        >>> m = {"new": {"annotation": {"speedup": 1.8, "counts": {"images": 12}}}, "previous": {"annotation": {"speedup": 1.0}}}
+        >>> speedup_of(m)
+        {'speedup': 1.8, 'previous': 1.0, 'heldout_images': 12}
+    """
+    new = (metrics.get("new") or {}).get("annotation")
+    if not new:
+        return None
+    old = (metrics.get("previous") or {}).get("annotation") or {}
+    return {"speedup": new.get("speedup"), "previous": old.get("speedup"), "heldout_images": (new.get("counts") or {}).get("images")}

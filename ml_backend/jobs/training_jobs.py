@@ -39,6 +39,7 @@ from integrations.connection import THRESHOLD_PARAM
 from ml_backend.faults import crash_point
 from ml_backend.inference.model import ModelHolder
 from ml_backend.inference.served_models import ServedModels
+from ml_backend.inference.versions import speedup_of
 from ml_backend.jobs.label_events import LabelEventStore
 from ml_backend.jobs.owners import owner_alive, owner_id
 from ml_backend.jobs.runners import Runner, make_runner
@@ -268,10 +269,11 @@ class TrainingJobs:
         """What ``GET /training?project=ID`` returns."""
         row = self.state.get(project_id)
         threshold, source = self.threshold(project_id, row)
-        current = None
+        current, speedup = None, None
         try:
             info = self.models.current(project_id)
             current = info.version if info else self.models.base.version
+            speedup = speedup_of(info.metrics) if info else None
         except Exception:  # a damaged registry must not break the status route
             pass
         out = {
@@ -289,6 +291,7 @@ class TrainingJobs:
             "retrain_min_new_labels": threshold,
             "retrain_threshold_from": source,
             "model_version": current,
+            "speedup": speedup,  # the served version's pre-annotations against drawing, on its held-out tasks
             "job": row["job"],  # the RQ job of a run on a worker
             "last_run": _loads(row["last"]),
         }
@@ -442,6 +445,9 @@ class TrainingJobs:
         last.update(
             version=info.version, metrics_new=outcome.metrics_new, metrics_previous=outcome.metrics_old, judgement=outcome.judgement
         )
+        cost = speedup_of(info.metrics)
+        if cost is not None:
+            last["speedup"] = cost
         crash_point("promotion:stored")
         if outcome.promote:
             try:

@@ -41,7 +41,7 @@ from ml_backend.inference.label_config import select_target
 from ml_backend.inference.predictor import task_image_uri
 from ml_backend.settings import Settings
 from ml_backend.training.dataset import current_annotation, dataloader_workers, split_score, unknown_labels, write_dataset
-from ml_backend.training.evaluate import evaluate, heldout_images, heldout_records, nothing_found
+from ml_backend.training.evaluate import annotation_cost, evaluate, heldout_detections, heldout_images, heldout_records, nothing_found
 from ml_backend.training.heads import ClassPlan, HeadError, plan_classes, write_with_classes
 from ml_backend.training.metrics import ImageRecord
 from ml_backend.training.promotion import Judgement, decide, judge, labeled_floor
@@ -241,30 +241,44 @@ def project_start(weights: str | Path, names: dict[int, str], target: Any, kind:
     return start, previous, plan
 
 
-def judge_detector(
-    served: str | Path, trained: str | Path, root: Path, n_classes: int, settings: Settings
-) -> tuple[Judgement, list[ImageRecord]]:
+@dataclass(frozen=True)
+class Judged:
+    """A trained detector judged against the served one on the held-out images.
+
+    Attributes:
+        verdict: whether to serve it, and why.
+        records: the trained model's records of the held-out images (for calibrations).
+        cost_new, cost_served: correcting each model's pre-annotations on those images against
+            drawing every box (:func:`ml_backend.training.evaluate.annotation_cost`).
+    """
+
+    verdict: Judgement
+    records: list[ImageRecord]
+    cost_new: dict[str, Any]
+    cost_served: dict[str, Any]
+
+
+def judge_detector(served: str | Path, trained: str | Path, root: Path, n_classes: int, settings: Settings) -> Judged:
     """Whether the ``trained`` detector should be served instead of ``served`` (both in the dataset's
     classes), judged on the held-out images of the dataset at ``root`` (:func:`ml_backend.training.promotion.judge`),
-    with every labeled image as a floor when those show nothing (:func:`ml_backend.training.promotion.labeled_floor`).
-    The server's retraining and the study's server loop both judge here.
-
-    Returns:
-        The verdict, and the trained model's records of the held-out images.
+    with every labeled image as a floor when those show nothing (:func:`ml_backend.training.promotion.labeled_floor`),
+    and what each model's pre-annotations save an annotator there. The server's retraining and the
+    study's server loop both judge here.
     """
-    new = heldout_records(trained, root, n_classes, settings)
-    old = heldout_records(served, root, n_classes, settings)
+    new = heldout_detections(trained, root, settings)
+    old = heldout_detections(served, root, settings)
+    new_records, old_records = [d.record(n_classes) for d in new], [d.record(n_classes) for d in old]
     verdict = judge(
-        old, new, settings.promotion, settings.promotion_min_heldout, settings.promotion_margin, settings.promotion_confidence,
-        seed=settings.al_seed,
+        old_records, new_records, settings.promotion, settings.promotion_min_heldout, settings.promotion_margin,
+        settings.promotion_confidence, seed=settings.al_seed,
     )  # fmt: skip
     if verdict.rule == "no_evidence":  # the held-out images show nothing: every labeled image as a floor
         verdict = labeled_floor(
             verdict,
-            old + heldout_records(served, root, n_classes, settings, split="train"),
-            new + heldout_records(trained, root, n_classes, settings, split="train"),
+            old_records + heldout_records(served, root, n_classes, settings, split="train"),
+            new_records + heldout_records(trained, root, n_classes, settings, split="train"),
         )
-    return verdict, new
+    return Judged(verdict, new_records, annotation_cost(new, settings), annotation_cost(old, settings))
 
 
 def train_project(
@@ -366,8 +380,11 @@ def train_project(
     judgement: dict[str, Any] = {}
     if kind == "detect":  # a paired bootstrap over the held-out images (training.promotion)
         n_classes = len(names)
-        verdict, new_records = judge_detector(previous, new_weights, summary.root, n_classes, settings)
-        promote, why, judgement = verdict.promote, verdict.reason, verdict.to_json()
+        judged = judge_detector(previous, new_weights, summary.root, n_classes, settings)
+        new_records = judged.records
+        promote, why, judgement = judged.verdict.promote, judged.verdict.reason, judged.verdict.to_json()
+        # What each model's pre-annotations save an annotator on the held-out tasks, against drawing every box.
+        metrics_new["annotation"], metrics_old["annotation"] = judged.cost_new, judged.cost_served
         # The new model's own confidence per class that is right PSEUDO_PRECISION of the time on the
         # held-out labels: scoring marks tasks whose every box clears it as review-only (REVIEW_ONLY).
         sure = calibrate_thresholds(new_records, n_classes, settings.pseudo_precision, settings.pseudo_min_support)

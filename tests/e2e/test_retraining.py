@@ -144,6 +144,8 @@ def test_new_labels_retrain_promote_and_reorder_the_queue(on_db, detect_weights,
         detail = versions["details"][0]
         assert detail["parent"] == base and detail["served"] is True
         assert 0.0 <= detail["metrics"]["new"]["map50_95"] <= 1.0 and "per_class" in detail["metrics"]["previous"]
+        # what its pre-annotations save against drawing every box, on the held-out tasks it was judged on
+        assert detail["speedup"] == last["speedup"] and detail["speedup"]["heldout_images"] == last["dataset"]["val"] > 0
         setup = requests.post(f"{backend.url}/setup", json={"project": f"{pid}.123", "schema": CONFIG}, timeout=10).json()
         assert setup["model_version"] == new
         assert requests.get(f"{backend.url}/health", timeout=10).json()["model_version"] == base  # other projects: the base model

@@ -105,7 +105,15 @@ def test_a_run_fine_tunes_the_model_and_judges_it_on_held_out_labels(tmp_path, t
         assert metrics["metric"] == "mAP50-95" and 0.0 <= metrics["primary"] <= 1.0
         assert metrics["primary"] == metrics["map50_95"] and 0.0 <= metrics["map50"] <= 1.0
         assert set(metrics["per_class"]) <= {"Round", "square", "triangle"}
-    assert out.promote == decide(out.metrics_old, out.metrics_new, "if_better")[0]
+        # correcting this model's pre-annotations on the held-out tasks, against drawing their every box
+        cost = metrics["annotation"]
+        counts = cost["counts"]
+        assert counts["images"] == expected_val and counts["gt_boxes"] > 0
+        matched = counts["gt_boxes"] - counts["drawn"]  # every true box is drawn or matched to a shown one
+        assert counts["accepted"] + counts["class_changed"] <= matched <= counts["accepted"] + counts["class_changed"] + counts["adjusted"]
+        assert cost["scratch_seconds"] == pytest.approx(2.0 * counts["images"] + 7.0 * counts["gt_boxes"], abs=0.05)
+        assert cost["speedup"] == pytest.approx(cost["scratch_seconds"] / cost["seconds"], abs=0.01)
+    assert out.promote == (out.judgement["rule"] in ("too_few_heldout", "bootstrap", "labeled_floor") and out.judgement["promote"])
     from ultralytics import YOLO
 
     trained = YOLO(out.weights)
@@ -300,19 +308,23 @@ def test_a_first_model_the_held_out_images_cannot_judge_is_judged_on_every_label
     labeled images decide (here, made so: the new model finds every object on the training images)."""
     from pathlib import Path
 
+    import ml_backend.training.evaluate as evaluate_mod
     import ml_backend.training.run as run_mod
-    from ml_backend.training.metrics import image_record
+    from ml_backend.training.evaluate import Detections
 
     box = np.array([[0.0, 0.0, 10.0, 10.0]])
-    hit, miss = image_record(box, [0], box, [0], [0.9], 3), image_record(box, [0], np.zeros((0, 4)), [], [], 3)
+    none = np.zeros((0, 4))
+    hit = Detections(box, np.array([0]), box, np.array([0]), np.array([0.9]))
+    miss = Detections(box, np.array([0]), none, np.zeros(0, dtype=int), np.zeros(0))
     looked: list[tuple[str, str]] = []
 
-    def records(weights, root, n_classes, settings, split="val"):  # noqa: ANN001, ANN202
+    def detections(weights, root, settings, split="val"):  # noqa: ANN001, ANN202
         looked.append((Path(weights).name, split))
         found = split == "train" and Path(weights).name == "project5.pt"
         return [hit if found else miss] * len(list((root / "images" / split).glob("*.jpg")))
 
-    monkeypatch.setattr(run_mod, "heldout_records", records)
+    monkeypatch.setattr(run_mod, "heldout_detections", detections)
+    monkeypatch.setattr(evaluate_mod, "heldout_detections", detections)
     own = {0: "ring", 1: "box", 2: "wedge"}
     rng = np.random.default_rng(3)
     tasks, images = [], {}
@@ -333,3 +345,6 @@ def test_a_first_model_the_held_out_images_cannot_judge_is_judged_on_every_label
     assert sorted(looked) == sorted(
         [("project5.pt", "val"), ("previous.pt", "val"), ("previous.pt", "train"), ("project5.pt", "train")]
     )  # the served model is judged in the project's classes (previous.pt), the training images only once the held-out ones showed nothing
+    # on the held-out tasks neither model shows anything: correcting costs what drawing costs
+    assert out.metrics_new["annotation"]["speedup"] == out.metrics_old["annotation"]["speedup"] == 1.0
+    assert out.metrics_new["annotation"]["counts"] == {**out.metrics_old["annotation"]["counts"], "images": 4, "gt_boxes": 4, "drawn": 4}

@@ -364,7 +364,7 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
     if loop:
         from ml_backend.training.run import judge_detector
 
-        verdict, _ = judge_detector(previous, trained, summary.root, len(ds.names), settings)
+        verdict = judge_detector(previous, trained, summary.root, len(ds.names), settings).verdict
         judgement = verdict.to_json()
         if not verdict.promote:  # the served model stays; measured in the dataset's classes
             served, measured = Path(base), Path(previous)
