@@ -249,6 +249,7 @@ _SCHEMAS: dict[str, Any] = {
             "retrain_min_new_labels": {"type": "integer"},
             "retrain_threshold_from": {"type": "string"},
             "model_version": {"type": "string", "nullable": True},
+            "speedup": _ref("Speedup"),
             "last_run": {"type": "object", "nullable": True},
             "classes": _ref("Classes"),
             "pre_annotations": {
@@ -272,6 +273,18 @@ _SCHEMAS: dict[str, Any] = {
             "metrics": {"type": "object"},
             "note": {"type": "string"},
             "served": {"type": "boolean"},
+            "speedup": _ref("Speedup"),
+        },
+    },
+    "Speedup": {
+        "type": "object",
+        "nullable": True,
+        "description": "Correcting a version's pre-annotations against drawing every box, in estimated annotator seconds "
+        "(ANNOTATION_COSTS), on the held-out tasks it was judged on; null when not measured (non-detection models).",
+        "properties": {
+            "speedup": {"type": "number", "nullable": True, "description": "drawing / correcting: 1.0 saves nothing"},
+            "previous": {"type": "number", "nullable": True, "description": "the same for the model it was judged against"},
+            "heldout_images": {"type": "integer", "nullable": True},
         },
     },
     "Versions": {
