@@ -1,13 +1,13 @@
-"""The runtime's commands: ``python -m ml_backend serve | score | connect | train | worker``.
+"""The runtime's commands: ``python -m ml_backend serve | score | connect | train | assess | worker``.
 
 Each command is a :class:`Command` record (name, help, arguments, what it runs). The tools add
-theirs (``demo``, ``bench``, ``simulate``, ``pretrain``, ``make-digits``: :mod:`ml_backend.tools.cli`);
+theirs (``demo``, ``bench``, ``simulate``, ``pretrain``, ``make-digits``, ``first-model``: :mod:`ml_backend.tools.cli`);
 ``python -m ml_backend`` (:mod:`ml_backend.__main__`) joins both lists, so that this module,
 like the rest of the runtime, never imports a tool.
 
 Example:
     >>> sorted(c.name for c in COMMANDS)
-    ['connect', 'score', 'serve', 'train', 'worker']
+    ['assess', 'connect', 'score', 'serve', 'train', 'worker']
 """
 
 from __future__ import annotations
@@ -131,6 +131,45 @@ def score(args: argparse.Namespace) -> int:
     return 0
 
 
+def assess(args: argparse.Namespace) -> int:
+    """``python -m ml_backend assess --project ID``: what the served model's pre-annotations save on the held-out labels."""
+    import json
+
+    from ml_backend.inference.assess import assess_project
+    from ml_backend.inference.predictor import make_predictor
+
+    settings = Settings.from_env()
+    setup_logging(settings.log_level, settings)
+    client = _ls_client(settings, "assess reads the project's labels from Label Studio")
+    if client is None:
+        return 2
+    try:
+        out = assess_project(client, args.project, make_predictor(settings), settings)
+    except (LabelStudioError, LabelConfigError, ModelUnavailableError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    c = out["counts"]
+    print(
+        f"project {out['project']}: {out['model_version']} on {out['heldout_tasks']} held-out labeled tasks ({c['gt_boxes']} boxes): "
+        f"{c['accepted']} accepted, {c['adjusted']} adjusted, {c['class_changed']} relabeled, {c['drawn']} drawn, {c['deleted']} deleted"
+    )
+    speed = f"{out['speedup']:.2f}x as fast as" if out["speedup"] else "no faster than"
+    print(
+        f"  about {out['seconds']:.0f} s of annotation against {out['scratch_seconds']:.0f} s drawing every box: {speed} drawing ({out['costs']})"
+    )
+    for tid, why in out["failed"].items():
+        print(f"  task {tid} left out: {why}")
+    return 0
+
+
+def _assess_arguments(p: argparse.ArgumentParser) -> None:
+    _project_argument(p)
+    p.add_argument("--json", action="store_true", help="print the counts and seconds as JSON")
+
+
 def _project_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", type=int, required=True, help="Label Studio project id")
 
@@ -244,6 +283,12 @@ COMMANDS: tuple[Command, ...] = (
         connect,
     ),
     Command("train", "retrain a project's model now, from its current labels in Label Studio", _project_argument, train),
+    Command(
+        "assess",
+        "what the served model's pre-annotations save an annotator on the project's held-out labels, against drawing every box",
+        _assess_arguments,
+        assess,
+    ),
     Command(
         "worker",
         "run an RQ training worker (needs REDIS_URL); can run on another (GPU) machine",

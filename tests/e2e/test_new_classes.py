@@ -9,6 +9,11 @@ project calls its circles ``ring`` and its squares ``box``, then adds ``wedge`` 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import requests
@@ -16,7 +21,7 @@ import requests
 from integrations.connect import Access, connect_project
 from ml_backend.tools.synthetic import ls_box_result, make_image
 
-from .conftest import start_backend, stop_backend
+from .conftest import ROOT, start_backend, stop_backend
 from .test_retraining import training_status, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -72,6 +77,11 @@ def our_labels(ls_client, task_ids, version: str | None = None) -> list[str]:
         if version is None or p["model_version"] == version
         for r in p["result"]
     ]
+
+
+def speedup_counts(last_run: dict) -> dict:
+    """The counts behind a run's speed-up: what correcting its model's boxes on the held-out tasks takes."""
+    return last_run["metrics_new"]["annotation"]["counts"]
 
 
 def rescored(ls_client, pid: int, task_ids, version: str) -> bool:
@@ -134,6 +144,16 @@ def test_a_project_of_new_classes_learns_them_from_its_first_labels(ls_client, l
         assert versions["details"][0]["speedup"] == speedup
         again = "\n".join(connect_project(ls_client, pid, backend.url, Access(), retrain_threshold=THRESHOLD).actions)
         assert f"correcting the pre-annotations of {own} is {speedup['speedup']:.1f}x as fast as drawing every box" in again, again
+        # ... and on request, for the model served today (`assess`), on the same held-out tasks
+        assessed = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "ml_backend", "assess", "--project", str(pid), "--json"],
+                env={**os.environ, **env, "MODEL_DIR": str(tmp_path / "state"), "PYTHONPATH": str(ROOT)},
+                cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+            ).stdout
+        )  # fmt: skip
+        assert assessed["model_version"] == own and assessed["heldout_tasks"] == last["dataset"]["val"]
+        assert assessed["counts"]["gt_boxes"] == speedup_counts(last)["gt_boxes"]
 
         # Side by side: the other project is still served the base model, with its classes.
         versions = requests.get(f"{backend.url}/versions", params={"project": other}, timeout=30).json()
