@@ -21,6 +21,7 @@ from typing import TypeVar
 from ml_backend.al.effort import DEFAULT_COSTS, CostTable
 from ml_backend.al.strategies import STRATEGY_NAMES
 from ml_backend.al.uncertainty import AGGREGATIONS, MEASURES
+from ml_backend.inference.display import DEFAULT_THRESHOLD, Display
 from ml_backend.state import StatePaths
 
 T = TypeVar("T")
@@ -61,7 +62,9 @@ SPECS: tuple[SettingSpec, ...] = (
         "MODEL_DIR", "./ml_state", "Where this backend keeps its state: image cache, model versions, databases. Put it on a volume."
     ),
     SettingSpec(
-        "SCORE_THRESHOLD", "0.25", "Minimum confidence of a predicted object (or class, for classifiers) to be sent to Label Studio, 0..1."
+        "SCORE_THRESHOLD",
+        "",
+        'Minimum confidence of a predicted object (or class, for classifiers) to be sent to Label Studio, 0..1, for every class. Empty: each retrained model shows each class from the confidence that saves annotators the most seconds on its held-out labels (docs/retraining.md, "What a pre-annotation shows"), and 0.25 where nothing was measured.',
     ),
     SettingSpec("DEVICE", "auto", "Inference and training device: `auto` (GPU when present), `cpu`, `cuda`, `cuda:0`, `mps`."),
     SettingSpec(
@@ -354,7 +357,7 @@ class Settings:
     label_studio_api_key: str = field(default="", repr=False)
     model_path: str = "yolo11n.pt"
     model_dir: Path = Path("./ml_state")
-    score_threshold: float = 0.25
+    score_threshold: float | None = None
     device: str = "auto"
     imgsz: int | None = None
     predict_batch: int = 16
@@ -427,7 +430,7 @@ class Settings:
             label_studio_api_key=env.get("LABEL_STUDIO_API_KEY", "").strip(),
             model_path=model_path,
             model_dir=Path(_parse(env, "MODEL_DIR", str, "a folder path") or "./ml_state").expanduser().absolute(),
-            score_threshold=_parse(env, "SCORE_THRESHOLD", _bounded_float(0.0, 1.0), "a number between 0 and 1"),
+            score_threshold=_parse(env, "SCORE_THRESHOLD", _optional(_bounded_float(0.0, 1.0)), "empty or a number between 0 and 1"),
             device=_parse(env, "DEVICE", lambda r: r.lower() or "auto", "a device name"),
             imgsz=_parse(env, "IMGSZ", _optional(_positive_int), "a positive integer, or empty"),
             predict_batch=_parse(env, "PREDICT_BATCH", _positive_int, "a positive integer"),
@@ -500,6 +503,12 @@ class Settings:
     def paths(self) -> StatePaths:
         """Every path under ``MODEL_DIR``."""
         return StatePaths(self.model_dir)
+
+    @property
+    def display(self) -> Display:
+        """What a model with no measured display rule shows: every class from ``SCORE_THRESHOLD``
+        (0.25 when empty; :mod:`ml_backend.inference.display`)."""
+        return Display(DEFAULT_THRESHOLD if self.score_threshold is None else self.score_threshold)
 
     @property
     def ultralytics_device(self) -> str | None:

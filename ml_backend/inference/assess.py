@@ -91,7 +91,7 @@ def assess_project(client: LabelStudioAPI, project_id: int, predictor: Predictor
         if isinstance(pred, str):
             failed[int(task["id"])] = pred
             continue
-        shown, _ = to_ls_results(pred, served.target, served.label_map, settings.score_threshold)
+        shown, _ = to_ls_results(pred, served.target, served.label_map, served.display)
         pairs.append((shown, (current_annotation(task) or {}).get("result") or []))
     class_ids = {label: i for i, label in enumerate(served.target.labels)}
     out = assess_regions(pairs, class_ids, settings, served.target.from_name)

@@ -1,6 +1,7 @@
 """Turn model outputs (pixels) into Label Studio result regions (percent of the image).
 
 Pure functions over :class:`~ml_backend.inference.model.ImagePrediction`; no HTTP, no model.
+What is shown of a model's objects is a :class:`~ml_backend.inference.display.Display`.
 
 Label Studio stores a rectangle as its top-left corner ``x, y`` and ``width, height`` in percent
 of the original image, with ``rotation`` in degrees (clockwise) about that corner. An oriented
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ml_backend.inference.display import Display
 from ml_backend.inference.label_config import Target
 from ml_backend.inference.model import ImagePrediction
 
@@ -73,13 +75,15 @@ def to_ls_results(
     pred: ImagePrediction,
     target: Target,
     label_map: Mapping[int, str],
-    score_threshold: float = 0.0,
+    display: Display | None = None,
     region_ids: Iterator[str] | None = None,
 ) -> tuple[list[dict], float]:
     """Label Studio ``result`` regions for one image, and the task-level score.
 
-    Objects whose class maps to no label, or whose confidence is under ``score_threshold``,
-    are dropped. The task score is the mean confidence of the regions kept (0 when none).
+    Objects whose class maps to no label, or that ``display`` does not show (per-class thresholds,
+    boxes of several classes on one object merged: :func:`shown_objects`), are dropped; no
+    ``display``: every object of a mapped class. The task score is the mean confidence of the
+    regions kept (0 when none).
     """
     ids = region_ids or _ids()
     base = {
@@ -100,16 +104,17 @@ def to_ls_results(
             if label is None:
                 continue
             conf = float(pred.probs[cls])
-            if conf < score_threshold:
+            if display is not None and conf < display.threshold(int(cls)):
                 break
             regions.append({**base, "id": next(ids), "value": {"choices": [label]}, "score": conf})
             break
         return regions, (regions[0]["score"] if regions else 0.0)
 
+    keep = shown_objects(pred, label_map, display)
     for i, cls in enumerate(pred.class_ids):
         label = label_map.get(int(cls))
         conf = float(pred.scores[i])
-        if label is None or conf < score_threshold:
+        if not keep[i]:
             continue
         value: dict[str, Any]
         if target.kind == "obb":
@@ -132,6 +137,34 @@ def to_ls_results(
         regions.append({**base, "id": next(ids), "value": {**value, target.result_type: [label]}, "score": conf})
     score = float(np.mean([r["score"] for r in regions])) if regions else 0.0
     return regions, score
+
+
+def object_boxes(pred: ImagePrediction) -> np.ndarray:
+    """Each object's axis-aligned pixel box (n, 4): its box, or its oriented box's bounds."""
+    if len(pred.boxes_xyxy) == len(pred.scores):
+        return np.asarray(pred.boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    if len(pred.obb_xywhr) == len(pred.scores):
+        return np.array([_obb_bounds(r) for r in pred.obb_xywhr]).reshape(-1, 4)
+    return np.zeros((len(pred.scores), 4))
+
+
+def shown_objects(pred: ImagePrediction, label_map: Mapping[int, str], display: Display | None) -> np.ndarray:
+    """Which objects of a detection-like prediction are shown: those of a class with a label that
+    ``display`` shows (every one of them with no ``display``).
+
+    Example:
+        >>> p = ImagePrediction(10, 10, np.array([0, 1, 2]), np.array([0.3, 0.5, 0.9]), np.zeros((3, 4)))
+        >>> shown_objects(p, {0: "a", 1: "b"}, Display(0.4)).tolist()
+        [False, True, False]
+    """
+    classes = np.asarray(pred.class_ids).reshape(-1).astype(int)
+    mapped = np.array([int(c) in label_map for c in classes], dtype=bool)
+    if display is None or not mapped.any():
+        return mapped
+    keep = np.zeros(len(classes), dtype=bool)
+    idx = np.flatnonzero(mapped)
+    keep[idx] = display.shown(object_boxes(pred)[idx], classes[idx], np.asarray(pred.scores).reshape(-1)[idx])
+    return keep
 
 
 def _obb_bounds(xywhr: np.ndarray) -> np.ndarray:

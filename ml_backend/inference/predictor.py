@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from integrations.label_studio import LabelStudioAuth
 from ml_backend.al.uncertainty import tta_disagreement
+from ml_backend.inference.display import Display
 from ml_backend.inference.images import ImageError, ImageFetcher, UrlPolicy
 from ml_backend.inference.label_config import Coverage, LabelConfigError, Target, build_label_map, coverage, proposal_label, select_target
 from ml_backend.inference.ls_results import to_ls_results
@@ -72,6 +73,7 @@ class Served:
     target: Target
     label_map: dict[int, str]
     proposals: bool = False  # every class maps to the project's one label, boxes suppressed across classes
+    display: Display = field(default_factory=Display)  # what is shown of the model's objects
 
     @property
     def coverage(self) -> Coverage:
@@ -133,8 +135,18 @@ class Predictor:
         target = _target_for(label_config, model.task)
         label = proposal_label(model.names, target, model.task)
         if label is not None:  # class-agnostic proposals, for one-label projects the model does not know
-            return Served(model, target, dict.fromkeys(model.names, label), proposals=True)
-        return Served(model, target, build_label_map(model.names, target))
+            return Served(model, target, dict.fromkeys(model.names, label), proposals=True, display=self.settings.display)
+        return Served(model, target, build_label_map(model.names, target), display=self.display_for(project, model))
+
+    def display_for(self, project: int | None, model: LoadedModel) -> Display:
+        """What ``model`` shows for ``project``: ``SCORE_THRESHOLD`` for every class when it is set;
+        otherwise the rule measured on the held-out labels when this version was trained
+        (:mod:`ml_backend.inference.display`), and 0.25 for a model without one (the base model)."""
+        if self.settings.score_threshold is not None:
+            return self.settings.display
+        info = self.models.current(project)
+        stored = (info.metrics.get("new") or {}).get("display") if info is not None and info.version == model.version else None
+        return Display.from_json(stored, model.names) if stored else self.settings.display
 
     def check(self, label_config: str, wait: float | None = None, project: int | None = None) -> Check:
         """Check that the project's model can serve ``label_config``, without waiting for it to load
@@ -163,7 +175,7 @@ class Predictor:
             if isinstance(pred, str):
                 out.append(self._error(task, pred, served.model.version))
             else:
-                regions, score = to_ls_results(pred, served.target, served.label_map, self.settings.score_threshold)
+                regions, score = to_ls_results(pred, served.target, served.label_map, served.display)
                 out.append({"result": regions, "score": score, "model_version": served.model.version})
         return out
 
@@ -178,12 +190,12 @@ class Predictor:
 
         Args:
             with_scores: also capture per-class scores and embeddings (for active learning).
-            conf: lowest confidence kept (default ``SCORE_THRESHOLD``).
+            conf: lowest confidence kept (default: the lowest that ``served.display`` shows).
             tta: also run the model on each image's mirror image and set ``tta_disagreement``
                 (:func:`ml_backend.al.uncertainty.tta_disagreement`): a second pass.
         """
         size = self.settings.predict_batch
-        conf = self.settings.score_threshold if conf is None else conf
+        conf = served.display.lowest if conf is None else conf
         chunks = [list(range(i, min(i + size, len(tasks)))) for i in range(0, len(tasks), size)]
         pending = [self._pool.submit(self._load, tasks[i], served.target) for i in chunks[0]] if chunks else []
         for k, idx in enumerate(chunks):

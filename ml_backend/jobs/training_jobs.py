@@ -365,7 +365,9 @@ class TrainingJobs:
             base_weights = Path(str(model.path))
             if not base_weights.is_file():
                 raise TrainingError(f"the served model {model.version} has no local weights file to fine-tune")
-            req = TrainRequest(project_id, str(base_weights), model.version, str(workdir), row["reason"] or "")
+            info = self.models.current(project_id)
+            shown = (info.metrics.get("new") or {}).get("display") if info is not None and info.version == model.version else None
+            req = TrainRequest(project_id, str(base_weights), model.version, str(workdir), row["reason"] or "", dict(shown or {}))
             attached = self.runner.attach(row["job"], req) if row["job"] else None
             handle = attached or self.runner.start(req)  # a run still going on a worker is not started twice
             self.state.update(project_id, job=handle.job_id)

@@ -34,7 +34,7 @@ from ml_backend.al.diversity import ObjectSet, diversity_scores, kmeans_clusters
 from ml_backend.al.effort import class_difficulty, class_recall, expected_seconds
 from ml_backend.al.strategies import Pool, StrategyParams, StrategySpec, resolve
 from ml_backend.al.uncertainty import AGGREGATIONS, MEASURES, entropy_nms, image_uncertainty
-from ml_backend.inference.ls_results import to_ls_results
+from ml_backend.inference.ls_results import shown_objects, to_ls_results
 from ml_backend.inference.model import ImagePrediction
 from ml_backend.inference.predictor import Predictor, Served
 from ml_backend.settings import Settings
@@ -91,7 +91,7 @@ def image_scores(pred: ImagePrediction, settings: Settings, n_classes: int) -> t
     if pred.probs is not None:
         counts[int(np.argmax(pred.probs))] += 1
     else:
-        np.add.at(counts, pred.class_ids[pred.scores >= settings.score_threshold].astype(int), 1)
+        np.add.at(counts, pred.class_ids[settings.display.shown(pred.boxes_xyxy, pred.class_ids, pred.scores)].astype(int), 1)
     return _uncertainty(pred, settings)[0], counts
 
 
@@ -203,7 +203,7 @@ def observe(
 ) -> Observed:
     """Run the model over ``tasks`` (scores and embeddings on), one row per task that did not fail."""
     n_classes = len(served.model.names)
-    conf = min(settings.candidate_threshold, settings.score_threshold)
+    conf = min(settings.candidate_threshold, served.display.lowest)
     iterator = predictor.run(tasks, served, with_scores=True, conf=conf, tta=settings.uncertainty_measure == "tta")
     if progress:
         from tqdm import tqdm
@@ -217,7 +217,7 @@ def observe(
             continue
         u, cand = _uncertainty(pred, settings)
         c = np.zeros(n_classes)
-        shown = pred.scores >= settings.score_threshold
+        shown = shown_objects(pred, served.label_map, served.display) if pred.probs is None else np.zeros(0, dtype=bool)
         if pred.probs is not None:
             c[int(np.argmax(pred.probs))] += 1
         else:
@@ -227,7 +227,7 @@ def observe(
         counts.append(c)
         embs.append(pred.embedding)
         cands.append(cand)
-        regions.append(to_ls_results(pred, served.target, served.label_map, settings.score_threshold)[0])
+        regions.append(to_ls_results(pred, served.target, served.label_map, served.display)[0])
         hidden = (pred.scores >= settings.candidate_threshold) & ~shown
         costs.append(expected_seconds(pred.scores[shown], pred.scores[hidden], settings.annotation_costs))
         if pred.object_embeddings is not None:

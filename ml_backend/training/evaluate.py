@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ml_backend.al.effort import Corrections, corrections, price
+from ml_backend.al.effort import price
+from ml_backend.inference.display import Display, choose_display, corrections_under, cross_fitted_corrections
 from ml_backend.settings import Settings
 from ml_backend.training.dataset import dataloader_workers
 from ml_backend.training.metrics import ImageRecord, image_record
@@ -129,11 +130,6 @@ class Detections:
         """The image as average precision needs it (:func:`ml_backend.training.metrics.image_record`)."""
         return image_record(self.gt_boxes, self.gt_classes, self.boxes, self.classes, self.scores, n_classes)
 
-    def corrections(self, threshold: float) -> Corrections:
-        """What an annotator does to the boxes shown at ``threshold`` (``SCORE_THRESHOLD``) to make them the true ones."""
-        shown = self.scores >= threshold
-        return corrections(self.gt_boxes, self.gt_classes, self.boxes[shown], self.classes[shown])
-
 
 def heldout_detections(weights: str | Path, dataset_root: Path, settings: Settings, split: str = "val") -> list[Detections]:
     """``weights``' detections on each held-out image of a written detection dataset (``images/val``;
@@ -167,9 +163,9 @@ def heldout_records(weights: str | Path, dataset_root: Path, n_classes: int, set
     return [d.record(n_classes) for d in heldout_detections(weights, dataset_root, settings, split)]
 
 
-def annotation_cost(detections: list[Detections], settings: Settings) -> dict[str, Any]:
-    """Correcting the pre-annotations a model shows on these images (at ``SCORE_THRESHOLD``, as
-    served) against drawing every box, priced with ``ANNOTATION_COSTS``
+def annotation_cost(detections: list[Detections], settings: Settings, display: Display | None = None) -> dict[str, Any]:
+    """Correcting the pre-annotations a model shows on these images (by ``display``, default
+    ``SCORE_THRESHOLD``'s: as served) against drawing every box, priced with ``ANNOTATION_COSTS``
     (:func:`ml_backend.al.effort.price`): what the model saves an annotator.
 
     Example:
@@ -178,7 +174,21 @@ def annotation_cost(detections: list[Detections], settings: Settings) -> dict[st
         >>> annotation_cost([d], Settings())["speedup"]  # 2 + 7 s to draw, 2 + 1.6 s to verify
         2.5
     """
-    total = Corrections()
-    for d in detections:
-        total = total + d.corrections(settings.score_threshold)
-    return price(total, settings.annotation_costs)
+    return price(corrections_under(detections, display or settings.display), settings.annotation_costs)
+
+
+def chosen_display(detections: list[Detections], settings: Settings) -> tuple[Display, dict[str, Any]]:
+    """What a trained model will show, and what that saves an annotator, from its held-out detections.
+
+    With ``SCORE_THRESHOLD`` set, that threshold for every class, priced on these images. Empty
+    (the default): the per-class rule that costs annotators the fewest seconds on them
+    (:func:`ml_backend.inference.display.choose_display`), priced cross-fitted (each image under a
+    rule chosen on the others, :func:`ml_backend.inference.display.cross_fitted_corrections`), so
+    the speed-up is not flattered by the choice.
+    """
+    if settings.score_threshold is not None:
+        return settings.display, annotation_cost(detections, settings)
+    table, default = settings.annotation_costs, settings.display.default
+    display = choose_display(detections, table, default)
+    cost = price(cross_fitted_corrections(detections, table, default), table)
+    return display, cost

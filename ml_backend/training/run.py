@@ -37,11 +37,20 @@ import numpy as np
 
 from integrations.label_studio import LabelStudioAPI
 from ml_backend.faults import slow_train
+from ml_backend.inference.display import Display
 from ml_backend.inference.label_config import select_target
 from ml_backend.inference.predictor import task_image_uri
 from ml_backend.settings import Settings
 from ml_backend.training.dataset import current_annotation, dataloader_workers, split_score, unknown_labels, write_dataset
-from ml_backend.training.evaluate import annotation_cost, evaluate, heldout_detections, heldout_images, heldout_records, nothing_found
+from ml_backend.training.evaluate import (
+    annotation_cost,
+    chosen_display,
+    evaluate,
+    heldout_detections,
+    heldout_images,
+    heldout_records,
+    nothing_found,
+)
 from ml_backend.training.heads import ClassPlan, HeadError, plan_classes, write_with_classes
 from ml_backend.training.metrics import ImageRecord
 from ml_backend.training.promotion import Judgement, decide, judge, labeled_floor
@@ -74,6 +83,8 @@ class TrainRequest:
         base_version: their model version.
         workdir: a folder for this run (dataset, Ultralytics run, new weights).
         reason: why the run was started (shown in the status).
+        base_display: what the served model shows (:meth:`ml_backend.inference.display.Display.to_json`;
+            empty: ``SCORE_THRESHOLD``'s default), to price its pre-annotations as served.
     """
 
     project_id: int
@@ -81,6 +92,7 @@ class TrainRequest:
     base_version: str
     workdir: str
     reason: str = ""
+    base_display: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,8 +100,9 @@ class TrainRequest:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TrainRequest:
         return cls(
-            int(data["project_id"]), str(data["base_weights"]), str(data["base_version"]), str(data["workdir"]), str(data.get("reason", ""))
-        )
+            int(data["project_id"]), str(data["base_weights"]), str(data["base_version"]), str(data["workdir"]),
+            str(data.get("reason", "")), dict(data.get("base_display") or {}),
+        )  # fmt: skip
 
 
 @dataclass
@@ -248,22 +261,28 @@ class Judged:
     Attributes:
         verdict: whether to serve it, and why.
         records: the trained model's records of the held-out images (for calibrations).
-        cost_new, cost_served: correcting each model's pre-annotations on those images against
-            drawing every box (:func:`ml_backend.training.evaluate.annotation_cost`).
+        display: what the trained model will show (:func:`ml_backend.training.evaluate.chosen_display`).
+        cost_new, cost_served: correcting each model's pre-annotations on those images (the trained
+            one's by ``display``, cross-fitted; the served one's as it is served) against drawing
+            every box (:func:`ml_backend.training.evaluate.annotation_cost`).
     """
 
     verdict: Judgement
     records: list[ImageRecord]
+    display: Display
     cost_new: dict[str, Any]
     cost_served: dict[str, Any]
 
 
-def judge_detector(served: str | Path, trained: str | Path, root: Path, n_classes: int, settings: Settings) -> Judged:
+def judge_detector(
+    served: str | Path, trained: str | Path, root: Path, n_classes: int, settings: Settings, served_display: Display | None = None
+) -> Judged:
     """Whether the ``trained`` detector should be served instead of ``served`` (both in the dataset's
     classes), judged on the held-out images of the dataset at ``root`` (:func:`ml_backend.training.promotion.judge`),
     with every labeled image as a floor when those show nothing (:func:`ml_backend.training.promotion.labeled_floor`),
-    and what each model's pre-annotations save an annotator there. The server's retraining and the
-    study's server loop both judge here.
+    what the trained one will show, and what each model's pre-annotations save an annotator there
+    (the served one's shown by ``served_display``, default ``SCORE_THRESHOLD``'s). The server's
+    retraining and the study's server loop both judge here.
     """
     new = heldout_detections(trained, root, settings)
     old = heldout_detections(served, root, settings)
@@ -278,7 +297,8 @@ def judge_detector(served: str | Path, trained: str | Path, root: Path, n_classe
             old_records + heldout_records(served, root, n_classes, settings, split="train"),
             new_records + heldout_records(trained, root, n_classes, settings, split="train"),
         )
-    return Judged(verdict, new_records, annotation_cost(new, settings), annotation_cost(old, settings))
+    display, cost_new = chosen_display(new, settings)
+    return Judged(verdict, new_records, display, cost_new, annotation_cost(old, settings, served_display))
 
 
 def train_project(
@@ -380,10 +400,13 @@ def train_project(
     judgement: dict[str, Any] = {}
     if kind == "detect":  # a paired bootstrap over the held-out images (training.promotion)
         n_classes = len(names)
-        judged = judge_detector(previous, new_weights, summary.root, n_classes, settings)
+        served_display = Display.from_json(req.base_display, names) if req.base_display and settings.score_threshold is None else None
+        judged = judge_detector(previous, new_weights, summary.root, n_classes, settings, served_display)
         new_records = judged.records
         promote, why, judgement = judged.verdict.promote, judged.verdict.reason, judged.verdict.to_json()
-        # What each model's pre-annotations save an annotator on the held-out tasks, against drawing every box.
+        # What the new model shows, and what each model's pre-annotations save an annotator on the
+        # held-out tasks against drawing every box.
+        metrics_new["display"] = judged.display.to_json(names)
         metrics_new["annotation"], metrics_old["annotation"] = judged.cost_new, judged.cost_served
         # The new model's own confidence per class that is right PSEUDO_PRECISION of the time on the
         # held-out labels: scoring marks tasks whose every box clears it as review-only (REVIEW_ONLY).

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+from ml_backend.inference.display import Display
 from ml_backend.inference.label_config import Target
 from ml_backend.inference.ls_results import obb_percent, polygon_percent, rect_percent, to_ls_results
 from ml_backend.inference.model import ImagePrediction
@@ -83,9 +84,23 @@ def test_detections_become_rectanglelabels_with_mapped_labels_only() -> None:
 
 
 def test_threshold_drops_low_confidence_objects() -> None:
-    regions, score = to_ls_results(_det(), target("rectangle"), {0: "a", 1: "b", 2: "a"}, score_threshold=0.6)
+    regions, score = to_ls_results(_det(), target("rectangle"), {0: "a", 1: "b", 2: "a"}, Display(0.6))
     assert [r["score"] for r in regions] == [0.9, 0.8]
     assert score == pytest.approx(0.85)
+
+
+@pytest.mark.parametrize(
+    ("display", "expected"),
+    [
+        (Display(0.6, {1: 0.4}), [0.9, 0.5, 0.8]),  # class 1 shown from 0.4
+        (Display(0.1, {0: 0.95}), [0.5, 0.8]),  # class 0 only above 0.95
+        (Display(0.1, {}, merge_classes=True), [0.9, 0.8]),  # class 1's box lies on class 0's: one object
+    ],
+)
+def test_each_class_is_shown_by_its_own_threshold_and_labels_on_one_object_merge(display: Display, expected: list[float]) -> None:
+    pred = _det(boxes_xyxy=np.array([[0, 0, 100, 50], [0, 0, 100, 50], [150, 50, 200, 100]], dtype=float))
+    regions, _ = to_ls_results(pred, target("rectangle"), {0: "a", 1: "b", 2: "a"}, display)
+    assert [r["score"] for r in regions] == expected
 
 
 def test_no_objects_gives_empty_result_and_zero_score() -> None:
@@ -120,5 +135,5 @@ def test_obb_results_carry_rotation() -> None:
 )
 def test_classification_top_choice(probs, label_map, threshold, expected) -> None:
     pred = ImagePrediction(width=10, height=10, probs=np.array(probs))
-    regions, score = to_ls_results(pred, target("choices", ("a", "b", "c")), label_map, score_threshold=threshold)
+    regions, score = to_ls_results(pred, target("choices", ("a", "b", "c")), label_map, Display(threshold))
     assert (regions[0]["value"]["choices"] if regions else None, score) == (expected[0], pytest.approx(expected[1]))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ml_backend.al.strategies import REGISTRY
+from ml_backend.inference.display import Display
 from ml_backend.inference.label_config import select_target
 from ml_backend.inference.model import ImagePrediction
 from ml_backend.inference.predictor import Served
@@ -52,7 +53,7 @@ def det(scores_by_class: list[list[float]], boxes: list[list[float]], emb: list[
     )
 
 
-SERVED = Served(FakeModel(), select_target(CFG, "detect"), {0: "a", 1: "b"})  # type: ignore[arg-type]
+SERVED = Served(FakeModel(), select_target(CFG, "detect"), {0: "a", 1: "b"}, display=Display(0.5))  # type: ignore[arg-type]  # shown from 0.5
 
 
 def settings(**env) -> Settings:

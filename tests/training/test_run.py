@@ -6,9 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ml_backend.al.effort import DEFAULT_COSTS, price
+from ml_backend.inference.display import GRID, choose_display, cross_fitted_corrections
 from ml_backend.settings import Settings
 from ml_backend.tools.synthetic import ls_box_result, make_image
 from ml_backend.training.dataset import split_of
+from ml_backend.training.evaluate import heldout_detections
 from ml_backend.training.promotion import decide
 from ml_backend.training.run import TrainingError, TrainRequest, recipe, train_project, training_epochs
 
@@ -114,6 +117,14 @@ def test_a_run_fine_tunes_the_model_and_judges_it_on_held_out_labels(tmp_path, t
         assert cost["scratch_seconds"] == pytest.approx(2.0 * counts["images"] + 7.0 * counts["gt_boxes"], abs=0.05)
         assert cost["speedup"] == pytest.approx(cost["scratch_seconds"] / cost["seconds"], abs=0.01)
     assert out.promote == (out.judgement["rule"] in ("too_few_heldout", "bootstrap", "labeled_floor") and out.judgement["promote"])
+    # What the new model will show (SCORE_THRESHOLD empty): per class, chosen on the held-out tasks,
+    # its speed-up priced cross-fitted (each held-out task under a rule chosen on the others).
+    shown = out.metrics_new["display"]
+    assert shown["default"] == 0.25 and set(shown["thresholds"]) <= {"Round", "square", "triangle"}
+    assert all(t in GRID for t in shown["thresholds"].values()) and isinstance(shown["merge_classes"], bool)
+    detections = heldout_detections(out.weights, tmp_path / "run" / "dataset", settings_for(tmp_path))
+    assert out.metrics_new["annotation"] == price(cross_fitted_corrections(detections, DEFAULT_COSTS), DEFAULT_COSTS)
+    assert choose_display(detections, DEFAULT_COSTS).to_json(dict(enumerate(["Round", "square", "triangle"]))) == shown
     from ultralytics import YOLO
 
     trained = YOLO(out.weights)
