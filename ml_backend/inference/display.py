@@ -37,11 +37,16 @@ FOLDS = 5  # cross-fitting folds (fewer when there are fewer images)
 class LabeledDetections(Protocol):
     """One held-out image: its true boxes and a model's detections on it (pixels, xyxy)."""
 
-    gt_boxes: np.ndarray
-    gt_classes: np.ndarray
-    boxes: np.ndarray
-    classes: np.ndarray
-    scores: np.ndarray
+    @property
+    def gt_boxes(self) -> np.ndarray: ...
+    @property
+    def gt_classes(self) -> np.ndarray: ...
+    @property
+    def boxes(self) -> np.ndarray: ...
+    @property
+    def classes(self) -> np.ndarray: ...
+    @property
+    def scores(self) -> np.ndarray: ...
 
 
 def merge_across_classes(boxes: np.ndarray, scores: np.ndarray, iou: float = MERGE_IOU) -> np.ndarray:

@@ -45,6 +45,14 @@ def _rec(
         "eval_s": 1.0,
         "objects": boxes,
         "effort_total": effort,
+        # the round's own images (10 a round): the same shares of boxes drawn and accepted
+        "effort": {
+            **effort,
+            "images": 10,
+            "gt_boxes": 10 * boxes_per_image,
+            "accepted": 10 * boxes_per_image - round(10 * boxes_per_image * drawn_share),
+            "drawn": round(10 * boxes_per_image * drawn_share),
+        },
     }
 
 
@@ -79,6 +87,20 @@ def test_summary_figures_are_exact_on_known_curves() -> None:
     assert "savings" not in r  # the reference
     table = summary_markdown(s)
     assert "| uncertainty | 2 |" in table and "interval above zero" in table
+
+
+def test_the_speed_up_over_drawing_is_exact_on_known_rounds() -> None:
+    arms = summarize(_known_study(), "map50", resamples=200)["arms"]
+    # uncertainty: 10 images of 20 boxes a round, 5 drawn, 15 accepted: 2 x 10 + 7 x 20 = 160 s from
+    # scratch against 2 x 10 + 1.6 x 15 + 7 x 5 = 79 s; every box verified: 2 x 10 + 1.6 x 20 = 52 s
+    for row in arms["uncertainty"]["speedups"]:
+        assert row["speedup"]["estimate"] == pytest.approx(160 / 79) and row["seeds_range"] == [2.03, 2.03]
+        assert row["ceiling"] == pytest.approx(160 / 52) and row["captured"]["estimate"] == pytest.approx((160 - 79) / (160 - 52))
+        assert "one_threshold" not in row
+    assert [r["labels"] for r in arms["random"]["speedups"]] == [10, 20, 30]
+    assert all(r["speedup"]["estimate"] == pytest.approx(1.0) and r["captured"]["estimate"] == 0 for r in arms["random"]["speedups"])
+    table = summary_markdown(summarize(_known_study(), "map50", resamples=200))
+    assert "| uncertainty | 2 | 30 | 2.03x [2.03, 2.03] (2.03-2.03) | 3.08x | 75% [75%, 75%] |" in table
 
 
 def test_other_costs_apply_to_the_same_counts() -> None:
@@ -166,10 +188,10 @@ def test_a_tiny_study_uses_the_servers_scoring_never_touches_the_test_split_and_
     shown_by: list[tuple[str, int]] = []
     real_pre = simulation._preannotations
 
-    def pre_spy(study, weights, ids, settings, agnostic=False):  # noqa: ANN001, ANN202
+    def pre_spy(study, weights, ids, settings, agnostic=False, display=None):  # noqa: ANN001, ANN202
         if not agnostic:
             shown_by.append((Path(weights).name, len(ids)))
-        return real_pre(study, weights, ids, settings, agnostic)
+        return real_pre(study, weights, ids, settings, agnostic, display)
 
     monkeypatch.setattr(simulation, "_preannotations", pre_spy)
     trained: list[int] = []
@@ -433,3 +455,9 @@ def test_the_server_loop_judges_each_round_and_continues_from_the_served_model(s
         j = r["judgement"]
         assert j["rule"] in ("too_few_heldout", "bootstrap", "no_evidence") and j["heldout"] >= 1
         assert 0.0 <= r["map50"] <= 1.0
+    # What the served model shows is what the server would show: its rule, chosen when it was judged
+    # (SCORE_THRESHOLD empty); each later round's images are also priced at one threshold when the rules differ.
+    for before, r in zip(records, records[1:]):
+        shown = before["display"]
+        assert shown["default"] == 0.25 and set(shown["thresholds"]) <= {"circle", "square", "triangle"}
+        assert ("effort_one_threshold" in r) == (bool(shown["thresholds"]) or shown["merge_classes"])

@@ -43,6 +43,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -61,6 +62,7 @@ import numpy as np
 
 from ml_backend.al.effort import Corrections, corrections
 from ml_backend.al.strategies import REGISTRY, Pool, StrategyParams, get_strategy
+from ml_backend.inference.display import Display
 from ml_backend.settings import SPECS, Settings, SettingsError
 from ml_backend.state import atomic_write, write_json_atomic
 from ml_backend.tools.datasets import Dataset, Item, as_task, box_label_config, load_dataset, load_local_image
@@ -304,8 +306,20 @@ class Study:
         )
 
 
-def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target: Path, settings: Settings, new: Sequence[int] = ()) -> dict:
+def _train_round(
+    study: Study,
+    labeled: Sequence[int],
+    base: str | Path,
+    target: Path,
+    settings: Settings,
+    new: Sequence[int] = (),
+    shown: Mapping | None = None,
+) -> dict:
     """Fine-tune ``base`` on ``labeled``, evaluate on the test split, keep the weights at ``target``.
+
+    In the server's loop the record's ``display`` is what the served model shows from then on (as
+    the server stores it: :func:`ml_backend.training.run.judge_detector`): the new model's rule
+    when it is served, ``shown`` (the previous one's) when it is not.
 
     With ``PSEUDO_LABELS=on`` the round also learns from ``base``'s confident boxes on the unlabeled
     pool (never the test split), calibrated on ``new``: the images labeled this round, which ``base``
@@ -359,15 +373,18 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
     t0 = time.monotonic()
     trained = fine_tune(start, summary.data, settings, work, epochs)
     train_s = time.monotonic() - t0
-    judgement = None
+    judgement = display = None
     served = measured = Path(trained)
     if loop:
         from ml_backend.training.run import judge_detector
 
-        verdict = judge_detector(previous, trained, summary.root, len(ds.names), settings).verdict
+        judged = judge_detector(previous, trained, summary.root, len(ds.names), settings)
+        verdict = judged.verdict
         judgement = verdict.to_json()
+        display = judged.display.to_json(ds.names)
         if not verdict.promote:  # the served model stays; measured in the dataset's classes
             served, measured = Path(base), Path(previous)
+            display = dict(shown) if shown else settings.display.to_json(ds.names)
     atomic_write(target, lambda f: f.write(served.read_bytes()))
     t0 = time.monotonic()
     metrics = evaluate(measured, _test_data(study) if loop else summary.data, "detect", settings, work)
@@ -383,6 +400,7 @@ def _train_round(study: Study, labeled: Sequence[int], base: str | Path, target:
         "optimizer_steps": epochs * steps_per_epoch(n_train, settings),
         "pseudo": pseudo,
         "judgement": judgement,
+        "display": display,
         "train_s": train_s,
         "eval_s": eval_s,
     }
@@ -417,11 +435,21 @@ def _predictor(study: Study, weights: Path, settings: Settings) -> Any:
     return Predictor(settings, holder, LocalImages())
 
 
+def _served_display(study: Study, record: Mapping | None, settings: Settings) -> Display:
+    """What the served model shows after the round of ``record``, as the server would show it: the
+    rule stored with it (the server's loop), or ``SCORE_THRESHOLD``'s when it is set or none was chosen."""
+    stored = (record or {}).get("display")
+    if not stored or settings.score_threshold is not None:
+        return settings.display
+    return Display.from_json(stored, study.ds.names)
+
+
 def _preannotations(
-    study: Study, weights: str | Path, ids: Sequence[int], settings: Settings, agnostic: bool = False
+    study: Study, weights: str | Path, ids: Sequence[int], settings: Settings, agnostic: bool = False, display: Display | None = None
 ) -> dict[int, list[dict]]:
     """What the served model ``weights`` shows on images ``ids`` (Label Studio regions, as the server
-    converts them: nothing of the classes it does not know). With ``agnostic``, class-agnostic
+    converts them: nothing of the classes it does not know; shown by ``display``, default
+    ``SCORE_THRESHOLD``'s). With ``agnostic``, class-agnostic
     proposals: every box the model finds, suppressed across classes, shown with its class's label
     if it maps to one and the first label otherwise (what the server shows a one-label project:
     :func:`ml_backend.inference.label_config.proposal_label`)."""
@@ -431,6 +459,8 @@ def _preannotations(
     predictor = _predictor(study, Path(weights), settings)
     try:
         served = predictor.serve(box_label_config(study.ds.names))
+        if display is not None:
+            served = dataclasses.replace(served, display=display)
         if agnostic:
             fallback = served.target.labels[0]
             served = Served(served.model, served.target, {c: served.label_map.get(c, fallback) for c in served.model.names}, True)
@@ -468,10 +498,16 @@ def _effort(study: Study, ids: Sequence[int], regions: Mapping[int, Sequence[Map
 
 
 def _select(
-    study: Study, arm: Arm, settings: Settings, labeled: Sequence[int], weights: str | Path, count: int | None = None
+    study: Study,
+    arm: Arm,
+    settings: Settings,
+    labeled: Sequence[int],
+    weights: str | Path,
+    count: int | None = None,
+    display: Display | None = None,
 ) -> tuple[list[int], dict[int, list[dict]], float]:
     """The ``count`` (default ``step``) pool images the arm puts first in the queue, their
-    pre-annotations, and the seconds it took."""
+    pre-annotations (shown by ``display``, default ``SCORE_THRESHOLD``'s), and the seconds it took."""
     from ml_backend.scoring.pool import score_tasks
 
     cfg, ds = study.cfg, study.ds
@@ -482,10 +518,12 @@ def _select(
         prio = get_strategy("random").rank(Pool(uncertainty=np.zeros(len(unlabeled))), StrategyParams(seed=settings.al_seed))
         by_task = dict(zip(unlabeled, prio, strict=True))
         chosen = sorted(by_task, key=lambda i: (-by_task[i], i))[: count or cfg.step]
-        return chosen, _preannotations(study, weights, chosen, settings), time.monotonic() - t0
+        return chosen, _preannotations(study, weights, chosen, settings, display=display), time.monotonic() - t0
     predictor = _predictor(study, Path(weights), settings)
     try:
         served = predictor.serve(box_label_config(ds.names))
+        if display is not None:
+            served = dataclasses.replace(served, display=display)
         tasks = [as_task(ds, i, False) for i in unlabeled] + [as_task(ds, i, True) for i in labeled]
         pooled = score_tasks(tasks, served, predictor, settings)
     finally:
@@ -539,11 +577,16 @@ def _run_round(study: Study, arm: Arm, seed: int, rnd: int, labeled: list[int]) 
                 f"{previous} is missing, so round {rnd} of {arm.label} seed {seed} cannot resume; delete {study.out} to start over"
             )
         settings = _settings(cfg, study.out, arm, seed=1000 * seed + rnd)
-        chosen, shown, select_s = _select(study, arm, settings, labeled, previous)
-        per_task, effort = _effort(study, chosen, shown)
-        labeled = labeled + chosen
-        result = _train_round(study, labeled, previous, target, _settings(cfg, study.out, arm, seed=seed), new=chosen)
         before = study.record(arm.label, seed, rnd - 1)
+        display = _served_display(study, before, settings)
+        chosen, shown, select_s = _select(study, arm, settings, labeled, previous, display=display)
+        per_task, effort = _effort(study, chosen, shown)
+        if display != settings.display:  # the same images shown at one threshold for every class, to compare
+            extra["effort_one_threshold"] = _effort(study, chosen, _preannotations(study, previous, chosen, settings))[1].to_json()
+        labeled = labeled + chosen
+        result = _train_round(
+            study, labeled, previous, target, _settings(cfg, study.out, arm, seed=seed), new=chosen, shown=(before or {}).get("display")
+        )
         total = Corrections.from_json(before["effort_total"]) + effort if before else effort
     return {
         **result,

@@ -174,6 +174,7 @@ def summarize(
         first = first_round(c, table, resamples)
         if first is not None:
             row["first_round"] = first
+        row["speedups"] = speedups(c, table, resamples)
         arms[name] = row
     return {
         "metric": metric,
@@ -225,6 +226,55 @@ def first_round(c: Curves, table: CostTable = DEFAULT_COSTS, resamples: int = 10
         "shown_saving": saving(shown),
         "proposals_saving": saving(proposed),
     }
+
+
+def speedups(c: Curves, table: CostTable = DEFAULT_COSTS, resamples: int = 10_000) -> list[dict[str, Any]]:
+    """Per round: how much faster correcting the pre-annotations of the round's images was than
+    drawing every box (the records' ``effort``: the images selected that round, shown by the model
+    trained on the labels before them; round 0: the starting model on the first labels).
+
+    Per round, over seeds (ratios of sums, 95% bootstrap intervals, the seeds' own range beside):
+    ``speedup`` (scratch seconds / seconds), the ``ceiling`` (every true box only verified),
+    ``captured`` (the share of the possible saving that was saved: (scratch - seconds) /
+    (scratch - ceiling seconds)), and ``one_threshold``: the speed-up the same images would have
+    had shown at one threshold for every class (the records' ``effort_one_threshold``, where the
+    served model had a per-class rule).
+
+    Example:
+        >>> rec = lambda s, drawn, ok: {"seed": s, "round": 1, "labels": 2, "map50": 0.5, "per_class": {},
+        ...     "effort_total": {}, "effort": {"images": 2, "gt_boxes": 4, "drawn": drawn, "accepted": ok}}
+        >>> row = speedups(Curves([rec(0, 0, 4), rec(1, 4, 0)], "map50", DEFAULT_COSTS, "x"), resamples=100)[0]
+        >>> round(row["speedup"]["estimate"], 2), round(row["ceiling"], 2), row["seeds_range"]
+        (1.51, 3.08, [1.0, 3.08])
+    """
+    out = []
+    for k, rnd in enumerate(c.rounds):
+        rows = [row[k] for row in c.records]
+        if not all("effort" in r for r in rows):
+            continue
+        done = [Corrections.from_json(r["effort"]) for r in rows]
+        seconds = np.array([table.seconds(e) for e in done])
+        scratch = np.array([table.seconds(Corrections(images=e.images, gt_boxes=e.gt_boxes, drawn=e.gt_boxes)) for e in done])
+        best = np.array([table.seconds(Corrections(images=e.images, gt_boxes=e.gt_boxes, accepted=e.gt_boxes)) for e in done])
+
+        def ratio(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+            return bootstrap(
+                lambda d: float(x[d].sum() / y[d].sum()) if y[d].sum() > 0 else float("nan"), len(x), resamples=resamples
+            ).to_json()
+
+        row: dict[str, Any] = {
+            "round": int(rnd),
+            "labels": int(rows[0]["labels"]),
+            "speedup": ratio(scratch, seconds),
+            "seeds_range": [round(float(v), 2) for v in (min(scratch / seconds), max(scratch / seconds))],
+            "ceiling": float(scratch.sum() / best.sum()),
+            "captured": ratio(scratch - seconds, scratch - best),
+        }
+        if all("effort_one_threshold" in r for r in rows):
+            one = np.array([table.seconds(Corrections.from_json(r["effort_one_threshold"])) for r in rows])
+            row["one_threshold"] = ratio(scratch, one)
+        out.append(row)
+    return out
 
 
 def _finite(x: float) -> float | None:
@@ -289,6 +339,7 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
             f"| {name} | {t['images']:.0f} | {t['boxes']:.0f} | {t['corrections']:.0f} | {t['seconds']:.0f} | "
             f"{r['round_s']:.0f} ({r['select_s']:.0f} + {r['train_s']:.0f} + {r['eval_s']:.0f}) |"
         )
+    lines += ["", *speedup_markdown(arms)]
     firsts = {name: r["first_round"] for name, r in arms.items() if "first_round" in r}
     if firsts:
         lines += [
@@ -308,6 +359,38 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
             )
     lines += ["", *verdicts(summary)]
     return "\n".join(lines) + "\n"
+
+
+def _x(ci: Mapping[str, Any]) -> str:
+    return f"{ci['estimate']:.2f}x [{ci['low']:.2f}, {ci['high']:.2f}]"
+
+
+def speedup_markdown(arms: Mapping[str, Any]) -> list[str]:
+    """The speed-up table (:func:`speedups`): one row per arm and round."""
+    rows = [(name, s) for name, r in arms.items() for s in r.get("speedups", [])]
+    if not rows:
+        return []
+    one = any("one_threshold" in s for _, s in rows)
+    lines = [
+        "Correcting the pre-annotations of each round's images against drawing every box (estimated annotator seconds, ratio "
+        "of sums over seeds, 95% bootstrap interval, the seeds' own range beside it); the ceiling is every true box only "
+        "verified, and the share captured is the part of that possible saving that was saved"
+        + ("; the last column shows the same images at one threshold for every class" if one else "")
+        + ":",
+        "",
+        "| arm | round | labels after | speed-up (seeds' range) | ceiling | share captured |" + (" at one threshold |" if one else ""),
+        "|---|---|---|---|---|---|" + ("---|" if one else ""),
+    ]
+    for name, s in rows:
+        cap = s["captured"]
+        line = (
+            f"| {name} | {s['round']} | {s['labels']} | {_x(s['speedup'])} ({s['seeds_range'][0]:.2f}-{s['seeds_range'][1]:.2f}) | "
+            f"{s['ceiling']:.2f}x | {cap['estimate']:.0%} [{cap['low']:.0%}, {cap['high']:.0%}] |"
+        )
+        if one:
+            line += f" {_x(s['one_threshold'])} |" if "one_threshold" in s else " - |"
+        lines.append(line)
+    return lines
 
 
 def verdicts(summary: Mapping[str, Any]) -> list[str]:
