@@ -9,10 +9,14 @@
   ``PROMOTION_MARGIN``: the lower end of the interval of ``new - old`` is at or above
   ``-PROMOTION_MARGIN``. A held-out set of a few images cannot tell two models apart; the
   interval says so instead of a coin flip deciding.
-* **Too few held-out labels to judge**: the new model is served. It is the served model
+* **Too few held-out labels to judge**: the new model is served unless every labeled image
+  (training and held-out) says it is worse (:func:`labeled_floor`). It is the served model
   fine-tuned on strictly more labels, and in the label-savings study such a model beat its parent
   on the test split in most rounds (docs/retraining.md gives the count); waiting for a judge that
-  cannot judge would keep a small project on its first model, as users saw.
+  cannot judge would keep a small project on its first model, as users saw. But a fine-tune on a
+  handful of labels can also wreck a model that was right: when its mAP50 on all the labeled
+  images, even those it was trained on, is lower than the served model's by more than
+  ``PROMOTION_MARGIN``, it is kept back (rule ``worse_on_labeled``).
 * Both models at mAP50 0 on the held-out labels: the held-out images show nothing, so every labeled
   image (training and held-out) is looked at as a floor (:func:`labeled_floor`): a new model that
   finds something right there where the served one finds nothing (a new project's first model,
@@ -31,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -65,7 +70,7 @@ class Judgement:
     Attributes:
         promote: serve the new model.
         reason: one sentence a newcomer understands.
-        rule: ``bootstrap``, ``too_few_heldout``, ``always``, ``no_evidence`` or ``labeled_floor``.
+        rule: ``bootstrap``, ``too_few_heldout``, ``always``, ``no_evidence``, ``labeled_floor`` or ``worse_on_labeled``.
         heldout: held-out images judged on.
         old, new: mAP50 of each model on them.
         low, high: the interval of ``new - old`` (None without a bootstrap).
@@ -149,14 +154,19 @@ def judge(
 
 
 def labeled_floor(verdict: Judgement, old: Sequence[ImageRecord], new: Sequence[ImageRecord]) -> Judgement:
-    """When the held-out images show nothing (``no_evidence``: both models at mAP50 0 there), judge on
-    every labeled image (``old``, ``new``: both models' records of the training and held-out images):
-    a model that finds something right where the served one finds nothing at all has learned what
-    the served one lacks, and is served. Any other verdict is returned as it is.
+    """Every labeled image (``old``, ``new``: both models' records of the training and held-out
+    images) as a floor, where the held-out images cannot judge:
 
-    A model is judged on images it was trained on here, which flatters it; the rule asks only
-    whether it finds anything, against a served model that finds nothing (a model that knows none
-    of the project's labels), never whether it is better than a model that finds something.
+    * ``no_evidence`` (both models at mAP50 0 on the held-out images): a model that finds something
+      right where the served one finds nothing at all has learned what the served one lacks, and
+      is served (rule ``labeled_floor``);
+    * ``too_few_heldout``: a model worse than the served one by more than the margin on every labeled
+      image, even those it was trained on, is kept back (rule ``worse_on_labeled``): a fine-tune on
+      a handful of labels that wrecked a model which was right.
+
+    Any other verdict is returned as it is. A model is judged on images it was trained on here,
+    which flatters it: the floor only catches a model that fails even so, never serves one over a
+    served model that finds something.
 
     Example:
         >>> from ml_backend.training.metrics import image_record
@@ -165,16 +175,28 @@ def labeled_floor(verdict: Judgement, old: Sequence[ImageRecord], new: Sequence[
         >>> miss = image_record(box, [0], np.zeros((0, 4)), [], [], 1)
         >>> labeled_floor(judge([miss], [miss]), [miss] * 8, [hit] * 8).rule
         'labeled_floor'
+        >>> labeled_floor(judge([hit], [miss]), [hit] * 8, [hit] * 4 + [miss] * 4).rule
+        'worse_on_labeled'
     """
-    if verdict.rule != "no_evidence":
-        return verdict
     a, b = map50(old), map50(new)
-    if a <= 0.0 < b:
+    n = verdict.heldout
+    images = f"{n} held-out image{'s' if n != 1 else ''}"
+    if verdict.rule == "no_evidence" and a <= 0.0 < b:
         return Judgement(
             True,
-            f"served: on the {verdict.heldout} held-out image{'s' if verdict.heldout != 1 else ''} neither model finds anything, but on all "
-            f"{len(new)} labeled images the new model's mAP50 is {b:.3f} and the served one finds nothing: it has learned what the "
-            "served model lacks",
-            "labeled_floor", verdict.heldout, a, b, confidence=verdict.confidence, margin=verdict.margin,
+            f"served: on the {images} neither model finds anything, but on all {len(new)} labeled images the new model's mAP50 "
+            f"is {b:.3f} and the served one finds nothing: it has learned what the served model lacks",
+            "labeled_floor", n, a, b, confidence=verdict.confidence, margin=verdict.margin,
         )  # fmt: skip
+    if verdict.rule == "too_few_heldout" and verdict.promote:
+        if b < a - verdict.margin:
+            return Judgement(
+                False,
+                f"kept the previous model: only {images}, too few to judge, and on all {len(new)} labeled images, even those it was "
+                f"trained on, the new model's mAP50 is {b:.3f} against the served one's {a:.3f}",
+                "worse_on_labeled", n, verdict.old, verdict.new, confidence=verdict.confidence, margin=verdict.margin,
+            )  # fmt: skip
+        return dataclasses.replace(
+            verdict, reason=f"{verdict.reason}; on all {len(new)} labeled images it is not worse ({b:.3f} against {a:.3f})"
+        )
     return verdict

@@ -279,7 +279,7 @@ def judge_detector(
 ) -> Judged:
     """Whether the ``trained`` detector should be served instead of ``served`` (both in the dataset's
     classes), judged on the held-out images of the dataset at ``root`` (:func:`ml_backend.training.promotion.judge`),
-    with every labeled image as a floor when those show nothing (:func:`ml_backend.training.promotion.labeled_floor`),
+    with every labeled image as a floor when those cannot judge (:func:`ml_backend.training.promotion.labeled_floor`),
     what the trained one will show, and what each model's pre-annotations save an annotator there
     (the served one's shown by ``served_display``, default ``SCORE_THRESHOLD``'s). The server's
     retraining and the study's server loop both judge here.
@@ -291,7 +291,7 @@ def judge_detector(
         old_records, new_records, settings.promotion, settings.promotion_min_heldout, settings.promotion_margin,
         settings.promotion_confidence, seed=settings.al_seed,
     )  # fmt: skip
-    if verdict.rule == "no_evidence":  # the held-out images show nothing: every labeled image as a floor
+    if verdict.rule in ("no_evidence", "too_few_heldout"):  # the held-out images cannot judge: every labeled image as a floor
         verdict = labeled_floor(
             verdict,
             old_records + heldout_records(served, root, n_classes, settings, split="train"),

@@ -77,3 +77,26 @@ def test_the_labeled_images_are_a_floor_when_the_held_out_ones_show_nothing(
     assert (verdict.promote, verdict.rule, verdict.heldout) == (promote, rule, 2)
     if rule == "labeled_floor":
         assert (verdict.old, verdict.new) == (0.0, pytest.approx(0.6)) and "on all 10 labeled images" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("labeled_old", "labeled_new", "promote", "rule"),
+    [
+        (10, 5, False, "worse_on_labeled"),  # a fine-tune on a handful of labels wrecked a model that was right
+        (10, 10, True, "too_few_heldout"),  # as good where it was trained: the newer model is served
+        (5, 10, True, "too_few_heldout"),
+        (10, 9, False, "worse_on_labeled"),  # 0.9 against 1.0: worse by more than PROMOTION_MARGIN (0.02)
+    ],
+)
+def test_with_too_few_held_out_images_a_model_worse_on_every_labeled_image_is_kept_back(
+    labeled_old: int, labeled_new: int, promote: bool, rule: str
+) -> None:
+    unjudged = judge(_images(2, 2), _images(1, 2), min_heldout=10)
+    assert (unjudged.promote, unjudged.rule) == (True, "too_few_heldout")
+    verdict = labeled_floor(
+        unjudged,
+        _images(labeled_old, 10),
+        _images(labeled_new, 10),
+    )
+    assert (verdict.promote, verdict.rule, verdict.heldout) == (promote, rule, 2)
+    assert "on all 10 labeled images" in verdict.reason
