@@ -250,6 +250,7 @@ _SCHEMAS: dict[str, Any] = {
             "retrain_threshold_from": {"type": "string"},
             "model_version": {"type": "string", "nullable": True},
             "speedup": _ref("Speedup"),
+            "display": _ref("Display"),
             "last_run": {"type": "object", "nullable": True},
             "classes": _ref("Classes"),
             "pre_annotations": {
@@ -274,6 +275,17 @@ _SCHEMAS: dict[str, Any] = {
             "note": {"type": "string"},
             "served": {"type": "boolean"},
             "speedup": _ref("Speedup"),
+        },
+    },
+    "Display": {
+        "type": "object",
+        "description": "What the served model's pre-annotations show: each class from its threshold (chosen on the held-out tasks "
+        "to cost annotators the fewest seconds; SCORE_THRESHOLD for every class when set), and whether boxes of two classes on one "
+        "object are merged.",
+        "properties": {
+            "default": {"type": "number", "description": "the threshold of classes without their own"},
+            "thresholds": {"type": "object", "additionalProperties": {"type": "number"}, "description": "label -> threshold"},
+            "merge_classes": {"type": "boolean"},
         },
     },
     "Speedup": {

@@ -179,6 +179,11 @@ SPECS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec("TRAIN_EPOCHS", "0", "Fixed epochs per fine-tuning run instead of `TRAIN_STEPS` (0: from `TRAIN_STEPS`)."),
     SettingSpec(
+        "TRAIN_TIME_BUDGET",
+        "0",
+        "Minutes a fine-tuning run may train (0: no limit). After each epoch the run measures its pace and, when the epochs it was given would not end in time, trains only as many as fit, its learning-rate schedule shortened to end with them (never more epochs than `TRAIN_STEPS` or `TRAIN_EPOCHS` give).",
+    ),
+    SettingSpec(
         "TRAIN_WARMUP_EPOCHS",
         "0",
         "Warm-up epochs of a fine-tuning run (0: none, the study's choice; empty: Ultralytics' default, 3 epochs and at least 100 "
@@ -390,6 +395,7 @@ class Settings:
     retrain_min_new_labels: int = 50
     train_steps: int = 300
     train_epochs: int = 0
+    train_time_budget: float = 0.0
     train_warmup_epochs: float | None = 0.0
     train_lr0: float | None = None
     train_freeze: int = 0
@@ -463,6 +469,7 @@ class Settings:
             retrain_min_new_labels=_parse(env, "RETRAIN_MIN_NEW_LABELS", _non_negative_int, "an integer >= 0 (0: off)"),
             train_steps=_parse(env, "TRAIN_STEPS", _positive_int, "a positive number of optimizer steps"),
             train_epochs=_parse(env, "TRAIN_EPOCHS", _non_negative_int, "an integer >= 0 (0: from TRAIN_STEPS)"),
+            train_time_budget=_parse(env, "TRAIN_TIME_BUDGET", _bounded_float(0.0, 7 * 24 * 60.0), "minutes, 0 for no limit"),
             train_warmup_epochs=_parse(env, "TRAIN_WARMUP_EPOCHS", _optional(_bounded_float(0.0, 100.0)), "empty or a number of epochs"),
             train_lr0=_parse(env, "TRAIN_LR0", _optional(_bounded_float(1e-6, 1.0)), "empty or a learning rate in 1e-6..1"),
             train_freeze=_parse(env, "TRAIN_FREEZE", _non_negative_int, "an integer >= 0"),

@@ -56,6 +56,10 @@ POLICY_SETTINGS = (
     "TRAIN_VAL_FRACTION",
     "PROMOTION",
     "AL_SEED",
+    "TRAIN_LR0",
+    "TRAIN_TIME_BUDGET",
+    "SCORE_THRESHOLD",  # empty: the display rule is chosen at training (ml_backend.inference.display)
+    "ANNOTATION_COSTS",  # the seconds the display rule and the speed-up are priced with
 )
 
 

@@ -269,11 +269,14 @@ class TrainingJobs:
         """What ``GET /training?project=ID`` returns."""
         row = self.state.get(project_id)
         threshold, source = self.threshold(project_id, row)
-        current, speedup = None, None
+        current, speedup, display = None, None, self.settings.display.to_json({})
         try:
             info = self.models.current(project_id)
             current = info.version if info else self.models.base.version
             speedup = speedup_of(info.metrics) if info else None
+            stored = (info.metrics.get("new") or {}).get("display") if info else None
+            if stored and self.settings.score_threshold is None:
+                display = stored
         except Exception:  # a damaged registry must not break the status route
             pass
         out = {
@@ -292,6 +295,7 @@ class TrainingJobs:
             "retrain_threshold_from": source,
             "model_version": current,
             "speedup": speedup,  # the served version's pre-annotations against drawing, on its held-out tasks
+            "display": display,  # what they show: per-class thresholds (ml_backend.inference.display)
             "job": row["job"],  # the RQ job of a run on a worker
             "last_run": _loads(row["last"]),
         }

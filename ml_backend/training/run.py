@@ -206,6 +206,8 @@ def fine_tune(model: Any, data: str | Path, settings: Settings, workdir: Path, e
 
     report("training", epoch=0, epochs=epochs)
     model.add_callback("on_train_epoch_end", on_epoch_end)
+    if settings.train_time_budget > 0:
+        model.add_callback("on_fit_epoch_end", time_budget(settings.train_time_budget * 60))
     model.train(
         **recipe(settings),
         data=str(data),
@@ -227,6 +229,33 @@ def fine_tune(model: Any, data: str | Path, settings: Settings, workdir: Path, e
     if not trained.is_file():
         raise TrainingError(f"Ultralytics finished without writing {trained}")
     return trained
+
+
+def time_budget(seconds: float, clock: Callable[[], float] = time.time) -> Callable[[Any], None]:
+    """An Ultralytics ``on_fit_epoch_end`` callback that ends a run in ``seconds`` (``TRAIN_TIME_BUDGET``).
+
+    After each epoch it takes the mean epoch time so far; when the epochs planned would not fit,
+    the run is given as many as fit (at least those done) and its learning-rate schedule is set
+    up again for them, as Ultralytics' own ``time`` mode does (which instead stretches a run to
+    fill the time: here the budget only ever shortens one).
+    """
+
+    def check(trainer: Any) -> None:
+        done = int(trainer.epoch) - int(trainer.start_epoch) + 1
+        elapsed = clock() - float(trainer.train_time_start)
+        fit = max(done, int(seconds // max(elapsed / done, 1e-9)))
+        if fit >= trainer.epochs:
+            return
+        log.info(
+            "TRAIN_TIME_BUDGET: %.0f s allow %d of the %d epochs planned (%.1f s an epoch)", seconds, fit, trainer.epochs, elapsed / done
+        )
+        trainer.epochs = trainer.args.epochs = fit
+        trainer._setup_scheduler()  # the schedule ends with the new last epoch (Ultralytics' time mode does the same)
+        trainer.scheduler.last_epoch = trainer.epoch
+        if done >= fit:
+            trainer.stop = True
+
+    return check
 
 
 def project_start(weights: str | Path, names: dict[int, str], target: Any, kind: str, workdir: Path) -> tuple[Path, Path, ClassPlan]:

@@ -1,10 +1,36 @@
 """The README's main job, `python -m ml_backend demo`, run for real (short training)."""
 
+import numpy as np
 import pytest
 
-from ml_backend.tools.demo import run_demo
+from ml_backend.al.effort import corrections
+from ml_backend.tools.demo import LABELS, run_demo
 
 pytestmark = pytest.mark.e2e
+
+
+def shown_boxes(demo, task_ids: list[int], version: str) -> dict[str, int]:
+    """On these tasks, the boxes of ``version``'s pre-annotations matched to a true box of the same
+    label (IoU >= 0.5, one to one: ``right``) and those matched to none (``wrong``), and the true boxes."""
+    right = wrong = true = 0
+    for tid in task_ids:
+        shown = [r for p in demo.client.task_predictions(tid) if p["model_version"] == version for r in p["result"]]
+        gt, gc = _boxes(demo.truth[tid])
+        pb, pc = _boxes(shown)
+        c = corrections(gt, gc, pb, pc)
+        right += c.accepted + c.adjusted
+        wrong += c.deleted + c.class_changed
+        true += c.gt_boxes
+    return {"right": right, "wrong": wrong, "true": true}
+
+
+def _boxes(regions: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    labels = {name: i for i, name in enumerate(LABELS.values())}
+    xyxy = [
+        [r["value"]["x"], r["value"]["y"], r["value"]["x"] + r["value"]["width"], r["value"]["y"] + r["value"]["height"]] for r in regions
+    ]
+    classes = [labels.get(r["value"]["rectanglelabels"][0], -1) for r in regions]
+    return np.array(xyxy, dtype=float).reshape(-1, 4), np.array(classes, dtype=int)
 
 
 def test_demo_sets_everything_up_and_is_idempotent(tmp_path) -> None:
@@ -32,6 +58,8 @@ def test_the_demo_keeps_its_promise(tmp_path) -> None:
         url, pid = demo.result.backend_url, demo.result.project_id
         before = {s["task"]: s for s in requests.get(f"{url}/scores", params={"project": pid}, timeout=30).json()["scores"]}
         chosen = demo.result.queue[:5]  # the tasks Label Studio serves first, labeled as an annotator would
+        unlabeled = [t for t in demo.truth if t not in chosen]
+        shown_before = shown_boxes(demo, unlabeled, demo.result.model_version)
         for tid in chosen:
             demo.client.create_annotation(tid, demo.truth[tid])
 
@@ -58,6 +86,12 @@ def test_the_demo_keeps_its_promise(tmp_path) -> None:
         after = scores()
         assert {t for t, s in after.items() if s["labeled"]} == set(chosen)  # labeled: out of the queue
         assert all(after[t]["priority"] == 0 for t in chosen)
+        # Five labels never make the pre-annotations worse: on the tasks not labeled, the served model
+        # (the new one, or the old one kept back) finds at least as many objects right, with no more wrong boxes.
+        shown_after = shown_boxes(demo, unlabeled, want)
+        assert shown_after["right"] >= shown_before["right"] and shown_after["wrong"] <= shown_before["wrong"], (
+            shown_before, shown_after, last["decision"],
+        )  # fmt: skip
         if last["promoted"]:
             # the new model re-scored the pool: its version on every score, and the queue order changed
             assert {s["model_version"] for s in after.values()} == {want} != {demo.result.model_version}

@@ -37,7 +37,7 @@ KNOWN = {0: "circle", 1: "square", 2: "triangle"}  # the weights' own class name
 THRESHOLD = 16
 ENV = {
     "IMGSZ": "96",
-    "SCORE_THRESHOLD": "0.3",
+    # SCORE_THRESHOLD empty (the default): each trained model shows each class from the threshold chosen on its held-out tasks
     "TRAIN_IMGSZ": "96",
     "TRAIN_STEPS": "200",
     "TRAIN_BATCH": "8",
@@ -142,6 +142,13 @@ def test_a_project_of_new_classes_learns_them_from_its_first_labels(ls_client, l
         assert speedup["heldout_images"] == last["dataset"]["val"] and speedup["previous"] == 1.0 and speedup["speedup"] > 0
         versions = requests.get(f"{backend.url}/versions", params={"project": pid}, timeout=30).json()
         assert versions["details"][0]["speedup"] == speedup
+        # What it shows: the rule chosen on its held-out tasks, stored with the version, on the status page, and applied.
+        display = last["metrics_new"]["display"]
+        assert first["display"] == display == versions["details"][0]["metrics"]["new"]["display"]
+        assert display["default"] == 0.25 and set(display["thresholds"]) <= {"ring", "box"}
+        for tid in ids:
+            for r in (r for p in ls_client.task_predictions(tid) if p["model_version"] == own for r in p["result"]):
+                assert r["score"] >= display["thresholds"].get(r["value"]["rectanglelabels"][0], display["default"]) - 1e-6, (r, display)
         again = "\n".join(connect_project(ls_client, pid, backend.url, Access(), retrain_threshold=THRESHOLD).actions)
         assert f"correcting the pre-annotations of {own} is {speedup['speedup']:.1f}x as fast as drawing every box" in again, again
         # ... and on request, for the model served today (`assess`), on the same held-out tasks

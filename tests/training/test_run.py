@@ -13,7 +13,7 @@ from ml_backend.tools.synthetic import ls_box_result, make_image
 from ml_backend.training.dataset import split_of
 from ml_backend.training.evaluate import heldout_detections
 from ml_backend.training.promotion import decide
-from ml_backend.training.run import TrainingError, TrainRequest, recipe, train_project, training_epochs
+from ml_backend.training.run import TrainingError, TrainRequest, recipe, time_budget, train_project, training_epochs
 
 CONFIG = (
     '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
@@ -359,3 +359,51 @@ def test_a_first_model_the_held_out_images_cannot_judge_is_judged_on_every_label
     # on the held-out tasks neither model shows anything: correcting costs what drawing costs
     assert out.metrics_new["annotation"]["speedup"] == out.metrics_old["annotation"]["speedup"] == 1.0
     assert out.metrics_new["annotation"]["counts"] == {**out.metrics_old["annotation"]["counts"], "images": 4, "gt_boxes": 4, "drawn": 4}
+
+
+class _Trainer:
+    """What the time-budget callback reads and sets on Ultralytics' trainer."""
+
+    def __init__(self, epoch: int, elapsed: float, epochs: int):
+        from types import SimpleNamespace
+
+        self.epoch, self.start_epoch, self.epochs = epoch, 0, epochs
+        self.train_time_start = 1000.0 - elapsed  # the clock reads 1000
+        self.args = SimpleNamespace(epochs=epochs)
+        self.scheduler = SimpleNamespace(last_epoch=-1)
+        self.stop = False
+        self.schedules = 0
+
+    def _setup_scheduler(self) -> None:
+        self.schedules += 1
+
+
+@pytest.mark.parametrize(
+    ("epoch", "elapsed", "planned", "budget", "epochs", "stop"),
+    [
+        (0, 10.0, 30, 100.0, 10, False),  # 10 s an epoch, 100 s: 10 of the 30 planned
+        (0, 10.0, 5, 100.0, 5, False),  # the planned 5 fit: untouched (the budget never lengthens a run)
+        (4, 50.0, 30, 40.0, 5, True),  # already past the budget: stop after the epochs done
+        (1, 30.0, 30, 100.0, 6, False),  # 15 s an epoch so far: 6 fit
+    ],
+)
+def test_a_time_budget_gives_a_run_only_the_epochs_that_fit(epoch, elapsed, planned, budget, epochs, stop) -> None:
+    trainer = _Trainer(epoch, elapsed, planned)
+    time_budget(budget, clock=lambda: 1000.0)(trainer)
+    assert (trainer.epochs, trainer.args.epochs, trainer.stop) == (epochs, epochs, stop)
+    assert trainer.schedules == (epochs != planned) and (epochs == planned or trainer.scheduler.last_epoch == epoch)
+
+
+def test_a_run_with_a_tiny_time_budget_ends_after_its_first_epoch(tmp_path, tiny_weights) -> None:
+    from ml_backend.training.run import fine_tune
+
+    tasks, images = labeled_tasks(list(range(1, 9)))
+    from ml_backend.training.dataset import write_dataset
+
+    summary = write_dataset(
+        tasks, {0: "Round", 1: "square", 2: "triangle"}, "detect", lambda t: images[t["data"]["image"]], tmp_path / "ds"
+    )
+    stages = []
+    settings = settings_for(tmp_path, TRAIN_TIME_BUDGET="0.0001")  # 6 ms
+    fine_tune(tiny_weights("detect"), summary.data, settings, tmp_path, 4, lambda stage, **kw: stages.append(kw.get("epoch")))
+    assert stages == [0, 1]  # one epoch of the four planned
