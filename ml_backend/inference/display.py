@@ -29,7 +29,8 @@ from ml_backend.al.effort import Corrections, CostTable, corrections
 
 DEFAULT_THRESHOLD = 0.25  # what is shown where nothing was measured (the base model, a class without evidence)
 MERGE_IOU = 0.7  # Ultralytics' NMS IoU: boxes of two classes overlapping this much are one object
-GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # candidate thresholds, 0.05 .. 0.95
+HIDDEN = 1.01  # a threshold no confidence reaches: the class is not shown
+GRID = (*(round(0.05 * i, 2) for i in range(1, 20)), HIDDEN)  # candidate thresholds: 0.05 .. 0.95, and hidden
 MIN_EVIDENCE = 5  # true boxes plus boxes shown at the default, below which a class keeps the default
 FOLDS = 5  # cross-fitting folds (fewer when there are fewer images)
 
@@ -203,7 +204,8 @@ def choose_display(
 
     Each class with at least ``min_evidence`` true or shown boxes gets the threshold from ``grid``
     that minimises the seconds to correct every image into its true boxes (verify, adjust, relabel,
-    draw, delete: ``table``); the others keep ``default``. Merging boxes of different classes on one
+    draw, delete: ``table``), :data:`HIDDEN` when its boxes cost more than they save at every
+    confidence (ties go to the threshold nearest ``default``); the others keep ``default``. Merging boxes of different classes on one
     object is chosen only when it saves seconds. Nothing to learn from (no images): ``default``.
 
     Example:

@@ -10,6 +10,7 @@ import pytest
 from ml_backend.al.effort import DEFAULT_COSTS, price
 from ml_backend.inference.display import (
     DEFAULT_THRESHOLD,
+    HIDDEN,
     Display,
     choose_display,
     corrections_under,
@@ -68,7 +69,7 @@ def test_with_calibrated_scores_a_box_is_shown_once_it_is_worth_its_deletion() -
         (lambda s: s, 0.3),  # calibrated: break-even 0.27
         (lambda s: s / 2, 0.5),  # over-confident: half as often right as it says, break-even 0.54
         (lambda s: min(1.0, 3 * s), 0.15),  # under-confident: three times as often right, break-even 0.09 (0.1 and 0.15 tie)
-        (lambda s: 0.0, 0.9),  # never right: shown as little as the grid allows (0.9 and 0.95 both show the top level)
+        (lambda s: 0.0, HIDDEN),  # never right: not shown at all
         (lambda s: 1.0, 0.05),  # always right: everything shown
     ],
 )

@@ -103,6 +103,24 @@ def test_the_speed_up_over_drawing_is_exact_on_known_rounds() -> None:
     assert "| uncertainty | 2 | 30 | 2.03x [2.03, 2.03] (2.03-2.03) | 3.08x | 75% [75%, 75%] |" in table
 
 
+def test_the_per_class_rule_is_compared_with_one_threshold_on_the_same_images() -> None:
+    from ml_backend.tools.study.report import Curves, speedups
+
+    def rec(seed: int, effort: dict, one: dict | None) -> dict:
+        r = {"seed": seed, "round": 1, "labels": 4, "map50": 0.5, "per_class": {}, "effort_total": effort, "effort": effort}
+        return r if one is None else {**r, "effort_one_threshold": one}
+
+    right = {"images": 2, "gt_boxes": 4, "accepted": 4}  # 2 x 2 + 4 x 1.6 = 10.4 s
+    records = [
+        rec(0, right, {**right, "deleted": 3}),  # one threshold: 3 more boxes to delete, 16.4 s
+        rec(1, {"images": 2, "gt_boxes": 4, "drawn": 4}, None),  # one threshold was its rule: 32 s both ways
+    ]
+    row = speedups(Curves(records, "map50", DEFAULT_COSTS, "x"), resamples=200)[0]
+    assert row["one_threshold"]["estimate"] == pytest.approx(64 / 48.4)
+    assert row["rule_saving"]["estimate"] == pytest.approx(1 - 42.4 / 48.4)
+    assert row["speedup"]["estimate"] == pytest.approx(64 / 42.4)
+
+
 def test_other_costs_apply_to_the_same_counts() -> None:
     cheap = summarize(_known_study(), resamples=50)["arms"]["uncertainty"]["totals"]["seconds"]
     classic = summarize(_known_study(), resamples=50, table=CLASSIC_COSTS)["arms"]["uncertainty"]["totals"]["seconds"]
