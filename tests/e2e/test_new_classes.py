@@ -122,7 +122,7 @@ def test_a_project_of_new_classes_learns_them_from_its_first_labels(ls_client, l
         for tid in ids[:THRESHOLD]:
             annotations[tid] = ls_client.create_annotation(tid, truth(scenes[tid], OWN, {"ring", "box"}))["id"]
         first = wait_for(
-            lambda: (s := training_status(backend, pid))["runs"] == 1 and s["state"] in ("idle", "failed") and s, 300, "the first run"
+            lambda: (s := training_status(backend, pid))["runs"] == 1 and s["state"] in ("idle", "failed") and s, 900, "the first run"
         )
         last = first["last_run"]
         assert first["state"] == "idle" and last["promoted"] is True, first
@@ -132,7 +132,7 @@ def test_a_project_of_new_classes_learns_them_from_its_first_labels(ls_client, l
         assert first["model_version"] == own and first["pre_annotations"] == "the served model predicts every label (ring, box)"
 
         # The project's tasks are re-scored with its own model: pre-annotations of its own classes.
-        wait_for(lambda: rescored(ls_client, pid, ids, own), 180, "the project's own model's predictions on every task")
+        wait_for(lambda: rescored(ls_client, pid, ids, own), 600, "the project's own model's predictions on every task")
         assert our_labels(ls_client, ids[THRESHOLD:], own), "nothing shown on the tasks not labeled yet"
         shown = our_labels(ls_client, ids, own)
         assert set(shown) == {"ring", "box"}, shown  # both classes, on the project's tasks (a tiny model: not always on the 8 unlabeled)
@@ -177,7 +177,7 @@ def test_a_project_of_new_classes_learns_them_from_its_first_labels(ls_client, l
         for tid in ids[:THRESHOLD]:  # the annotators add the wedges to what they labeled
             ls_client.patch(f"/api/annotations/{annotations[tid]}", json={"result": truth(scenes[tid], OWN, set(OWN.values()))})
         second = wait_for(
-            lambda: (s := training_status(backend, pid))["runs"] == 2 and s["state"] in ("idle", "failed") and s, 300, "the second run"
+            lambda: (s := training_status(backend, pid))["runs"] == 2 and s["state"] in ("idle", "failed") and s, 900, "the second run"
         )
         last = second["last_run"]
         assert second["state"] == "idle" and last["promoted"] is True and last["base_version"] == own, second
@@ -187,7 +187,7 @@ def test_a_project_of_new_classes_learns_them_from_its_first_labels(ls_client, l
         grown = last["version"]
         judged = set(last["metrics_new"]["per_class"])  # the classes present among the held-out tasks (a few images)
         assert judged and judged <= {"ring", "box", "wedge"}, judged
-        wait_for(lambda: rescored(ls_client, pid, ids, grown), 180, "the grown model's predictions on every task")
+        wait_for(lambda: rescored(ls_client, pid, ids, grown), 600, "the grown model's predictions on every task")
         assert our_labels(ls_client, ids[THRESHOLD:], grown), "nothing shown on the tasks not labeled yet"
         shown = our_labels(ls_client, ids, grown)
         assert set(shown) == {"ring", "box", "wedge"}, shown  # the new class learned, the others kept
