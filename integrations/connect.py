@@ -33,13 +33,14 @@ Example:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
 from integrations.connection import THRESHOLD_PARAM, WEBHOOK_SECRET_HEADER, extra_params_dict, webhook_headers
-from integrations.label_studio import LabelStudioClient, LabelStudioError
+from integrations.label_studio import LabelStudioAPI, LabelStudioClient, LabelStudioError
 from integrations.queue_view import QUEUE_VIEW_TITLE, ensure_queue_view
 
 DEFAULT_TITLE = "YOLO active learning"
@@ -245,6 +246,41 @@ def _threshold_line(backend: dict[str, Any], access: Access, status: dict[str, A
     if n > 0:
         return f"retraining: after every {n} label changes ({source}{hint}), or on Label Studio's train button"
     return f"retraining: only on Label Studio's train button (threshold 0: {source}{hint})"
+
+
+SPEEDUP_SUFFIX = re.compile(r" · pre-annotations [0-9.]+x as fast as drawing$")
+
+
+def title_with_speedup(title: str, speedup: float) -> str:
+    """An ML backend's title with the served model's speed-up at its end (an earlier one replaced).
+
+    Example:
+        >>> title_with_speedup("YOLO active learning", 1.84)
+        'YOLO active learning · pre-annotations 1.8x as fast as drawing'
+        >>> title_with_speedup(_, 2.0)
+        'YOLO active learning · pre-annotations 2.0x as fast as drawing'
+    """
+    return f"{SPEEDUP_SUFFIX.sub('', title)} · pre-annotations {speedup:.1f}x as fast as drawing"
+
+
+def show_speedup(client: LabelStudioAPI, project_id: int, backend_url: str, version: str, speedup: dict[str, Any]) -> bool:
+    """Show the served model's speed-up where a project's leads see it in Label Studio: the title
+    and description of this backend's registration on the project (the project's Settings, Model).
+
+    Args:
+        backend_url: this backend's URL as Label Studio reaches it (the registration is found by it).
+        speedup: ``/training``'s ``speedup`` of the served version.
+
+    Returns:
+        False when no registration of the project has that URL (nothing changed).
+    """
+    for b in client.list_ml_backends(project_id):
+        if str(b.get("url") or "").rstrip("/") != backend_url.rstrip("/"):
+            continue
+        title = title_with_speedup(str(b.get("title") or DEFAULT_TITLE), float(speedup["speedup"]))
+        client.update_ml_backend(int(b["id"]), {"title": title, "description": speedup_line(version, speedup)})
+        return True
+    return False
 
 
 def speedup_line(version: str, speedup: dict[str, Any]) -> str:

@@ -202,6 +202,10 @@ class LabelStudioAPI(Protocol):
 
     def delete_model_version(self, project_id: int, model_version: str) -> int: ...
 
+    def list_ml_backends(self, project_id: int) -> list[dict]: ...
+
+    def update_ml_backend(self, backend_id: int, fields: dict) -> dict: ...
+
     def import_predictions(self, project_id: int, predictions: list[dict], chunk: int = 1000) -> int: ...
 
     def create_predictions(self, predictions: list[dict], workers: int = 4) -> int: ...
@@ -432,6 +436,10 @@ class LabelStudioClient:
     # -- ML backends ----------------------------------------------------------------------
     def list_ml_backends(self, project_id: int) -> list[dict]:
         return self.get("/api/ml", params={"project": int(project_id)})
+
+    def update_ml_backend(self, backend_id: int, fields: dict) -> dict:
+        """Change fields of an ML backend registration (title, description, ...)."""
+        return self.patch(f"/api/ml/{int(backend_id)}", json=fields)
 
     def add_ml_backend(self, project_id: int, url: str, title: str = "YOLO active learning", **fields: Any) -> dict:
         """Connect a backend to a project; reuses an existing connection to the same URL."""

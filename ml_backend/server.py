@@ -40,6 +40,7 @@ from ml_backend.jobs.label_events import LABEL_ACTIONS, as_id
 from ml_backend.jobs.runners import Runner
 from ml_backend.scoring.pool import cold_start_order
 from ml_backend.settings import Settings
+from ml_backend.state import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,22 @@ def create_app(
         project_plans[str(project_id)] = plan
         return {"classes": checked.coverage.to_json(), "pre_annotations": plan}
 
+    known_urls: dict[int, str] = {}
+
+    def remember_url(project_id: int | None) -> None:
+        """Keep the URL Label Studio reaches this backend at for the project (its request's host):
+        where the served model's speed-up is shown (:func:`ml_backend.scoring.publish.show_served_speedup`)."""
+        url = request.host_url.rstrip("/")
+        if project_id is None or known_urls.get(project_id) == url:
+            return
+        try:
+            path = settings.paths.backend_url(project_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, url)
+            known_urls[project_id] = url
+        except OSError as exc:
+            log.warning("project %s: could not keep this backend's URL (%s)", project_id, exc)
+
     if warm_up:
         holder.warm_up_in_background()
     backend.resume()  # a crash between a promotion and its re-score
@@ -203,6 +220,7 @@ def create_app(
             # No LABEL_STUDIO_URL configured: use the host and token Label Studio tells us about.
             predictor.fetcher = make_fetcher(settings, hostname.rstrip("/"), token if isinstance(token, str) else "")
         project_id = _project_id(project)
+        remember_url(project_id)
         checked = predictor.check(schema, wait=SETUP_WAIT_S, project=project_id)
         if project:
             project_configs[project] = schema
@@ -227,6 +245,7 @@ def create_app(
         if not isinstance(label_config, str) or not label_config.strip():
             raise BadRequest("'label_config' is required (or call /setup for this project first)")
         project_id = _project_id(project)
+        remember_url(project_id)
         results = predictor.predict(tasks, label_config, project=project_id)
         if project_id is not None and data.get("label_config"):
             project_configs[str(project_id)] = label_config  # Label Studio sends the project's current config

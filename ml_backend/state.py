@@ -73,6 +73,10 @@ class StatePaths:
     def project_models(self, project_id: int) -> Path:
         return self.projects_dir / str(int(project_id)) / "models"
 
+    def backend_url(self, project_id: int) -> Path:
+        """The URL Label Studio reaches this backend at for the project (from its requests)."""
+        return self.projects_dir / str(int(project_id)) / "backend_url"
+
     def training_runs(self, project_id: int) -> Path:
         return self.root / "training" / f"project{int(project_id)}"
 

@@ -357,6 +357,17 @@ def test_configured_label_studio_url_is_not_overridden_by_setup(tmp_path, detect
     assert app.extensions["ml_backend"].predictor.fetcher.policy.label_studio_url == "http://ls.example:8080"
 
 
+def test_the_url_label_studio_reaches_the_backend_at_is_kept_per_project(tmp_path, detect_weights) -> None:
+    settings = make_settings(tmp_path, detect_weights)
+    client = new_app(settings).test_client()
+    client.post("/setup", json={"project": "7.1", "schema": RECT_CFG}, base_url="http://backend:9090")
+    assert settings.paths.backend_url(7).read_text() == "http://backend:9090"  # where its speed-up is shown (ML backend title)
+    client.post("/setup", json={"project": "7.1", "schema": RECT_CFG}, base_url="http://127.0.0.1:9091")
+    assert settings.paths.backend_url(7).read_text() == "http://127.0.0.1:9091"  # the latest one
+    client.post("/setup", json={"schema": RECT_CFG}, base_url="http://elsewhere:1")  # no project: nothing kept
+    assert sorted(p.name for p in settings.paths.projects_dir.iterdir()) == ["7"]
+
+
 def test_missing_weights_keep_the_server_up_and_say_which(tmp_path) -> None:
     client = new_app(make_settings(tmp_path, tmp_path / "nowhere" / "best.pt")).test_client()
     resp = client.post("/setup", json={"project": "1.1", "schema": RECT_CFG})

@@ -21,10 +21,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from integrations.connect import show_speedup
 from integrations.label_studio import LabelStudioAPI, LabelStudioError
 from integrations.queue_view import REVIEW_MARK, SCORE_COLUMNS, ensure_queue_view, ensure_review_view
 from ml_backend.faults import crash_point
 from ml_backend.inference.predictor import Predictor
+from ml_backend.inference.versions import speedup_of
 from ml_backend.scoring.pool import ScoredPool, TaskScore, is_labeled, score_stream, score_tasks
 from ml_backend.scoring.store import ScoreStore
 from ml_backend.settings import Settings
@@ -103,6 +105,22 @@ def score_new_tasks(
         client.update_task_data(columns)
     store.append(project_id, pooled)
     return pooled
+
+
+def show_served_speedup(client: LabelStudioAPI, project_id: int, predictor: Predictor, settings: Settings, version: str) -> bool:
+    """Show the served version's measured speed-up on this backend's registration in Label Studio
+    (:func:`integrations.connect.show_speedup`), found by the URL Label Studio reaches it at (kept
+    from its requests). Never fails the scoring: a problem is logged. True when shown."""
+    try:
+        path = settings.paths.backend_url(project_id)
+        info = predictor.models.current(project_id)
+        speed = speedup_of(info.metrics) if info is not None and info.version == version else None
+        if not path.is_file() or not speed or not isinstance(speed.get("speedup"), (int, float)):
+            return False
+        return show_speedup(client, project_id, path.read_text().strip(), version, speed)
+    except Exception as exc:
+        log.warning("project %s: could not show the speed-up on the ML backend's title in Label Studio: %s", project_id, exc)
+        return False
 
 
 def served_thresholds(predictor: Predictor, project_id: int) -> dict[str, float | None]:
@@ -188,6 +206,7 @@ def score_project(
         ensure_queue_view(client, project_id)
         if settings.review_only:
             ensure_review_view(client, project_id)
+        show_served_speedup(client, project_id, predictor, settings, version)
     review = review_only_tasks(pooled, served_thresholds(predictor, project_id)) if settings.review_only else set()
     columns = score_columns(tasks, pooled.scores, review)
     if columns:

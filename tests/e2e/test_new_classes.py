@@ -149,6 +149,13 @@ def test_a_project_of_new_classes_learns_them_from_its_first_labels(ls_client, l
         for tid in ids:
             for r in (r for p in ls_client.task_predictions(tid) if p["model_version"] == own for r in p["result"]):
                 assert r["score"] >= display["thresholds"].get(r["value"]["rectanglelabels"][0], display["default"]) - 1e-6, (r, display)
+        # ... and in Label Studio, where the project's leads look: this backend's registration on the project (Settings, Model)
+        registered = wait_for(
+            lambda: next((b for b in ls_client.list_ml_backends(pid) if "as fast as drawing" in (b.get("title") or "")), None),
+            120, "the speed-up on the ML backend's title",
+        )  # fmt: skip
+        assert registered["title"].endswith(f"· pre-annotations {speedup['speedup']:.1f}x as fast as drawing"), registered
+        assert registered["description"].startswith(f"correcting the pre-annotations of {own} is"), registered
         again = "\n".join(connect_project(ls_client, pid, backend.url, Access(), retrain_threshold=THRESHOLD).actions)
         assert f"correcting the pre-annotations of {own} is {speedup['speedup']:.1f}x as fast as drawing every box" in again, again
         # ... and on request, for the model served today (`assess`), on the same held-out tasks
