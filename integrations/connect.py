@@ -278,7 +278,10 @@ def show_speedup(client: LabelStudioAPI, project_id: int, backend_url: str, vers
         if str(b.get("url") or "").rstrip("/") != backend_url.rstrip("/"):
             continue
         title = title_with_speedup(str(b.get("title") or DEFAULT_TITLE), float(speedup["speedup"]))
-        client.update_ml_backend(int(b["id"]), {"title": title, "description": speedup_line(version, speedup)})
+        # Label Studio 1.23 re-checks the backend on every change and needs its project and url (HTTP 500 without the url), as connect sends them
+        client.update_ml_backend(
+            int(b["id"]), {"project": int(project_id), "url": b["url"], "title": title, "description": speedup_line(version, speedup)}
+        )
         return True
     return False
 

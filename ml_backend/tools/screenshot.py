@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--project", type=int, required=True)
     ap.add_argument("--task", type=int, help="task id (default: the project's first task)")
     ap.add_argument("--view", help="instead of a task, screenshot the Data Manager tab with this title")
+    ap.add_argument("--page", help="instead of a task, screenshot this page of the project, e.g. settings/model")
     ap.add_argument("--out", default="task.png")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     args = ap.parse_args(argv)
@@ -47,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         page.fill("input[name=password]", args.password)
         page.click("button[type=submit], input[type=submit]")
         page.wait_for_load_state("networkidle")
+        if args.page:
+            page.goto(f"{args.url}/projects/{args.project}/{args.page.lstrip('/')}")
+            page.wait_for_timeout(5000)
+            page.screenshot(path=args.out)
+            browser.close()
+            print(f"wrote {args.out} (project {args.project}, page {args.page})")
+            return 0
         if args.view:
             views = page.request.get(f"{args.url}/api/dm/views?project={args.project}").json()
             view = next(v for v in views if v["data"].get("title") == args.view)

@@ -48,6 +48,8 @@ def test_only_this_backends_registration_on_the_project_is_retitled() -> None:
         (
             2,
             {
+                "project": 7,
+                "url": "http://backend:9090/",
                 "title": "YOLO active learning · pre-annotations 1.8x as fast as drawing",
                 "description": "correcting the pre-annotations of project7-ab12 is 1.8x as fast as drawing every box "
                 "(on its 12 held-out tasks; the model before it: 1.0x)",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ml_backend.al.effort import DEFAULT_COSTS, price
-from ml_backend.inference.display import GRID, choose_display, cross_fitted_corrections
+from ml_backend.inference.display import GRID, Display, choose_display, corrections_under, cross_fitted_corrections
 from ml_backend.settings import Settings
 from ml_backend.tools.synthetic import ls_box_result, make_image
 from ml_backend.training.dataset import split_of
@@ -122,9 +122,13 @@ def test_a_run_fine_tunes_the_model_and_judges_it_on_held_out_labels(tmp_path, t
     shown = out.metrics_new["display"]
     assert shown["default"] == 0.25 and set(shown["thresholds"]) <= {"Round", "square", "triangle"}
     assert all(t in GRID for t in shown["thresholds"].values()) and isinstance(shown["merge_classes"], bool)
+    # Kept only when it saves seconds on held-out tasks it was not chosen on; else 0.25 for every class.
     detections = heldout_detections(out.weights, tmp_path / "run" / "dataset", settings_for(tmp_path))
-    assert out.metrics_new["annotation"] == price(cross_fitted_corrections(detections, DEFAULT_COSTS), DEFAULT_COSTS)
-    assert choose_display(detections, DEFAULT_COSTS).to_json(dict(enumerate(["Round", "square", "triangle"]))) == shown
+    learned, honest = choose_display(detections, DEFAULT_COSTS), cross_fitted_corrections(detections, DEFAULT_COSTS)
+    one = corrections_under(detections, Display())
+    kept = learned != Display() and DEFAULT_COSTS.seconds(honest) < DEFAULT_COSTS.seconds(one)
+    assert shown == (learned if kept else Display()).to_json(dict(enumerate(["Round", "square", "triangle"])))
+    assert out.metrics_new["annotation"] == price(honest if kept else one, DEFAULT_COSTS)
     from ultralytics import YOLO
 
     trained = YOLO(out.weights)
