@@ -206,7 +206,9 @@ def start_demo(
         print("5/6 asking Label Studio for pre-annotations ...", flush=True)
         client.retrieve_predictions(pid)
         # Show this version's predictions to annotators (the project's "use predictions" setting).
-        client.patch(f"/api/projects/{pid}", json={"model_version": health["model_version"], "show_collab_predictions": True})
+        # The project's served version: the base model's, or the one a retraining in an earlier run promoted.
+        version = str(setup.get("model_version") or health["model_version"])
+        client.patch(f"/api/projects/{pid}", json={"model_version": version, "show_collab_predictions": True})
         print("6/6 scoring every task and ordering the annotation queue ...", flush=True)
         from ml_backend.inference.predictor import make_predictor
         from ml_backend.scoring.publish import score_project
@@ -215,7 +217,6 @@ def start_demo(
         score_settings = Settings.from_env(backend_env)
         pooled = score_project(client, pid, make_predictor(score_settings), score_settings, progress=False)
         tasks = client.list_tasks(pid)
-        version = health["model_version"]
         ours = [[p for p in t.get("predictions", []) if p.get("model_version") == version] for t in tasks]
         result = DemoResult(
             label_studio_url=ls.url,

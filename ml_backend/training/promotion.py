@@ -16,7 +16,9 @@
   cannot judge would keep a small project on its first model, as users saw. But a fine-tune on a
   handful of labels can also wreck a model that was right: when its mAP50 on all the labeled
   images, even those it was trained on, is lower than the served model's by more than
-  ``PROMOTION_MARGIN``, it is kept back (rule ``worse_on_labeled``).
+  ``PROMOTION_MARGIN``, it is kept back (rule ``worse_on_labeled``); and when it is no better on
+  the held-out images by mAP50 while correcting its pre-annotations there takes longer than the
+  served model's, it is kept back too (rule ``costlier_on_heldout``, :func:`cost_floor`).
 * Both models at mAP50 0 on the held-out labels: the held-out images show nothing, so every labeled
   image (training and held-out) is looked at as a floor (:func:`labeled_floor`): a new model that
   finds something right there where the served one finds nothing (a new project's first model,
@@ -70,7 +72,8 @@ class Judgement:
     Attributes:
         promote: serve the new model.
         reason: one sentence a newcomer understands.
-        rule: ``bootstrap``, ``too_few_heldout``, ``always``, ``no_evidence``, ``labeled_floor`` or ``worse_on_labeled``.
+        rule: ``bootstrap``, ``too_few_heldout``, ``always``, ``no_evidence``, ``labeled_floor``, ``worse_on_labeled``
+            or ``costlier_on_heldout``.
         heldout: held-out images judged on.
         old, new: mAP50 of each model on them.
         low, high: the interval of ``new - old`` (None without a bootstrap).
@@ -200,3 +203,31 @@ def labeled_floor(verdict: Judgement, old: Sequence[ImageRecord], new: Sequence[
             verdict, reason=f"{verdict.reason}; on all {len(new)} labeled images it is not worse ({b:.3f} against {a:.3f})"
         )
     return verdict
+
+
+def cost_floor(verdict: Judgement, seconds_old: float, seconds_new: float) -> Judgement:
+    """With too few held-out images to judge (``too_few_heldout``), a new model no better there by
+    mAP50 whose pre-annotations take the annotator longer to correct there than the served one's
+    (estimated seconds, :func:`ml_backend.training.evaluate.annotation_cost`) is kept back (rule
+    ``costlier_on_heldout``): the evidence there is says it is worse. Any other verdict is returned
+    as it is.
+
+    Example:
+        >>> from ml_backend.training.metrics import image_record
+        >>> box = np.array([[0, 0, 10, 10]])
+        >>> hit = image_record(box, [0], box, [0], [0.9], 1)
+        >>> cost_floor(judge([hit], [hit]), seconds_old=3.6, seconds_new=5.6).rule
+        'costlier_on_heldout'
+        >>> cost_floor(judge([hit], [hit]), seconds_old=3.6, seconds_new=3.6).rule
+        'too_few_heldout'
+    """
+    if verdict.rule != "too_few_heldout" or not verdict.promote or verdict.new > verdict.old or seconds_new <= seconds_old:
+        return verdict
+    n = verdict.heldout
+    return Judgement(
+        False,
+        f"kept the previous model: only {n} held-out image{'s' if n != 1 else ''}, too few to judge; there its mAP50 is no better "
+        f"({verdict.new:.3f} against {verdict.old:.3f}) and correcting its pre-annotations would take an annotator "
+        f"{seconds_new:.0f} s against the served model's {seconds_old:.0f} s",
+        "costlier_on_heldout", n, verdict.old, verdict.new, confidence=verdict.confidence, margin=verdict.margin,
+    )  # fmt: skip

@@ -53,7 +53,7 @@ from ml_backend.training.evaluate import (
 )
 from ml_backend.training.heads import ClassPlan, HeadError, plan_classes, write_with_classes
 from ml_backend.training.metrics import ImageRecord
-from ml_backend.training.promotion import Judgement, decide, judge, labeled_floor
+from ml_backend.training.promotion import Judgement, cost_floor, decide, judge, labeled_floor
 from ml_backend.training.pseudo_labels import add_pseudo_labels, calibrate_thresholds
 
 log = logging.getLogger(__name__)
@@ -327,7 +327,9 @@ def judge_detector(
             new_records + heldout_records(trained, root, n_classes, settings, split="train"),
         )
     display, cost_new = chosen_display(new, settings)
-    return Judged(verdict, new_records, display, cost_new, annotation_cost(old, settings, served_display))
+    cost_served = annotation_cost(old, settings, served_display)
+    verdict = cost_floor(verdict, float(cost_served["seconds"]), float(cost_new["seconds"]))
+    return Judged(verdict, new_records, display, cost_new, cost_served)
 
 
 def train_project(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ml_backend.training.metrics import image_record
-from ml_backend.training.promotion import judge, labeled_floor
+from ml_backend.training.promotion import cost_floor, judge, labeled_floor
 
 BOX = np.array([[0, 0, 10, 10]], dtype=float)
 
@@ -100,3 +100,21 @@ def test_with_too_few_held_out_images_a_model_worse_on_every_labeled_image_is_ke
     )
     assert (verdict.promote, verdict.rule, verdict.heldout) == (promote, rule, 2)
     assert "on all 10 labeled images" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("held_old", "held_new", "seconds_old", "seconds_new", "promote", "rule"),
+    [
+        (2, 2, 10.0, 20.0, False, "costlier_on_heldout"),  # as good by mAP50, costlier to correct: kept back
+        (2, 2, 10.0, 10.0, True, "too_few_heldout"),  # as good and as costly: the newer model
+        (1, 2, 10.0, 20.0, True, "too_few_heldout"),  # better by mAP50: served whatever the seconds
+        (2, 1, 20.0, 10.0, True, "too_few_heldout"),  # worse by mAP50 but cheaper to correct: served (too few to judge)
+    ],
+)
+def test_with_too_few_held_out_images_a_model_no_better_and_costlier_to_correct_is_kept_back(
+    held_old: int, held_new: int, seconds_old: float, seconds_new: float, promote: bool, rule: str
+) -> None:
+    verdict = cost_floor(judge(_images(held_old, 2), _images(held_new, 2), min_heldout=10), seconds_old, seconds_new)
+    assert (verdict.promote, verdict.rule) == (promote, rule)
+    if rule == "costlier_on_heldout":
+        assert f"{seconds_new:.0f} s against the served model's {seconds_old:.0f} s" in verdict.reason
