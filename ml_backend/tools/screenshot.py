@@ -48,21 +48,18 @@ def main(argv: list[str] | None = None) -> int:
         page.fill("input[name=password]", args.password)
         page.click("button[type=submit], input[type=submit]")
         page.wait_for_load_state("networkidle")
-        if args.page:
-            page.goto(f"{args.url}/projects/{args.project}/{args.page.lstrip('/')}")
+        if args.page or args.view:  # a page of the project, or a Data Manager tab
+            if args.page:
+                where, what = f"{args.project}/{args.page.lstrip('/')}", f"page {args.page}"
+            else:
+                views = page.request.get(f"{args.url}/api/dm/views?project={args.project}").json()
+                view = next(v for v in views if v["data"].get("title") == args.view)
+                where, what = f"{args.project}/data?tab={view['id']}", f"tab {args.view!r}"
+            page.goto(f"{args.url}/projects/{where}")
             page.wait_for_timeout(5000)
             page.screenshot(path=args.out)
             browser.close()
-            print(f"wrote {args.out} (project {args.project}, page {args.page})")
-            return 0
-        if args.view:
-            views = page.request.get(f"{args.url}/api/dm/views?project={args.project}").json()
-            view = next(v for v in views if v["data"].get("title") == args.view)
-            page.goto(f"{args.url}/projects/{args.project}/data?tab={view['id']}")
-            page.wait_for_timeout(5000)
-            page.screenshot(path=args.out)
-            browser.close()
-            print(f"wrote {args.out} (project {args.project}, tab {args.view!r})")
+            print(f"wrote {args.out} (project {args.project}, {what})")
             return 0
         task = args.task
         if task is None:
