@@ -135,8 +135,8 @@ def assess(args: argparse.Namespace) -> int:
     """``python -m ml_backend assess --project ID``: what the served model's pre-annotations save on the held-out labels."""
     import json
 
-    from ml_backend.inference.assess import assess_project
     from ml_backend.inference.predictor import make_predictor
+    from ml_backend.training.assess import assess_project
 
     settings = Settings.from_env()
     setup_logging(settings.log_level, settings)

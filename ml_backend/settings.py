@@ -21,7 +21,6 @@ from typing import TypeVar
 from ml_backend.al.effort import DEFAULT_COSTS, CostTable
 from ml_backend.al.strategies import STRATEGY_NAMES
 from ml_backend.al.uncertainty import AGGREGATIONS, MEASURES
-from ml_backend.inference.display import DEFAULT_THRESHOLD, Display
 from ml_backend.state import StatePaths
 
 T = TypeVar("T")
@@ -510,12 +509,6 @@ class Settings:
     def paths(self) -> StatePaths:
         """Every path under ``MODEL_DIR``."""
         return StatePaths(self.model_dir)
-
-    @property
-    def display(self) -> Display:
-        """What a model with no measured display rule shows: every class from ``SCORE_THRESHOLD``
-        (0.25 when empty; :mod:`ml_backend.inference.display`)."""
-        return Display(DEFAULT_THRESHOLD if self.score_threshold is None else self.score_threshold)
 
     @property
     def ultralytics_device(self) -> str | None:

@@ -2,13 +2,14 @@ from pathlib import Path
 
 import pytest
 
+from ml_backend.inference.display import default_display
 from ml_backend.settings import SPECS, Settings, SettingsError, markdown_table
 
 
 def test_defaults() -> None:
     s = Settings.from_env({})
     assert s.model_path == "yolo11n.pt"
-    assert s.score_threshold is None and s.display.default == 0.25  # per class, learned at each retraining (0.25 until then)
+    assert s.score_threshold is None and default_display(s).default == 0.25  # per class, learned at each retraining (0.25 until then)
     assert s.model_dir == Path("./ml_state").absolute()  # fixed at start: a later chdir changes nothing
     assert s.ultralytics_device is None
     assert s.paths.image_cache == Path("./ml_state/cache/images").absolute()
@@ -54,6 +55,7 @@ def test_reads_every_value() -> None:
         "RETRAIN_MIN_NEW_LABELS": "0",
         "TRAIN_STEPS": "120",
         "TRAIN_EPOCHS": "3",
+        "TRAIN_TIME_BUDGET": "12.5",
         "TRAIN_IMGSZ": "320",
         "ANNOTATION_COSTS": "draw=35, adjust=6",
         "TRAIN_BATCH": "-1",
@@ -107,7 +109,7 @@ def test_reads_every_value() -> None:
     assert (s.review_only, s.pseudo_labels, s.pseudo_precision, s.pseudo_max_share, s.pseudo_min_support, s.pseudo_candidates) == (
         True, True, 0.8, 0.5, 3, 2.0,
     )  # fmt: skip
-    assert (s.train_warmup_epochs, s.train_freeze, s.train_lr0) == (1.5, 10, 0.003)
+    assert (s.train_warmup_epochs, s.train_freeze, s.train_lr0, s.train_time_budget) == (1.5, 10, 0.003, 12.5)
     assert s.train_steps == 120 and (s.annotation_costs.draw, s.annotation_costs.adjust, s.annotation_costs.verify) == (35.0, 6.0, 1.6)
     assert {spec.name for spec in SPECS} == set(env)
     assert Settings.from_env(s.to_env()) == s  # what a training child process gets

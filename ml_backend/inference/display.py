@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ml_backend.al.effort import Corrections, CostTable, corrections
+from ml_backend.settings import Settings
 
 DEFAULT_THRESHOLD = 0.25  # what is shown where nothing was measured (the base model, a class without evidence)
 MERGE_IOU = 0.7  # Ultralytics' NMS IoU: boxes of two classes overlapping this much are one object
@@ -130,6 +131,17 @@ class Display:
         ids = {str(n): int(c) for c, n in names.items()}
         thresholds = {ids[n]: float(t) for n, t in (data.get("thresholds") or {}).items() if n in ids}
         return cls(float(data.get("default", DEFAULT_THRESHOLD)), thresholds, bool(data.get("merge_classes", False)))
+
+
+def default_display(settings: Settings) -> Display:
+    """What a model with no measured rule shows (the base model; any model with ``SCORE_THRESHOLD``
+    set): every class from ``SCORE_THRESHOLD``, 0.25 when it is empty.
+
+    Example:
+        >>> default_display(Settings()), default_display(Settings(score_threshold=0.4))
+        (Display(default=0.25, thresholds={}, merge_classes=False), Display(default=0.4, thresholds={}, merge_classes=False))
+    """
+    return Display(DEFAULT_THRESHOLD if settings.score_threshold is None else settings.score_threshold)
 
 
 def corrections_under(images: Sequence[LabeledDetections], display: Display) -> Corrections:

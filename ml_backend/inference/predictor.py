@@ -23,7 +23,7 @@ import numpy as np
 
 from integrations.label_studio import LabelStudioAuth
 from ml_backend.al.uncertainty import tta_disagreement
-from ml_backend.inference.display import Display
+from ml_backend.inference.display import Display, default_display
 from ml_backend.inference.images import ImageError, ImageFetcher, UrlPolicy
 from ml_backend.inference.label_config import Coverage, LabelConfigError, Target, build_label_map, coverage, proposal_label, select_target
 from ml_backend.inference.ls_results import to_ls_results
@@ -135,7 +135,7 @@ class Predictor:
         target = _target_for(label_config, model.task)
         label = proposal_label(model.names, target, model.task)
         if label is not None:  # class-agnostic proposals, for one-label projects the model does not know
-            return Served(model, target, dict.fromkeys(model.names, label), proposals=True, display=self.settings.display)
+            return Served(model, target, dict.fromkeys(model.names, label), proposals=True, display=default_display(self.settings))
         return Served(model, target, build_label_map(model.names, target), display=self.display_for(project, model))
 
     def display_for(self, project: int | None, model: LoadedModel) -> Display:
@@ -143,10 +143,10 @@ class Predictor:
         otherwise the rule measured on the held-out labels when this version was trained
         (:mod:`ml_backend.inference.display`), and 0.25 for a model without one (the base model)."""
         if self.settings.score_threshold is not None:
-            return self.settings.display
+            return default_display(self.settings)
         info = self.models.current(project)
         stored = (info.metrics.get("new") or {}).get("display") if info is not None and info.version == model.version else None
-        return Display.from_json(stored, model.names) if stored else self.settings.display
+        return Display.from_json(stored, model.names) if stored else default_display(self.settings)
 
     def check(self, label_config: str, wait: float | None = None, project: int | None = None) -> Check:
         """Check that the project's model can serve ``label_config``, without waiting for it to load

@@ -37,6 +37,7 @@ from typing import Any
 
 from integrations.connection import THRESHOLD_PARAM
 from ml_backend.faults import crash_point
+from ml_backend.inference.display import default_display
 from ml_backend.inference.model import ModelHolder
 from ml_backend.inference.served_models import ServedModels
 from ml_backend.inference.versions import speedup_of
@@ -269,7 +270,7 @@ class TrainingJobs:
         """What ``GET /training?project=ID`` returns."""
         row = self.state.get(project_id)
         threshold, source = self.threshold(project_id, row)
-        current, speedup, display = None, None, self.settings.display.to_json({})
+        current, speedup, display = None, None, default_display(self.settings).to_json({})
         try:
             info = self.models.current(project_id)
             current = info.version if info else self.models.base.version

@@ -34,6 +34,7 @@ from ml_backend.al.diversity import ObjectSet, diversity_scores, kmeans_clusters
 from ml_backend.al.effort import class_difficulty, class_recall, expected_seconds
 from ml_backend.al.strategies import Pool, StrategyParams, StrategySpec, resolve
 from ml_backend.al.uncertainty import AGGREGATIONS, MEASURES, entropy_nms, image_uncertainty
+from ml_backend.inference.display import default_display
 from ml_backend.inference.ls_results import shown_objects, to_ls_results
 from ml_backend.inference.model import ImagePrediction
 from ml_backend.inference.predictor import Predictor, Served
@@ -91,7 +92,7 @@ def image_scores(pred: ImagePrediction, settings: Settings, n_classes: int) -> t
     if pred.probs is not None:
         counts[int(np.argmax(pred.probs))] += 1
     else:
-        np.add.at(counts, pred.class_ids[settings.display.shown(pred.boxes_xyxy, pred.class_ids, pred.scores)].astype(int), 1)
+        np.add.at(counts, pred.class_ids[default_display(settings).shown(pred.boxes_xyxy, pred.class_ids, pred.scores)].astype(int), 1)
     return _uncertainty(pred, settings)[0], counts
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ml_backend.al.effort import price
-from ml_backend.inference.display import Display, choose_display, corrections_under, cross_fitted_corrections
+from ml_backend.inference.display import Display, choose_display, corrections_under, cross_fitted_corrections, default_display
 from ml_backend.settings import Settings
 from ml_backend.training.dataset import dataloader_workers
 from ml_backend.training.metrics import ImageRecord, image_record
@@ -174,7 +174,7 @@ def annotation_cost(detections: list[Detections], settings: Settings, display: D
         >>> annotation_cost([d], Settings())["speedup"]  # 2 + 7 s to draw, 2 + 1.6 s to verify
         2.5
     """
-    return price(corrections_under(detections, display or settings.display), settings.annotation_costs)
+    return price(corrections_under(detections, display or default_display(settings)), settings.annotation_costs)
 
 
 def chosen_display(detections: list[Detections], settings: Settings) -> tuple[Display, dict[str, Any]]:
@@ -197,8 +197,8 @@ def chosen_display(detections: list[Detections], settings: Settings) -> tuple[Di
         {}
     """
     if settings.score_threshold is not None:
-        return settings.display, annotation_cost(detections, settings)
-    table, plain = settings.annotation_costs, settings.display
+        return default_display(settings), annotation_cost(detections, settings)
+    table, plain = settings.annotation_costs, default_display(settings)
     learned = choose_display(detections, table, plain.default)
     honest = cross_fitted_corrections(detections, table, plain.default)
     one = corrections_under(detections, plain)

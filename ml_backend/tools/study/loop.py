@@ -62,7 +62,7 @@ import numpy as np
 
 from ml_backend.al.effort import Corrections, corrections
 from ml_backend.al.strategies import REGISTRY, Pool, StrategyParams, get_strategy
-from ml_backend.inference.display import Display
+from ml_backend.inference.display import Display, default_display
 from ml_backend.settings import SPECS, Settings, SettingsError
 from ml_backend.state import atomic_write, write_json_atomic
 from ml_backend.tools.datasets import Dataset, Item, as_task, box_label_config, load_dataset, load_local_image
@@ -384,7 +384,7 @@ def _train_round(
         display = judged.display.to_json(ds.names)
         if not verdict.promote:  # the served model stays; measured in the dataset's classes
             served, measured = Path(base), Path(previous)
-            display = dict(shown) if shown else settings.display.to_json(ds.names)
+            display = dict(shown) if shown else default_display(settings).to_json(ds.names)
     atomic_write(target, lambda f: f.write(served.read_bytes()))
     t0 = time.monotonic()
     metrics = evaluate(measured, _test_data(study) if loop else summary.data, "detect", settings, work)
@@ -440,7 +440,7 @@ def _served_display(study: Study, record: Mapping | None, settings: Settings) ->
     rule stored with it (the server's loop), or ``SCORE_THRESHOLD``'s when it is set or none was chosen."""
     stored = (record or {}).get("display")
     if not stored or settings.score_threshold is not None:
-        return settings.display
+        return default_display(settings)
     return Display.from_json(stored, study.ds.names)
 
 
@@ -581,7 +581,7 @@ def _run_round(study: Study, arm: Arm, seed: int, rnd: int, labeled: list[int]) 
         display = _served_display(study, before, settings)
         chosen, shown, select_s = _select(study, arm, settings, labeled, previous, display=display)
         per_task, effort = _effort(study, chosen, shown)
-        if display != settings.display:  # the same images shown at one threshold for every class, to compare
+        if display != default_display(settings):  # the same images shown at one threshold for every class, to compare
             extra["effort_one_threshold"] = _effort(study, chosen, _preannotations(study, previous, chosen, settings))[1].to_json()
         labeled = labeled + chosen
         result = _train_round(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml_backend.inference.assess import assess_project, assess_regions
 from ml_backend.inference.model import ModelHolder
 from ml_backend.inference.predictor import Predictor
 from ml_backend.settings import Settings
 from ml_backend.tools.synthetic import ls_box_result, make_image
+from ml_backend.training.assess import assess_project, assess_regions
 from ml_backend.training.dataset import assign_splits
 
 
