@@ -84,7 +84,10 @@ def test_new_labels_retrain_promote_and_reorder_the_queue(on_db, detect_weights,
             "LABEL_STUDIO_URL": label_studio.url,
             "LABEL_STUDIO_API_KEY": pat,
             "RETRAIN_MIN_NEW_LABELS": "8",
-            "PROMOTION": "if_better",  # the default rule: 8 labels hold out too few images to judge, so the newer model is served
+            # The served shapes model is already right on these images, so a 2-epoch fine-tune on 8 labels is worse on
+            # them and the default rule keeps it back (worse_on_labeled: tests/training/test_promotion.py, and the demo's
+            # e2e). This test is about the loop around a promotion: every run is served.
+            "PROMOTION": "always",
             "PSEUDO_LABELS": "on",
             "PSEUDO_MIN_SUPPORT": "1",
             "PSEUDO_PRECISION": "0.6",
@@ -128,7 +131,7 @@ def test_new_labels_retrain_promote_and_reorder_the_queue(on_db, detect_weights,
         assert {"fetching labels", "training", "evaluating"} & set(seen_progress), seen_progress
         last = done["last_run"]
         assert last["promoted"] is True and last["dataset"]["train"] + last["dataset"]["val"] == 8
-        assert last["judgement"]["rule"] == "too_few_heldout" and "too few to judge" in last["decision"]
+        assert last["judgement"]["rule"] == "always" and last["decision"].startswith("PROMOTION=always: served")
         # The run looked for pseudo-labels among the 8 unlabeled tasks (whether a class earns any depends on
         # how the served model does on the held-out images, which the tasks' ids choose); none reached Label Studio.
         pseudo = last["dataset"]["pseudo"]
