@@ -53,6 +53,14 @@ def _ls_client(settings: Settings, why: str) -> LabelStudioClient | None:
     return client
 
 
+def _logged_client(why: str) -> tuple[Settings, LabelStudioClient] | None:
+    """Settings from the environment, logging set up, and a Label Studio client (None after saying what is missing)."""
+    settings = Settings.from_env()
+    setup_logging(settings.log_level, settings)
+    client = _ls_client(settings, why)
+    return None if client is None else (settings, client)
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the backend with gunicorn: ``--workers`` processes (each loads the model; training and a
     project's scoring are claimed in ``state.db`` by one of them at a time), ``--threads`` each."""
@@ -103,11 +111,10 @@ def score(args: argparse.Namespace) -> int:
     from ml_backend.scoring.publish import score_project
 
     project_id = args.project
-    settings = Settings.from_env()
-    setup_logging(settings.log_level, settings)
-    client = _ls_client(settings, "scoring reads the project's tasks from Label Studio")
-    if client is None:
+    ready = _logged_client("scoring reads the project's tasks from Label Studio")
+    if ready is None:
         return 2
+    settings, client = ready
     try:
         predictor = make_predictor(settings)
         pooled = score_project(client, project_id, predictor, settings)
@@ -138,11 +145,10 @@ def assess(args: argparse.Namespace) -> int:
     from ml_backend.inference.predictor import make_predictor
     from ml_backend.training.assess import assess_project
 
-    settings = Settings.from_env()
-    setup_logging(settings.log_level, settings)
-    client = _ls_client(settings, "assess reads the project's labels from Label Studio")
-    if client is None:
+    ready = _logged_client("assess reads the project's labels from Label Studio")
+    if ready is None:
         return 2
+    settings, client = ready
     try:
         out = assess_project(client, args.project, make_predictor(settings), settings)
     except (LabelStudioError, LabelConfigError, ModelUnavailableError, ValueError) as exc:
