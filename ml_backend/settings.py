@@ -125,6 +125,13 @@ SPECS: tuple[SettingSpec, ...] = (
         "Cost awareness: priority per (expected annotator seconds)^w, the seconds estimated from the pre-annotation with `ANNOTATION_COSTS` "
         "(0 turns it off).",
     ),
+    SettingSpec(
+        "AL_COST_CAP",
+        "1",
+        "The top `AL_BATCH` tasks of a scoring round may cost annotators on average at most this multiple of the unlabeled pool's "
+        "average expected seconds (what a random batch costs); the cost weight is raised above `AL_COST_WEIGHT` (up to 8) until they "
+        "do. Empty turns the cap off.",
+    ),
     SettingSpec("AL_PREFILTER", "4", "`objects` runs k-center over the AL_PREFILTER x AL_BATCH most uncertain tasks (>= 1)."),
     SettingSpec(
         "AL_COLD_START_LABELS", "40", "`adaptive` picks typical images (TypiClust) while fewer tasks than this are labeled, then `objects`."
@@ -381,6 +388,7 @@ class Settings:
     al_diversity_weight: float = 1.0
     al_class_balance_weight: float = 0.5
     al_cost_weight: float = 1.0
+    al_cost_cap: float | None = 1.0
     al_prefilter: float = 4.0
     al_cold_start_labels: int = 40
     al_cold_start_strategy: str = "random"
@@ -455,6 +463,7 @@ class Settings:
             al_diversity_weight=_parse(env, "AL_DIVERSITY_WEIGHT", _bounded_float(0.0, 100.0), "a number >= 0"),
             al_class_balance_weight=_parse(env, "AL_CLASS_BALANCE_WEIGHT", _bounded_float(0.0, 100.0), "a number >= 0"),
             al_cost_weight=_parse(env, "AL_COST_WEIGHT", _bounded_float(0.0, 10.0), "a number between 0 and 10"),
+            al_cost_cap=_parse(env, "AL_COST_CAP", _optional(_bounded_float(0.01, 100.0)), "empty or a number between 0.01 and 100"),
             al_prefilter=_parse(env, "AL_PREFILTER", _bounded_float(1.0, 100.0), "a number between 1 and 100"),
             al_cold_start_labels=_parse(env, "AL_COLD_START_LABELS", _non_negative_int, "an integer >= 0"),
             al_cold_start_strategy=_parse(env, "AL_COLD_START_STRATEGY", _one_of("random", "typical", "diversity"), "a strategy name"),

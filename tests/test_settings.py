@@ -43,6 +43,7 @@ def test_reads_every_value() -> None:
         "AL_DIVERSITY_WEIGHT": "0.5",
         "AL_CLASS_BALANCE_WEIGHT": "0",
         "AL_COST_WEIGHT": "0.5",
+        "AL_COST_CAP": "1.2",
         "AL_PREFILTER": "3",
         "AL_COLD_START_LABELS": "25",
         "AL_COLD_START_STRATEGY": "Random",
@@ -104,7 +105,7 @@ def test_reads_every_value() -> None:
         600.0,
     )
     assert (s.promotion, s.redis_url, s.train_queue) == ("always", "redis://redis:6379/0", "gpu-box")
-    assert (s.al_cost_weight, s.al_prefilter, s.al_cold_start_labels, s.al_cold_start_strategy) == (0.5, 3.0, 25, "random")
+    assert (s.al_cost_weight, s.al_cost_cap, s.al_prefilter, s.al_cold_start_labels, s.al_cold_start_strategy) == (0.5, 1.2, 3.0, 25, "random")
     assert (s.promotion_min_heldout, s.promotion_margin, s.promotion_confidence) == (25, 0.05, 0.95)
     assert (s.review_only, s.pseudo_labels, s.pseudo_precision, s.pseudo_max_share, s.pseudo_min_support, s.pseudo_candidates) == (
         True, True, 0.8, 0.5, 3, 2.0,
@@ -138,6 +139,7 @@ def test_api_key_is_not_in_repr() -> None:
         ({"UNCERTAINTY_AGGREGATION": "median"}, "calibrated"),
         ({"AL_PREFILTER": "0.5"}, "AL_PREFILTER"),
         ({"AL_COST_WEIGHT": "-1"}, "AL_COST_WEIGHT"),
+        ({"AL_COST_CAP": "0"}, "AL_COST_CAP"),
         ({"AL_DIVERSITY_WEIGHT": "-1"}, "AL_DIVERSITY_WEIGHT"),
         ({"AL_SEED": "x"}, "AL_SEED"),
         ({"PROMOTION": "sometimes"}, "if_better or always"),

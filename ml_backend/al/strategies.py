@@ -40,7 +40,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -96,6 +96,9 @@ class StrategyParams:
 
     Attributes:
         cost_weight: ``lambda`` of cost awareness: value per ``expected_cost^lambda`` (0: off).
+        cost_cap: the top ``batch_size`` items may cost on average at most this multiple of the
+            pool's average ``expected_cost`` (what a random batch costs); :func:`capped_rank` raises
+            ``cost_weight`` until they do. None: no cap.
         prefilter: ``objects`` runs k-center over the ``prefilter x batch_size`` most uncertain items.
         cold_start_labels: ``adaptive`` picks typical items while fewer items than this are labeled.
     """
@@ -108,6 +111,7 @@ class StrategyParams:
     cost_weight: float = 0.0
     prefilter: float = 4.0
     cold_start_labels: int = 0
+    cost_cap: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("uncertainty_weight", "diversity_weight", "class_balance_weight", "cost_weight", "cold_start_labels"):
@@ -117,6 +121,8 @@ class StrategyParams:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.prefilter < 1:
             raise ValueError(f"prefilter must be >= 1, got {self.prefilter}")
+        if self.cost_cap is not None and self.cost_cap <= 0:
+            raise ValueError(f"cost_cap must be > 0 or None, got {self.cost_cap}")
 
 
 Strategy = Callable[[Pool, StrategyParams], np.ndarray]
@@ -164,6 +170,57 @@ def _value(pool: Pool, params: StrategyParams) -> np.ndarray:
     """Uncertainty x rarity^c x cost factor: what an item is worth labeling, before diversity."""
     r = class_rarity(pool.class_counts, pool.labeled_class_counts, len(pool))
     return np.clip(np.asarray(pool.uncertainty, dtype=np.float64), 0, 1) * r**params.class_balance_weight * cost_factor(pool, params)
+
+
+# The cost weights capped_rank tries, in order, after the configured one.
+CAP_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+
+
+def capped_rank(rank: Strategy, pool: Pool, params: StrategyParams) -> np.ndarray:
+    """``rank``'s priorities, with the cost weight raised until the top ``batch_size`` items cost on
+    average at most ``cost_cap`` times the pool's average expected cost.
+
+    Value per expected second (``cost_weight`` 1) can still prefer the costliest images when value
+    grows faster than cost with the objects in an image (crowded scenes: more uncertain objects,
+    more unlike the labeled ones). The cap holds the batch to what a random batch of the pool is
+    expected to cost: the configured weight first, then each of :data:`CAP_WEIGHTS` above it; the
+    first that meets the cap wins, else the one whose batch is cheapest. Strategies that ignore the
+    cost (``random``, ``typical``) are run once.
+
+    Args:
+        rank: a registered strategy's ``rank``.
+        pool: the unlabeled items, with ``expected_cost``.
+        params: the strengths; ``cost_cap`` None (or no ``expected_cost``) runs ``rank`` as it is.
+
+    Returns:
+        (n,) priorities, as ``rank`` returns them.
+
+    Example:
+        >>> pool = Pool(np.array([0.9, 0.8, 0.3, 0.2]), expected_cost=np.array([40.0, 30.0, 5.0, 5.0]))
+        >>> p = capped_rank(uncertainty_strategy, pool, StrategyParams(batch_size=2, cost_weight=0.0, cost_cap=1.0))
+        >>> sorted(np.argsort(-p)[:2].tolist())  # the two most uncertain cost 35 s on average, the pool 20 s
+        [2, 3]
+    """
+    first = rank(pool, params)
+    if params.cost_cap is None or pool.expected_cost is None or len(pool) <= params.batch_size:
+        return first
+    cost = np.asarray(pool.expected_cost, dtype=np.float64)
+    limit = params.cost_cap * cost.mean()
+
+    def batch_cost(prio: np.ndarray) -> float:
+        return float(cost[np.argsort(-prio, kind="stable")[: params.batch_size]].mean())
+
+    best, best_cost = first, batch_cost(first)
+    for weight in (w for w in CAP_WEIGHTS if w > params.cost_weight):
+        if best_cost <= limit:
+            break
+        prio = rank(pool, replace(params, cost_weight=weight))
+        if np.array_equal(prio, first):  # the strategy ignores the cost
+            break
+        c = batch_cost(prio)
+        if c < best_cost:
+            best, best_cost = prio, c
+    return best
 
 
 def random_strategy(pool: Pool, params: StrategyParams) -> np.ndarray:

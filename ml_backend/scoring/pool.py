@@ -32,7 +32,7 @@ import numpy as np
 
 from ml_backend.al.diversity import ObjectSet, diversity_scores, kmeans_clusters, normalize
 from ml_backend.al.effort import class_difficulty, class_recall, expected_seconds
-from ml_backend.al.strategies import Pool, StrategyParams, StrategySpec, resolve
+from ml_backend.al.strategies import Pool, StrategyParams, StrategySpec, capped_rank, resolve
 from ml_backend.al.uncertainty import AGGREGATIONS, MEASURES, entropy_nms, image_uncertainty
 from ml_backend.inference.display import default_display
 from ml_backend.inference.ls_results import shown_objects, to_ls_results
@@ -315,7 +315,7 @@ def score_tasks(
             expected_cost=obs.expected_cost[pool_idx] if obs.expected_cost is not None else None,
             n_labeled=int(lab.sum()),
         )
-        priority[pool_idx] = _strategy(pool, settings, served).rank(pool, strategy_params(settings))
+        priority[pool_idx] = capped_rank(_strategy(pool, settings, served).rank, pool, strategy_params(settings))
     clusters = kmeans_clusters(E, settings.al_clusters, seed=settings.al_seed) if E is not None else np.zeros(len(u), dtype=int)
     version = served.model.version
     scores = [
@@ -341,6 +341,7 @@ def strategy_params(settings: Settings) -> StrategyParams:
         batch_size=settings.al_batch,
         seed=settings.al_seed,
         cost_weight=settings.al_cost_weight,
+        cost_cap=settings.al_cost_cap,
         prefilter=settings.al_prefilter,
         cold_start_labels=settings.al_cold_start_labels,
     )

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ml_backend.al.diversity import ObjectSet
-from ml_backend.al.strategies import REGISTRY, Pool, StrategyParams, class_rarity, get_strategy, resolve
+from ml_backend.al.strategies import REGISTRY, Pool, StrategyParams, capped_rank, class_rarity, get_strategy, resolve
 
 
 def random_objects(rng: np.random.Generator, n: int, classes: int = 4, dims: int = 8) -> ObjectSet:
@@ -196,6 +196,50 @@ def test_cost_awareness_prefers_the_cheaper_of_two_equal_items() -> None:
     on = get_strategy("uncertainty").rank(pool, StrategyParams(cost_weight=1.0))
     assert off[0] == off[1] and on[1] > on[0]
     assert (on >= 0).all() and (on <= 1).all()
+
+
+def crowded_pool(n: int = 80, seed: int = 3) -> Pool:
+    """A pool whose uncertainty grows faster than its cost (crowded scenes)."""
+    base = make_pool(n, seed)
+    rng = np.random.default_rng(seed)
+    cost = rng.uniform(3, 60, size=n)
+    return Pool(**{**base.__dict__, "uncertainty": np.clip((cost / 60) ** 3 + rng.normal(0, 0.02, n), 0, 1), "expected_cost": cost})
+
+
+def batch_cost(pool: Pool, prio: np.ndarray, k: int) -> float:
+    return float(pool.expected_cost[np.argsort(-prio, kind="stable")[:k]].mean())
+
+
+@pytest.mark.parametrize("name", ["uncertainty", "hybrid", "objects", "adaptive"])
+def test_the_cost_cap_holds_a_cost_aware_batch_to_a_random_batchs_cost(name: str) -> None:
+    pool, k = crowded_pool(), 10
+    params = StrategyParams(batch_size=k, cost_weight=1.0, class_balance_weight=0.5)
+    rank = get_strategy(name).rank
+    assert batch_cost(pool, rank(pool, params), k) > pool.expected_cost.mean()  # value per second alone picks the costly ones
+    capped = capped_rank(rank, pool, StrategyParams(**{**params.__dict__, "cost_cap": 1.0}))
+    assert batch_cost(pool, capped, k) <= pool.expected_cost.mean()
+
+
+@pytest.mark.parametrize(("cap", "expected_weight"), [(None, 0.0), (3.0, 0.0), (1.0, 1.0), (0.3, 1.0), (0.2, 1.0)])
+def test_the_cap_raises_the_cost_weight_only_as_far_as_needed(cap, expected_weight) -> None:
+    pool = Pool(np.array([0.9, 0.8, 0.3, 0.2]), expected_cost=np.array([40.0, 30.0, 5.0, 5.0]))
+    rank = get_strategy("uncertainty").rank
+    params = StrategyParams(batch_size=2, cost_weight=0.0, cost_cap=cap)
+    expected = rank(pool, StrategyParams(batch_size=2, cost_weight=expected_weight))
+    np.testing.assert_array_equal(capped_rank(rank, pool, params), expected)
+
+
+@pytest.mark.parametrize("name", ["random", "diversity", "typical"])
+def test_strategies_that_ignore_the_cost_are_not_changed_by_the_cap(name: str) -> None:
+    pool, k = crowded_pool(), 10
+    params = StrategyParams(batch_size=k, cost_weight=1.0)
+    rank = get_strategy(name).rank
+    np.testing.assert_array_equal(capped_rank(rank, pool, StrategyParams(**{**params.__dict__, "cost_cap": 0.5})), rank(pool, params))
+
+
+def test_bad_cost_cap() -> None:
+    with pytest.raises(ValueError, match="cost_cap"):
+        StrategyParams(cost_cap=0)
 
 
 def test_typical_picks_the_dense_middle_of_uncovered_clusters_first() -> None:
