@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from integrations.label_studio import LabelStudioAPI
 
 QUEUE_VIEW_TITLE = "Active learning queue"
@@ -84,7 +86,7 @@ def ensure_review_view(client: LabelStudioAPI, project_id: int) -> dict:
     )
 
 
-def serving_order(tasks: list[tuple[int, int, float]]) -> list[int]:
+def serving_order(tasks: list[tuple[int, int, float]], solved: Mapping[int, int] | None = None) -> list[int]:
     """The order in which Label Studio 1.23's uncertainty sampling serves tasks to one annotator
     who labels each task as it is served.
 
@@ -93,12 +95,13 @@ def serving_order(tasks: list[tuple[int, int, float]]) -> list[int]:
 
     Args:
         tasks: ``(task id, cluster, priority)`` of the unlabeled tasks.
+        solved: tasks the annotator has already labeled, per cluster (default none).
 
     Example:
         >>> serving_order([(1, 0, 0.9), (2, 0, 0.8), (3, 1, 0.1)])  # task 3 is alone in cluster 1
         [1, 3, 2]
     """
-    solved: dict[int, int] = {}
+    solved = dict(solved or {})
     todo = list(tasks)
     order = []
     while todo:

@@ -105,7 +105,13 @@ def test_reads_every_value() -> None:
         600.0,
     )
     assert (s.promotion, s.redis_url, s.train_queue) == ("always", "redis://redis:6379/0", "gpu-box")
-    assert (s.al_cost_weight, s.al_cost_cap, s.al_prefilter, s.al_cold_start_labels, s.al_cold_start_strategy) == (0.5, 1.2, 3.0, 25, "random")
+    assert (s.al_cost_weight, s.al_cost_cap, s.al_prefilter, s.al_cold_start_labels, s.al_cold_start_strategy) == (
+        0.5,
+        1.2,
+        3.0,
+        25,
+        "random",
+    )
     assert (s.promotion_min_heldout, s.promotion_margin, s.promotion_confidence) == (25, 0.05, 0.95)
     assert (s.review_only, s.pseudo_labels, s.pseudo_precision, s.pseudo_max_share, s.pseudo_min_support, s.pseudo_candidates) == (
         True, True, 0.8, 0.5, 3, 2.0,

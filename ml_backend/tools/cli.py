@@ -1,11 +1,11 @@
-"""The tools' commands: ``python -m ml_backend demo | simulate | bench | pretrain | make-digits | first-model``.
+"""The tools' commands: ``python -m ml_backend demo | simulate | budget-curve | bench | pretrain | make-digits | first-model``.
 
 :data:`COMMANDS` are :class:`ml_backend.cli.Command` records that ``python -m ml_backend``
 (:mod:`ml_backend.__main__`) adds to the runtime's own.
 
 Example:
     >>> sorted(c.name for c in COMMANDS)
-    ['bench', 'demo', 'first-model', 'make-digits', 'pretrain', 'simulate']
+    ['bench', 'budget-curve', 'demo', 'first-model', 'make-digits', 'pretrain', 'simulate']
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _study_config(args: argparse.Namespace) -> SimConfig:
         strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=chosen["initial"], step=chosen["step"],
         rounds=chosen["rounds"], seeds=seeds, steps=chosen["steps"], epochs=args.epochs, imgsz=chosen["imgsz"], batch=chosen["batch"],
         test_fraction=args.test_fraction, pool=args.pool, device=chosen["device"], server_loop=args.server_loop,
-        first_labels=args.first_labels,
+        first_labels=args.first_labels, queue=args.queue,
     )  # fmt: skip
 
 
@@ -135,6 +135,12 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--first-labels", choices=["server", "random"], default="server",
         help="round 0 of the model-based arms: the server's order for a new project (default), or random's draw for every arm (earlier studies)",
+    )  # fmt: skip
+    p.add_argument(
+        "--queue", choices=["top", "label-studio"], default="top",
+        help="top: the top --step tasks of one queue are labeled (AL_CLUSTERS=1, AL_BATCH=--step; earlier studies); label-studio: "
+        "the server's AL_CLUSTERS and AL_BATCH, tasks taken in the order Label Studio serves them (the top task of the cluster "
+        "labeled least), re-scored every RESCORE_MIN_NEW_LABELS labels",
     )  # fmt: skip
     p.add_argument("--step", type=int, help="labels added per round (default 20)")
     p.add_argument("--rounds", type=int, help="rounds after round 0 (default 4)")
@@ -166,6 +172,41 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
         help="with --report: the arm the others are compared with (default random), e.g. an ablation's baseline",
     )
     p.add_argument("--report-to", default=None, help="with --report: write the summary and figures to this folder instead of --out")
+
+
+def budget_curve(args: argparse.Namespace) -> int:
+    """Train each recipe at each label count, measure it on the test split, write the table and figure."""
+    from ml_backend.tools.datasets import DatasetError
+    from ml_backend.tools.study.budget import DEFAULT_RECIPES, Recipe, budget_markdown, run_budget_curve
+    from ml_backend.tools.study.loop import SimulationError
+
+    setup_logging("WARNING")
+    try:
+        recipes = [Recipe.parse(r) for r in (args.recipes or ",".join(DEFAULT_RECIPES)).split(",") if r.strip()]
+        labels = [int(n) for n in args.labels.split(",")]
+        result = run_budget_curve(
+            args.data, args.format, args.weights, args.out, recipes, labels, _seeds(args.seeds), args.device, show_progress=True
+        )
+    except (SimulationError, DatasetError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(budget_markdown(result["rows"]))
+    print(f"results: {args.out}/budget.json, table: {args.out}/budget.md, figure: {args.out}/budget.png")
+    return 0
+
+
+def _budget_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="a labeled dataset folder")
+    p.add_argument("--format", required=True, choices=["voc", "yolo", "coco"])
+    p.add_argument("--weights", required=True, help="the starting weights, e.g. COCO-pretrained yolo11n.pt")
+    p.add_argument("--out", required=True, help="results folder; an existing one is resumed")
+    p.add_argument(
+        "--recipes", help="comma-separated IMGSZxSTEPSxBATCH (default: 320x60x8 (the study's cpu preset), 640x60x8, 320x300x16, "
+        "640x300x16 (the server's defaults))",
+    )  # fmt: skip
+    p.add_argument("--labels", default="40,100", help="comma-separated label counts (default 40,100)")
+    p.add_argument("--seeds", default="1", help="a number of seeds (1 -> seed 0) or a comma-separated list")
+    p.add_argument("--device", default="cpu")
 
 
 def make_digits(args: argparse.Namespace) -> int:
@@ -264,6 +305,12 @@ COMMANDS: tuple[Command, ...] = (
         "label-savings study: the active-learning loop on a labeled dataset, ground truth as the annotator",
         _simulate_arguments,
         simulate,
+    ),
+    Command(
+        "budget-curve",
+        "the training budget as a curve: test mAP50 and speed-up of a first model against training seconds, per recipe and label count",
+        _budget_arguments,
+        budget_curve,
     ),
     Command(
         "make-digits",

@@ -204,14 +204,14 @@ def test_a_tiny_study_uses_the_servers_scoring_never_touches_the_test_split_and_
 
     monkeypatch.setattr(scoring, "score_tasks", spy)
     shown_by: list[tuple[str, int]] = []
-    real_pre = simulation._preannotations
+    real_pre = simulation.preannotations
 
     def pre_spy(study, weights, ids, settings, agnostic=False, display=None):  # noqa: ANN001, ANN202
         if not agnostic:
             shown_by.append((Path(weights).name, len(ids)))
         return real_pre(study, weights, ids, settings, agnostic, display)
 
-    monkeypatch.setattr(simulation, "_preannotations", pre_spy)
+    monkeypatch.setattr(simulation, "preannotations", pre_spy)
     trained: list[int] = []
     real_train = simulation._train_round
 
@@ -479,3 +479,47 @@ def test_the_server_loop_judges_each_round_and_continues_from_the_served_model(s
         shown = before["display"]
         assert shown["default"] == 0.25 and set(shown["thresholds"]) <= {"circle", "square", "triangle"}
         assert ("effort_one_threshold" in r) == (bool(shown["thresholds"]) or shown["merge_classes"])
+
+
+def test_the_label_studio_queue_takes_tasks_as_label_studio_serves_them_and_rescores_as_the_server_does(
+    shapes_voc: Path, tmp_path: Path, tiny_weights, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--queue label-studio: the server's AL_CLUSTERS and AL_BATCH, the tasks Label Studio would
+    serve (top task of the cluster labeled least), a re-scoring every RESCORE_MIN_NEW_LABELS labels."""
+    monkeypatch.setenv("RESCORE_MIN_NEW_LABELS", "2")
+    monkeypatch.setenv("AL_CLUSTERS", "3")
+    calls: list[tuple[int, int, int, list[int]]] = []
+    real_score = scoring.score_tasks
+
+    def spy(tasks, served, predictor, settings, progress=False):  # noqa: ANN001, ANN202
+        pooled = real_score(tasks, served, predictor, settings, progress)
+        served_now = simulation.served_next(pooled.scores, 2)
+        calls.append((settings.al_clusters, settings.al_batch, sum(1 for t in tasks if t["annotations"]), served_now))
+        return pooled
+
+    monkeypatch.setattr(scoring, "score_tasks", spy)
+    cfg = _cfg(shapes_voc, tmp_path / "ls", tiny_weights("detect"), strategies=("random", "uncertainty"), rounds=1, queue="label-studio")
+    records = run_study(cfg, show_progress=False)["records"]
+    # round 0 (6 labels: 2 + 2 + 2) and round 1 (3 labels: 2 + 1), each pass with the labels taken so far
+    assert [(c[0], c[1], c[2]) for c in calls] == [(3, 100, 0), (3, 100, 2), (3, 100, 4), (3, 100, 6), (3, 100, 8)]
+    by = {(r["strategy"], r["round"]): r for r in records}
+    taken = by[("uncertainty", 1)]["labeled_ids"]
+    # what each pass served first is what was labeled next
+    assert taken[:6] == calls[0][3] + calls[1][3] + calls[2][3] and taken[6:] == calls[3][3] + calls[4][3][:1]
+    assert len(set(taken)) == 9
+    with pytest.raises(SimulationError, match="--queue"):
+        _cfg(shapes_voc, tmp_path / "x", tiny_weights("detect"), queue="sideways")
+
+
+@pytest.mark.parametrize(
+    ("tasks", "solved", "expected"),
+    [
+        ([(1, 0, 0.9), (2, 0, 0.8), (3, 1, 0.1)], None, [1, 3, 2]),
+        ([(1, 0, 0.9), (2, 0, 0.8), (3, 1, 0.1)], {1: 2}, [1, 2, 3]),  # cluster 1 already has two labels
+        ([(1, 0, 0.9), (2, 1, 0.8), (3, 1, 0.7)], {0: 1}, [2, 1, 3]),
+    ],
+)
+def test_serving_order_counts_what_the_annotator_already_labeled(tasks, solved, expected) -> None:
+    from integrations.queue_view import serving_order
+
+    assert serving_order(tasks, solved=solved) == expected

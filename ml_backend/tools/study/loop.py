@@ -28,7 +28,7 @@ class changed, drawn, deleted). Each record keeps the raw counts, per task and s
 cost table can be applied later without running anything again. Round 0 also counts what the same
 images would have cost with class-agnostic proposals (``effort_proposals``): every box of the
 starting model, whatever its class, shown with the dataset's label when its class maps to one and
-with the first label otherwise (:func:`_preannotations`), the question being whether boxes from a
+with the first label otherwise (:func:`preannotations`), the question being whether boxes from a
 model that does not know the classes save an annotator time.
 
 Datasets are written by the server's own converter (:func:`ml_backend.training.dataset.write_dataset`)
@@ -74,10 +74,11 @@ METRICS = ("map50", "map50_95")
 # Fields that define a study: a run with other values cannot resume from the same folder.
 STUDY_KEYS = (
     "data", "format", "initial", "step", "steps", "epochs", "imgsz", "batch", "weights", "test_fraction", "pool", "device", "server_loop",
-    "first_labels",
+    "first_labels", "queue",
 )  # fmt: skip
 # What a study made before a key existed did (its default may say otherwise).
-LEGACY = {"first_labels": "random"}
+LEGACY = {"first_labels": "random", "queue": "top"}
+QUEUES = ("top", "label-studio")
 MIN_TEST = 150  # test images at least (or a quarter of a smaller set)
 # Presets: an hour-scale CPU study and the full GPU one. Explicit flags override them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -156,6 +157,7 @@ class SimConfig:
     device: str = "auto"
     server_loop: bool = False
     first_labels: str = "server"
+    queue: str = "top"
 
     def __post_init__(self) -> None:
         for name in ("initial", "step", "steps", "imgsz", "batch"):
@@ -176,6 +178,8 @@ class SimConfig:
             raise SimulationError("--seeds must name at least one seed")
         if self.pool < 0:
             raise SimulationError("--pool must be >= 0 (0: every image not in the test split)")
+        if self.queue not in QUEUES:
+            raise SimulationError(f"--queue must be one of {', '.join(QUEUES)}, not {self.queue!r}")
         if self.first_labels not in ("server", "random"):
             raise SimulationError(f"--first-labels must be server or random, not {self.first_labels!r}")
 
@@ -214,14 +218,17 @@ class LocalImages:
         return load_local_image(uri)
 
 
-def _settings(cfg: SimConfig, out: Path, arm: Arm | None = None, seed: int = 0, batch: int | None = None) -> Settings:
+def arm_settings(cfg: SimConfig, out: Path, arm: Arm | None = None, seed: int = 0, batch: int | None = None) -> Settings:
     """The server's settings for one arm: the user's own (thresholds, cost table) from the
-    environment, the study's budget and sizes, then the arm's overrides."""
+    environment, the study's budget and sizes, then the arm's overrides. With ``--queue top`` one
+    queue (``AL_CLUSTERS=1``) ordered ``step`` (or ``batch``) tasks at a time (``AL_BATCH``); with
+    ``--queue label-studio`` both stay the server's (its defaults, or the environment's)."""
     env = {k: v for k, v in os.environ.items() if k in {spec.name for spec in SPECS}}  # the user's thresholds and weights
+    if cfg.queue == "top":
+        env.update({"AL_BATCH": str(batch or cfg.step), "AL_CLUSTERS": "1"})
     env.update(
         {
             "AL_STRATEGY": arm.strategy if arm else "random",
-            "AL_BATCH": str(batch or cfg.step),
             "AL_SEED": str(seed),
             "IMGSZ": str(cfg.imgsz),
             "TRAIN_IMGSZ": str(cfg.imgsz),
@@ -230,7 +237,6 @@ def _settings(cfg: SimConfig, out: Path, arm: Arm | None = None, seed: int = 0, 
             "TRAIN_EPOCHS": str(cfg.epochs),
             "DEVICE": cfg.device,
             "MODEL_DIR": str(out / "state"),
-            "AL_CLUSTERS": "1",
         }
     )
     env.update(dict(arm.overrides) if arm else {})
@@ -435,7 +441,7 @@ def _predictor(study: Study, weights: Path, settings: Settings) -> Any:
     return Predictor(settings, holder, LocalImages())
 
 
-def _served_display(study: Study, record: Mapping | None, settings: Settings) -> Display:
+def served_display(study: Study, record: Mapping | None, settings: Settings) -> Display:
     """What the served model shows after the round of ``record``, as the server would show it: the
     rule stored with it (the server's loop), or ``SCORE_THRESHOLD``'s when it is set or none was chosen."""
     stored = (record or {}).get("display")
@@ -444,7 +450,7 @@ def _served_display(study: Study, record: Mapping | None, settings: Settings) ->
     return Display.from_json(stored, study.ds.names)
 
 
-def _preannotations(
+def preannotations(
     study: Study, weights: str | Path, ids: Sequence[int], settings: Settings, agnostic: bool = False, display: Display | None = None
 ) -> dict[int, list[dict]]:
     """What the served model ``weights`` shows on images ``ids`` (Label Studio regions, as the server
@@ -488,7 +494,7 @@ def task_effort(item: Item, names: Mapping[int, str], regions: Sequence[Mapping[
     return corrections(gt, item.classes, np.array(pred).reshape(-1, 4), np.array(pred_cls, dtype=int))
 
 
-def _effort(study: Study, ids: Sequence[int], regions: Mapping[int, Sequence[Mapping[str, Any]]]) -> tuple[list[dict], Corrections]:
+def effort_of(study: Study, ids: Sequence[int], regions: Mapping[int, Sequence[Mapping[str, Any]]]) -> tuple[list[dict], Corrections]:
     per_task, total = [], Corrections()
     for i in ids:
         c = task_effort(study.ds.items[int(i)], study.ds.names, regions.get(int(i), []))
@@ -516,24 +522,57 @@ def _select(
     unlabeled = [int(i) for i in study.pool if int(i) not in taken]
     if arm.strategy == "random":  # needs no model pass to choose; the same registered strategy function
         prio = get_strategy("random").rank(Pool(uncertainty=np.zeros(len(unlabeled))), StrategyParams(seed=settings.al_seed))
-        by_task = dict(zip(unlabeled, prio, strict=True))
-        chosen = sorted(by_task, key=lambda i: (-by_task[i], i))[: count or cfg.step]
-        return chosen, _preannotations(study, weights, chosen, settings, display=display), time.monotonic() - t0
+        drawn = dict(zip(unlabeled, prio, strict=True))
+        first = sorted(drawn, key=lambda i: (-drawn[i], i))[: count or cfg.step]
+        return first, preannotations(study, weights, first, settings, display=display), time.monotonic() - t0
+    want = count or cfg.step
+    chosen: list[int] = []
+    shown: dict[int, list[dict]] = {}
     predictor = _predictor(study, Path(weights), settings)
     try:
         served = predictor.serve(box_label_config(ds.names))
         if display is not None:
             served = dataclasses.replace(served, display=display)
-        tasks = [as_task(ds, i, False) for i in unlabeled] + [as_task(ds, i, True) for i in labeled]
-        pooled = score_tasks(tasks, served, predictor, settings)
+        while len(chosen) < want:  # --queue label-studio: re-scored every RESCORE_MIN_NEW_LABELS labels, as the server does
+            done = [*labeled, *chosen]
+            left = [i for i in unlabeled if i not in set(chosen)]
+            if not left:
+                break
+            tasks = [as_task(ds, i, False) for i in left] + [as_task(ds, i, True) for i in done]
+            pooled = score_tasks(tasks, served, predictor, settings)
+            for tid, err in pooled.errors.items():
+                log.warning("image %s not scored (not selectable this round): %s", ds.items[tid - 1].path, err)
+            shown |= {int(p["task"]) - 1: p["result"] for p in pooled.predictions}
+            if cfg.queue == "top":
+                by_task = {s.task - 1: s.priority for s in pooled.scores if not s.labeled}
+                chosen = sorted(by_task, key=lambda i: (-by_task[i], i))[:want]
+                break
+            chosen += served_next(pooled.scores, min(settings.rescore_min_new_labels or want, want - len(chosen)))
     finally:
         predictor.close()
-    by_task = {s.task - 1: s.priority for s in pooled.scores if not s.labeled}
-    shown = {int(p["task"]) - 1: p["result"] for p in pooled.predictions}
-    for tid, err in pooled.errors.items():
-        log.warning("image %s not scored (not selectable this round): %s", ds.items[tid - 1].path, err)
-    chosen = sorted(by_task, key=lambda i: (-by_task[i], i))[: count or cfg.step]
     return chosen, {i: shown.get(i, []) for i in chosen}, time.monotonic() - t0
+
+
+def served_next(scores: Sequence[Any], count: int) -> list[int]:
+    """The next ``count`` dataset indices Label Studio serves one annotator from a scoring's
+    ``TaskScore`` rows (task id = index + 1): the top task of the cluster the annotator has labeled
+    least (labeled tasks counted in their clusters), as :func:`integrations.queue_view.serving_order`.
+
+    Example:
+        >>> from types import SimpleNamespace as T
+        >>> rows = [T(task=1, cluster=0, priority=0.9, labeled=False), T(task=2, cluster=0, priority=0.8, labeled=False),
+        ...         T(task=3, cluster=1, priority=0.1, labeled=False), T(task=4, cluster=1, priority=0.0, labeled=True)]
+        >>> served_next(rows, 2)  # cluster 1 already has a label: both from cluster 0 first
+        [0, 1]
+    """
+    from integrations.queue_view import serving_order
+
+    solved: dict[int, int] = {}
+    for s in scores:
+        if s.labeled:
+            solved[s.cluster] = solved.get(s.cluster, 0) + 1
+    order = serving_order([(s.task, s.cluster, s.priority) for s in scores if not s.labeled], solved=solved)
+    return [t - 1 for t in order[:count]]
 
 
 def _run_round(study: Study, arm: Arm, seed: int, rnd: int, labeled: list[int]) -> dict:
@@ -549,13 +588,13 @@ def _run_round(study: Study, arm: Arm, seed: int, rnd: int, labeled: list[int]) 
         return {**shared, "strategy": arm.label, "wall_s": time.monotonic() - t0}
     if rnd == 0:
         # legacy (--first-labels random): one round 0 per seed, the arms' own settings not applied
-        base = _settings(cfg, study.out, seed=seed) if cfg.first_labels == "random" else _settings(cfg, study.out, arm, seed=seed)
+        base = arm_settings(cfg, study.out, seed=seed) if cfg.first_labels == "random" else arm_settings(cfg, study.out, arm, seed=seed)
         if cfg.first_labels == "server" and arm.strategy != "random":  # the top of a new project's queue, as the server orders it
             # AL_BATCH: what is labeled before the next scoring, here before the first model (the server's default is 100)
-            opening = _settings(cfg, study.out, arm, seed=1000 * seed, batch=cfg.initial)
+            opening = arm_settings(cfg, study.out, arm, seed=1000 * seed, batch=cfg.initial)
             labeled, shown, select_s = _select(study, arm, opening, [], cfg.weights, cfg.initial)
         else:
-            shown = _preannotations(study, cfg.weights, labeled, base)
+            shown = preannotations(study, cfg.weights, labeled, base)
         overrides = {a.label: a.overrides for a in cfg.arms}
         twin = next(
             (r for r in study.records if (r["seed"], r["round"]) == (seed, 0) and r["strategy"] != arm.label
@@ -566,8 +605,8 @@ def _run_round(study: Study, arm: Arm, seed: int, rnd: int, labeled: list[int]) 
         if twin is not None:  # another arm labeled the same first images: the same first model
             atomic_write(target, lambda f: f.write(study.weights(twin["strategy"], seed, 0).read_bytes()))
             return {**twin, "strategy": arm.label, "select_s": select_s, "wall_s": time.monotonic() - t0}
-        per_task, effort = _effort(study, labeled, shown)
-        extra["effort_proposals"] = _effort(study, labeled, _preannotations(study, cfg.weights, labeled, base, agnostic=True))[1].to_json()
+        per_task, effort = effort_of(study, labeled, shown)
+        extra["effort_proposals"] = effort_of(study, labeled, preannotations(study, cfg.weights, labeled, base, agnostic=True))[1].to_json()
         result = _train_round(study, labeled, cfg.weights, target, base)
         total = effort
     else:
@@ -576,16 +615,16 @@ def _run_round(study: Study, arm: Arm, seed: int, rnd: int, labeled: list[int]) 
             raise SimulationError(
                 f"{previous} is missing, so round {rnd} of {arm.label} seed {seed} cannot resume; delete {study.out} to start over"
             )
-        settings = _settings(cfg, study.out, arm, seed=1000 * seed + rnd)
+        settings = arm_settings(cfg, study.out, arm, seed=1000 * seed + rnd)
         before = study.record(arm.label, seed, rnd - 1)
-        display = _served_display(study, before, settings)
+        display = served_display(study, before, settings)
         chosen, shown, select_s = _select(study, arm, settings, labeled, previous, display=display)
-        per_task, effort = _effort(study, chosen, shown)
+        per_task, effort = effort_of(study, chosen, shown)
         if display != default_display(settings):  # the same images shown at one threshold for every class, to compare
-            extra["effort_one_threshold"] = _effort(study, chosen, _preannotations(study, previous, chosen, settings))[1].to_json()
+            extra["effort_one_threshold"] = effort_of(study, chosen, preannotations(study, previous, chosen, settings))[1].to_json()
         labeled = labeled + chosen
         result = _train_round(
-            study, labeled, previous, target, _settings(cfg, study.out, arm, seed=seed), new=chosen, shown=(before or {}).get("display")
+            study, labeled, previous, target, arm_settings(cfg, study.out, arm, seed=seed), new=chosen, shown=(before or {}).get("display")
         )
         total = Corrections.from_json(before["effort_total"]) + effort if before else effort
     return {

@@ -1,0 +1,223 @@
+"""The training budget as a measured curve: what a retraining recipe buys, against its seconds.
+
+For each training recipe (image size, optimizer steps, batch: ``TRAIN_IMGSZ``, ``TRAIN_STEPS``,
+``TRAIN_BATCH``) and each number of labels, the project's first model is trained as the server
+trains it (the study's round 0 in the server's loop: a seeded random draw of the pool labeled, a
+head for the dataset's classes on the starting weights, labels held out, the display rule chosen
+on them) and measured on the study's test split, which it never saw:
+
+* ``map50``: test mAP50;
+* ``speedup``: drawing every test box from scratch against correcting the served pre-annotations
+  (shown as the server would show them), in annotator seconds (``ANNOTATION_COSTS``), with the
+  ``ceiling`` (every true box only verified) and the counts;
+* ``train_s``: the seconds the training took on this machine.
+
+Each (labels, recipe) is a study folder of its own under ``out`` (``simulate`` resumes it);
+``budget.json`` and ``budget.md`` collect the rows, ``budget.png`` plots them.
+
+Example:
+    >>> Recipe.parse("640x300x16")
+    Recipe(imgsz=640, steps=300, batch=16)
+    >>> Recipe.parse("640x300x16").slug
+    '640px-300steps-16batch'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml_backend.al.effort import Corrections, price
+from ml_backend.state import write_json_atomic
+from ml_backend.tools.datasets import load_dataset
+from ml_backend.tools.study.loop import (
+    SimConfig,
+    SimulationError,
+    Study,
+    arm_settings,
+    effort_of,
+    preannotations,
+    run_study,
+    served_display,
+)
+
+RESULTS = "budget.json"
+# The study's cpu preset, its image size at the server's compute, and the server's defaults.
+DEFAULT_RECIPES = ("320x60x8", "640x60x8", "320x300x16", "640x300x16")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One retraining recipe: ``TRAIN_IMGSZ`` x ``TRAIN_STEPS`` x ``TRAIN_BATCH``."""
+
+    imgsz: int
+    steps: int
+    batch: int
+
+    @classmethod
+    def parse(cls, text: str) -> Recipe:
+        """``IMGSZxSTEPSxBATCH``, e.g. ``640x300x16``.
+
+        Raises:
+            SimulationError: not three positive integers joined by ``x``.
+        """
+        m = re.fullmatch(r"\s*(\d+)x(\d+)x(\d+)\s*", text)
+        if not m or min(int(g) for g in m.groups()) < 1:
+            raise SimulationError(f"recipe {text!r}: write IMGSZxSTEPSxBATCH with positive integers, e.g. 640x300x16")
+        return cls(*(int(g) for g in m.groups()))
+
+    @property
+    def slug(self) -> str:
+        return f"{self.imgsz}px-{self.steps}steps-{self.batch}batch"
+
+    @property
+    def images_seen(self) -> int:
+        """Training compute in image passes at its own size (steps x batch)."""
+        return self.steps * self.batch
+
+
+def run_budget_curve(
+    data: str,
+    fmt: str,
+    weights: str,
+    out: str | Path,
+    recipes: Sequence[Recipe],
+    labels: Sequence[int] = (40, 100),
+    seeds: Sequence[int] = (0,),
+    device: str = "cpu",
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train and measure every (labels, recipe, seed) not measured yet; returns ``budget.json``'s contents.
+
+    Raises:
+        SimulationError, DatasetError: bad settings or data (before any training).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RESULTS
+    rows: list[dict[str, Any]] = json.loads(path.read_text())["rows"] if path.is_file() else []
+    done = {(r["labels"], r["recipe"], r["seed"]) for r in rows}
+    ds = load_dataset(data, fmt)
+    for n in labels:
+        for recipe in recipes:
+            cfg = SimConfig(
+                data=str(data), format=fmt, out=str(out / f"{n}-labels-{recipe.slug}"), weights=str(weights), strategies=("random",),
+                initial=n, rounds=0, seeds=tuple(seeds), steps=recipe.steps, imgsz=recipe.imgsz, batch=recipe.batch, device=device,
+                server_loop=True,
+            )  # fmt: skip
+            if all((n, recipe.slug, s) in done for s in seeds):
+                continue
+            run_study(cfg, show_progress=show_progress)
+            study = Study(cfg, ds)
+            for seed in seeds:
+                if (n, recipe.slug, seed) in done:
+                    continue
+                rows.append(_measure(study, cfg, recipe, seed))
+                done.add((n, recipe.slug, seed))
+                write_json_atomic(path, {"data": str(data), "weights": str(weights), "device": device, "rows": rows})
+    result = {"data": str(data), "weights": str(weights), "device": device, "rows": rows}
+    write_json_atomic(path, result)
+    (out / "budget.md").write_text(budget_markdown(rows) + "\n")
+    plot_budget(rows, out / "budget.png")
+    return result
+
+
+def _measure(study: Study, cfg: SimConfig, recipe: Recipe, seed: int) -> dict[str, Any]:
+    """One first model on the test split: mAP50 (the study's record) and the speed-up of its pre-annotations."""
+    rec = study.record("random", seed, 0)
+    if rec is None:
+        raise SimulationError(f"{cfg.out}: no round 0 for seed {seed}")
+    settings = arm_settings(cfg, study.out, seed=seed)
+    display = served_display(study, rec, settings)
+    test = [int(i) for i in study.test.tolist()]
+    shown = preannotations(study, study.weights("random", seed, 0), test, settings, display=display)
+    _, total = effort_of(study, test, shown)
+    priced = price(total, settings.annotation_costs)
+    best = settings.annotation_costs.seconds(Corrections(images=total.images, gt_boxes=total.gt_boxes, accepted=total.gt_boxes))
+    return {
+        "labels": cfg.initial,
+        "recipe": recipe.slug,
+        "imgsz": recipe.imgsz,
+        "steps": recipe.steps,
+        "batch": recipe.batch,
+        "seed": seed,
+        "train_s": round(float(rec["train_s"]), 1),
+        "map50": round(float(rec["map50"]), 4),
+        "speedup": priced["speedup"],
+        "ceiling": round(float(priced["scratch_seconds"]) / best, 3) if best > 0 else None,  # type: ignore[arg-type]
+        "seconds": priced["seconds"],
+        "scratch_seconds": priced["scratch_seconds"],
+        "counts": priced["counts"],
+        "display": rec.get("display"),
+    }
+
+
+def _mean(rows: Sequence[dict[str, Any]], key: str) -> float:
+    vals = [float(r[key]) for r in rows if r.get(key) is not None]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[int, str], list[dict[str, Any]]]:
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((int(r["labels"]), str(r["recipe"])), []).append(r)
+    return groups
+
+
+def budget_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """One line per (labels, recipe): training seconds, mAP50, speed-up (means over seeds, with the seeds' range).
+
+    Example:
+        >>> row = {"labels": 40, "recipe": "320px-60steps-8batch", "seed": 0, "train_s": 40.0, "map50": 0.2, "speedup": 1.1,
+        ...        "ceiling": 3.9, "counts": {"accepted": 3, "adjusted": 5, "drawn": 9, "deleted": 2}}
+        >>> print(budget_markdown([row]).splitlines()[2])
+        | 40 | 320px-60steps-8batch | 1 | 40 | 0.200 | 1.10x (1.10-1.10) | 3.9x | 3 / 5 / 9 / 2 |
+    """
+    lines = [
+        "| labels | recipe | seeds | training s | test mAP50 | speed-up (seeds' range) | ceiling | accepted / adjusted / drawn / deleted |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (n, slug), rs in sorted(_groups(rows).items(), key=lambda kv: (kv[0][0], _mean(kv[1], "train_s"))):
+        sp = [float(r["speedup"]) for r in rs if r.get("speedup") is not None]
+        counts = {k: sum(int(r["counts"].get(k, 0)) for r in rs) for k in ("accepted", "adjusted", "drawn", "deleted")}
+        lines.append(
+            f"| {n} | {slug} | {len(rs)} | {_mean(rs, 'train_s'):.0f} | {_mean(rs, 'map50'):.3f} | "
+            f"{np.mean(sp):.2f}x ({min(sp):.2f}-{max(sp):.2f}) | {_mean(rs, 'ceiling'):.1f}x | "
+            f"{counts['accepted']} / {counts['adjusted']} / {counts['drawn']} / {counts['deleted']} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_budget(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Speed-up and test mAP50 against training seconds (log scale), one line per label count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    by_labels: dict[int, list[tuple[float, float, float, str]]] = {}
+    for (n, slug), rs in _groups(rows).items():
+        by_labels.setdefault(n, []).append((_mean(rs, "train_s"), _mean(rs, "speedup"), _mean(rs, "map50"), slug))
+    for n, pts in sorted(by_labels.items()):
+        pts.sort()
+        x = [p[0] for p in pts]
+        for ax, k in zip(axes, (1, 2), strict=True):
+            ax.plot(x, [p[k] for p in pts], marker="o", label=f"{n} labels")
+            for p in pts:
+                ax.annotate(p[3].replace("steps-", "x").replace("px-", "px ").replace("batch", ""), (p[0], p[k]), fontsize=7)
+    for ax, name in zip(axes, ("speed-up over drawing from scratch", "test mAP50"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("training seconds (this machine)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
