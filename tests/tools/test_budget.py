@@ -41,6 +41,8 @@ def test_the_curve_trains_each_recipe_measures_it_on_the_test_split_and_resumes(
         assert r["scratch_seconds"] == pytest.approx(scratch, abs=0.1)
         assert r["speedup"] == pytest.approx(scratch / DEFAULT_COSTS.seconds(c), abs=1e-3)
         assert r["train_s"] > 0 and 0 <= r["map50"] <= 1 and r["ceiling"] > 1
+        bars = r["speedup_by_accept_iou"]
+        assert bars["0.85"] == r["speedup"] and bars["0.7"] >= bars["0.85"] >= bars["0.9"]  # a lower bar accepts more
         assert (out / f"6-labels-{r['recipe']}" / "results.json").is_file()
     assert (out / "budget.png").stat().st_size > 5_000
     assert "| 6 | 64px-2steps-4batch | 1 |" in (out / "budget.md").read_text()

@@ -10,6 +10,8 @@ on them) and measured on the study's test split, which it never saw:
 * ``speedup``: drawing every test box from scratch against correcting the served pre-annotations
   (shown as the server would show them), in annotator seconds (``ANNOTATION_COSTS``), with the
   ``ceiling`` (every true box only verified) and the counts;
+* ``speedup_by_accept_iou``: the same at other bars for "kept as it is" (IoU 0.7 and 0.9 beside
+  the study's 0.85: how much the figure rests on that choice);
 * ``train_s``: the seconds the training took on this machine.
 
 Each (labels, recipe) is a study folder of its own under ``out`` (``simulate`` resumes it);
@@ -50,6 +52,7 @@ from ml_backend.tools.study.loop import (
 RESULTS = "budget.json"
 # The study's cpu preset, its image size at the server's compute, and the server's defaults.
 DEFAULT_RECIPES = ("320x60x8", "640x60x8", "320x300x16", "640x300x16")
+ACCEPT_BARS = (0.7, 0.85, 0.9)
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ def _measure(study: Study, cfg: SimConfig, recipe: Recipe, seed: int) -> dict[st
     shown = preannotations(study, study.weights("random", seed, 0), test, settings, display=display)
     _, total = effort_of(study, test, shown)
     priced = price(total, settings.annotation_costs)
+    by_bar = {str(a): price(effort_of(study, test, shown, a)[1], settings.annotation_costs)["speedup"] for a in ACCEPT_BARS}
     best = settings.annotation_costs.seconds(Corrections(images=total.images, gt_boxes=total.gt_boxes, accepted=total.gt_boxes))
     return {
         "labels": cfg.initial,
@@ -154,6 +158,7 @@ def _measure(study: Study, cfg: SimConfig, recipe: Recipe, seed: int) -> dict[st
         "seconds": priced["seconds"],
         "scratch_seconds": priced["scratch_seconds"],
         "counts": priced["counts"],
+        "speedup_by_accept_iou": by_bar,
         "display": rec.get("display"),
     }
 

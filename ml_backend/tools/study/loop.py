@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from ml_backend.al.effort import Corrections, corrections
+from ml_backend.al.effort import ACCEPT_IOU, Corrections, corrections
 from ml_backend.al.strategies import REGISTRY, Pool, StrategyParams, get_strategy
 from ml_backend.inference.display import Display, default_display
 from ml_backend.settings import SPECS, Settings, SettingsError
@@ -478,9 +478,10 @@ def preannotations(
     return out
 
 
-def task_effort(item: Item, names: Mapping[int, str], regions: Sequence[Mapping[str, Any]]) -> Corrections:
+def task_effort(item: Item, names: Mapping[int, str], regions: Sequence[Mapping[str, Any]], accept_iou: float = ACCEPT_IOU) -> Corrections:
     """The annotator's actions on one image: its true boxes against the pre-annotation ``regions``
-    (Label Studio ``rectanglelabels`` in percent; regions of labels the dataset lacks count as wrong boxes)."""
+    (Label Studio ``rectanglelabels`` in percent; regions of labels the dataset lacks count as wrong boxes;
+    a matched box is kept as it is from ``accept_iou`` on)."""
     class_of = {n: i for i, n in names.items()}
     pred, pred_cls = [], []
     for r in regions:
@@ -491,13 +492,16 @@ def task_effort(item: Item, names: Mapping[int, str], regions: Sequence[Mapping[
         pred_cls.append(class_of.get(str(labels[0]), -1) if labels else -1)
     sx, sy = 100.0 / item.width, 100.0 / item.height
     gt = np.asarray(item.boxes, dtype=np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
-    return corrections(gt, item.classes, np.array(pred).reshape(-1, 4), np.array(pred_cls, dtype=int))
+    return corrections(gt, item.classes, np.array(pred).reshape(-1, 4), np.array(pred_cls, dtype=int), accept_iou=accept_iou)
 
 
-def effort_of(study: Study, ids: Sequence[int], regions: Mapping[int, Sequence[Mapping[str, Any]]]) -> tuple[list[dict], Corrections]:
+def effort_of(
+    study: Study, ids: Sequence[int], regions: Mapping[int, Sequence[Mapping[str, Any]]], accept_iou: float = ACCEPT_IOU
+) -> tuple[list[dict], Corrections]:
+    """Per image and summed: the annotator's actions on images ``ids`` shown ``regions`` (:func:`task_effort`)."""
     per_task, total = [], Corrections()
     for i in ids:
-        c = task_effort(study.ds.items[int(i)], study.ds.names, regions.get(int(i), []))
+        c = task_effort(study.ds.items[int(i)], study.ds.names, regions.get(int(i), []), accept_iou)
         per_task.append({"id": int(i), **c.to_json()})
         total = total + c
     return per_task, total
