@@ -219,6 +219,26 @@ def corrections(
     )
 
 
+def matched_pairs(
+    gt_boxes: np.ndarray, gt_classes: np.ndarray, pred_boxes: np.ndarray, pred_classes: np.ndarray
+) -> list[tuple[int, int, float]]:
+    """The same-class matches :func:`corrections` makes first (IoU >= 0.5, greedy): ``(true, shown, IoU)``.
+
+    How tight the matched boxes are (whether they are kept as they are or dragged) is the IoU of these.
+
+    Example:
+        >>> matched_pairs(np.array([[0, 0, 10, 10]]), np.array([0]), np.array([[0, 0, 10, 8], [0, 0, 10, 10]]), np.array([0, 1]))
+        [(0, 0, 0.8)]
+    """
+    gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    pr = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, 4)
+    if not len(gt) or not len(pr):
+        return []
+    iou = box_iou(gt, pr)
+    same = np.asarray(gt_classes).reshape(-1)[:, None] == np.asarray(pred_classes).reshape(-1)[None, :]
+    return [(r, c, round(float(iou[r, c]), 6)) for r, c in _greedy(iou, same, MATCH_IOU)]
+
+
 def class_recall(
     gt_boxes: np.ndarray, gt_classes: np.ndarray, pred_boxes: np.ndarray, pred_classes: np.ndarray, n_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,12 @@ def test_the_curve_trains_each_recipe_measures_it_on_the_test_split_and_resumes(
         assert r["scratch_seconds"] == pytest.approx(scratch, abs=0.1)
         assert r["speedup"] == pytest.approx(scratch / DEFAULT_COSTS.seconds(c), abs=1e-3)
         assert r["train_s"] > 0 and 0 <= r["map50"] <= 1 and r["ceiling"] > 1
+        tight = r["tightness"]["all"]
+        # the same-class matches: accepted, or adjusted without a class change
+        assert c.accepted + c.adjusted - c.class_changed <= tight["matched"] <= c.accepted + c.adjusted
+        assert tight["matched"] == sum(r["tightness"][k]["matched"] for k in ("small", "medium", "large"))
+        if tight["matched"]:
+            assert 0.5 <= tight["median_iou"] <= 1 and tight["kept_share"] == pytest.approx(c.accepted / tight["matched"], abs=1e-3)
         bars = r["speedup_by_accept_iou"]
         assert bars["0.85"] == r["speedup"] and bars["0.7"] >= bars["0.85"] >= bars["0.9"]  # a lower bar accepts more
         assert (out / f"6-labels-{r['recipe']}" / "results.json").is_file()
@@ -55,4 +61,4 @@ def test_the_curve_trains_each_recipe_measures_it_on_the_test_split_and_resumes(
 def test_the_table_averages_seeds_and_shows_their_range() -> None:
     row = {"labels": 40, "recipe": "r", "train_s": 10.0, "map50": 0.2, "ceiling": 3.0, "counts": {"accepted": 1}}
     text = budget_markdown([{**row, "seed": 0, "speedup": 1.0}, {**row, "seed": 1, "speedup": 2.0, "train_s": 30.0}])
-    assert text.splitlines()[2] == "| 40 | r | 2 | 20 | 0.200 | 1.50x (1.00-2.00) | 3.0x | 2 / 0 / 0 / 0 |"
+    assert text.splitlines()[2] == "| 40 | r | 2 | 20 | 0.200 | 1.50x (1.00-2.00) | 3.0x | 2 / 0 / 0 / 0 | nan | nan |"

@@ -12,6 +12,10 @@ on them) and measured on the study's test split, which it never saw:
   ``ceiling`` (every true box only verified) and the counts;
 * ``speedup_by_accept_iou``: the same at other bars for "kept as it is" (IoU 0.7 and 0.9 beside
   the study's 0.85: how much the figure rests on that choice);
+* ``tightness``: how tight the shown boxes that match a true one are (point 5 of the question why
+  matched boxes must be dragged): the median IoU, the share at or above the accept bar, and the
+  median edge error in network-input pixels, overall and by object size (COCO's small, medium,
+  large: below 32, 32 to 96, above 96 pixels, the square root of the true box's area);
 * ``train_s``: the seconds the training took on this machine.
 
 Each (labels, recipe) is a study folder of its own under ``out`` (``simulate`` resumes it);
@@ -28,14 +32,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ml_backend.al.effort import Corrections, price
+from ml_backend.al.effort import ACCEPT_IOU, Corrections, matched_pairs, price
 from ml_backend.state import write_json_atomic
 from ml_backend.tools.datasets import load_dataset
 from ml_backend.tools.study.loop import (
@@ -47,6 +51,7 @@ from ml_backend.tools.study.loop import (
     preannotations,
     run_study,
     served_display,
+    shown_boxes,
 )
 
 RESULTS = "budget.json"
@@ -143,6 +148,7 @@ def _measure(study: Study, cfg: SimConfig, recipe: Recipe, seed: int) -> dict[st
     _, total = effort_of(study, test, shown)
     priced = price(total, settings.annotation_costs)
     by_bar = {str(a): price(effort_of(study, test, shown, a)[1], settings.annotation_costs)["speedup"] for a in ACCEPT_BARS}
+    tight = tightness(study, test, shown, recipe.imgsz)
     best = settings.annotation_costs.seconds(Corrections(images=total.images, gt_boxes=total.gt_boxes, accepted=total.gt_boxes))
     return {
         "labels": cfg.initial,
@@ -159,8 +165,41 @@ def _measure(study: Study, cfg: SimConfig, recipe: Recipe, seed: int) -> dict[st
         "scratch_seconds": priced["scratch_seconds"],
         "counts": priced["counts"],
         "speedup_by_accept_iou": by_bar,
+        "tightness": tight,
         "display": rec.get("display"),
     }
+
+
+SIZES = (("small", 0.0, 32.0), ("medium", 32.0, 96.0), ("large", 96.0, float("inf")))
+
+
+def tightness(study: Study, ids: Sequence[int], shown: Mapping[int, Sequence[Mapping[str, Any]]], imgsz: int) -> dict[str, Any]:
+    """Median IoU, share kept as it is (IoU >= the accept bar) and median edge error in network-input
+    pixels of the same-class matches on images ``ids``, overall and per object size."""
+    ious, sizes, edges = [], [], []
+    for i in ids:
+        item = study.ds.items[int(i)]
+        pred, pred_cls = shown_boxes(item, study.ds.names, shown.get(int(i), []))
+        gt = np.asarray(item.boxes, dtype=np.float64).reshape(-1, 4)
+        to_network = imgsz / max(item.width, item.height)
+        for g, p, iou in matched_pairs(gt, item.classes, pred, pred_cls):
+            ious.append(iou)
+            sizes.append(float(np.sqrt(max((gt[g, 2] - gt[g, 0]) * (gt[g, 3] - gt[g, 1]), 0.0))))
+            edges.append(float(np.abs(gt[g] - pred[p]).mean() * to_network))
+    iou_a, size_a, edge_a = np.array(ious), np.array(sizes), np.array(edges)
+
+    def summary(k: np.ndarray) -> dict[str, Any]:
+        if not k.any():
+            return {"matched": 0}
+        return {
+            "matched": int(k.sum()),
+            "median_iou": round(float(np.median(iou_a[k])), 3),
+            "kept_share": round(float((iou_a[k] >= ACCEPT_IOU).mean()), 3),
+            "median_edge_error_px": round(float(np.median(edge_a[k])), 2),
+        }
+
+    everything = np.ones(len(iou_a), dtype=bool)
+    return {"all": summary(everything)} | {name: summary((size_a >= lo) & (size_a < hi)) for name, lo, hi in SIZES}
 
 
 def _mean(rows: Sequence[dict[str, Any]], key: str) -> float:
@@ -182,11 +221,12 @@ def budget_markdown(rows: Sequence[dict[str, Any]]) -> str:
         >>> row = {"labels": 40, "recipe": "320px-60steps-8batch", "seed": 0, "train_s": 40.0, "map50": 0.2, "speedup": 1.1,
         ...        "ceiling": 3.9, "counts": {"accepted": 3, "adjusted": 5, "drawn": 9, "deleted": 2}}
         >>> print(budget_markdown([row]).splitlines()[2])
-        | 40 | 320px-60steps-8batch | 1 | 40 | 0.200 | 1.10x (1.10-1.10) | 3.9x | 3 / 5 / 9 / 2 |
+        | 40 | 320px-60steps-8batch | 1 | 40 | 0.200 | 1.10x (1.10-1.10) | 3.9x | 3 / 5 / 9 / 2 | nan | nan |
     """
     lines = [
-        "| labels | recipe | seeds | training s | test mAP50 | speed-up (seeds' range) | ceiling | accepted / adjusted / drawn / deleted |",
-        "|---|---|---|---|---|---|---|---|",
+        "| labels | recipe | seeds | training s | test mAP50 | speed-up (seeds' range) | ceiling | accepted / adjusted / drawn / deleted "
+        "| matched IoU (median) | edge error, network px |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (n, slug), rs in sorted(_groups(rows).items(), key=lambda kv: (kv[0][0], _mean(kv[1], "train_s"))):
         sp = [float(r["speedup"]) for r in rs if r.get("speedup") is not None]
@@ -194,7 +234,9 @@ def budget_markdown(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {n} | {slug} | {len(rs)} | {_mean(rs, 'train_s'):.0f} | {_mean(rs, 'map50'):.3f} | "
             f"{np.mean(sp):.2f}x ({min(sp):.2f}-{max(sp):.2f}) | {_mean(rs, 'ceiling'):.1f}x | "
-            f"{counts['accepted']} / {counts['adjusted']} / {counts['drawn']} / {counts['deleted']} |"
+            f"{counts['accepted']} / {counts['adjusted']} / {counts['drawn']} / {counts['deleted']} | "
+            f"{_mean([r.get('tightness', {}).get('all', {}) for r in rs], 'median_iou'):.2f} | "
+            f"{_mean([r.get('tightness', {}).get('all', {}) for r in rs], 'median_edge_error_px'):.1f} |"
         )
     return "\n".join(lines)
 

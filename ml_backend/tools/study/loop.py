@@ -478,10 +478,9 @@ def preannotations(
     return out
 
 
-def task_effort(item: Item, names: Mapping[int, str], regions: Sequence[Mapping[str, Any]], accept_iou: float = ACCEPT_IOU) -> Corrections:
-    """The annotator's actions on one image: its true boxes against the pre-annotation ``regions``
-    (Label Studio ``rectanglelabels`` in percent; regions of labels the dataset lacks count as wrong boxes;
-    a matched box is kept as it is from ``accept_iou`` on)."""
+def shown_boxes(item: Item, names: Mapping[int, str], regions: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """The pre-annotation ``regions`` (Label Studio ``rectanglelabels`` in percent) as pixel boxes
+    of ``item`` and class ids (-1 for a label the dataset lacks)."""
     class_of = {n: i for i, n in names.items()}
     pred, pred_cls = [], []
     for r in regions:
@@ -490,9 +489,17 @@ def task_effort(item: Item, names: Mapping[int, str], regions: Sequence[Mapping[
         x, y, w, h = (float(v.get(k, 0.0)) for k in ("x", "y", "width", "height"))
         pred.append([x, y, x + w, y + h])
         pred_cls.append(class_of.get(str(labels[0]), -1) if labels else -1)
-    sx, sy = 100.0 / item.width, 100.0 / item.height
-    gt = np.asarray(item.boxes, dtype=np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
-    return corrections(gt, item.classes, np.array(pred).reshape(-1, 4), np.array(pred_cls, dtype=int), accept_iou=accept_iou)
+    scale = np.array([item.width, item.height, item.width, item.height]) / 100.0
+    return np.array(pred, dtype=np.float64).reshape(-1, 4) * scale, np.array(pred_cls, dtype=int)
+
+
+def task_effort(item: Item, names: Mapping[int, str], regions: Sequence[Mapping[str, Any]], accept_iou: float = ACCEPT_IOU) -> Corrections:
+    """The annotator's actions on one image: its true boxes against the pre-annotation ``regions``
+    (regions of labels the dataset lacks count as wrong boxes; a matched box is kept as it is from
+    ``accept_iou`` on)."""
+    pred, pred_cls = shown_boxes(item, names, regions)
+    gt = np.asarray(item.boxes, dtype=np.float64).reshape(-1, 4)
+    return corrections(gt, item.classes, pred, pred_cls, accept_iou=accept_iou)
 
 
 def effort_of(
