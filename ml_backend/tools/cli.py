@@ -195,10 +195,15 @@ def budget_curve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _budget_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="a labeled dataset folder")
+def _labeled_data_arguments(p: argparse.ArgumentParser, data_help: str = "a labeled dataset folder") -> None:
+    """``--data``, ``--format`` and ``--weights``: a labeled dataset and where a project starts."""
+    p.add_argument("--data", required=True, help=data_help)
     p.add_argument("--format", required=True, choices=["voc", "yolo", "coco"])
     p.add_argument("--weights", required=True, help="the starting weights, e.g. COCO-pretrained yolo11n.pt")
+
+
+def _budget_arguments(p: argparse.ArgumentParser) -> None:
+    _labeled_data_arguments(p)
     p.add_argument("--out", required=True, help="results folder; an existing one is resumed")
     p.add_argument(
         "--recipes", help="comma-separated IMGSZxSTEPSxBATCH (default: 320x60x8 (the study's cpu preset), 640x60x8, 320x300x16, "
@@ -289,9 +294,7 @@ def first_model(args: argparse.Namespace) -> int:
 
 
 def _first_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="a labeled dataset folder (the annotators' answers)")
-    p.add_argument("--format", required=True, choices=["voc", "yolo", "coco"])
-    p.add_argument("--weights", required=True, help="the starting weights, e.g. COCO-pretrained yolo11n.pt")
+    _labeled_data_arguments(p, "a labeled dataset folder (the annotators' answers)")
     p.add_argument("--images", type=int, default=200, help="images in the project (0: all)")
     p.add_argument("--max-labels", type=int, default=200, help="label at most this many tasks")
     p.add_argument("--dir", default=".cache/first-model", help="scratch folder (Label Studio, backend state)")
