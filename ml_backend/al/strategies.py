@@ -174,7 +174,6 @@ def _value(pool: Pool, params: StrategyParams) -> np.ndarray:
 
 # The cost weights capped_rank tries, in order, after the configured one.
 CAP_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
-CAP_BISECTIONS = 4  # then the lowest weight between the last that missed the cap and the first that met it
 
 
 def capped_rank(rank: Strategy, pool: Pool, params: StrategyParams) -> np.ndarray:
@@ -184,9 +183,8 @@ def capped_rank(rank: Strategy, pool: Pool, params: StrategyParams) -> np.ndarra
     Value per expected second (``cost_weight`` 1) can still prefer the costliest images when value
     grows faster than cost with the objects in an image (crowded scenes: more uncertain objects,
     more unlike the labeled ones). The cap holds the batch to what a random batch of the pool is
-    expected to cost: the configured weight first, then each of :data:`CAP_WEIGHTS` above it; from
-    the first that meets the cap, bisection finds the lowest weight that still does (the batch
-    lands near the cap, not far below it); when none does, the one whose batch is cheapest. Strategies that ignore the
+    expected to cost: the configured weight first, then each of :data:`CAP_WEIGHTS` above it; the
+    first that meets the cap wins, else the one whose batch is cheapest. Strategies that ignore the
     cost (``random``, ``typical``) are run once.
 
     Args:
@@ -200,8 +198,8 @@ def capped_rank(rank: Strategy, pool: Pool, params: StrategyParams) -> np.ndarra
     Example:
         >>> pool = Pool(np.array([0.9, 0.8, 0.3, 0.2]), expected_cost=np.array([40.0, 30.0, 5.0, 5.0]))
         >>> p = capped_rank(uncertainty_strategy, pool, StrategyParams(batch_size=2, cost_weight=0.0, cost_cap=1.0))
-        >>> sorted(np.argsort(-p)[:2].tolist())  # the two most uncertain cost 35 s on average, the pool 20 s: these 17.5 s
-        [1, 2]
+        >>> sorted(np.argsort(-p)[:2].tolist())  # the two most uncertain cost 35 s on average, the pool 20 s
+        [2, 3]
     """
     first = rank(pool, params)
     if params.cost_cap is None or pool.expected_cost is None or len(pool) <= params.batch_size:
@@ -213,47 +211,16 @@ def capped_rank(rank: Strategy, pool: Pool, params: StrategyParams) -> np.ndarra
         return float(cost[np.argsort(-prio, kind="stable")[: params.batch_size]].mean())
 
     best, best_cost = first, batch_cost(first)
-    below = params.cost_weight  # the highest weight known to miss the cap
     for weight in (w for w in CAP_WEIGHTS if w > params.cost_weight):
         if best_cost <= limit:
             break
         prio = rank(pool, replace(params, cost_weight=weight))
         if np.array_equal(prio, first):  # the strategy ignores the cost
-            return first
-        c = batch_cost(prio)
-        if c <= limit:
-            best, best_cost = _lowest_meeting(rank, pool, params, below, weight, prio, c, limit, batch_cost)
             break
-        below = weight
+        c = batch_cost(prio)
         if c < best_cost:
             best, best_cost = prio, c
     return best
-
-
-def _lowest_meeting(
-    rank: Strategy,
-    pool: Pool,
-    params: StrategyParams,
-    low: float,
-    high: float,
-    prio: np.ndarray,
-    cost: float,
-    limit: float,
-    batch_cost: Callable[[np.ndarray], float],
-    steps: int = CAP_BISECTIONS,
-) -> tuple[np.ndarray, float]:
-    """Between a weight that misses the cap (``low``) and one that meets it (``high``, giving
-    ``prio`` at ``cost``), the lowest weight found by bisection that still meets it: the batch
-    lands near the cap rather than far below it."""
-    for _ in range(steps):
-        mid = (low + high) / 2
-        p = rank(pool, replace(params, cost_weight=mid))
-        c = batch_cost(p)
-        if c <= limit:
-            high, prio, cost = mid, p, c
-        else:
-            low = mid
-    return prio, cost
 
 
 def random_strategy(pool: Pool, params: StrategyParams) -> np.ndarray:
