@@ -1,7 +1,7 @@
 """The runtime's commands: ``python -m ml_backend serve | score | connect | train | assess | worker``.
 
 Each command is a :class:`Command` record (name, help, arguments, what it runs). The tools add
-theirs (``demo``, ``bench``, ``simulate``, ``pretrain``, ``make-digits``, ``first-model``: :mod:`ml_backend.tools.cli`);
+theirs (``demo``, ``bench``, ``simulate``, ``budget-curve``, ``pretrain``, ``make-digits``, ``first-model``: :mod:`ml_backend.tools.cli`);
 ``python -m ml_backend`` (:mod:`ml_backend.__main__`) joins both lists, so that this module,
 like the rest of the runtime, never imports a tool.
 

@@ -546,7 +546,8 @@ def _select(
             served = dataclasses.replace(served, display=display)
         while len(chosen) < want:  # --queue label-studio: re-scored every RESCORE_MIN_NEW_LABELS labels, as the server does
             done = [*labeled, *chosen]
-            left = [i for i in unlabeled if i not in set(chosen)]
+            taken_now = set(chosen)
+            left = [i for i in unlabeled if i not in taken_now]
             if not left:
                 break
             tasks = [as_task(ds, i, False) for i in left] + [as_task(ds, i, True) for i in done]
