@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from integrations.label_studio import LabelStudioClient, LabelStudioError
+from integrations.local_label_studio import LocalLabelStudio, LocalLabelStudioError, empty_database
 from ml_backend.inference.images import ImageError, ImageFetcher, UrlPolicy
 from ml_backend.inference.predictor import make_fetcher
 from ml_backend.settings import Settings
@@ -133,3 +134,23 @@ def test_bad_personal_access_token_is_a_clear_error(label_studio) -> None:
     with pytest.raises(LabelStudioError, match="personal access token") as err:
         client.get("/api/projects")
     assert forged not in str(err.value)
+
+
+def test_a_new_sqlite_label_studio_starts_from_the_migrated_empty_database(label_studio, tmp_path) -> None:
+    # The session's Label Studio made (or found) the empty database; a second one copies it instead of migrating again.
+    template = empty_database(label_studio.venv)
+    assert template.is_file()
+    second = LocalLabelStudio(tmp_path / "second").start(timeout=120)
+    try:
+        assert "Initializing database" not in second.log_path.read_text(errors="replace")  # Label Studio's word when it migrates
+        token = second.personal_access_token()  # its admin user was made on this start: the copy held none
+        client = LabelStudioClient(second.url, token)
+        assert client.get("/api/projects")["results"] == []  # a database of its own, empty
+        assert client.create_project("first", CONFIG)["id"] == 1
+    finally:
+        second.stop()
+
+
+def test_an_install_without_label_studio_says_what_to_do(tmp_path) -> None:
+    with pytest.raises(LocalLabelStudioError, match="reinstall Label Studio"):
+        empty_database(tmp_path / "not-a-venv")
