@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,40 +38,100 @@ class LabelStudioOn:
 
 
 class LabelStudios:
-    """One Label Studio per database, started when a test first needs it, stopped at the end."""
+    """One Label Studio per database, started when a test first needs it (or ahead, by :meth:`warm`), stopped at the end."""
 
-    def __init__(self, tmp_path_factory: pytest.TempPathFactory):
-        self.tmp_path_factory = tmp_path_factory
+    def __init__(self, base: Path):
+        self.base = base
         self.running: dict[str, LabelStudioOn] = {}
+        self.failed: dict[str, BaseException] = {}
+        self.locks = {database: threading.Lock() for database in DATABASES}
+        self.warming: list[threading.Thread] = []
 
     def get(self, database: str) -> LabelStudioOn:
-        if database not in self.running:
-            postgres = LocalPostgres().start() if database == "postgresql" else None
+        with self.locks[database]:
+            if database in self.failed:
+                raise self.failed[database]
+            if database not in self.running:
+                try:
+                    self.running[database] = self._start(database)
+                except BaseException as e:
+                    self.failed[database] = e
+                    raise
+            return self.running[database]
+
+    def _start(self, database: str) -> LabelStudioOn:
+        postgres = LocalPostgres().start() if database == "postgresql" else None
+        try:
+            server = LocalLabelStudio(
+                data_dir=self.base / f"label-studio-{database}",
+                database_env=postgres.label_studio_env() if postgres else None,
+            ).start()
+        except BaseException:
+            if postgres:
+                postgres.stop()
+            raise
+        pat = server.personal_access_token()
+        return LabelStudioOn(database, server, pat, LabelStudioClient(server.url, pat), postgres)
+
+    def warm(self, databases: tuple[str, ...]) -> None:
+        """Start these in the background while the tests before the end-to-end ones run (a failure is raised to the first test that needs it)."""
+
+        def start(database: str) -> None:
             try:
-                server = LocalLabelStudio(
-                    data_dir=self.tmp_path_factory.mktemp(f"label-studio-{database}"),
-                    database_env=postgres.label_studio_env() if postgres else None,
-                ).start()
-            except BaseException:
-                if postgres:
-                    postgres.stop()
-                raise
-            pat = server.personal_access_token()
-            self.running[database] = LabelStudioOn(database, server, pat, LabelStudioClient(server.url, pat), postgres)
-        return self.running[database]
+                self.get(database)
+            except BaseException:  # kept in self.failed for the test that asks
+                pass
+
+        for database in databases:
+            thread = threading.Thread(target=start, args=(database,), name=f"label-studio-{database}", daemon=True)
+            thread.start()
+            self.warming.append(thread)
 
     def stop(self) -> None:
+        for thread in self.warming:
+            thread.join(timeout=600)
         for on in self.running.values():
             on.server.stop()
             if on.postgres:
                 on.postgres.stop()
+        self.running.clear()
+
+
+_STUDIOS: LabelStudios | None = None
+
+
+def _studios(config: pytest.Config) -> LabelStudios:
+    global _STUDIOS
+    if _STUDIOS is None:
+        _STUDIOS = LabelStudios(Path(config._tmp_path_factory.mktemp("label-studios", numbered=True)))  # type: ignore[attr-defined]
+    return _STUDIOS
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The end-to-end tests run last, and the session's Label Studio servers start in the background
+    meanwhile (on 2 cores a migration and the unit tests share the machine well)."""
+    e2e = [item for item in items if item.get_closest_marker("e2e")]
+    items[:] = [item for item in items if not item.get_closest_marker("e2e")] + e2e
+    if not e2e or config.option.collectonly:
+        return
+    wanted = (
+        {"sqlite"}
+        if any({"label_studio", "ls_client", "pat", "on_db", "backends", "backend"} & set(i.fixturenames) for i in e2e)
+        else set()
+    )
+    if any("on_db" in i.fixturenames for i in e2e):
+        wanted.add("postgresql")
+    _studios(config).warm(tuple(d for d in DATABASES if d in wanted))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _STUDIOS is not None:
+        _STUDIOS.stop()
 
 
 @pytest.fixture(scope="session")
-def label_studios(tmp_path_factory: pytest.TempPathFactory):
-    studios = LabelStudios(tmp_path_factory)
-    yield studios
-    studios.stop()
+def label_studios(pytestconfig: pytest.Config) -> LabelStudios:
+    return _studios(pytestconfig)
 
 
 @pytest.fixture(params=DATABASES)
