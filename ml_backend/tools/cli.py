@@ -49,7 +49,10 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-wait", action="store_true", help="set everything up, print, and stop (no serving)")
 
 
-SIMULATE_DEFAULTS = {"seeds": "5", "initial": 20, "step": 20, "rounds": 4, "steps": 100, "imgsz": 320, "batch": 8, "device": "auto"}
+SIMULATE_DEFAULTS = {
+    "seeds": "5", "initial": 20, "step": 20, "rounds": 4, "steps": 100, "imgsz": 320, "batch": 8, "device": "auto", "queue": "top",
+    "server_loop": False,
+}  # fmt: skip
 
 
 def simulate(args: argparse.Namespace) -> int:
@@ -97,18 +100,18 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 def _study_config(args: argparse.Namespace) -> SimConfig:
     """The study's :class:`SimConfig` from the command line: the defaults, the preset, then the flags given."""
-    from ml_backend.tools.study.loop import PRESETS, SimConfig
+    from ml_backend.tools.study.loop import SimConfig, preset
 
-    preset = PRESETS.get(args.preset, {}) if args.preset else {}
+    chosen_preset = preset(args.preset) if args.preset else {}
     given = {k: getattr(args, k) for k in SIMULATE_DEFAULTS if getattr(args, k) is not None}
-    chosen = {**SIMULATE_DEFAULTS, **{k: str(v) if k == "seeds" else v for k, v in preset.items()}, **given}
+    chosen = {**SIMULATE_DEFAULTS, **{k: str(v) if k == "seeds" else v for k, v in chosen_preset.items()}, **given}
     seeds = _seeds(str(chosen["seeds"]))
     return SimConfig(
         data=str(args.data), format=args.format, out=str(args.out), weights=str(args.weights),
         strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=chosen["initial"], step=chosen["step"],
         rounds=chosen["rounds"], seeds=seeds, steps=chosen["steps"], epochs=args.epochs, imgsz=chosen["imgsz"], batch=chosen["batch"],
-        test_fraction=args.test_fraction, pool=args.pool, device=chosen["device"], server_loop=args.server_loop,
-        first_labels=args.first_labels, queue=args.queue,
+        test_fraction=args.test_fraction, pool=args.pool, device=chosen["device"], server_loop=chosen["server_loop"],
+        first_labels=args.first_labels, queue=chosen["queue"],
     )  # fmt: skip
 
 
@@ -119,9 +122,12 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
         "--weights", help="starting model (.pt): a COCO-pretrained one (yolo11n.pt), or one made by `pretrain`; needed except with --report"
     )
     p.add_argument(
-        "--preset", choices=["cpu", "gpu"],
+        "--preset", choices=["cpu", "gpu", "server"],
         help="cpu: 5 seeds, 20 + 4 x 20 labels, 60 steps a round at 320 px, batch 8 (about an hour for 3 arms on 2 cores); "
-        "gpu: 5 seeds, 20 + 8 x 20 labels, 300 steps at 640 px, batch 16, --device cuda. Flags given override it",
+        "gpu: 5 seeds, 20 + 8 x 20 labels, 300 steps at 640 px, batch 16, --device cuda; server: the server's own loop at its "
+        "settings (defaults or environment): 3 seeds, RETRAIN_MIN_NEW_LABELS + 3 x RETRAIN_MIN_NEW_LABELS labels, TRAIN_STEPS, "
+        "TRAIN_IMGSZ, TRAIN_BATCH, DEVICE, --queue label-studio, --server-loop (on 2 CPU cores about 25-40 min a training). "
+        "Flags given override it",
     )  # fmt: skip
     p.add_argument(
         "--strategies", default="random,uncertainty,diversity,hybrid",
@@ -137,7 +143,7 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
         help="round 0 of the model-based arms: the server's order for a new project (default), or random's draw for every arm (earlier studies)",
     )  # fmt: skip
     p.add_argument(
-        "--queue", choices=["top", "label-studio"], default="top",
+        "--queue", choices=["top", "label-studio"],
         help="top: the top --step tasks of one queue are labeled (AL_CLUSTERS=1, AL_BATCH=--step; earlier studies); label-studio: "
         "the server's AL_CLUSTERS and AL_BATCH, tasks taken in the order Label Studio serves them (the top task of the cluster "
         "labeled least), re-scored every RESCORE_MIN_NEW_LABELS labels",
@@ -155,7 +161,7 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", type=int, default=0, help="at most this many images to select from (0: all but the test split)")
     p.add_argument("--device", help="cpu, cuda, cuda:0, auto (default auto)")
     p.add_argument(
-        "--server-loop", action="store_true",
+        "--server-loop", action="store_true", default=None,
         help="each round as the server runs it: labels held out (TRAIN_VAL_FRACTION), the new model judged against the served one "
         "(PROMOTION), the next round continuing from whichever is served; the test split measures the served model",
     )  # fmt: skip

@@ -523,3 +523,62 @@ def test_serving_order_counts_what_the_annotator_already_labeled(tasks, solved, 
     from integrations.queue_view import serving_order
 
     assert serving_order(tasks, solved=solved) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, {"initial": 50, "step": 50, "steps": 300, "imgsz": 640, "batch": 16, "device": "auto"}),
+        (
+            {"RETRAIN_MIN_NEW_LABELS": "30", "TRAIN_STEPS": "120", "TRAIN_IMGSZ": "480", "TRAIN_BATCH": "-1", "DEVICE": "cpu"},
+            {"initial": 30, "step": 30, "steps": 120, "imgsz": 480, "batch": 16, "device": "cpu"},
+        ),
+        ({"AL_BATCH": "40", "PORT": "1"}, {"initial": 50, "steps": 300}),  # queue settings stay the server's; others ignored
+    ],
+)
+def test_the_server_preset_is_the_servers_loop_at_its_settings(env: dict[str, str], expected: dict) -> None:
+    p = simulation.preset("server", env)
+    assert {k: p[k] for k in expected} == expected
+    assert (p["queue"], p["server_loop"], p["seeds"], p["rounds"]) == ("label-studio", True, 3, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "env", "message"),
+    [
+        ("server", {"RETRAIN_MIN_NEW_LABELS": "0"}, "RETRAIN_MIN_NEW_LABELS"),
+        ("server", {"TRAIN_STEPS": "many"}, "TRAIN_STEPS"),
+        ("laptop", {}, "--preset must be one of cpu, gpu, server"),
+    ],
+)
+def test_a_preset_that_cannot_be_run_says_what_to_change(name: str, env: dict[str, str], message: str) -> None:
+    with pytest.raises(SimulationError, match=message):
+        simulation.preset(name, env)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], {"initial": 20, "steps": 100, "imgsz": 320, "queue": "top", "server_loop": False, "seeds": (0, 1, 2, 3, 4)}),
+        (["--preset", "cpu"], {"initial": 20, "steps": 60, "imgsz": 320, "queue": "top", "server_loop": False}),
+        (["--preset", "server"], {"initial": 50, "step": 50, "steps": 300, "imgsz": 640, "queue": "label-studio", "server_loop": True}),
+        (
+            ["--preset", "server", "--imgsz", "320", "--queue", "top", "--seeds", "0,7"],
+            {"initial": 50, "imgsz": 320, "queue": "top", "server_loop": True, "seeds": (0, 7)},
+        ),
+        (["--preset", "cpu", "--server-loop", "--queue", "label-studio"], {"steps": 60, "queue": "label-studio", "server_loop": True}),
+    ],
+)
+def test_the_simulate_command_takes_defaults_then_the_preset_then_the_flags(
+    flags: list[str], expected: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from ml_backend.tools.cli import _simulate_arguments, _study_config
+
+    for name in ("RETRAIN_MIN_NEW_LABELS", "TRAIN_STEPS", "TRAIN_IMGSZ", "TRAIN_BATCH", "DEVICE"):
+        monkeypatch.delenv(name, raising=False)
+    parser = argparse.ArgumentParser()
+    _simulate_arguments(parser)
+    args = parser.parse_args(["--data", "d", "--format", "voc", "--weights", "w.pt", "--out", "o", "--strategies", "random", *flags])
+    cfg = _study_config(args)
+    assert {k: getattr(cfg, k) for k in expected} == expected

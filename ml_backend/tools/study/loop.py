@@ -80,11 +80,54 @@ STUDY_KEYS = (
 LEGACY = {"first_labels": "random", "queue": "top"}
 QUEUES = ("top", "label-studio")
 MIN_TEST = 150  # test images at least (or a quarter of a smaller set)
-# Presets: an hour-scale CPU study and the full GPU one. Explicit flags override them.
+# Presets: an hour-scale CPU study and the full GPU one, both a variant of the server's loop (one
+# queue, 20 labels a retraining; the cpu one a fifth of the server's steps at half its image size).
+# ``server`` (:func:`preset`) is the server itself. Explicit flags override a preset.
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"seeds": 5, "initial": 20, "step": 20, "rounds": 4, "steps": 60, "imgsz": 320, "batch": 8, "device": "cpu"},
     "gpu": {"seeds": 5, "initial": 20, "step": 20, "rounds": 8, "steps": 300, "imgsz": 640, "batch": 16, "device": "cuda"},
 }
+SERVER_PRESET_ROUNDS = 3  # retrainings after the first model: labels up to 4 x RETRAIN_MIN_NEW_LABELS
+
+
+def preset(name: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The study's values for a preset: ``cpu``, ``gpu``, or ``server``.
+
+    ``server`` is the loop the server runs at its settings (its defaults, or the environment's, as
+    a deployment sets them): the first model and every retraining after
+    ``RETRAIN_MIN_NEW_LABELS`` labels, ``TRAIN_STEPS`` steps of ``TRAIN_BATCH`` images at
+    ``TRAIN_IMGSZ`` on ``DEVICE``, tasks taken as Label Studio serves the server's queue
+    (``--queue label-studio``: ``AL_CLUSTERS``, ``AL_BATCH``), each retrained model judged
+    before it is served (``--server-loop``); 3 seeds.
+
+    Raises:
+        SimulationError: an unknown preset, a setting that does not parse, or retraining turned
+            off (``RETRAIN_MIN_NEW_LABELS=0``: there is no loop to replay).
+
+    Example:
+        >>> p = preset("server", {})
+        >>> p["initial"], p["step"], p["steps"], p["imgsz"], p["batch"], p["queue"], p["server_loop"]
+        (50, 50, 300, 640, 16, 'label-studio', True)
+    """
+    if name in PRESETS:
+        return dict(PRESETS[name])
+    if name != "server":
+        raise SimulationError(f"--preset must be one of {', '.join([*PRESETS, 'server'])}, not {name!r}")
+    names = {spec.name for spec in SPECS}
+    try:
+        s = Settings.from_env({k: v for k, v in (os.environ if env is None else env).items() if k in names})
+    except SettingsError as exc:
+        raise SimulationError(f"--preset server reads the server's settings: {exc}") from None
+    if s.retrain_min_new_labels < 1:
+        raise SimulationError(
+            "--preset server replays the server's retraining every RETRAIN_MIN_NEW_LABELS labels, which is 0 (off) here: "
+            "set RETRAIN_MIN_NEW_LABELS, or give --initial and --step"
+        )
+    n = s.retrain_min_new_labels
+    return {
+        "seeds": 3, "initial": n, "step": n, "rounds": SERVER_PRESET_ROUNDS, "steps": s.train_steps, "imgsz": s.train_imgsz,
+        "batch": s.train_batch if s.train_batch > 0 else 16, "device": s.device, "queue": "label-studio", "server_loop": True,
+    }  # fmt: skip
 
 
 class SimulationError(ValueError):
