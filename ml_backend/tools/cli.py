@@ -190,9 +190,13 @@ def budget_curve(args: argparse.Namespace) -> int:
     try:
         recipes = [Recipe.parse(r) for r in (args.recipes or ",".join(DEFAULT_RECIPES)).split(",") if r.strip()]
         labels = [int(n) for n in args.labels.split(",")]
+        sizes = [int(z) for z in args.serve_sizes.split(",") if z.strip()]
+        if any(z < 32 for z in sizes):
+            raise ValueError(f"--serve-sizes must be inference sizes of 32 px or more, got {args.serve_sizes}")
         result = run_budget_curve(
-            args.data, args.format, args.weights, args.out, recipes, labels, _seeds(args.seeds), args.device, show_progress=True
-        )
+            args.data, args.format, args.weights, args.out, recipes, labels, _seeds(args.seeds), args.device, show_progress=True,
+            serve_sizes=sizes,
+        )  # fmt: skip
     except (SimulationError, DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -218,6 +222,10 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default="40,100", help="comma-separated label counts (default 40,100)")
     p.add_argument("--seeds", default="1", help="a number of seeds (1 -> seed 0) or a comma-separated list")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--serve-sizes", default="",
+        help="comma-separated inference sizes (IMGSZ) each trained model is also served at, e.g. 480,640 (default: only its training size)",
+    )  # fmt: skip
 
 
 def make_digits(args: argparse.Namespace) -> int:

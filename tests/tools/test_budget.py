@@ -56,9 +56,31 @@ def test_the_curve_trains_each_recipe_measures_it_on_the_test_split_and_resumes(
     before = json.loads((out / "budget.json").read_text())
     again = run_budget_curve(str(shapes_voc), "voc", str(weights), out, recipes, labels=(6,), seeds=(0,), show_progress=False)
     assert again["rows"] == before["rows"]
+    # other inference sizes are measured on the models already trained; at its training size a model serves as measured
+    trained = {r["recipe"]: (out / f"6-labels-{r['recipe']}" / "results.json").read_text() for r in rows}
+    served = run_budget_curve(
+        str(shapes_voc), "voc", str(weights), out, recipes, labels=(6,), seeds=(0,), show_progress=False, serve_sizes=(64, 96)
+    )
+    for r in served["rows"]:
+        assert (out / f"6-labels-{r['recipe']}" / "results.json").read_text() == trained[r["recipe"]]  # nothing trained again
+        assert set(r["served_at"]) == {"64", "96"}
+        assert (r["served_at"]["64"]["speedup"], r["served_at"]["64"]["counts"]) == (r["speedup"], r["counts"])
+        assert Corrections.from_json(r["served_at"]["96"]["counts"]).images == 10
+    assert "| 6 | 64px-2steps-4batch | 96 | 1 |" in (out / "budget.md").read_text()
 
 
 def test_the_table_averages_seeds_and_shows_their_range() -> None:
     row = {"labels": 40, "recipe": "r", "train_s": 10.0, "map50": 0.2, "ceiling": 3.0, "counts": {"accepted": 1}}
     text = budget_markdown([{**row, "seed": 0, "speedup": 1.0}, {**row, "seed": 1, "speedup": 2.0, "train_s": 30.0}])
     assert text.splitlines()[2] == "| 40 | r | 2 | 20 | 0.200 | 1.50x (1.00-2.00) | 3.0x | 2 / 0 / 0 / 0 | nan | nan |"
+
+
+def test_the_table_of_other_inference_sizes_averages_seeds() -> None:
+    at = {"speedup": 1.0, "counts": {"accepted": 2, "drawn": 1}, "tightness": {"median_iou": 0.8, "median_edge_error_px": 1.0}}
+    row = {"labels": 40, "recipe": "r", "train_s": 10.0, "map50": 0.2, "ceiling": 3.0, "counts": {}, "speedup": 1.0}
+    rows = [
+        {**row, "seed": 0, "served_at": {"480": at}},
+        {**row, "seed": 1, "served_at": {"480": {**at, "speedup": 2.0, "tightness": {"median_iou": 0.9, "median_edge_error_px": 2.0}}}},
+    ]
+    lines = budget_markdown(rows).splitlines()
+    assert lines[-1] == "| 40 | r | 480 | 2 | 1.50x (1.00-2.00) | 4 / 0 / 2 / 0 | 0.85 | 1.5 |"

@@ -16,7 +16,10 @@ on them) and measured on the study's test split, which it never saw:
   matched boxes must be dragged): the median IoU, the share at or above the accept bar, and the
   median edge error in network-input pixels, overall and by object size (COCO's small, medium,
   large: below 32, 32 to 96, above 96 pixels, the square root of the true box's area);
-* ``train_s``: the seconds the training took on this machine.
+* ``train_s``: the seconds the training took on this machine;
+* ``served_at`` (with ``serve_sizes``): the same model served at other inference sizes (``IMGSZ``;
+  the server's default serves at the training size): speed-up, counts and tightness at each, the
+  question being whether a larger inference size than the training one tightens the boxes.
 
 Each (labels, recipe) is a study folder of its own under ``out`` (``simulate`` resumes it);
 ``budget.json`` and ``budget.md`` collect the rows, ``budget.png`` plots them.
@@ -30,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -100,8 +104,10 @@ def run_budget_curve(
     seeds: Sequence[int] = (0,),
     device: str = "cpu",
     show_progress: bool = True,
+    serve_sizes: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """Train and measure every (labels, recipe, seed) not measured yet; returns ``budget.json``'s contents.
+    """Train and measure every (labels, recipe, seed) not measured yet, each also served at
+    ``serve_sizes`` (``served_at``); returns ``budget.json``'s contents.
 
     Raises:
         SimulationError, DatasetError: bad settings or data (before any training).
@@ -119,15 +125,19 @@ def run_budget_curve(
                 initial=n, rounds=0, seeds=tuple(seeds), steps=recipe.steps, imgsz=recipe.imgsz, batch=recipe.batch, device=device,
                 server_loop=True,
             )  # fmt: skip
-            if all((n, recipe.slug, s) in done for s in seeds):
+            if not any(_unmeasured(_row(rows, n, recipe.slug, s), serve_sizes) for s in seeds):
                 continue
             run_study(cfg, show_progress=show_progress)
             study = Study(cfg, ds)
             for seed in seeds:
-                if (n, recipe.slug, seed) in done:
-                    continue
-                rows.append(_measure(study, cfg, recipe, seed))
-                done.add((n, recipe.slug, seed))
+                if (n, recipe.slug, seed) not in done:
+                    rows.append(_measure(study, cfg, recipe, seed))
+                    done.add((n, recipe.slug, seed))
+                row = _row(rows, n, recipe.slug, seed)
+                assert row is not None
+                for size in serve_sizes:
+                    if str(size) not in row.setdefault("served_at", {}):
+                        row["served_at"][str(size)] = _served_at(study, cfg, recipe, seed, size)
                 write_json_atomic(path, {"data": str(data), "weights": str(weights), "device": device, "rows": rows})
     result = {"data": str(data), "weights": str(weights), "device": device, "rows": rows}
     write_json_atomic(path, result)
@@ -168,6 +178,25 @@ def _measure(study: Study, cfg: SimConfig, recipe: Recipe, seed: int) -> dict[st
         "tightness": tight,
         "display": rec.get("display"),
     }
+
+
+def _row(rows: Sequence[dict[str, Any]], labels: int, slug: str, seed: int) -> dict[str, Any] | None:
+    return next((r for r in rows if (r["labels"], r["recipe"], r["seed"]) == (labels, slug, seed)), None)
+
+
+def _unmeasured(row: Mapping[str, Any] | None, serve_sizes: Sequence[int]) -> bool:
+    return row is None or any(str(z) not in row.get("served_at", {}) for z in serve_sizes)
+
+
+def _served_at(study: Study, cfg: SimConfig, recipe: Recipe, seed: int, imgsz: int) -> dict[str, Any]:
+    """One first model served at inference size ``imgsz``: the speed-up, counts and tightness (edge
+    errors still in the training size's network pixels, so sizes compare)."""
+    rec = study.record("random", seed, 0)
+    settings = dataclasses.replace(arm_settings(cfg, study.out, seed=seed), imgsz=imgsz)
+    test = [int(i) for i in study.test.tolist()]
+    shown = preannotations(study, study.weights("random", seed, 0), test, settings, display=served_display(study, rec, settings))
+    priced = price(effort_of(study, test, shown)[1], settings.annotation_costs)
+    return {"speedup": priced["speedup"], "counts": priced["counts"], "tightness": tightness(study, test, shown, recipe.imgsz)["all"]}
 
 
 SIZES = (("small", 0.0, 32.0), ("medium", 32.0, 96.0), ("large", 96.0, float("inf")))
@@ -238,6 +267,27 @@ def budget_markdown(rows: Sequence[dict[str, Any]]) -> str:
             f"{_mean([r.get('tightness', {}).get('all', {}) for r in rs], 'median_iou'):.2f} | "
             f"{_mean([r.get('tightness', {}).get('all', {}) for r in rs], 'median_edge_error_px'):.1f} |"
         )
+    served = [
+        (n, slug, int(z), rs)
+        for (n, slug), rs in _groups(rows).items()
+        for z in sorted({z for r in rs for z in r.get("served_at", {})}, key=int)
+    ]
+    if served:
+        lines += [
+            "",
+            "| labels | recipe | served at px | seeds | speed-up (seeds' range) | accepted / adjusted / drawn / deleted | matched IoU (median) "
+            "| edge error, training network px |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for n, slug, z, rs in sorted(served, key=lambda t: (t[0], t[1], t[2])):
+            at = [r["served_at"][str(z)] for r in rs if str(z) in r.get("served_at", {})]
+            sp = [float(a["speedup"]) for a in at]
+            c = {k: sum(int(a["counts"].get(k, 0)) for a in at) for k in ("accepted", "adjusted", "drawn", "deleted")}
+            lines.append(
+                f"| {n} | {slug} | {z} | {len(at)} | {np.mean(sp):.2f}x ({min(sp):.2f}-{max(sp):.2f}) | "
+                f"{c['accepted']} / {c['adjusted']} / {c['drawn']} / {c['deleted']} | {_mean([a['tightness'] for a in at], 'median_iou'):.2f} | "
+                f"{_mean([a['tightness'] for a in at], 'median_edge_error_px'):.1f} |"
+            )
     return "\n".join(lines)
 
 
