@@ -40,7 +40,7 @@ def test_the_curve_trains_each_recipe_measures_it_on_the_test_split_and_resumes(
         scratch = DEFAULT_COSTS.seconds(Corrections(images=c.images, gt_boxes=c.gt_boxes, drawn=c.gt_boxes))
         assert r["scratch_seconds"] == pytest.approx(scratch, abs=0.1)
         assert r["speedup"] == pytest.approx(scratch / DEFAULT_COSTS.seconds(c), abs=1e-3)
-        assert r["train_s"] > 0 and 0 <= r["map50"] <= 1 and r["ceiling"] > 1
+        assert r["train_s"] > 0 and 0 <= r["map50"] <= 1 and r["ceiling"] > 1 and r["time_budget_min"] == 0
         tight = r["tightness"]["all"]
         # the same-class matches: accepted, or adjusted without a class change
         assert c.accepted + c.adjusted - c.class_changed <= tight["matched"] <= c.accepted + c.adjusted
@@ -73,6 +73,11 @@ def test_the_table_averages_seeds_and_shows_their_range() -> None:
     row = {"labels": 40, "recipe": "r", "train_s": 10.0, "map50": 0.2, "ceiling": 3.0, "counts": {"accepted": 1}}
     text = budget_markdown([{**row, "seed": 0, "speedup": 1.0}, {**row, "seed": 1, "speedup": 2.0, "train_s": 30.0}])
     assert text.splitlines()[2] == "| 40 | r | 2 | 20 | 0.200 | 1.50x (1.00-2.00) | 3.0x | 2 / 0 / 0 / 0 | nan | nan |"
+    budgeted = budget_markdown([{**row, "seed": 0, "speedup": 1.0}, {**row, "seed": 0, "speedup": 2.0, "time_budget_min": 10.0}])
+    assert budgeted.splitlines()[2:] == [
+        "| 40 | r | 1 | 10 | 0.200 | 1.00x (1.00-1.00) | 3.0x | 1 / 0 / 0 / 0 | nan | nan |",
+        "| 40 | r (at most 10 min) | 1 | 10 | 0.200 | 2.00x (2.00-2.00) | 3.0x | 1 / 0 / 0 / 0 | nan | nan |",
+    ]
 
 
 def test_the_table_of_other_inference_sizes_averages_seeds() -> None:

@@ -16,7 +16,9 @@ on them) and measured on the study's test split, which it never saw:
   matched boxes must be dragged): the median IoU, the share at or above the accept bar, and the
   median edge error in network-input pixels, overall and by object size (COCO's small, medium,
   large: below 32, 32 to 96, above 96 pixels, the square root of the true box's area);
-* ``train_s``: the seconds the training took on this machine;
+* ``train_s``: the seconds the training took on this machine (``time_budget_min``: the run's
+  ``TRAIN_TIME_BUDGET``, taken from the environment; a run under a budget belongs in an ``out``
+  of its own, as the trained models are resumed whatever the budget);
 * ``served_at`` (with ``serve_sizes``): the same model served at other inference sizes (``IMGSZ``;
   the server's default serves at the training size): speed-up, counts and tightness at each, the
   question being whether a larger inference size than the training one tightens the boxes.
@@ -168,6 +170,7 @@ def _measure(study: Study, cfg: SimConfig, recipe: Recipe, seed: int) -> dict[st
         "batch": recipe.batch,
         "seed": seed,
         "train_s": round(float(rec["train_s"]), 1),
+        "time_budget_min": settings.train_time_budget,  # TRAIN_TIME_BUDGET of the run (0: none)
         "map50": round(float(rec["map50"]), 4),
         "speedup": priced["speedup"],
         "ceiling": round(float(priced["scratch_seconds"]) / best, 3) if best > 0 else None,  # type: ignore[arg-type]
@@ -239,7 +242,8 @@ def _mean(rows: Sequence[dict[str, Any]], key: str) -> float:
 def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[int, str], list[dict[str, Any]]]:
     groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((int(r["labels"]), str(r["recipe"])), []).append(r)
+        budget = float(r.get("time_budget_min") or 0)
+        groups.setdefault((int(r["labels"]), str(r["recipe"]) + (f" (at most {budget:g} min)" if budget else "")), []).append(r)
     return groups
 
 
