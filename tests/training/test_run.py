@@ -398,6 +398,29 @@ def test_a_time_budget_gives_a_run_only_the_epochs_that_fit(epoch, elapsed, plan
     assert trainer.schedules == (epochs != planned) and (epochs == planned or trainer.scheduler.last_epoch == epoch)
 
 
+def test_a_time_budget_takes_back_a_first_estimate_slowed_by_the_start_up() -> None:
+    """The first epoch (40 s) carries the data loaders' start-up, the later ones take 20 s: a 600 s
+    budget first allows 15 epochs, then, at the later epochs' pace, the 29 that end at 600 s."""
+    trainer, now = _Trainer(0, 40.0, 50), [1000.0]
+    check = time_budget(600.0, clock=lambda: now[0])
+    seen = []
+    for epoch in range(4):
+        trainer.epoch = epoch
+        now[0] = 1000.0 + 20.0 * epoch
+        check(trainer)
+        seen.append((trainer.epochs, trainer.stop))
+    assert seen == [(15, False), (29, False), (29, False), (29, False)]
+    assert trainer.scheduler.last_epoch == 1 and trainer.schedules == 2  # set up again only when the epochs change
+    # a run the first estimate gave too few epochs goes on where Ultralytics would end it
+    trainer, now = _Trainer(0, 30.0, 10), [1000.0]
+    check = time_budget(70.0, clock=lambda: now[0])
+    check(trainer)
+    assert (trainer.epochs, trainer.stop) == (2, False)  # 30 s an epoch: 1 more fits in the 40 s left
+    trainer.epoch, trainer.stop, now[0] = 1, True, 1010.0  # its last epoch (Ultralytics: stop), which took 10 s
+    check(trainer)
+    assert (trainer.epochs, trainer.stop) == (5, False)  # 3 more fit in the 30 s left
+
+
 def test_a_run_with_a_tiny_time_budget_ends_after_its_first_epoch(tmp_path, tiny_weights) -> None:
     from ml_backend.training.run import fine_tune
 
