@@ -187,7 +187,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "TRAIN_TIME_BUDGET",
         "0",
-        "Minutes a fine-tuning run may train (0: no limit). After each epoch the run measures its pace (from the second epoch on without the first, which carries the start-up) and, when the epochs it was given would not end in time, trains only as many as fit, its learning-rate schedule shortened to end with them (never more epochs than `TRAIN_STEPS` or `TRAIN_EPOCHS` give).",
+        "Minutes a fine-tuning run may train (0: no limit). From the second epoch on the run measures its pace (leaving out the first, which carries the start-up; a first epoch that alone used the budget up ends the run) and, when the epochs it was given would not end in time, trains only as many as fit, its learning-rate schedule shortened to end with them (never more epochs than `TRAIN_STEPS` or `TRAIN_EPOCHS` give). A run may overrun by at most its second epoch.",
     ),
     SettingSpec(
         "TRAIN_WARMUP_EPOCHS",

@@ -51,7 +51,7 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
 
 SIMULATE_DEFAULTS = {
     "seeds": "5", "initial": 20, "step": 20, "rounds": 4, "steps": 100, "imgsz": 320, "batch": 8, "device": "auto", "queue": "top",
-    "server_loop": False,
+    "server_loop": False, "epochs": 0,
 }  # fmt: skip
 
 
@@ -109,7 +109,7 @@ def _study_config(args: argparse.Namespace) -> SimConfig:
     return SimConfig(
         data=str(args.data), format=args.format, out=str(args.out), weights=str(args.weights),
         strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), initial=chosen["initial"], step=chosen["step"],
-        rounds=chosen["rounds"], seeds=seeds, steps=chosen["steps"], epochs=args.epochs, imgsz=chosen["imgsz"], batch=chosen["batch"],
+        rounds=chosen["rounds"], seeds=seeds, steps=chosen["steps"], epochs=chosen["epochs"], imgsz=chosen["imgsz"], batch=chosen["batch"],
         test_fraction=args.test_fraction, pool=args.pool, device=chosen["device"], server_loop=chosen["server_loop"],
         first_labels=args.first_labels, queue=chosen["queue"],
     )  # fmt: skip
@@ -152,7 +152,9 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, help="rounds after round 0 (default 4)")
     p.add_argument("--seeds", help="a number of seeds (5 -> 0..4, the default) or a comma-separated list; with --report: only these seeds")
     p.add_argument("--steps", type=int, help="training budget per round in optimizer steps (TRAIN_STEPS; default 100)")
-    p.add_argument("--epochs", type=int, default=0, help="a fixed number of epochs per round instead of --steps")
+    p.add_argument(
+        "--epochs", type=int, help="a fixed number of epochs per round instead of --steps (TRAIN_EPOCHS; default 0: from --steps)"
+    )
     p.add_argument("--imgsz", type=int, help="image size for training, scoring and evaluation (default 320)")
     p.add_argument("--batch", type=int, help="training batch (default 8)")
     p.add_argument(
@@ -161,7 +163,7 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", type=int, default=0, help="at most this many images to select from (0: all but the test split)")
     p.add_argument("--device", help="cpu, cuda, cuda:0, auto (default auto)")
     p.add_argument(
-        "--server-loop", action="store_true", default=None,
+        "--server-loop", action=argparse.BooleanOptionalAction,
         help="each round as the server runs it: labels held out (TRAIN_VAL_FRACTION), the new model judged against the served one "
         "(PROMOTION), the next round continuing from whichever is served; the test split measures the served model",
     )  # fmt: skip

@@ -234,36 +234,40 @@ def fine_tune(model: Any, data: str | Path, settings: Settings, workdir: Path, e
 def time_budget(seconds: float, clock: Callable[[], float] = time.time) -> Callable[[Any], None]:
     """An Ultralytics ``on_fit_epoch_end`` callback that ends a run in ``seconds`` (``TRAIN_TIME_BUDGET``).
 
-    After each epoch it measures the pace (the mean time of the epochs after the first, which also
-    carries the data loaders' start-up; the first epoch's own time until there is a second) and
-    gives the run the epochs done plus as many more as fit in the time left, never more than were
-    planned: a first estimate that was too slow is taken back as the pace shows itself. Each
-    change sets up the learning-rate schedule again to end with the new last epoch, as
-    Ultralytics' own ``time`` mode does (which instead stretches a run to fill the time: here the
-    budget only ever shortens one).
+    The first epoch carries the data loaders' start-up, so it decides nothing unless it alone used
+    the budget up (then the run ends with it). From the second epoch on, the pace is the mean time
+    of the epochs after the first, and the run is given the epochs done plus as many more as fit in
+    the time left, never more than were planned, nor more once Ultralytics has begun what it took
+    for the last epoch (validated and saved as final). Each change sets up the learning-rate
+    schedule again to end with the new last epoch, as Ultralytics' own ``time`` mode does (which
+    instead stretches a run to fill the time: here the budget only ever shortens one). A run may
+    overrun its budget by at most its second epoch.
     """
     first: dict[str, float] = {}
 
     def check(trainer: Any) -> None:
         done = int(trainer.epoch) - int(trainer.start_epoch) + 1
+        if done > int(trainer.epochs):  # Ultralytics' final evaluation calls back once more after the last epoch
+            return
         elapsed = clock() - float(trainer.train_time_start)
         planned = int(first.setdefault("planned", int(trainer.epochs)))
-        if done == 1 or "seconds" not in first:
-            first["seconds"], first["done"] = elapsed, done
-        later = done - first["done"]
+        if done == 1:
+            first["seconds"] = elapsed
+            if elapsed < seconds:
+                return
+        later = done - 1 if "seconds" in first else 0
         pace = (elapsed - first["seconds"]) / later if later > 0 else elapsed / done
         fit = min(planned, done + int(max(seconds - elapsed, 0.0) // max(pace, 1e-9)))
+        if done >= trainer.epochs:
+            fit = min(fit, int(trainer.epochs))  # the last epoch is under way as the last: never lengthened now
         if fit == trainer.epochs:
             return
-        was_last = done >= trainer.epochs  # Ultralytics ends the run after this epoch unless it is given more
         log.info("TRAIN_TIME_BUDGET: %.0f s allow %d of the %d epochs planned (%.1f s an epoch)", seconds, fit, planned, pace)
         trainer.epochs = trainer.args.epochs = fit
         trainer._setup_scheduler()  # the schedule ends with the new last epoch (Ultralytics' time mode does the same)
         trainer.scheduler.last_epoch = trainer.epoch
         if done >= fit:
             trainer.stop = True
-        elif was_last:
-            trainer.stop = False  # the first estimate gave it too few: it goes on
 
     return check
 

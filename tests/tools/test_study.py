@@ -533,7 +533,8 @@ def test_serving_order_counts_what_the_annotator_already_labeled(tasks, solved, 
             {"RETRAIN_MIN_NEW_LABELS": "30", "TRAIN_STEPS": "120", "TRAIN_IMGSZ": "480", "TRAIN_BATCH": "-1", "DEVICE": "cpu"},
             {"initial": 30, "step": 30, "steps": 120, "imgsz": 480, "batch": 16, "device": "cpu"},
         ),
-        ({"AL_BATCH": "40", "PORT": "1"}, {"initial": 50, "steps": 300}),  # queue settings stay the server's; others ignored
+        ({"AL_BATCH": "40", "PORT": "1"}, {"initial": 50, "steps": 300, "epochs": 0}),  # queue settings stay the server's
+        ({"TRAIN_EPOCHS": "12"}, {"steps": 300, "epochs": 12}),  # a server that trains by epochs
     ],
 )
 def test_the_server_preset_is_the_servers_loop_at_its_settings(env: dict[str, str], expected: dict) -> None:
@@ -566,6 +567,7 @@ def test_a_preset_that_cannot_be_run_says_what_to_change(name: str, env: dict[st
             {"initial": 50, "imgsz": 320, "queue": "top", "server_loop": True, "seeds": (0, 7)},
         ),
         (["--preset", "cpu", "--server-loop", "--queue", "label-studio"], {"steps": 60, "queue": "label-studio", "server_loop": True}),
+        (["--preset", "server", "--no-server-loop", "--epochs", "3"], {"initial": 50, "server_loop": False, "epochs": 3}),
     ],
 )
 def test_the_simulate_command_takes_defaults_then_the_preset_then_the_flags(
@@ -575,7 +577,7 @@ def test_the_simulate_command_takes_defaults_then_the_preset_then_the_flags(
 
     from ml_backend.tools.cli import _simulate_arguments, _study_config
 
-    for name in ("RETRAIN_MIN_NEW_LABELS", "TRAIN_STEPS", "TRAIN_IMGSZ", "TRAIN_BATCH", "DEVICE"):
+    for name in ("RETRAIN_MIN_NEW_LABELS", "TRAIN_STEPS", "TRAIN_EPOCHS", "TRAIN_IMGSZ", "TRAIN_BATCH", "DEVICE"):
         monkeypatch.delenv(name, raising=False)
     parser = argparse.ArgumentParser()
     _simulate_arguments(parser)

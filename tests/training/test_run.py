@@ -385,8 +385,9 @@ class _Trainer:
 @pytest.mark.parametrize(
     ("epoch", "elapsed", "planned", "budget", "epochs", "stop"),
     [
-        (0, 10.0, 30, 100.0, 10, False),  # 10 s an epoch, 100 s: 10 of the 30 planned
-        (0, 10.0, 5, 100.0, 5, False),  # the planned 5 fit: untouched (the budget never lengthens a run)
+        (0, 10.0, 30, 100.0, 30, False),  # the first epoch (start-up and all) decides nothing
+        (0, 120.0, 30, 100.0, 1, True),  # unless it used the budget up: the run ends with it
+        (2, 30.0, 5, 100.0, 5, False),  # the planned 5 fit: untouched (the budget never lengthens a run)
         (4, 50.0, 30, 40.0, 5, True),  # already past the budget: stop after the epochs done
         (1, 30.0, 30, 100.0, 6, False),  # 15 s an epoch so far: 6 fit
     ],
@@ -398,27 +399,33 @@ def test_a_time_budget_gives_a_run_only_the_epochs_that_fit(epoch, elapsed, plan
     assert trainer.schedules == (epochs != planned) and (epochs == planned or trainer.scheduler.last_epoch == epoch)
 
 
-def test_a_time_budget_takes_back_a_first_estimate_slowed_by_the_start_up() -> None:
+def test_a_time_budget_judges_the_pace_without_the_first_epochs_start_up() -> None:
     """The first epoch (40 s) carries the data loaders' start-up, the later ones take 20 s: a 600 s
-    budget first allows 15 epochs, then, at the later epochs' pace, the 29 that end at 600 s."""
+    budget gives the 29 epochs that end at 600 s (judged on the first alone: 15)."""
     trainer, now = _Trainer(0, 40.0, 50), [1000.0]
     check = time_budget(600.0, clock=lambda: now[0])
     seen = []
     for epoch in range(4):
-        trainer.epoch = epoch
-        now[0] = 1000.0 + 20.0 * epoch
+        trainer.epoch, now[0] = epoch, 1000.0 + 20.0 * epoch
         check(trainer)
         seen.append((trainer.epochs, trainer.stop))
-    assert seen == [(15, False), (29, False), (29, False), (29, False)]
-    assert trainer.scheduler.last_epoch == 1 and trainer.schedules == 2  # set up again only when the epochs change
-    # a run the first estimate gave too few epochs goes on where Ultralytics would end it
-    trainer, now = _Trainer(0, 30.0, 10), [1000.0]
-    check = time_budget(70.0, clock=lambda: now[0])
+    assert seen == [(50, False), (29, False), (29, False), (29, False)]
+    assert trainer.scheduler.last_epoch == 1 and trainer.schedules == 1  # set up again only when the epochs change
+
+
+def test_a_time_budget_never_lengthens_a_last_epoch_nor_acts_on_the_final_evaluation() -> None:
+    trainer, now = _Trainer(0, 10.0, 50), [1000.0]
+    check = time_budget(100.0, clock=lambda: now[0])
+    for epoch, at in [(0, 1000.0), (1, 1030.0), (2, 1060.0)]:  # epochs of 30 s after the first: 4 fit
+        trainer.epoch, now[0] = epoch, at
+        check(trainer)
+    assert (trainer.epochs, trainer.stop, trainer.schedules) == (4, False, 1)
+    trainer.epoch, now[0] = 3, 1065.0  # the last epoch took 5 s: a fifth would fit, but this one ran as the last
     check(trainer)
-    assert (trainer.epochs, trainer.stop) == (2, False)  # 30 s an epoch: 1 more fits in the 40 s left
-    trainer.epoch, trainer.stop, now[0] = 1, True, 1010.0  # its last epoch (Ultralytics: stop), which took 10 s
+    assert (trainer.epochs, trainer.schedules) == (4, 1)
+    trainer.epoch, now[0] = 4, 1090.0  # Ultralytics' final evaluation calls back with epoch + 1
     check(trainer)
-    assert (trainer.epochs, trainer.stop) == (5, False)  # 3 more fit in the 30 s left
+    assert (trainer.epochs, trainer.args.epochs, trainer.schedules) == (4, 4, 1)
 
 
 def test_a_run_with_a_tiny_time_budget_ends_after_its_first_epoch(tmp_path, tiny_weights) -> None:

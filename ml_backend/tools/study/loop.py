@@ -95,8 +95,9 @@ def preset(name: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
     ``server`` is the loop the server runs at its settings (its defaults, or the environment's, as
     a deployment sets them): the first model and every retraining after
-    ``RETRAIN_MIN_NEW_LABELS`` labels, ``TRAIN_STEPS`` steps of ``TRAIN_BATCH`` images at
-    ``TRAIN_IMGSZ`` on ``DEVICE``, tasks taken as Label Studio serves the server's queue
+    ``RETRAIN_MIN_NEW_LABELS`` labels, ``TRAIN_STEPS`` steps (or ``TRAIN_EPOCHS``) of
+    ``TRAIN_BATCH`` images (``-1``, Ultralytics' automatic batch, as 16, as the budget rule
+    counts it) at ``TRAIN_IMGSZ`` on ``DEVICE``, tasks taken as Label Studio serves the server's queue
     (``--queue label-studio``: ``AL_CLUSTERS``, ``AL_BATCH``), each retrained model judged
     before it is served (``--server-loop``); 3 seeds.
 
@@ -121,11 +122,12 @@ def preset(name: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     if s.retrain_min_new_labels < 1:
         raise SimulationError(
             "--preset server replays the server's retraining every RETRAIN_MIN_NEW_LABELS labels, which is 0 (off) here: "
-            "set RETRAIN_MIN_NEW_LABELS, or give --initial and --step"
+            "set RETRAIN_MIN_NEW_LABELS to the labels per retraining to replay"
         )
     n = s.retrain_min_new_labels
     return {
-        "seeds": 3, "initial": n, "step": n, "rounds": SERVER_PRESET_ROUNDS, "steps": s.train_steps, "imgsz": s.train_imgsz,
+        "seeds": 3, "initial": n, "step": n, "rounds": SERVER_PRESET_ROUNDS, "steps": s.train_steps, "epochs": s.train_epochs,
+        "imgsz": s.train_imgsz,
         "batch": s.train_batch if s.train_batch > 0 else 16, "device": s.device, "queue": "label-studio", "server_loop": True,
     }  # fmt: skip
 
