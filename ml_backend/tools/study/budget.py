@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ml_backend.al.effort import ACCEPT_IOU, Corrections, matched_pairs, price
+from ml_backend.settings import Settings
 from ml_backend.state import write_json_atomic
 from ml_backend.tools.datasets import load_dataset
 from ml_backend.tools.study.loop import (
@@ -118,7 +119,6 @@ def run_budget_curve(
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS
     rows: list[dict[str, Any]] = json.loads(path.read_text())["rows"] if path.is_file() else []
-    done = {(r["labels"], r["recipe"], r["seed"]) for r in rows}
     ds = load_dataset(data, fmt)
     for n in labels:
         for recipe in recipes:
@@ -132,14 +132,18 @@ def run_budget_curve(
             run_study(cfg, show_progress=show_progress)
             study = Study(cfg, ds)
             for seed in seeds:
-                if (n, recipe.slug, seed) not in done:
-                    rows.append(_measure(study, cfg, recipe, seed))
-                    done.add((n, recipe.slug, seed))
                 row = _row(rows, n, recipe.slug, seed)
-                assert row is not None
+                if row is None:
+                    row = _measure(study, cfg, recipe, seed)
+                    rows.append(row)
                 for size in serve_sizes:
-                    if str(size) not in row.setdefault("served_at", {}):
-                        row["served_at"][str(size)] = _served_at(study, cfg, recipe, seed, size)
+                    if str(size) in row.setdefault("served_at", {}):
+                        continue
+                    row["served_at"][str(size)] = (
+                        {"speedup": row["speedup"], "counts": row["counts"], "tightness": row["tightness"]["all"]}
+                        if size == recipe.imgsz  # served as measured: no second model pass
+                        else _served_at(study, cfg, recipe, seed, size)
+                    )
                 write_json_atomic(path, {"data": str(data), "weights": str(weights), "device": device, "rows": rows})
     result = {"data": str(data), "weights": str(weights), "device": device, "rows": rows}
     write_json_atomic(path, result)
@@ -150,13 +154,7 @@ def run_budget_curve(
 
 def _measure(study: Study, cfg: SimConfig, recipe: Recipe, seed: int) -> dict[str, Any]:
     """One first model on the test split: mAP50 (the study's record) and the speed-up of its pre-annotations."""
-    rec = study.record("random", seed, 0)
-    if rec is None:
-        raise SimulationError(f"{cfg.out}: no round 0 for seed {seed}")
-    settings = arm_settings(cfg, study.out, seed=seed)
-    display = served_display(study, rec, settings)
-    test = [int(i) for i in study.test.tolist()]
-    shown = preannotations(study, study.weights("random", seed, 0), test, settings, display=display)
+    rec, settings, test, shown = _shown(study, cfg, seed)
     _, total = effort_of(study, test, shown)
     priced = price(total, settings.annotation_costs)
     by_bar = {str(a): price(effort_of(study, test, shown, a)[1], settings.annotation_costs)["speedup"] for a in ACCEPT_BARS}
@@ -183,6 +181,22 @@ def _measure(study: Study, cfg: SimConfig, recipe: Recipe, seed: int) -> dict[st
     }
 
 
+def _shown(
+    study: Study, cfg: SimConfig, seed: int, imgsz: int | None = None
+) -> tuple[dict[str, Any], Settings, list[int], dict[int, list[dict]]]:
+    """Seed ``seed``'s first model shown on the test split as the server shows it (served at
+    ``imgsz``, default its training size): its record, the settings, the test ids, the regions."""
+    rec = study.record("random", seed, 0)
+    if rec is None:
+        raise SimulationError(f"{cfg.out}: no round 0 for seed {seed}")
+    settings = arm_settings(cfg, study.out, seed=seed)
+    if imgsz is not None:
+        settings = dataclasses.replace(settings, imgsz=imgsz)
+    test = [int(i) for i in study.test.tolist()]
+    shown = preannotations(study, study.weights("random", seed, 0), test, settings, display=served_display(study, rec, settings))
+    return rec, settings, test, shown
+
+
 def _row(rows: Sequence[dict[str, Any]], labels: int, slug: str, seed: int) -> dict[str, Any] | None:
     return next((r for r in rows if (r["labels"], r["recipe"], r["seed"]) == (labels, slug, seed)), None)
 
@@ -194,10 +208,7 @@ def _unmeasured(row: Mapping[str, Any] | None, serve_sizes: Sequence[int]) -> bo
 def _served_at(study: Study, cfg: SimConfig, recipe: Recipe, seed: int, imgsz: int) -> dict[str, Any]:
     """One first model served at inference size ``imgsz``: the speed-up, counts and tightness (edge
     errors still in the training size's network pixels, so sizes compare)."""
-    rec = study.record("random", seed, 0)
-    settings = dataclasses.replace(arm_settings(cfg, study.out, seed=seed), imgsz=imgsz)
-    test = [int(i) for i in study.test.tolist()]
-    shown = preannotations(study, study.weights("random", seed, 0), test, settings, display=served_display(study, rec, settings))
+    _, settings, test, shown = _shown(study, cfg, seed, imgsz)
     priced = price(effort_of(study, test, shown)[1], settings.annotation_costs)
     return {"speedup": priced["speedup"], "counts": priced["counts"], "tightness": tightness(study, test, shown, recipe.imgsz)["all"]}
 
@@ -247,6 +258,10 @@ def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[int, str], list[dict[s
     return groups
 
 
+def _summed_counts(counts: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    return {k: sum(int(c.get(k, 0)) for c in counts) for k in ("accepted", "adjusted", "drawn", "deleted")}
+
+
 def budget_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """One line per (labels, recipe): training seconds, mAP50, speed-up (means over seeds, with the seeds' range).
 
@@ -263,7 +278,7 @@ def budget_markdown(rows: Sequence[dict[str, Any]]) -> str:
     ]
     for (n, slug), rs in sorted(_groups(rows).items(), key=lambda kv: (kv[0][0], _mean(kv[1], "train_s"))):
         sp = [float(r["speedup"]) for r in rs if r.get("speedup") is not None]
-        counts = {k: sum(int(r["counts"].get(k, 0)) for r in rs) for k in ("accepted", "adjusted", "drawn", "deleted")}
+        counts = _summed_counts([r["counts"] for r in rs])
         lines.append(
             f"| {n} | {slug} | {len(rs)} | {_mean(rs, 'train_s'):.0f} | {_mean(rs, 'map50'):.3f} | "
             f"{np.mean(sp):.2f}x ({min(sp):.2f}-{max(sp):.2f}) | {_mean(rs, 'ceiling'):.1f}x | "
@@ -286,7 +301,7 @@ def budget_markdown(rows: Sequence[dict[str, Any]]) -> str:
         for n, slug, z, rs in sorted(served, key=lambda t: (t[0], t[1], t[2])):
             at = [r["served_at"][str(z)] for r in rs if str(z) in r.get("served_at", {})]
             sp = [float(a["speedup"]) for a in at]
-            c = {k: sum(int(a["counts"].get(k, 0)) for a in at) for k in ("accepted", "adjusted", "drawn", "deleted")}
+            c = _summed_counts([a["counts"] for a in at])
             lines.append(
                 f"| {n} | {slug} | {z} | {len(at)} | {np.mean(sp):.2f}x ({min(sp):.2f}-{max(sp):.2f}) | "
                 f"{c['accepted']} / {c['adjusted']} / {c['drawn']} / {c['deleted']} | {_mean([a['tightness'] for a in at], 'median_iou'):.2f} | "
