@@ -9,9 +9,10 @@ server polls (``progress``, ``done``, ``outcome``, ``cancel``); neither blocks a
 * :class:`RQRunner` (``REDIS_URL`` set): an RQ job on the ``TRAIN_QUEUE`` queue. The base
   weights travel in the job and the new weights come back in its result, so the worker (the
   GPU box, ``python -m ml_backend worker``) needs no shared disk with the server: only Redis
-  and Label Studio. Training knobs (``TRAIN_*``, ``PROMOTION``, ``AL_SEED``) come from the server;
-  ``DEVICE``, ``LABEL_STUDIO_URL``/``LABEL_STUDIO_API_KEY`` and ``MODEL_DIR`` (its image cache)
-  from the worker's own environment.
+  and Label Studio. Every setting travels with the job (:meth:`Settings.run_env`) except the
+  machine's own (``local`` in :mod:`ml_backend.settings`: ``DEVICE``, ``LABEL_STUDIO_URL``/
+  ``LABEL_STUDIO_API_KEY``, ``MODEL_DIR`` (its image cache), credentials, image limits), which
+  come from the worker's own environment.
 """
 
 from __future__ import annotations
@@ -36,31 +37,6 @@ from ml_backend.training.run import TrainingError, TrainOutcome, TrainRequest, t
 log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding ml_backend/
-# Settings a worker takes from the server that asked for the run (the rest are the worker's own).
-POLICY_SETTINGS = (
-    "PSEUDO_LABELS",
-    "PSEUDO_PRECISION",
-    "PSEUDO_MAX_SHARE",
-    "PSEUDO_MIN_SUPPORT",
-    "PSEUDO_CANDIDATES",
-    "CANDIDATE_THRESHOLD",
-    "PROMOTION_MIN_HELDOUT",
-    "PROMOTION_MARGIN",
-    "PROMOTION_CONFIDENCE",
-    "TRAIN_STEPS",
-    "TRAIN_WARMUP_EPOCHS",
-    "TRAIN_FREEZE",
-    "TRAIN_EPOCHS",
-    "TRAIN_IMGSZ",
-    "TRAIN_BATCH",
-    "TRAIN_VAL_FRACTION",
-    "PROMOTION",
-    "AL_SEED",
-    "TRAIN_LR0",
-    "TRAIN_TIME_BUDGET",
-    "SCORE_THRESHOLD",  # empty: the display rule is chosen at training (ml_backend.inference.display)
-    "ANNOTATION_COSTS",  # the seconds the display rule and the speed-up are priced with
-)
 
 
 class RunHandle(Protocol):
@@ -165,6 +141,16 @@ class LocalHandle:
                 self.proc.wait()
 
 
+def child_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a training child process: ``environ`` (default ``os.environ``) with every setting of the server."""
+    return {**(os.environ if environ is None else environ), **settings.to_env()}
+
+
+def worker_settings(run_env: Mapping[str, str], environ: Mapping[str, str] | None = None) -> Settings:
+    """What an RQ worker trains with: the job's settings (:meth:`Settings.run_env`) over its own environment."""
+    return Settings.from_env({**(os.environ if environ is None else environ), **run_env})
+
+
 class LocalRunner:
     """Runs each training in a child process with ``settings`` in its environment."""
 
@@ -175,7 +161,7 @@ class LocalRunner:
         workdir = Path(req.workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(workdir / "request.json", req.to_json())
-        env = {**os.environ, **self.settings.to_env()}
+        env = child_environment(self.settings)
         env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
         env.setdefault("YOLO_AUTOINSTALL", "false")
         with open(workdir / "train.log", "ab") as logf:
@@ -248,7 +234,7 @@ def rq_train(request: Mapping[str, Any], base_weights: bytes, policy_env: Mappin
 
     _lower_priority()
     job = get_current_job()
-    settings = Settings.from_env({**os.environ, **policy_env})
+    settings = worker_settings(policy_env)
     workdir = settings.paths.worker_run(str(job.id if job else int(time.time())))
     workdir.mkdir(parents=True, exist_ok=True)
     base = workdir / "base.pt"
@@ -364,8 +350,7 @@ class RQRunner:
         self.queue = Queue(settings.train_queue, connection=self.redis)
 
     def start(self, req: TrainRequest) -> RQHandle:
-        env = self.settings.to_env()
-        policy = {k: env[k] for k in POLICY_SETTINGS}
+        policy = self.settings.run_env()  # every setting but the machine's own
         request = {k: v for k, v in req.to_json().items() if k not in ("base_weights", "workdir")}
         request.update(base_weights="", workdir="")
         from rq import Retry
