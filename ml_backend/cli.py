@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -66,12 +67,17 @@ def serve(args: argparse.Namespace) -> int:
     project's scoring are claimed in ``state.db`` by one of them at a time), ``--threads`` each."""
     from gunicorn.app.base import BaseApplication
 
+    from ml_backend.access import Exposure
     from ml_backend.server import create_app
 
     settings = Settings.from_env()
+    settings = dataclasses.replace(settings, host=args.host or settings.host, port=args.port or settings.port)
+    refusal = Exposure.of(settings).refusal()  # here, with a one-line message, not in a worker
+    if refusal is not None:
+        raise SettingsError(refusal)
     setup_logging(settings.log_level, settings)
     check_model_dir(settings.model_dir)  # fail here, with a one-line message, not in a worker
-    host, port, threads, workers = args.host, args.port, args.threads, args.workers
+    host, port, threads, workers = settings.host, settings.port, args.threads, args.workers
 
     class _App(BaseApplication):
         def load_config(self) -> None:
@@ -96,8 +102,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "9090")))
+    p.add_argument("--host", help="address to listen on (default: HOST, else 127.0.0.1); beyond loopback it needs basic auth")
+    p.add_argument("--port", type=int, help="port to listen on (default: PORT, else 9090)")
     p.add_argument("--threads", type=int, default=8)
     p.add_argument(
         "--workers", type=int, default=int(os.environ.get("WORKERS", "1")),
@@ -232,17 +238,19 @@ def train(args: argparse.Namespace) -> int:
     The backend the server builds (:func:`ml_backend.backend.build_backend`: a child process, the
     same promotion rule, the same state in ``MODEL_DIR``), so a server using that ``MODEL_DIR``
     serves the new model at once; a promoted model re-scores the project before the command ends.
+    It trains this project only and ends when its run does: other projects' queued runs stay
+    queued for the server.
     """
     project_id = args.project
     settings = Settings.from_env()
     setup_logging(settings.log_level, settings)
     if _ls_client(settings, "training reads the labels from Label Studio") is None:
         return 2
-    backend = build_backend(settings)
+    backend = build_backend(settings, training_projects=[project_id])
     try:
         backend.training.request(project_id, "command line (python -m ml_backend train)")
         shown = None
-        while not backend.training.idle(2.0):
+        while not backend.training.idle(2.0, project_id):
             prog = backend.training.status(project_id)["progress"]
             if prog and prog != shown:
                 shown = prog

@@ -31,6 +31,7 @@ from werkzeug.exceptions import HTTPException
 
 from integrations.connection import WEBHOOK_SECRET_HEADER, threshold_from_extra_params
 from integrations.label_studio import LabelStudioError
+from ml_backend.access import Exposure
 from ml_backend.backend import build_backend
 from ml_backend.inference.label_config import LabelConfigError
 from ml_backend.inference.model import ModelHolder, ModelUnavailableError
@@ -39,7 +40,7 @@ from ml_backend.inference.versions import speedup_of
 from ml_backend.jobs.label_events import LABEL_ACTIONS, as_id
 from ml_backend.jobs.runners import Runner
 from ml_backend.scoring.pool import cold_start_order
-from ml_backend.settings import Settings
+from ml_backend.settings import Settings, SettingsError
 from ml_backend.state import atomic_write
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,16 @@ def create_app(
         warm_up: start loading the model now, in the background; ``False`` loads on first use.
         training_runner: where training runs execute (default: from ``REDIS_URL``, see
             :func:`ml_backend.jobs.runners.make_runner`).
+
+    Raises:
+        SettingsError: ``HOST`` is beyond loopback without basic auth (:mod:`ml_backend.access`).
     """
     settings = settings or Settings.from_env()
+    exposure = Exposure.of(settings)
+    if (refusal := exposure.refusal()) is not None:
+        raise SettingsError(refusal)
+    for warning in exposure.warnings():
+        log.warning("SECURITY: %s", warning)
     backend = build_backend(settings, holder, training_runner)
     holder, models, predictor, training, scoring = backend.holder, backend.models, backend.predictor, backend.training, backend.scoring
     project_configs, project_plans = backend.project_configs, backend.project_plans
@@ -201,6 +210,7 @@ def create_app(
                 "model_task": st["model_task"],
                 "model_error": st["model_error"],
                 "projects": dict(project_plans),  # per project: what is pre-annotated, what is still to learn (as of its last /setup)
+                "warnings": exposure.warnings(),  # serving beyond loopback without authentication
             }
         )
 
@@ -215,11 +225,18 @@ def create_app(
             threshold = threshold_from_extra_params(data.get("extra_params"))
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        hostname, token = data.get("hostname"), data.get("access_token")
-        if not settings.label_studio_url and isinstance(hostname, str) and hostname.startswith(("http://", "https://")):
-            # No LABEL_STUDIO_URL configured: use the host and token Label Studio tells us about.
-            predictor.fetcher = make_fetcher(settings, hostname.rstrip("/"), token if isinstance(token, str) else "")
         project_id = _project_id(project)
+        hostname, token = data.get("hostname"), data.get("access_token")
+        if (
+            not settings.label_studio_url
+            and project_id is not None
+            and isinstance(hostname, str)
+            and hostname.startswith(("http://", "https://"))
+            and exposure.setup_may_name_label_studio
+        ):
+            # No LABEL_STUDIO_URL configured: this project's images come from the Label Studio that says
+            # where it is (other projects keep theirs; never on an open port: ml_backend.access).
+            predictor.project_fetchers[project_id] = make_fetcher(settings, hostname.rstrip("/"), token if isinstance(token, str) else "")
         remember_url(project_id)
         checked = predictor.check(schema, wait=SETUP_WAIT_S, project=project_id)
         if project:

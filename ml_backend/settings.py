@@ -169,6 +169,19 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _host(raw: str) -> str:
+    if not raw or any(c.isspace() or c in "/@" for c in raw):
+        raise ValueError("an address such as 127.0.0.1 or 0.0.0.0")
+    return raw
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be between 1 and 65535")
+    return value
+
+
 def _model_path(raw: str) -> str:
     if not raw:
         raise ValueError("it is empty: set it to a .pt/.onnx file or an Ultralytics name such as yolo11n.pt")
@@ -287,6 +300,24 @@ class Settings:
         "When set, `/webhook` takes only requests carrying it in the `X-Webhook-Secret` header (or, for Label Studio's train button, valid basic auth). `connect` adds the header to Label Studio's webhook.",
         local=True,
         secret=True,
+    )
+    host: str = setting(
+        "127.0.0.1",
+        _host,
+        "an IP address or host name",
+        "Address `serve` listens on. Beyond loopback (e.g. `0.0.0.0`, as in the docker image) it needs `BASIC_AUTH_USER`/`BASIC_AUTH_PASS` "
+        "(or `ALLOW_UNAUTHENTICATED=on`): anyone who reaches the port could otherwise start training and change a project's settings.",
+        local=True,
+    )
+    port: int = setting("9090", _port, "a TCP port, 1..65535", "Port `serve` listens on.", local=True)
+    allow_unauthenticated: bool = setting(
+        "off",
+        _on_off,
+        "on or off",
+        "`on`: serve beyond loopback without basic auth, on a network where only Label Studio can reach this backend (the docker "
+        "compose network, its ports published on 127.0.0.1). A warning says so at every start; `/setup` then never changes where "
+        "images are fetched from.",
+        local=True,
     )
     allowed_hosts: tuple[str, ...] = setting(
         "",
@@ -550,7 +581,9 @@ class Settings:
         "30",
         _non_negative_int,
         "an integer >= 0",
-        "With fewer held-out images than this, `if_better` serves the retrained model (too few to judge; see docs/retraining.md); with more, a paired bootstrap judges it.",
+        "With fewer held-out images than this (too few to judge alone), `if_better` serves the retrained model unless it is more than "
+        "`PROMOTION_MARGIN` worse on every labeled image, or no better on the held-out ones and slower to correct there; with at least "
+        "this many, a paired bootstrap of their mAP50 judges it (docs/retraining.md).",
     )
     promotion_margin: float = setting(
         "0.02",

@@ -82,7 +82,8 @@ def test_backend_reaches_label_studio_by_service_name_and_keeps_state_on_the_mod
     ls_url = urlparse(env["LABEL_STUDIO_URL"])
     assert ls_url.hostname == "label-studio" and ls_url.port in _container_ports(services["label-studio"])
     assert _container_ports(backend) == {9090}
-    assert backend["ports"] == ["${BACKEND_PORT:-9090}:9090"]
+    assert backend["ports"] == ["${BACKEND_BIND:-127.0.0.1}:${BACKEND_PORT:-9090}:9090"]
+    assert (env["HOST"], env["PORT"]) == ("0.0.0.0", "9090")  # inside the container: Label Studio reaches it over the network
     assert _named_mounts(backend) == {"models": env["MODEL_DIR"]} and env["MODEL_DIR"] == "/data"
     assert backend["env_file"] == ".env" and (DOCKER / ".env.example").is_file()
     assert "label-studio" in backend["depends_on"]
@@ -91,6 +92,40 @@ def test_backend_reaches_label_studio_by_service_name_and_keeps_state_on_the_mod
     assert backend_url.hostname == "backend" and backend_url.port in _container_ports(backend)
     build = backend["build"]
     assert ((DOCKER / build["context"]) / build["dockerfile"]).resolve() == DOCKER / "Dockerfile"
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR:-default}`` / ``${VAR}`` with ``env`` (what ``docker compose config`` does)."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
+
+
+@pytest.mark.parametrize(
+    ("env", "published"),
+    [
+        ({}, {"label-studio": {("127.0.0.1", "8080", "8080")}, "backend": {("127.0.0.1", "9090", "9090")}}),
+        (
+            {"LABEL_STUDIO_BIND": "0.0.0.0", "BACKEND_PORT": "9191"},
+            {"label-studio": {("0.0.0.0", "8080", "8080")}, "backend": {("127.0.0.1", "9191", "9090")}},
+        ),
+    ],
+)
+def test_ports_are_published_on_loopback_unless_the_operator_chooses_otherwise(compose, env, published) -> None:
+    seen = {}
+    for name, svc in compose["services"].items():
+        ports = {tuple(_interpolate(str(p), env).split(":")) for p in svc.get("ports", [])}
+        if ports:
+            seen[name] = ports
+    assert seen == published
+
+
+def test_the_backend_in_compose_may_listen_on_the_network_without_auth_only_because_it_says_so(compose) -> None:
+    """HOST=0.0.0.0 inside the container is refused without basic auth unless ALLOW_UNAUTHENTICATED=on (ml_backend.access)."""
+    from ml_backend.access import Exposure
+
+    env = _env(compose["services"]["backend"])
+    settings = Settings.from_env(env)
+    assert Exposure.of(settings).refusal() is None and Exposure.of(settings).warnings()
+    assert Exposure.of(Settings.from_env({**env, "ALLOW_UNAUTHENTICATED": "off"})).refusal() is not None
 
 
 def test_rq_worker_runs_the_same_image_with_its_own_volume(compose) -> None:

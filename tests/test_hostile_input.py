@@ -278,6 +278,18 @@ CASES: list[Case] = [
         "retrain_min_new_labels",
     ),
     Case(
+        "setup-hostname-elsewhere",
+        "`/setup` for project 7 naming another Label Studio (`hostname` an internal service, `access_token`)",
+        post(
+            "/setup",
+            {"project": f"{PROJECT}.1", "schema": CFG, "hostname": "http://127.0.0.1:{EVIL_PORT}", "access_token": "stolen-token"},
+        ),
+        200,
+        '"model_version"',
+        "where images come from: `LABEL_STUDIO_URL` is set, so `/setup` changes it for no project (the later cases' downloads "
+        "reach no other server); without it, only for that project and never on an open port (docs/connecting.md)",
+    ),
+    Case(
         "project-list-predict",
         "`/predict` with `project: [7]` and a config",
         predict(batch(), project=[PROJECT]),

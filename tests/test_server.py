@@ -329,24 +329,42 @@ def test_predict_uses_config_from_setup(tmp_path, detect_weights, shapes) -> Non
     assert resp.status_code == 200 and "result" in resp.get_json()["results"][0]
 
 
-def test_without_label_studio_url_setup_hostname_and_token_are_used(tmp_path, detect_weights, shapes, image_server) -> None:
+@pytest.mark.parametrize(
+    ("exposure", "used"),
+    [
+        ({}, True),  # loopback (the default HOST)
+        ({"HOST": "0.0.0.0", "BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "pw"}, True),  # beyond loopback, behind basic auth
+        ({"HOST": "0.0.0.0", "ALLOW_UNAUTHENTICATED": "on"}, False),  # open: anyone could point the images elsewhere
+    ],
+)
+def test_without_label_studio_url_setup_hostname_and_token_serve_that_project_only(
+    tmp_path, detect_weights, shapes, image_server, exposure, used
+) -> None:
     root, base = image_server
     (root / "data" / "upload" / "7").mkdir(parents=True, exist_ok=True)
     shutil.copy(root / "shape_0.jpg", root / "data" / "upload" / "7" / "a.jpg")
-    settings = Settings.from_env({"MODEL_PATH": str(detect_weights), "MODEL_DIR": str(tmp_path), "IMGSZ": "96"})
+    shutil.copy(root / "shape_1.jpg", root / "data" / "upload" / "7" / "b.jpg")
+    settings = Settings.from_env({"MODEL_PATH": str(detect_weights), "MODEL_DIR": str(tmp_path), "IMGSZ": "96", **exposure})
     app = new_app(settings)
     client = app.test_client()
-    task = {"id": 1, "data": {"image": "/data/upload/7/a.jpg"}}
-    before = client.post("/predict", json={"tasks": [task], "label_config": RECT_CFG}).get_json()["results"][0]
-    assert "LABEL_STUDIO_URL" in before["error"]
-    assert (
-        client.post("/setup", json={"project": "1.1", "schema": RECT_CFG, "hostname": base, "access_token": "0123abcd"}).status_code == 200
-    )
-    fetcher = app.extensions["ml_backend"].predictor.fetcher
-    assert fetcher.policy.label_studio_url == base
-    assert fetcher.auth_headers() == {"Authorization": "Token 0123abcd"}
-    after = client.post("/predict", json={"tasks": [task], "label_config": RECT_CFG}).get_json()["results"][0]
-    assert "result" in after
+    client.environ_base["HTTP_AUTHORIZATION"] = "Basic bHM6cHc="  # ls:pw
+
+    def predict(project: str, name: str = "a.jpg") -> dict:
+        task = {"id": 1, "data": {"image": f"/data/upload/7/{name}"}}  # not in the image cache yet for b.jpg
+        return client.post("/predict", json={"tasks": [task], "label_config": RECT_CFG, "project": project}).get_json()["results"][0]
+
+    assert "LABEL_STUDIO_URL" in predict("1.1")["error"]
+    setup = {"project": "1.1", "schema": RECT_CFG, "hostname": base, "access_token": "0123abcd"}
+    assert client.post("/setup", json=setup).status_code == 200
+    predictor = app.extensions["ml_backend"].predictor
+    assert ("result" in predict("1.1")) is used
+    assert "LABEL_STUDIO_URL" in predict("2.1", "b.jpg")["error"]  # another project's images do not go to project 1's Label Studio
+    assert predictor.fetcher.policy.label_studio_url == ""  # the server-wide fetcher is untouched
+    if used:
+        fetcher = predictor.fetcher_for(1)
+        assert fetcher.policy.label_studio_url == base and fetcher.auth_headers() == {"Authorization": "Token 0123abcd"}
+    else:
+        assert predictor.project_fetchers == {}
 
 
 def test_configured_label_studio_url_is_not_overridden_by_setup(tmp_path, detect_weights) -> None:

@@ -79,6 +79,9 @@ EVERY_SETTING = {
     "REDIS_URL": "redis://redis:6379/0",
     "TRAIN_QUEUE": "gpu-box",
     "WEBHOOK_SECRET": " hook-1 ",
+    "HOST": "0.0.0.0",
+    "PORT": "9191",
+    "ALLOW_UNAUTHENTICATED": "on",
 }
 
 
@@ -87,6 +90,7 @@ def test_reads_every_value() -> None:
     s = Settings.from_env(env)
     assert s.webhook_secret == "hook-1" and "hook-1" not in repr(s)
     assert s.label_studio_url == "http://ls:8080"
+    assert (s.host, s.port, s.allow_unauthenticated) == ("0.0.0.0", 9191, True)
     assert s.ultralytics_device == "cpu"
     assert s.allowed_hosts == ("images.local", "10.0.0.0/8")
     assert (s.imgsz, s.predict_batch, s.max_image_bytes, s.max_image_pixels) == (320, 4, 1000, 2000)

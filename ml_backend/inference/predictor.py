@@ -74,6 +74,7 @@ class Served:
     label_map: dict[int, str]
     proposals: bool = False  # every class maps to the project's one label, boxes suppressed across classes
     display: Display = field(default_factory=Display)  # what is shown of the model's objects
+    project: int | None = None  # the Label Studio project it serves (its images may come from its own Label Studio)
 
     @property
     def coverage(self) -> Coverage:
@@ -113,6 +114,7 @@ class Predictor:
         self.holder = holder
         self.models = models or ServedModels(holder)
         self.fetcher = fetcher
+        self.project_fetchers: dict[int, ImageSource] = {}  # a project whose Label Studio told /setup where it is
         self.embedder = load_embedder(settings.embedder) if settings.embedder else None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="image-fetch")
 
@@ -135,8 +137,10 @@ class Predictor:
         target = _target_for(label_config, model.task)
         label = proposal_label(model.names, target, model.task)
         if label is not None:  # class-agnostic proposals, for one-label projects the model does not know
-            return Served(model, target, dict.fromkeys(model.names, label), proposals=True, display=default_display(self.settings))
-        return Served(model, target, build_label_map(model.names, target), display=self.display_for(project, model))
+            return Served(
+                model, target, dict.fromkeys(model.names, label), proposals=True, display=default_display(self.settings), project=project
+            )
+        return Served(model, target, build_label_map(model.names, target), display=self.display_for(project, model), project=project)
 
     def display_for(self, project: int | None, model: LoadedModel) -> Display:
         """What ``model`` shows for ``project``: ``SCORE_THRESHOLD`` for every class when it is set;
@@ -161,9 +165,13 @@ class Predictor:
         own = project is not None and self.models.model_dir is not None and self.models.current(project) is not None
         return Check(model.version, coverage(model.names, target), own, proposal_label(model.names, target, model.task) is not None)
 
-    def _load(self, task: Mapping[str, Any], target: Target) -> np.ndarray:
+    def fetcher_for(self, project: int | None) -> ImageSource:
+        """Where ``project``'s images come from: the Label Studio its ``/setup`` named, else ``LABEL_STUDIO_URL``'s fetcher."""
+        return self.project_fetchers.get(project, self.fetcher) if project is not None else self.fetcher
+
+    def _load(self, task: Mapping[str, Any], target: Target, fetcher: ImageSource) -> np.ndarray:
         uri = task_image_uri(task, target.value_key)
-        return self.fetcher.load(uri, task.get("id"))
+        return fetcher.load(uri, task.get("id"))
 
     def predict(self, tasks: Sequence[Mapping[str, Any]], label_config: str, project: int | None = None) -> list[dict]:
         """One Label Studio prediction (or error entry) per task, in task order."""
@@ -197,11 +205,12 @@ class Predictor:
         size = self.settings.predict_batch
         conf = served.display.lowest if conf is None else conf
         chunks = [list(range(i, min(i + size, len(tasks)))) for i in range(0, len(tasks), size)]
-        pending = [self._pool.submit(self._load, tasks[i], served.target) for i in chunks[0]] if chunks else []
+        fetcher = self.fetcher_for(served.project)
+        pending = [self._pool.submit(self._load, tasks[i], served.target, fetcher) for i in chunks[0]] if chunks else []
         for k, idx in enumerate(chunks):
             current = pending
             if k + 1 < len(chunks):  # prefetch the next chunk's images
-                pending = [self._pool.submit(self._load, tasks[i], served.target) for i in chunks[k + 1]]
+                pending = [self._pool.submit(self._load, tasks[i], served.target, fetcher) for i in chunks[k + 1]]
             results: dict[int, ImagePrediction | str] = {}
             images, where = [], []
             for i, fut in zip(idx, current):

@@ -199,7 +199,7 @@ def start_demo(
         for b in client.list_ml_backends(pid):  # a previous run's backend may have had another port
             if b["url"].rstrip("/") != backend_url:
                 client.request("DELETE", f"/api/ml/{b['id']}")
-        client.add_ml_backend(pid, backend_url, title="YOLO active learning (demo)", is_interactive=True)
+        client.add_ml_backend(pid, backend_url, title="YOLO active learning (demo)")
         setup = requests.post(f"{backend_url}/setup", json={"project": str(pid), "schema": DEMO_CONFIG}, timeout=30).json()
         print(f"    the backend says: {setup.get('pre_annotations', '')}", flush=True)
 
