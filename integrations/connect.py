@@ -2,9 +2,11 @@
 
 Through Label Studio's API, for one project:
 
-1. registers this backend (``/api/ml``) with interactive pre-annotation on, and basic auth when
-   ``BASIC_AUTH_USER`` is set; Label Studio checks that it can reach the URL and creates the
-   webhook that sends label events to ``/webhook``;
+1. registers this backend (``/api/ml``), with basic auth when ``BASIC_AUTH_USER`` is set; Label
+   Studio checks that it can reach the URL and creates the webhook that sends label events to
+   ``/webhook``. Interactive pre-annotation stays off (``is_interactive`` False; a registration
+   that has it on is turned off): this backend does not use the ``context`` Label Studio sends
+   with interactive requests;
 2. sets the project's queue to uncertainty sampling (lowest prediction score first: our scores
    are written as ``1 - priority``), shows our predictions to annotators and fetches them
    automatically when a task without one is opened;
@@ -76,12 +78,28 @@ def _same_url(a: object, b: object) -> bool:
 
 
 def _backend_fields(access: Access, existing: dict[str, Any] | None, retrain_threshold: int | None) -> dict[str, Any]:
-    fields: dict[str, Any] = {"is_interactive": True}
+    fields: dict[str, Any] = {"is_interactive": False}  # the backend ignores interactive context
     if access.basic_auth_user:
         fields.update(auth_method="BASIC_AUTH", basic_auth_user=access.basic_auth_user, basic_auth_pass=access.basic_auth_pass)
     if retrain_threshold is not None:  # other keys a user put there are kept
         fields["extra_params"] = {**extra_params_dict((existing or {}).get("extra_params")), THRESHOLD_PARAM: int(retrain_threshold)}
     return fields
+
+
+def _updated(differs: dict[str, Any]) -> str:
+    """What :func:`connect_project` changed on an existing registration, in words.
+
+    Example:
+        >>> _updated({"is_interactive": False, "extra_params": {"retrain_min_new_labels": 20}})
+        "updated retrain_min_new_labels=20; turned Label Studio's interactive pre-annotation off: this backend does not use it"
+    """
+    what = [
+        f"{THRESHOLD_PARAM}={v[THRESHOLD_PARAM]}" if k == "extra_params" else k for k, v in sorted(differs.items()) if k != "is_interactive"
+    ]
+    parts = [f"updated {', '.join(what)}"] if what else []
+    if "is_interactive" in differs:  # earlier versions of connect turned it on
+        parts.append("turned Label Studio's interactive pre-annotation off: this backend does not use it")
+    return "; ".join(parts)
 
 
 def _backend_training_status(backend_url: str, project_id: int, access: Access) -> dict[str, Any] | None:
@@ -151,7 +169,7 @@ def connect_project(
                 f"(in docker compose: http://backend:9090), and Label Studio needs USE_DEFAULT_BANNED_SUBNETS=false for private addresses",
                 exc.status,
             ) from None
-        report.actions.append(f"registered the ML backend {backend_url} on {name} (backend id {mine['id']}), interactive pre-annotation on")
+        report.actions.append(f"registered the ML backend {backend_url} on {name} (backend id {mine['id']})")
         report.changed = True
     else:
         differs = {
@@ -162,13 +180,10 @@ def connect_project(
         if differs or access.basic_auth_user:  # the password cannot be read back, so it is always sent
             mine = client.patch(f"/api/ml/{mine['id']}", json={"project": int(project_id), "url": mine["url"], **wanted}) or mine
         if differs:
-            what = ", ".join(f"{THRESHOLD_PARAM}={v[THRESHOLD_PARAM]}" if k == "extra_params" else k for k, v in sorted(differs.items()))
-            report.actions.append(f"the ML backend {backend_url} was already registered (backend id {mine['id']}); updated {what}")
+            report.actions.append(f"the ML backend {backend_url} was already registered (backend id {mine['id']}); {_updated(differs)}")
             report.changed = True
         else:
-            report.actions.append(
-                f"the ML backend {backend_url} is already registered on {name} (backend id {mine['id']}), interactive pre-annotation on"
-            )
+            report.actions.append(f"the ML backend {backend_url} is already registered on {name} (backend id {mine['id']})")
     report.backend_id = int(mine["id"])
     others = [b.get("url") for b in backends if not _same_url(b.get("url"), backend_url)]
     if others:

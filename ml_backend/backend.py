@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,7 +100,12 @@ class Backend:
         self.models.close()
 
 
-def build_backend(settings: Settings, holder: ModelHolder | None = None, training_runner: Runner | None = None) -> Backend:
+def build_backend(
+    settings: Settings,
+    holder: ModelHolder | None = None,
+    training_runner: Runner | None = None,
+    training_projects: Collection[int] | None = None,
+) -> Backend:
     """Wire a backend for ``settings``: models, predictor, scoring and training jobs.
 
     Args:
@@ -107,6 +113,8 @@ def build_backend(settings: Settings, holder: ModelHolder | None = None, trainin
         holder: the base model holder (default: one for ``MODEL_PATH``; tests pass their own).
         training_runner: where training runs execute (default: from ``REDIS_URL``, see
             :func:`ml_backend.jobs.runners.make_runner`).
+        training_projects: train only these projects (``python -m ml_backend train --project ID``);
+            other projects' queued runs stay queued for the server. None: every project's.
 
     Raises:
         SettingsError: ``MODEL_DIR`` cannot be written.
@@ -123,5 +131,7 @@ def build_backend(settings: Settings, holder: ModelHolder | None = None, trainin
         # predictions go once the new ones are in.
         scoring.request_full(project_id, retire=[previous] if previous else [])
 
-    training = TrainingJobs(settings, models, scoring.events, on_promoted=after_promotion, runner=training_runner)
+    training = TrainingJobs(
+        settings, models, scoring.events, on_promoted=after_promotion, runner=training_runner, projects=training_projects
+    )
     return Backend(settings, holder, models, predictor, scoring, training)

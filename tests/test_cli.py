@@ -55,3 +55,28 @@ def test_unwritable_model_dir_stops_the_start_with_a_clear_message(tmp_path) -> 
     )
     assert proc.returncode == 2
     assert "error: MODEL_DIR=" in proc.stderr and "is not writable" in proc.stderr
+
+
+def test_train_runs_its_project_only_and_leaves_other_queued_runs_to_the_server(tmp_path, tiny_weights, monkeypatch, capsys) -> None:
+    from ml_backend import cli
+    from ml_backend.jobs.training_jobs import TrainingState
+    from ml_backend.settings import Settings
+    from tests.jobs.test_training_jobs import FakeRunner
+
+    env = {"MODEL_DIR": str(tmp_path / "state"), "MODEL_PATH": str(tiny_weights("detect")), "DEVICE": "cpu"}
+    env |= {"LABEL_STUDIO_URL": "http://127.0.0.1:9", "LABEL_STUDIO_API_KEY": "unused"}  # the fake runner reads no labels
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    state_db = Settings.from_env().paths.state_db
+    state_db.parent.mkdir(parents=True)
+    TrainingState(state_db).request(7, "50 new or changed labels")  # the server queued project 7 before
+    runner = FakeRunner(["worse", "worse"])  # trained, not served: nothing to re-score (the second: were project 7 run too)
+    real = cli.build_backend
+    monkeypatch.setattr(cli, "build_backend", lambda settings, **kw: real(settings, training_runner=runner, **kw))
+
+    assert cli.main(["train", "--project", "12"]) == 0
+    assert [r.project_id for r in runner.requests] == [12]
+    assert "project 12: idle: worse" in capsys.readouterr().out
+    after = TrainingState(state_db)
+    assert (after.get(7)["state"], after.get(7)["reason"]) == ("queued", "50 new or changed labels")
+    assert after.get(12)["state"] == "idle"

@@ -63,6 +63,15 @@ def test_the_readme_is_short_and_its_first_screen_says_what_matters() -> None:
     assert "Label savings" in "\n".join(lines[:70]) and "Speed" in "\n".join(lines[:70]) and "Reliability" in "\n".join(lines[:70])
 
 
+@pytest.mark.parametrize("claim", ["only if better", "only if it is better", "only if it is not worse"])
+def test_the_readme_states_the_promotion_rule_as_it_is(claim: str) -> None:
+    """Not "only if better": a model trained on more labels is served unless the evidence says it is
+    worse, judged differently below and above PROMOTION_MIN_HELDOUT (ml_backend/training/promotion.py)."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert claim not in text
+    assert "PROMOTION_MIN_HELDOUT" in text and "PROMOTION_MARGIN" in text
+
+
 INTERNAL = [
     (re.compile(r"\bissues? ?#?\d+|\bthis issue\b|\bbefore this issue\b", re.I), "issue numbers or 'this issue'"),
     (re.compile(r"\bwas lent\b|\bnot lent\b|\bno GPU was lent\b|\bno accelerator was lent\b", re.I), "which machine a session was lent"),

@@ -31,7 +31,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +148,9 @@ class TrainingState:
             )
         return bool(follow and follow[0])
 
-    def claim(self, owner: str, latest_seq: Callable[[int], int]) -> int | None:
-        """Atomically take the oldest queued project (None when nothing is queued).
+    def claim(self, owner: str, latest_seq: Callable[[int], int], projects: Collection[int] | None = None) -> int | None:
+        """Atomically take the oldest queued project (None when nothing is queued), of ``projects``
+        only when given.
 
         The run's ``start_seq`` (the newest label event now) is set in the same step, so a
         webhook that sees ``training`` never counts against the previous run's start. A run that
@@ -157,8 +158,10 @@ class TrainingState:
         labels that came in since are not the job's, and still count afterwards.
         """
         with self._lock:
+            only = [] if projects is None else [int(p) for p in projects]
+            where = "" if projects is None else f" AND project IN ({','.join('?' * len(only))})"
             row = self._db.execute(
-                "SELECT project FROM training WHERE state='queued' AND queued<=? ORDER BY queued LIMIT 1", (time.time(),)
+                f"SELECT project FROM training WHERE state='queued' AND queued<=?{where} ORDER BY queued LIMIT 1", (time.time(), *only)
             ).fetchone()  # a run waiting out an unavailable Label Studio is queued in the future
             if row is None:
                 return None
@@ -185,6 +188,39 @@ def _loads(text: Any) -> Any:
         return None
 
 
+def shown_run(last: Any) -> Any:
+    """A run's outcome as ``/training`` shows it (``last_run``): one held-out mAP50 per model.
+
+    A detector is judged on the held-out images' mAP50 as :mod:`ml_backend.training.promotion`
+    computes it; Ultralytics' validation gives another mAP50 of the same images (``metrics_new``'s
+    and ``metrics_previous``'s ``map50``), which is left out here (the version's stored metrics
+    keep it: ``/versions``). ``heldout_map50`` holds the judged one: ``new``, ``previous`` and
+    ``images``. Other runs are shown as they are.
+
+    Example:
+        >>> last = {"metrics_new": {"map50": 0.52, "primary": 0.31}, "metrics_previous": {"map50": 0.4},
+        ...         "judgement": {"rule": "bootstrap", "new": 0.48, "old": 0.35, "heldout": 40}}
+        >>> shown = shown_run(last)
+        >>> shown["heldout_map50"], shown["metrics_new"], shown["metrics_previous"]
+        ({'new': 0.48, 'previous': 0.35, 'images': 40}, {'primary': 0.31}, {})
+    """
+    judged = last.get("judgement") if isinstance(last, dict) else None
+    if not isinstance(judged, dict) or "new" not in judged:
+        return last
+    shown = dict(last)
+    for key in ("metrics_new", "metrics_previous"):
+        if isinstance(shown.get(key), dict):
+            shown[key] = {name: value for name, value in shown[key].items() if name != "map50"}
+    # labeled_floor judges on every labeled image, for a run where both models scored 0 on the held-out ones
+    on_labeled = judged.get("rule") == "labeled_floor"
+    shown["heldout_map50"] = {
+        "new": 0.0 if on_labeled else judged["new"],
+        "previous": 0.0 if on_labeled else judged.get("old"),
+        "images": judged.get("heldout"),
+    }
+    return shown
+
+
 class TrainingJobs:
     """Trigger, run and promote retraining in the background of the server.
 
@@ -196,6 +232,8 @@ class TrainingJobs:
             promotion (the server re-scores the project's pool there).
         runner: where runs execute (default: :func:`ml_backend.jobs.runners.make_runner`).
         poll_s: how often a run's progress is read.
+        projects: run only these projects' queued runs (``python -m ml_backend train --project ID``);
+            the others stay queued for the server. None: every project's.
     """
 
     def __init__(
@@ -206,6 +244,7 @@ class TrainingJobs:
         on_promoted: Callable[[int, str, str | None], None] | None = None,
         runner: Runner | None = None,
         poll_s: float = 1.0,
+        projects: Collection[int] | None = None,
     ):
         self.settings = settings
         self.models = models
@@ -213,6 +252,7 @@ class TrainingJobs:
         self.on_promoted = on_promoted
         self.runner = runner or make_runner(settings)
         self.poll_s = poll_s
+        self.projects = None if projects is None else frozenset(int(p) for p in projects)
         self.state = TrainingState(settings.paths.state_db)
         self.owner = owner_id()
         self._wake = threading.Event()
@@ -298,18 +338,25 @@ class TrainingJobs:
             "speedup": speedup,  # the served version's pre-annotations against drawing, on its held-out tasks
             "display": display,  # what they show: per-class thresholds (ml_backend.inference.display)
             "job": row["job"],  # the RQ job of a run on a worker
-            "last_run": _loads(row["last"]),
+            "last_run": shown_run(_loads(row["last"])),
         }
         return out
 
     def statuses(self) -> list[dict[str, Any]]:
         return [self.status(p) for p in self.state.projects()]
 
-    def idle(self, timeout: float = 0.0) -> bool:
-        """True when no run is queued or running in this process (waits up to ``timeout`` seconds)."""
+    def idle(self, timeout: float = 0.0, project_id: int | None = None) -> bool:
+        """True when no run is queued or running (waits up to ``timeout`` seconds).
+
+        Args:
+            timeout: seconds to wait at most.
+            project_id: only this project's runs count (wherever they run); None: any project's, and
+                this process's run.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            busy = self._busy or any(self.state.get(p)["state"] in ("queued", "training") for p in self.state.projects())
+            projects = self.state.projects() if project_id is None else [project_id]
+            busy = any(self.state.get(p)["state"] in ("queued", "training") for p in projects) or (self._busy and project_id is None)
             if not busy or time.monotonic() >= deadline:
                 return not busy
             time.sleep(0.1)
@@ -342,7 +389,7 @@ class TrainingJobs:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
-            project_id = self.state.claim(self.owner, self.events.latest)
+            project_id = self.state.claim(self.owner, self.events.latest, self.projects)
             if project_id is None:
                 self._wake.wait(timeout=5.0)  # also polls: another process may have queued a run
                 self._recover()  # a run whose owner died (another process, another container)

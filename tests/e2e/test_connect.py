@@ -32,7 +32,8 @@ def test_connect_sets_up_a_project_once_and_a_second_run_changes_nothing(
     first = capsys.readouterr().out
     assert "registered the ML backend" in first and f'created the "{QUEUE_VIEW_TITLE}" tab' in first and "connected." in first
     backends, project, views = _state(ls_client, pid)
-    assert [(b["url"].rstrip("/"), b["is_interactive"]) for b in backends] == [(backend.url, True)]
+    # interactive pre-annotation off: the backend does not use an interactive request's context
+    assert [(b["url"].rstrip("/"), b["is_interactive"]) for b in backends] == [(backend.url, False)]
     assert project["sampling"] == "Uncertainty sampling"
     assert project["show_collab_predictions"] is True and project["evaluate_predictions_automatically"] is True
     assert project["min_annotations_to_start_training"] == 0  # Label Studio's own trigger off: the backend counts

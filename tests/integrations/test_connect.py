@@ -1,10 +1,13 @@
-"""integrations.connect: the served model's speed-up shown on this backend's registration in Label Studio."""
+"""integrations.connect: the registration ``connect`` makes, and the served model's speed-up shown on it in Label Studio."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from integrations.connect import show_speedup, title_with_speedup
+import integrations.connect
+from integrations.connect import Access, connect_project, show_speedup, title_with_speedup
 
 
 class FakeLabelStudio:
@@ -57,3 +60,66 @@ def test_only_this_backends_registration_on_the_project_is_retitled() -> None:
         )
     ]
     assert show_speedup(ls, 9, "http://backend:9090", "project9-cd34", speedup) is False  # type: ignore[arg-type]
+
+
+class FakeProjectAPI:
+    """The Label Studio API calls ``connect_project`` makes, over one project held in memory."""
+
+    url = "http://label-studio:8080"
+
+    def __init__(self, backends: list[dict]):
+        self.project = {"id": 7, "title": "fish", "sampling": "Sequential sampling"}
+        self.tables: dict[str, list[dict]] = {"/api/ml": backends, "/api/webhooks": [], "/api/dm/views": []}
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def get_project(self, project_id: int) -> dict:
+        return self.project
+
+    def list_ml_backends(self, project_id: int) -> list[dict]:
+        return self.get("/api/ml")
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return [dict(row) for row in self.tables[path]]
+
+    def post(self, path: str, json: dict) -> dict:
+        self.calls.append(("POST", path, json))
+        table = self.tables.get(path, [])
+        table.append({**json, "id": len(table) + 1})
+        return dict(table[-1])
+
+    def patch(self, path: str, json: dict) -> dict:
+        self.calls.append(("PATCH", path, json))
+        table, _, rid = path.rpartition("/")
+        if table not in self.tables:
+            self.project.update(json)
+            return self.project
+        row = next(r for r in self.tables[table] if str(r["id"]) == rid)
+        row.update(json)
+        return dict(row)
+
+    def ensure_view(self, project_id: int, title: str, ordering: list[str], **kw: Any) -> dict:
+        return self.post("/api/dm/views", json={"project": project_id, "data": {"title": title, "ordering": ordering}})
+
+
+@pytest.mark.parametrize(
+    ("registered", "action"),
+    [
+        ([], "registered the ML backend http://backend:9090 on project 7 (fish) (backend id 1)"),
+        (  # an earlier connect turned it on
+            [{"id": 1, "project": 7, "url": "http://backend:9090", "is_interactive": True}],
+            "the ML backend http://backend:9090 was already registered (backend id 1); "
+            "turned Label Studio's interactive pre-annotation off: this backend does not use it",
+        ),
+        (
+            [{"id": 1, "project": 7, "url": "http://backend:9090/", "is_interactive": False}],
+            "the ML backend http://backend:9090 is already registered on project 7 (fish) (backend id 1)",
+        ),
+    ],
+)
+def test_connect_leaves_interactive_pre_annotation_off(monkeypatch, registered: list[dict], action: str) -> None:
+    monkeypatch.setattr(integrations.connect, "_backend_training_status", lambda *a: None)  # no backend to ask here
+    ls = FakeProjectAPI(registered)
+    report = connect_project(ls, 7, "http://backend:9090", Access())  # type: ignore[arg-type]
+    assert [b["is_interactive"] for b in ls.tables["/api/ml"]] == [False]
+    assert report.actions[0] == action
+    assert not any("interactive" in line for line in report.actions[1:])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 import time
@@ -32,6 +33,12 @@ class FakeHandle:
 
     def outcome(self):
         result = self.runner.results.pop(0) if self.runner.results else "better"
+        if isinstance(result, tuple):  # (outcome, fields of the TrainOutcome to replace)
+            result, fields = result
+            return dataclasses.replace(self._outcome(result), **fields)
+        return self._outcome(result)
+
+    def _outcome(self, result):
         if isinstance(result, Exception):
             raise result
         if result == "skipped":
@@ -149,6 +156,34 @@ def test_a_worse_model_is_kept_but_not_served(make_jobs) -> None:
     assert len(stored) == 1 and stored[0].metrics["new"]["primary"] == 0.2
     status = jobs.status(5)
     assert status["state"] == "idle" and status["last_run"]["promoted"] is False and status["last_run"]["version"] == stored[0].version
+
+
+@pytest.mark.parametrize(
+    ("rule", "judged", "shown"),
+    [
+        ("bootstrap", (0.35, 0.31), {"new": 0.31, "previous": 0.35, "images": 40}),
+        ("too_few_heldout", (0.5, 0.5), {"new": 0.5, "previous": 0.5, "images": 40}),
+        ("labeled_floor", (0.0, 0.6), {"new": 0.0, "previous": 0.0, "images": 40}),  # 0.6 on every labeled image, 0 held out
+        (None, None, None),  # not a detector: no judgement, Ultralytics' figures are the only ones
+    ],
+)
+def test_training_shows_one_heldout_map50_per_model_the_one_promotion_judged(make_jobs, rule, judged, shown) -> None:
+    judgement = {} if rule is None else {"promote": False, "reason": "r", "rule": rule, "heldout": 40, "old": judged[0], "new": judged[1]}
+    ultralytics_new = {"metric": "mAP50-95", "primary": 0.2, "map50_95": 0.2, "map50": 0.52}
+    ultralytics_old = {"metric": "mAP50-95", "primary": 0.4, "map50_95": 0.4, "map50": 0.47}
+    fields = {"judgement": judgement, "metrics_new": ultralytics_new, "metrics_old": ultralytics_old}
+    jobs, _ = make_jobs(FakeRunner([("worse", fields)]))
+    jobs.request(5, "START_TRAINING")
+    assert jobs.idle(60)
+    last = jobs.status(5)["last_run"]
+    assert last.get("heldout_map50") == shown and last["judgement"] == judgement
+    if rule is None:
+        assert (last["metrics_new"], last["metrics_previous"]) == (ultralytics_new, ultralytics_old)
+    else:  # Ultralytics' own held-out mAP50 is not shown beside the judged one
+        assert last["metrics_new"] == {k: v for k, v in ultralytics_new.items() if k != "map50"}
+        assert last["metrics_previous"] == {k: v for k, v in ultralytics_old.items() if k != "map50"}
+    stored = jobs.models.registry(5).list()[0].metrics  # the version keeps every figure (/versions)
+    assert (stored["new"]["map50"], stored["previous"]["map50"]) == (0.52, 0.47)
 
 
 def test_events_during_a_run_coalesce_into_one_follow_up(make_jobs) -> None:
