@@ -12,15 +12,20 @@ from ml_backend.settings import Settings
 
 @pytest.fixture()
 def recorded(monkeypatch):
+    """Fake scoring runs: ``(calls, gate, running)``. Each run sets ``running`` (it has taken its
+    work from the queue and is under way), then waits at ``gate`` before it records its call."""
     calls = []
     gate = threading.Event()
+    running = threading.Event()
 
     def fake_new(client, project_id, tasks, predictor, settings, store):
+        running.set()
         gate.wait(5)
         calls.append(("new", project_id, sorted(t["id"] for t in tasks)))
         return type("P", (), {"scores": tasks})()
 
     def fake_full(client, project_id, predictor, settings, progress=False, retire=()):
+        running.set()
         gate.wait(5)
         calls.append(("full", project_id) + ((tuple(retire),) if retire else ()))
         return type("P", (), {"scores": []})()
@@ -32,7 +37,13 @@ def recorded(monkeypatch):
     monkeypatch.setattr(jobs_mod, "score_new_tasks", fake_new)
     monkeypatch.setattr(jobs_mod, "score_project", fake_full)
     monkeypatch.setattr(jobs_mod, "refresh_labels", fake_labels)
-    return calls, gate
+    return calls, gate, running
+
+
+def held_at_the_gate(jobs: ScoringJobs, running: threading.Event) -> bool:
+    """Whether a run has taken its work and waits at the gate: waits (up to 5 s) for the run to
+    start, then checks the worker is busy (no sleeping: the run cannot finish before the gate opens)."""
+    return running.wait(5) and not jobs.idle()
 
 
 def make(tmp_path, client=object(), **env) -> ScoringJobs:
@@ -41,10 +52,10 @@ def make(tmp_path, client=object(), **env) -> ScoringJobs:
 
 
 def test_new_tasks_coalesce_while_the_worker_is_busy(tmp_path, recorded) -> None:
-    calls, gate = recorded
+    calls, gate, running = recorded
     jobs = make(tmp_path)
     jobs.add_tasks(1, [{"id": 1}])
-    assert not jobs.idle(0.2)  # the first run is held at the gate
+    assert held_at_the_gate(jobs, running)  # the first run has taken task 1 and waits
     jobs.add_tasks(1, [{"id": 2}, {"id": 3}])
     jobs.add_tasks(1, [{"id": 3}, {"no": "id"}])
     gate.set()
@@ -57,7 +68,7 @@ def label(aid: int, project: int = 7) -> dict:
 
 
 def test_labels_trigger_one_full_rescore_every_n(tmp_path, recorded) -> None:
-    calls, gate = recorded
+    calls, gate, _ = recorded
     gate.set()
     jobs = make(tmp_path, RESCORE_MIN_NEW_LABELS="3")
     assert [jobs.add_label_event(label(i)) for i in range(2)] == [1, 2]
@@ -85,7 +96,7 @@ def test_a_failed_rescore_keeps_its_labels_pending(tmp_path, monkeypatch) -> Non
 
 
 def test_without_label_studio_settings_nothing_runs_and_the_worker_survives(tmp_path, recorded) -> None:
-    calls, gate = recorded
+    calls, gate, _ = recorded
     gate.set()
     jobs = make(tmp_path, client=None)
     jobs.add_tasks(1, [{"id": 1}])
@@ -106,10 +117,10 @@ def test_a_failing_run_is_reported_and_the_next_one_runs(tmp_path, monkeypatch) 
 
 
 def test_a_promotion_rescores_the_project_and_retires_the_old_version(tmp_path, recorded) -> None:
-    calls, gate = recorded
+    calls, gate, running = recorded
     jobs = make(tmp_path)
     jobs.add_tasks(3, [{"id": 1}])
-    assert not jobs.idle(0.2)  # held at the gate
+    assert held_at_the_gate(jobs, running)  # the run of task 1 waits at the gate
     jobs.request_full(3, retire=["v1"])
     jobs.request_full(3, retire=["v2", ""])  # coalesces with the first request
     gate.set()
@@ -120,7 +131,7 @@ def test_a_promotion_rescores_the_project_and_retires_the_old_version(tmp_path, 
 def test_work_left_by_a_crash_runs_at_the_next_start(tmp_path, recorded) -> None:
     from ml_backend.jobs.scoring_jobs import ScoringQueue
 
-    calls, gate = recorded
+    calls, gate, _ = recorded
     gate.set()
     left = ScoringQueue(tmp_path / "state.db")  # what a killed process had queued
     left.add_tasks(2, [{"id": 5}, {"id": 6}])
@@ -134,10 +145,10 @@ def test_work_left_by_a_crash_runs_at_the_next_start(tmp_path, recorded) -> None
 
 
 def test_a_task_queued_again_during_its_run_is_scored_again(tmp_path, recorded) -> None:
-    calls, gate = recorded
+    calls, gate, running = recorded
     jobs = make(tmp_path)
     jobs.add_tasks(1, [{"id": 1, "v": "old"}])
-    assert not jobs.idle(0.2)  # the run has taken it and waits at the gate
+    assert held_at_the_gate(jobs, running)  # the run has taken it and waits at the gate
     jobs.add_tasks(1, [{"id": 1, "v": "new"}])
     gate.set()
     assert jobs.idle(60) and calls == [("new", 1, [1]), ("new", 1, [1])]
@@ -168,7 +179,7 @@ def test_a_failed_run_stays_queued_and_is_retried_after_a_back_off(tmp_path, mon
 def test_scores_from_an_older_model_than_the_served_one_are_redone_at_start(tmp_path, recorded) -> None:
     from ml_backend.state import StatePaths, atomic_write
 
-    calls, gate = recorded
+    calls, gate, _ = recorded
     gate.set()
     paths = StatePaths(tmp_path)
     atomic_write(paths.score_file(3), '[{"task": 1, "model_version": "v1"}, {"task": 2, "model_version": "v1"}]')
@@ -181,7 +192,7 @@ def test_scores_from_an_older_model_than_the_served_one_are_redone_at_start(tmp_
 
 
 def test_a_promoted_project_never_scored_is_scored_at_start(tmp_path, recorded) -> None:
-    calls, gate = recorded
+    calls, gate, _ = recorded
     gate.set()
     jobs = make(tmp_path)
     assert jobs.check_served_versions(lambda pid: "v3" if pid == 8 else None, projects=[8, 9]) == [8]
@@ -191,7 +202,7 @@ def test_a_promoted_project_never_scored_is_scored_at_start(tmp_path, recorded) 
 def test_a_label_event_makes_its_tasks_scores_follow_at_once(tmp_path, recorded) -> None:
     """Without waiting for RESCORE_MIN_NEW_LABELS: the labeled tasks' scores are refreshed, once per
     burst, from the work kept in state.db."""
-    calls, gate = recorded
+    calls, gate, _ = recorded
     jobs = make(tmp_path, RESCORE_MIN_NEW_LABELS="100")
     ev = {"action": "ANNOTATION_CREATED", "project": {"id": 7}, "task": {"id": 11}, "annotation": {"id": 1, "task": 11, "updated_at": "t"}}
     jobs.add_label_event(ev)
