@@ -1,8 +1,9 @@
 """Scores into Label Studio: predictions that order the queue, score columns, the queue tab.
 
 * :func:`score_project` scores every task of a project (:func:`ml_backend.scoring.pool.score_tasks`)
-  and replaces this model version's predictions in bulk, switches the project to uncertainty
-  sampling on this version, makes sure the queue tab exists and stores the scores.
+  and replaces this model version's predictions in bulk (:func:`replace_predictions`: new ones in
+  before old ones go), switches the project to uncertainty sampling on this version, makes sure
+  the queue tab exists and stores the scores.
 * :func:`score_new_tasks` scores tasks imported since the last full scoring
   (:func:`ml_backend.scoring.pool.score_stream`) and puts them in the queue without re-ordering
   the rest.
@@ -10,9 +11,29 @@
 The scores are also written into each task's data (``al_priority``, ``al_uncertainty``,
 ``al_diversity``, ``al_difficulty``: :data:`integrations.queue_view.SCORE_COLUMNS`), which the
 Data Manager shows as columns; only tasks whose values changed are updated, and their own data
-is kept. Label Studio 1.23.2's bulk prediction import drops ``cluster``, so up to
+is kept (:func:`write_score_columns`). Label Studio 1.23.2's bulk prediction import drops ``cluster``, so up to
 ``AL_CLUSTER_PUSH_MAX`` predictions are created one request each (four at a time, measured about
 25 per second) to keep it; larger pushes go in bulk, 1,000 per request, without it.
+
+Re-scoring in place: no task is ever without a prediction of the project's current version.
+Label Studio 1.23.2 orders the queue (uncertainty sampling) on the predictions whose
+``model_version`` is the project's ``model_version``
+(``projects/functions/next_task.py:_try_uncertainty_sampling``), and shows only those in the
+labeling screen; it deletes predictions in bulk only by model version
+(``DELETE /api/projects/<id>/model-versions/``, one request) or by task (the Data Manager action,
+every version of those tasks), by id only one request each (``DELETE /api/predictions/<id>``). So
+a re-score of the version the project already uses goes through a staging name
+(:data:`STAGING_SUFFIX`): push the new predictions as ``<version>~staged``, switch the project to
+it, delete ``<version>``, push them again as ``<version>``, switch back, delete the staging name.
+At every moment the project's version has exactly one prediction per task. A re-score with a
+version the project does not use yet (after a retraining, the first scoring) needs no staging:
+push, switch, then retire the old versions. Compared with deleting first, a re-score in place
+costs one more push (bulk: one request per 1,000 tasks) and three more one-request calls; it is
+chosen over alternating two names (half the pushes) because the project's ``model_version`` and
+every prediction's keep naming the served weights, which the tools, tests and users read.
+Crash safety: whatever step a crash interrupts, the project's version still has a prediction on
+every task; the leftovers are predictions of a version the project does not use, which the next
+scoring deletes before it pushes (never the version in use), so duplicates never stay.
 """
 
 from __future__ import annotations
@@ -46,6 +67,116 @@ def push_predictions(client: LabelStudioAPI, project_id: int, predictions: list[
         return "each"
     client.import_predictions(project_id, predictions)
     return "bulk"
+
+
+STAGING_SUFFIX = "~staged"
+"""Appended to the served version for the predictions that hold the queue while a re-score
+replaces the version's own (:func:`replace_predictions`)."""
+
+
+def staging_name(version: str) -> str:
+    """The staging model version of ``version``.
+
+    Example:
+        >>> staging_name("best-1a2b3c")
+        'best-1a2b3c~staged'
+    """
+    return f"{version}{STAGING_SUFFIX}"
+
+
+def published_name(published: str | None, version: str) -> str:
+    """The name under which ``version``'s predictions go now: its staging name while the project
+    uses it (a re-score in place was interrupted), else the version itself.
+
+    Example:
+        >>> published_name("v1~staged", "v1"), published_name("v0", "v1"), published_name(None, "v1")
+        ('v1~staged', 'v1', 'v1')
+    """
+    return published if published == staging_name(version) else version
+
+
+def _named(predictions: Sequence[Mapping[str, Any]], name: str) -> list[dict]:
+    return [{**p, "model_version": name} for p in predictions]
+
+
+def replace_predictions(
+    client: LabelStudioAPI,
+    project_id: int,
+    predictions: list[dict],
+    version: str,
+    settings: Settings,
+    published: str | None,
+    retire: Sequence[str] = (),
+) -> list[str]:
+    """Put ``predictions`` (of model ``version``) in Label Studio as the project's queue order so
+    that no task is ever without a prediction of the project's current ``model_version``; returns
+    the model versions pushed, in order (the staging one first, for a re-score in place).
+
+    ``published`` is the project's ``model_version`` before (what Label Studio orders the queue
+    on now). Only versions the project does not use are ever deleted: first the leftovers of an
+    interrupted scoring under the name about to be pushed (so that no task gets two), then, once
+    the project uses the new predictions, the previous ones, the staging name and ``retire``.
+    """
+    stage = staging_name(version)
+    pushed: list[str] = []
+    if published == version:  # re-score in place: hold the queue with a staged copy
+        client.delete_model_version(project_id, stage)
+        client.import_predictions(project_id, _named(predictions, stage))
+        pushed.append(stage)
+        crash_point("scoring:pushed")
+        client.use_uncertainty_sampling(project_id, stage)
+        client.delete_model_version(project_id, version)
+        push_predictions(client, project_id, predictions, settings)
+        pushed.append(version)
+    else:
+        client.delete_model_version(project_id, version)  # not in use: leftovers of an interrupted scoring
+        push_predictions(client, project_id, predictions, settings)
+        pushed.append(version)
+        crash_point("scoring:pushed")
+    client.use_uncertainty_sampling(project_id, version)
+    stale = [stage] if stage in pushed or published == stage else []
+    for old in retire:
+        if old and old != version:
+            stale.append(old)
+            if published == staging_name(old):
+                stale.append(published)
+    for name in dict.fromkeys(stale):
+        client.delete_model_version(project_id, name)
+    return pushed
+
+
+def write_score_columns(client: LabelStudioAPI, columns: Mapping[int, Mapping[str, Any]], workers: int = 4) -> int:
+    """Write the score columns of ``columns`` (``{task: new data}``, as :func:`score_columns`
+    gives) without overwriting a concurrent edit of the rest of the task's data; returns how many
+    tasks were written.
+
+    Label Studio 1.23.2's ``PATCH /api/tasks/<id>`` replaces ``data`` whole (its
+    ``TaskSimpleSerializer`` is a plain model serializer, with no merge and no conditional write),
+    so each task is read just before its write and only the ``al_*`` keys are merged into what
+    Label Studio holds then; a task deleted meanwhile is skipped, one already up to date is not
+    written. An edit of the task's data that lands between that read and the write (a few
+    milliseconds, not the scoring's minutes) is still lost: Label Studio offers no narrower write.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    ours = set(SCORE_COLUMNS.values())
+
+    def one(item: tuple[int, Mapping[str, Any]]) -> int:
+        tid, data = item
+        new = {k: v for k, v in data.items() if k in ours}
+        try:
+            current = dict(client.get_task(int(tid)).get("data") or {})
+        except LabelStudioError as exc:
+            if exc.status == 404:  # deleted since it was listed
+                return 0
+            raise
+        if all(current.get(k) == v for k, v in new.items()):
+            return 0
+        client.update_task_data({int(tid): {**current, **new}})
+        return 1
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return sum(pool.map(one, columns.items()))
 
 
 def score_columns(tasks: Sequence[Mapping[str, Any]], scores: Sequence[TaskScore], review: set[int] | None = None) -> dict[int, dict]:
@@ -99,10 +230,11 @@ def score_new_tasks(
     pooled = score_stream(tasks, served, predictor, settings, state)
     if not pooled.scores:
         return pooled
-    push_predictions(client, project_id, pooled.predictions, settings)
+    name = published_name(project.get("model_version"), served.model.version)
+    push_predictions(client, project_id, _named(pooled.predictions, name) if name != served.model.version else pooled.predictions, settings)
     columns = score_columns(tasks, pooled.scores)
     if columns:
-        client.update_task_data(columns)
+        write_score_columns(client, columns)
     store.append(project_id, pooled)
     return pooled
 
@@ -182,8 +314,9 @@ def score_project(
     """Score every task of a project and reorder its queue in Label Studio.
 
     Steps: fetch the project and all its tasks; score them (:func:`score_tasks`) with the
-    project's served model; replace this model version's predictions in bulk; switch the project
-    to uncertainty sampling on this version; make sure the "Active learning queue" Data Manager
+    project's served model; replace this model version's predictions in bulk, new ones in before
+    old ones go (:func:`replace_predictions`); switch the project to uncertainty sampling on this
+    version; make sure the "Active learning queue" Data Manager
     tab exists; store the scores for ``GET /scores``.
 
     Args:
@@ -196,13 +329,7 @@ def score_project(
     pooled = score_tasks(tasks, served, predictor, settings, progress=progress)
     version = served.model.version
     if pooled.predictions:
-        client.delete_model_version(project_id, version)
-        push_predictions(client, project_id, pooled.predictions, settings)
-        crash_point("scoring:pushed")
-        client.use_uncertainty_sampling(project_id, version)
-        for old in retire:
-            if old and old != version:
-                client.delete_model_version(project_id, old)
+        replace_predictions(client, project_id, pooled.predictions, version, settings, project.get("model_version"), retire)
         ensure_queue_view(client, project_id)
         if settings.review_only:
             ensure_review_view(client, project_id)
@@ -210,7 +337,7 @@ def score_project(
     review = review_only_tasks(pooled, served_thresholds(predictor, project_id)) if settings.review_only else set()
     columns = score_columns(tasks, pooled.scores, review)
     if columns:
-        client.update_task_data(columns)
+        write_score_columns(client, columns)
     ScoreStore(settings.paths).save(project_id, pooled.scores, pooled)
     for tid, err in pooled.errors.items():
         log.warning("task %s not scored: %s", tid, err)

@@ -192,3 +192,70 @@ def test_imported_tasks_are_scored_as_they_arrive(ls_client, backend, tmp_path) 
         assert 0.0 <= t["data"]["al_priority"] <= 1.0
     assert ls_client.get_project(pid)["sampling"] == "Uncertainty sampling"
     assert ls_client.next_task(pid)["id"] in all_ids
+
+
+def test_a_rescore_keeps_a_prediction_on_every_task_throughout(
+    ls_client, label_studio, pat, detect_weights, queue_project, tmp_path
+) -> None:
+    """Re-scoring the version the project already uses: Label Studio, polled from another thread
+    the whole time, always shows each task exactly one prediction of the project's version."""
+    import threading
+    import time
+
+    from ml_backend.scoring.publish import staging_name
+
+    settings = settings_for(label_studio, pat, detect_weights, tmp_path / "state")
+    predictor = make_predictor(settings)
+    version = score_project(ls_client, queue_project, predictor, settings, progress=False).scores[0].model_version
+    tasks = [int(t["id"]) for t in ls_client.list_tasks(queue_project)]
+    ls_client.patch(f"/api/tasks/{tasks[0]}", json={"data": {**ls_client.get_task(tasks[0])["data"], "note": "kept"}})
+
+    class SlowPushes:  # a push of 2,000 tasks takes a while: make each one last long enough to be seen
+        def __init__(self, client) -> None:  # noqa: ANN001
+            self.client = client
+
+        def __getattr__(self, name: str):  # noqa: ANN204
+            real = getattr(self.client, name)
+            if name not in ("import_predictions", "create_predictions"):
+                return real
+
+            def slow(*a, **k):  # noqa: ANN002, ANN003, ANN202
+                time.sleep(1.5)
+                return real(*a, **k)
+
+            return slow
+
+    done = threading.Event()
+    problems: list[str] = []
+    seen: set[str] = set()
+    polls = 0
+
+    def poll() -> None:
+        nonlocal polls
+        while not done.is_set():
+            before = ls_client.get_project(queue_project)["model_version"]
+            preds = ls_client.get("/api/predictions", params={"project": queue_project})
+            after = ls_client.get_project(queue_project)["model_version"]
+            polls += 1
+            seen.add(before)
+            for t in tasks:
+                ours = [p["model_version"] for p in preds if p["task"] == t and p["model_version"] in (version, staging_name(version))]
+                if not ours:
+                    problems.append(f"task {t} without a prediction of ours: {ours} (project on {before})")
+                if before == after and ours.count(before) != 1:
+                    problems.append(f"task {t}: {ours.count(before)} predictions of the project's version {before}")
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        score_project(SlowPushes(ls_client), queue_project, predictor, settings, progress=False)  # type: ignore[arg-type]
+        time.sleep(0.5)
+    finally:
+        done.set()
+        poller.join(30)
+    assert polls >= 5 and not problems, (polls, problems[:5])
+    assert staging_name(version) in seen  # the queue was held by the staged copy while the version's own were replaced
+    assert ls_client.get_project(queue_project)["model_version"] == version
+    assert all([p["model_version"] for p in ls_client.task_predictions(t)] == [version] for t in tasks)
+    first = ls_client.get_task(tasks[0])["data"]
+    assert first["note"] == "kept" and "al_priority" in first
