@@ -291,7 +291,7 @@ def test_a_pluggable_embedder_replaces_the_model_features(tmp_path, tiny_weights
     predictor = Predictor(s, make_holder(s), make_fetcher(s, "", ""))
     red = np.zeros((40, 50, 3), np.uint8)
     red[..., 0] = 200
-    predictor._load = lambda task, target: red  # type: ignore[method-assign]
+    predictor._load = lambda task, target, fetcher: red  # type: ignore[method-assign]
     served = predictor.serve(CFG.replace('"a"', '"circle"').replace('"b"', '"square"'))
     out = list(predictor.run([{"id": 1}], served, with_scores=True))
     assert out[0].embedding.tolist() == [200.0, 0.0, 0.0]
