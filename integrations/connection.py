@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 from typing import Any
 
@@ -81,3 +82,21 @@ def webhook_headers(webhook_secret: str = "", basic_auth: tuple[str, str] | None
         pair = f"{basic_auth[0]}:{basic_auth[1]}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
     return headers
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine (``127.0.0.0/8``, ``::1``, ``localhost``).
+
+    A host name other than ``localhost`` counts as beyond loopback: it may resolve anywhere.
+
+    Example:
+        >>> [is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "0.0.0.0", "::", "10.0.0.5", "backend")]
+        [True, True, True, True, False, False, False, False]
+    """
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

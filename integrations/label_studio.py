@@ -26,9 +26,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import requests
 
+from integrations.connection import is_loopback
 from integrations.secrets import scrub
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,24 @@ def _jwt_payload(token: str) -> dict:
     return payload if isinstance(payload, dict) else {}
 
 
+def api_session(url: str, ca_bundle: str = "") -> requests.Session:
+    """A session for the Label Studio at ``url``: through the environment's proxy (``HTTPS_PROXY``,
+    ``HTTP_PROXY``, ``NO_PROXY``, as any client on a corporate network) unless ``url`` is on this
+    machine (a proxy cannot reach our loopback), trusting ``ca_bundle``'s certificate authorities when
+    given (``LABEL_STUDIO_CA_BUNDLE``), else the system's or ``REQUESTS_CA_BUNDLE``'s.
+
+    Example:
+        >>> s = api_session("https://ls.corp.example", "/etc/ssl/private-ca.pem")
+        >>> s.verify, s.trust_env, api_session("http://127.0.0.1:8080").trust_env
+        ('/etc/ssl/private-ca.pem', True, False)
+    """
+    session = requests.Session()
+    session.trust_env = not is_loopback(urlsplit(url).hostname or "")
+    if ca_bundle:
+        session.verify = ca_bundle
+    return session
+
+
 class LabelStudioAuth:
     """Produces the ``Authorization`` header for Label Studio, refreshing PAT access tokens.
 
@@ -121,14 +141,22 @@ class LabelStudioAuth:
         url: Label Studio base URL.
         api_key: personal access token or legacy token.
         timeout: seconds for the token exchange.
+        session: the session the exchange goes through (default: :func:`api_session`).
     """
 
     REFRESH_MARGIN_S = 30.0
 
     def __init__(
-        self, url: str, api_key: str, timeout: float = 10.0, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep
+        self,
+        url: str,
+        api_key: str,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
     ):
         self.url = url.rstrip("/")
+        self.session = session or api_session(self.url)
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
         self._key = api_key
@@ -160,7 +188,7 @@ class LabelStudioAuth:
         # Exchanging the token changes nothing in Label Studio: safe to repeat while it is down.
         for k in range(self.retry.attempts):
             try:
-                resp = requests.post(f"{self.url}/api/token/refresh/", json={"refresh": self._key}, timeout=self.timeout)
+                resp = self.session.post(f"{self.url}/api/token/refresh/", json={"refresh": self._key}, timeout=self.timeout)
             except requests.RequestException as exc:
                 if k + 1 < self.retry.attempts:
                     self.sleep(self.retry.delay(k))
@@ -232,20 +260,27 @@ class LabelStudioClient:
         url: Label Studio base URL, e.g. ``http://localhost:8080``.
         api_key: personal access token or legacy token.
         timeout: seconds per request.
+        ca_bundle: a PEM file of the certificate authorities to trust (``LABEL_STUDIO_CA_BUNDLE``);
+            empty: the system's. Proxies come from the environment (:func:`api_session`).
     """
 
     def __init__(
-        self, url: str, api_key: str, timeout: float = 30.0, retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep
+        self,
+        url: str,
+        api_key: str,
+        timeout: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+        ca_bundle: str = "",
     ):
         if not url:
             raise LabelStudioError("LABEL_STUDIO_URL is not set")
         self.url = url.rstrip("/")
-        self.auth = LabelStudioAuth(self.url, api_key, retry=retry, sleep=sleep)
+        self.session = api_session(self.url, ca_bundle)
+        self.auth = LabelStudioAuth(self.url, api_key, retry=retry, sleep=sleep, session=self.session)
         self.timeout = timeout
         self.retry = retry
         self.sleep = sleep
-        self.session = requests.Session()
-        self.session.trust_env = False
 
     # -- transport ------------------------------------------------------------------------
     def request(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -20,28 +20,12 @@ Example:
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
+from integrations.connection import is_loopback
 from ml_backend.settings import Settings
 
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine (``127.0.0.0/8``, ``::1``, ``localhost``).
-
-    A host name other than ``localhost`` counts as beyond loopback: it may resolve anywhere.
-
-    Example:
-        >>> [is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "0.0.0.0", "::", "10.0.0.5", "backend")]
-        [True, True, True, True, False, False, False, False]
-    """
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+__all__ = ["Exposure", "is_loopback"]
 
 
 @dataclass(frozen=True)

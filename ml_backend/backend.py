@@ -24,10 +24,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from integrations.label_studio import LabelStudioClient
 from ml_backend import log_redaction
 from ml_backend.inference.model import ModelHolder
-from ml_backend.inference.predictor import Predictor, make_fetcher, make_holder
+from ml_backend.inference.predictor import Predictor, label_studio_client, make_fetcher, make_holder
 from ml_backend.inference.served_models import ServedModels
 from ml_backend.jobs.runners import Runner
 from ml_backend.jobs.scoring_jobs import ScoringJobs
@@ -53,13 +52,6 @@ def check_model_dir(folder: Path) -> None:
         raise SettingsError(
             f"MODEL_DIR={folder} is not writable ({exc.strerror or exc}): point it at a folder (volume) this user can write"
         ) from None
-
-
-def label_studio_client(settings: Settings) -> LabelStudioClient | None:
-    """A Label Studio client for ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY`` (None when either is missing)."""
-    if not settings.label_studio_url or not settings.label_studio_api_key:
-        return None
-    return LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
 
 
 @dataclass

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from integrations.connect import Access, connect_project, speedup_line
 from integrations.label_studio import LabelStudioClient, LabelStudioError
-from ml_backend.backend import build_backend, check_model_dir, label_studio_client
+from ml_backend.backend import build_backend, check_model_dir
 from ml_backend.inference.label_config import LabelConfigError
 from ml_backend.inference.model import ModelUnavailableError
+from ml_backend.inference.predictor import label_studio_client
 from ml_backend.inference.versions import speedup_of
 from ml_backend.log_redaction import setup_logging
 from ml_backend.settings import Settings, SettingsError

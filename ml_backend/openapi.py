@@ -106,6 +106,11 @@ _SCHEMAS: dict[str, Any] = {
                 "additionalProperties": {"type": "string"},
                 "description": "per project (as of its last /setup): which labels are pre-annotated, and when the rest are learned",
             },
+            "warnings": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "what an operator should fix: serving beyond loopback without authentication (ALLOW_UNAUTHENTICATED=on)",
+            },
         },
     },
     "Task": {

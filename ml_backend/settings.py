@@ -182,6 +182,12 @@ def _port(raw: str) -> int:
     return value
 
 
+def _ca_bundle(raw: str) -> str:
+    if raw and not Path(raw).expanduser().is_file():
+        raise ValueError("no such file: give the path of a PEM file holding the certificate authorities")
+    return str(Path(raw).expanduser()) if raw else ""
+
+
 def _model_path(raw: str) -> str:
     if not raw:
         raise ValueError("it is empty: set it to a .pt/.onnx file or an Ultralytics name such as yolo11n.pt")
@@ -236,6 +242,15 @@ class Settings:
         "Label Studio personal access token (a JWT refresh token, the 1.23 default) or legacy token. Sent only to `LABEL_STUDIO_URL`; never logged.",
         local=True,
         secret=True,
+    )
+    label_studio_ca_bundle: str = setting(
+        "",
+        _ca_bundle,
+        "empty or the path of a PEM file",
+        "A PEM file of the certificate authorities that sign `LABEL_STUDIO_URL`'s certificate (a private CA or a self-signed "
+        "Label Studio), for its API and its images. Empty: the system's (or `REQUESTS_CA_BUNDLE`'s). API calls also honour "
+        "`HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`; image downloads never go through a proxy (docs/connecting.md).",
+        local=True,
     )
     model_path: str = setting(
         "yolo11n.pt",
@@ -345,6 +360,33 @@ class Settings:
         _positive_int,
         "a positive number of pixels",
         "Largest decoded image accepted, in pixels (decompression-bomb guard).",
+        local=True,
+    )
+    image_cache_max_mb: int = setting(
+        "10240",
+        _non_negative_int,
+        "an integer >= 0 (0: no limit)",
+        "Most MiB the image cache (`MODEL_DIR/cache/images`) may hold (default 10 GiB); past it the least recently used images "
+        "are deleted, down to 90% of it (they are downloaded again when needed). Scoring and training read every image of a "
+        "project, so a cache smaller than your projects' images downloads them again each round. 0: no limit (docs/images.md).",
+        local=True,
+    )
+    output_cache_mb: int = setting(
+        "256",
+        _non_negative_int,
+        "an integer >= 0 (0: nothing kept)",
+        "Most MiB of memory the model's per-task outputs may take between scorings (least recently used dropped first), so a "
+        "re-score after label changes alone reruns only the queue order, not the model (docs/queue.md). 0: every re-score runs the model.",
+        local=True,
+    )
+    versions_keep: int | None = setting(
+        "3",
+        _optional(_non_negative_int),
+        "an integer >= 0, or empty to keep all",
+        "How many trained model versions that were never served (promotion kept them back) keep their weights, per project: "
+        "the newest ones. After each training run the weights of older ones are deleted; their record and metrics stay in "
+        "`/versions`. Versions ever served, among them the served one and the one before it, always keep theirs. Empty: keep "
+        "every version's weights (docs/retraining.md).",
         local=True,
     )
     log_level: str = setting(

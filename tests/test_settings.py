@@ -17,6 +17,7 @@ def test_defaults() -> None:
     assert s.train_warmup_epochs == 0.0  # no warm-up: the study's recipe (docs/retraining.md)
     assert Settings.from_env({"TRAIN_WARMUP_EPOCHS": ""}).train_warmup_epochs is None  # empty: Ultralytics' own warm-up
     assert s.promotion_min_heldout == 30  # the server loop's evidence (docs/study.md): under 30 held-out images, serve the newer model
+    assert (s.image_cache_max_mb, s.versions_keep) == (10240, 3)  # a bounded disk by default (docs/images.md, docs/retraining.md)
 
 
 # A value other than the default for every setting.
@@ -35,6 +36,8 @@ EVERY_SETTING = {
     "IMAGE_TIMEOUT": "3",
     "MAX_IMAGE_BYTES": "1000",
     "MAX_IMAGE_PIXELS": "2000",
+    "IMAGE_CACHE_MAX_MB": "0",
+    "VERSIONS_KEEP": "",
     "LOG_LEVEL": "debug",
     "AL_STRATEGY": "Uncertainty",
     "UNCERTAINTY_MEASURE": "margin",
@@ -79,8 +82,10 @@ EVERY_SETTING = {
     "REDIS_URL": "redis://redis:6379/0",
     "TRAIN_QUEUE": "gpu-box",
     "WEBHOOK_SECRET": " hook-1 ",
+    "OUTPUT_CACHE_MB": "64",
     "HOST": "0.0.0.0",
     "PORT": "9191",
+    "LABEL_STUDIO_CA_BUNDLE": __file__,  # any file: the setting only checks that it exists
     "ALLOW_UNAUTHENTICATED": "on",
 }
 
@@ -94,6 +99,7 @@ def test_reads_every_value() -> None:
     assert s.ultralytics_device == "cpu"
     assert s.allowed_hosts == ("images.local", "10.0.0.0/8")
     assert (s.imgsz, s.predict_batch, s.max_image_bytes, s.max_image_pixels) == (320, 4, 1000, 2000)
+    assert (s.image_cache_max_mb, s.versions_keep) == (0, None)  # no limit, keep every version
     assert s.log_level == "DEBUG"
     assert (s.rescore_min_new_labels, s.embedder, s.al_cluster_push_max) == (5, "my_pkg.embed:images", 0)
     assert (s.al_strategy, s.uncertainty_measure, s.uncertainty_aggregation) == ("uncertainty", "margin", "sum")
@@ -169,6 +175,8 @@ def test_api_key_is_not_in_repr() -> None:
         ({"TRAIN_EPOCHS": "-1"}, "TRAIN_EPOCHS"),
         ({"ANNOTATION_COSTS": "draw=quick"}, "ANNOTATION_COSTS"),
         ({"ANNOTATION_COSTS": "paint=3"}, "name one of"),
+        ({"IMAGE_CACHE_MAX_MB": "-1"}, "IMAGE_CACHE_MAX_MB"),
+        ({"VERSIONS_KEEP": "all"}, "VERSIONS_KEEP"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict, fragment: str) -> None:

@@ -43,8 +43,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
+from ml_backend.inference.image_cache import ImageCache
 from ml_backend.inference.pinned_connect import mount_pinned, pinned
-from ml_backend.state import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +231,16 @@ class ImageFetcher:
     Args:
         policy: URL rules.
         cache_dir: folder for downloaded bytes (content kept by source URI).
+        cache_max_bytes: the most bytes ``cache_dir`` may hold, least recently used files
+            deleted first (``IMAGE_CACHE_MAX_MB``, :class:`~ml_backend.inference.image_cache.ImageCache`); 0: no limit.
         auth_headers: returns the headers that authenticate to Label Studio (called per request,
             so refreshed access tokens are used); ``None`` for no credentials.
         timeout: seconds per download.
         max_bytes: largest accepted download.
         max_pixels: largest accepted decoded image.
         session: a ``requests.Session`` (injectable).
+        ca_bundle: a PEM file of certificate authorities trusted for Label Studio's own host
+            (``LABEL_STUDIO_CA_BUNDLE``); other hosts are checked against the system's.
     """
 
     def __init__(
@@ -248,15 +252,21 @@ class ImageFetcher:
         max_bytes: int = 50 * 1024 * 1024,
         max_pixels: int = 100_000_000,
         session: requests.Session | None = None,
+        ca_bundle: str = "",
+        cache_max_bytes: int = 0,
     ):
+        self.ca_bundle = ca_bundle
         self.policy = policy
         self.cache_dir = Path(cache_dir)
+        self.cache = ImageCache(self.cache_dir, cache_max_bytes)
         self.auth_headers = auth_headers
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.session = session or requests.Session()
-        self.session.trust_env = False  # never route task URLs through a proxy from the environment
+        # Never through a proxy from the environment: the URL policy checks the address each download
+        # connects to (no private, loopback or metadata addresses), which a proxy would hide.
+        self.session.trust_env = False
         if isinstance(self.session, requests.Session):
             mount_pinned(self.session)  # connect to the addresses UrlPolicy.check checked
 
@@ -291,13 +301,16 @@ class ImageFetcher:
 
     # -- download -------------------------------------------------------------------------
     def fetch_bytes(self, uri: str, task_id: int | None = None) -> bytes:
-        """The image file's bytes, from the cache or downloaded (and then cached)."""
+        """The image file's bytes, from the cache or downloaded (and then cached).
+
+        A file pruned from the cache meanwhile (by this or another process) is downloaded again.
+        """
         key = cache_key(uri)
-        path = self.cache_dir / key[:2] / key
-        if path.is_file():
-            return path.read_bytes()
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
         data = self._download(self.resolve(uri, task_id))
-        atomic_write(path, data, fsync=False)  # a cache: a lost file is downloaded again
+        self.cache.put(key, data)
         return data
 
     def _download(self, url: str) -> bytes:
@@ -306,7 +319,9 @@ class ImageFetcher:
             headers = dict(self.auth_headers() or {}) if (self.auth_headers and self.policy.is_label_studio(url)) else {}
             try:
                 with pinned(url, addresses):
-                    resp = self.session.get(url, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False)
+                    # Label Studio's own host: its CA bundle when one is set (LABEL_STUDIO_CA_BUNDLE); else the session's.
+                    verify: bool | str | None = self.ca_bundle if self.ca_bundle and self.policy.is_label_studio(url) else None
+                    resp = self.session.get(url, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False, verify=verify)
             except requests.RequestException as exc:
                 raise ImageError(f"could not download {_redact(url)}: {type(exc).__name__}") from None
             with resp:

@@ -21,13 +21,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from integrations.label_studio import LabelStudioAuth
+from integrations.label_studio import LabelStudioAuth, LabelStudioClient, api_session
 from ml_backend.al.uncertainty import tta_disagreement
 from ml_backend.inference.display import Display, default_display
 from ml_backend.inference.images import ImageError, ImageFetcher, UrlPolicy
 from ml_backend.inference.label_config import Coverage, LabelConfigError, Target, build_label_map, coverage, proposal_label, select_target
 from ml_backend.inference.ls_results import to_ls_results
 from ml_backend.inference.model import ImagePrediction, LoadedModel, ModelHolder
+from ml_backend.inference.output_cache import OutputCache
 from ml_backend.inference.served_models import ServedModels
 from ml_backend.settings import Settings
 
@@ -107,9 +108,18 @@ class Predictor:
         holder: the base model (``MODEL_PATH``).
         fetcher: where images come from (an :class:`ImageFetcher`, or anything with its ``load``).
         models: per-project models (default: the base model for every project).
+        output_cache_bytes: memory for the model outputs kept between scorings (:meth:`run` with ``cache``);
+            default ``OUTPUT_CACHE_MB``.
     """
 
-    def __init__(self, settings: Settings, holder: ModelHolder, fetcher: ImageSource, models: ServedModels | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        holder: ModelHolder,
+        fetcher: ImageSource,
+        models: ServedModels | None = None,
+        output_cache_bytes: int | None = None,
+    ):
         self.settings = settings
         self.holder = holder
         self.models = models or ServedModels(holder)
@@ -117,6 +127,8 @@ class Predictor:
         self.project_fetchers: dict[int, ImageSource] = {}  # a project whose Label Studio told /setup where it is
         self.embedder = load_embedder(settings.embedder) if settings.embedder else None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="image-fetch")
+        limit = settings.output_cache_mb * 2**20 if output_cache_bytes is None else output_cache_bytes
+        self.outputs = OutputCache(limit)  # the model's outputs of earlier scorings
 
     def serve(self, label_config: str, wait: float | None = None, project: int | None = None) -> Served:
         """Check that the model can serve ``label_config``.
@@ -188,7 +200,13 @@ class Predictor:
         return out
 
     def run(
-        self, tasks: Sequence[Mapping[str, Any]], served: Served, with_scores: bool = False, conf: float | None = None, tta: bool = False
+        self,
+        tasks: Sequence[Mapping[str, Any]],
+        served: Served,
+        with_scores: bool = False,
+        conf: float | None = None,
+        tta: bool = False,
+        cache: bool = False,
     ) -> Iterator[ImagePrediction | str]:
         """Model output (or an error message) per task, in task order.
 
@@ -201,9 +219,42 @@ class Predictor:
             conf: lowest confidence kept (default: the lowest that ``served.display`` shows).
             tta: also run the model on each image's mirror image and set ``tta_disagreement``
                 (:func:`ml_backend.al.uncertainty.tta_disagreement`): a second pass.
+            cache: reuse the outputs kept in :attr:`outputs` by an earlier call with the same
+                model version, task id, image URI, ``conf``, ``tta`` and ``IMGSZ`` (no image is
+                read, no model runs for those tasks), and keep the new ones (not the failures).
         """
-        size = self.settings.predict_batch
         conf = served.display.lowest if conf is None else conf
+        if not cache:
+            yield from self._run(tasks, served, with_scores, conf, tta)
+            return
+        keys = [self._output_key(task, served, with_scores, conf, tta) for task in tasks]
+        hits = [self.outputs.get(key) if key is not None else None for key in keys]  # taken now: later puts may evict
+        missed = self._run([task for task, hit in zip(tasks, hits) if hit is None], served, with_scores, conf, tta)
+        for key, hit in zip(keys, hits):
+            if hit is not None:
+                yield hit
+                continue
+            pred = next(missed)
+            if key is not None and not isinstance(pred, str):
+                self.outputs.put(key, pred)
+            yield pred
+
+    def _output_key(self, task: Mapping[str, Any], served: Served, with_scores: bool, conf: float, tta: bool) -> tuple | None:
+        """What decides the model's output for ``task`` (None: a task without an id or image, not kept)."""
+        task_id = _task_id(task)
+        try:
+            uri = task_image_uri(task, served.target.value_key)
+        except ImageError:
+            return None
+        if task_id is None:
+            return None
+        model = served.model
+        return (model.version, served.project, served.proposals, task_id, uri, float(conf), tta, with_scores, self.settings.imgsz)
+
+    def _run(
+        self, tasks: Sequence[Mapping[str, Any]], served: Served, with_scores: bool, conf: float, tta: bool
+    ) -> Iterator[ImagePrediction | str]:
+        size = self.settings.predict_batch
         chunks = [list(range(i, min(i + size, len(tasks)))) for i in range(0, len(tasks), size)]
         fetcher = self.fetcher_for(served.project)
         pending = [self._pool.submit(self._load, tasks[i], served.target, fetcher) for i in chunks[0]] if chunks else []
@@ -289,9 +340,17 @@ def load_embedder(path: str) -> Callable[[list[np.ndarray]], np.ndarray]:
     return fn
 
 
+def label_studio_client(settings: Settings) -> LabelStudioClient | None:
+    """A Label Studio client for ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY`` (None when either is missing)."""
+    if not settings.label_studio_url or not settings.label_studio_api_key:
+        return None
+    return LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key, ca_bundle=settings.label_studio_ca_bundle)
+
+
 def make_fetcher(settings: Settings, ls_url: str, api_key: str) -> ImageFetcher:
     """An image fetcher that authenticates to ``ls_url`` (only) with ``api_key``."""
-    auth = LabelStudioAuth(ls_url, api_key) if ls_url and api_key else None
+    ca_bundle = settings.label_studio_ca_bundle
+    auth = LabelStudioAuth(ls_url, api_key, session=api_session(ls_url, ca_bundle)) if ls_url and api_key else None
     return ImageFetcher(
         UrlPolicy(label_studio_url=ls_url, allowed_hosts=settings.allowed_hosts),
         cache_dir=settings.paths.image_cache,
@@ -299,6 +358,8 @@ def make_fetcher(settings: Settings, ls_url: str, api_key: str) -> ImageFetcher:
         timeout=settings.image_timeout,
         max_bytes=settings.max_image_bytes,
         max_pixels=settings.max_image_pixels,
+        ca_bundle=ca_bundle,
+        cache_max_bytes=settings.image_cache_max_mb * 2**20,
     )
 
 
@@ -318,4 +379,14 @@ def _task_id(task: Any) -> Any:
     return task.get("id") if isinstance(task, Mapping) else None
 
 
-__all__ = ["BadRequest", "Check", "LabelConfigError", "Predictor", "make_fetcher", "make_holder", "make_predictor", "task_image_uri"]
+__all__ = [
+    "BadRequest",
+    "Check",
+    "LabelConfigError",
+    "Predictor",
+    "label_studio_client",
+    "make_fetcher",
+    "make_holder",
+    "make_predictor",
+    "task_image_uri",
+]

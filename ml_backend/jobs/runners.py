@@ -75,12 +75,11 @@ def _last_line(text: str) -> str:
 
 def run_request(req: TrainRequest, settings: Settings, progress: Any) -> TrainOutcome:
     """Train with a Label Studio client and image fetcher made from ``settings``."""
-    from integrations.label_studio import LabelStudioClient
-    from ml_backend.inference.predictor import make_fetcher
+    from ml_backend.inference.predictor import label_studio_client, make_fetcher
 
-    if not settings.label_studio_url or not settings.label_studio_api_key:
+    client = label_studio_client(settings)
+    if client is None:
         raise TrainingError("training reads the labels from Label Studio: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
-    client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
     fetcher = make_fetcher(settings, settings.label_studio_url, settings.label_studio_api_key)
     return train_project(req, settings, client, fetcher.load, progress)
 

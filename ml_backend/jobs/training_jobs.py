@@ -16,7 +16,8 @@ Webhook handlers only call :meth:`TrainingJobs.on_label_event` or :meth:`Trainin
 4. **Promote.** Every trained model is stored with its metrics and lineage
    (:class:`ml_backend.inference.versions.ModelRegistry`); it is served only if :func:`ml_backend.training.run.decide`
    says so. The pointer switch is atomic and the new weights are loaded before they are served.
-   Then ``on_promoted`` re-scores the pool and reorders the queue.
+   Then ``on_promoted`` re-scores the pool and reorders the queue, and the weights of versions
+   never served beyond the ``VERSIONS_KEEP`` newest are deleted (their records stay).
 
 State (idle / queued / training / failed, progress, last outcome) lives in SQLite next to the
 label events, so ``GET /training`` survives restarts. A run interrupted by a restart is queued
@@ -520,4 +521,19 @@ class TrainingJobs:
                 self.on_promoted(project_id, info.version, outcome.base_version)
         else:
             log.info("project %s: %s stored, not served (%s)", project_id, info.version, outcome.decision)
+        self._prune_versions(project_id)
         return last
+
+    def _prune_versions(self, project_id: int) -> None:
+        """Delete the weights of the project's versions never served beyond the ``VERSIONS_KEEP`` newest
+        (:meth:`ml_backend.inference.versions.ModelRegistry.prune`); a failure is logged, never fails the run."""
+        try:
+            pruned = self.models.registry(project_id).prune(self.settings.versions_keep)
+        except OSError as exc:
+            log.warning("project %s: could not prune old model versions: %s", project_id, exc)
+            return
+        if pruned:
+            log.info(
+                "project %s: deleted the weights of %d never-served version(s) (VERSIONS_KEEP=%s): %s",
+                project_id, len(pruned), self.settings.versions_keep, ", ".join(pruned),
+            )  # fmt: skip

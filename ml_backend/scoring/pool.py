@@ -202,10 +202,13 @@ class Observed:
 def observe(
     tasks: Sequence[Mapping[str, Any]], served: Served, predictor: Predictor, settings: Settings, progress: bool = False
 ) -> Observed:
-    """Run the model over ``tasks`` (scores and embeddings on), one row per task that did not fail."""
+    """Run the model over ``tasks`` (scores and embeddings on), one row per task that did not fail.
+
+    The model's outputs are kept by the predictor (:class:`ml_backend.inference.output_cache.OutputCache`):
+    tasks the same model version already saw with the same image are not run again."""
     n_classes = len(served.model.names)
     conf = min(settings.candidate_threshold, served.display.lowest)
-    iterator = predictor.run(tasks, served, with_scores=True, conf=conf, tta=settings.uncertainty_measure == "tta")
+    iterator = predictor.run(tasks, served, with_scores=True, conf=conf, tta=settings.uncertainty_measure == "tta", cache=True)
     if progress:
         from tqdm import tqdm
 

@@ -243,6 +243,28 @@ def test_downloads_are_cached_by_source_uri(tmp_path) -> None:
     assert not list((tmp_path / "cache").rglob(".tmp-*"))
 
 
+def test_an_image_pruned_from_the_cache_is_downloaded_again(tmp_path) -> None:
+    url = "https://images.example.com/a.jpg"
+    s = FakeSession({url: FakeResponse(200, jpeg_bytes())})
+    f = fetcher(tmp_path, s)
+    first = f.fetch_bytes(url)
+    for path in (tmp_path / "cache").rglob("*"):  # another process pruned it
+        if path.is_file():
+            path.unlink()
+    assert f.fetch_bytes(url) == first and len(s.calls) == 2
+
+
+@pytest.mark.parametrize(("limit", "cached"), [(0, 6), (3 * len(jpeg_bytes()), 2)])  # 0: no limit
+def test_the_fetcher_keeps_its_cache_under_the_limit(tmp_path, limit: int, cached: int) -> None:
+    urls = [f"https://images.example.com/{i}.jpg" for i in range(6)]
+    s = FakeSession({u: FakeResponse(200, jpeg_bytes()) for u in urls})
+    f = ImageFetcher(policy(), cache_dir=tmp_path / "cache", session=s, cache_max_bytes=limit)
+    for u in urls:
+        f.fetch_bytes(u)
+    assert len([p for p in (tmp_path / "cache").rglob("*") if p.is_file() and not p.name.startswith(".")]) == cached
+    assert f.fetch_bytes(urls[-1]) and len(s.calls) == 6  # the newest stays cached
+
+
 @pytest.mark.parametrize(("orientation", "shape"), [(None, (6, 8, 3)), (1, (6, 8, 3)), (6, (8, 6, 3)), (8, (8, 6, 3)), (3, (6, 8, 3))])
 def test_exif_orientation_is_applied(orientation, shape) -> None:
     assert decode_image(jpeg_bytes(exif_orientation=orientation)).shape == shape

@@ -64,3 +64,95 @@ def test_leftovers_and_damage_are_ignored(tmp_path) -> None:
         reg.promote("broken-123")
     (tmp_path / "models" / "current").write_text("no-such-version")
     assert reg.current() is None
+
+
+def registry_with_history(tmp_path, served: list[int], count: int = 6) -> tuple[ModelRegistry, list[str]]:
+    """``count`` versions, v0 the oldest, each trained from the base model, and those in ``served``
+    promoted in that order."""
+    reg = ModelRegistry(tmp_path / "models")
+    names = [reg.add(weights(tmp_path, "best.pt", bytes([i]) * 8), parent="base", metrics={"map50": i / 10}).version for i in range(count)]
+    for i in served:
+        reg.promote(names[i])
+    return reg, names
+
+
+@pytest.mark.parametrize(
+    ("keep", "pruned"),
+    [
+        (None, []),  # empty VERSIONS_KEEP: every version keeps its weights
+        (0, [0, 2, 4, 5]),  # every never-served version, oldest first
+        (1, [0, 2, 4]),  # the newest never-served one stays
+        (3, [0]),
+        (10, []),
+    ],
+)
+def test_prune_drops_the_oldest_never_served_weights_and_keeps_every_record(tmp_path, keep, pruned: list[int]) -> None:
+    reg, names = registry_with_history(tmp_path, served=[1, 3])  # v3 served, v1 before it (what a rollback goes to)
+    assert reg.prune(keep) == [names[i] for i in pruned]
+    assert [v.version for v in reg.list()] == names  # every record stays: /versions keeps its history and metrics
+    for i, name in enumerate(names):
+        info = reg.get(name)
+        assert (info.pruned is not None) is (i in pruned)
+        assert info.weights.is_file() is (i not in pruned)
+        if i in pruned:
+            assert [p.name for p in info.weights.parent.iterdir()] == ["meta.json"]
+            assert (info.parent, info.metrics) == ("base", {"map50": i / 10})  # lineage and metrics kept
+    assert reg.current().version == names[3] and reg.previous() == names[1]
+    assert reg.prune(keep) == []  # pruning again changes nothing
+
+
+@pytest.mark.parametrize(
+    ("served", "previous"),
+    [
+        ([], None),
+        ([0], "base"),  # the first promoted version: a rollback goes to the base model it was trained from
+        ([0, 1], 0),
+        ([0, 2, 0], 2),  # rolled back to v0: v2 is the one before
+        ([0, 2, 2], 0),  # promoted twice in a row: still v0 before it
+    ],
+)
+def test_previous_is_the_version_served_before_the_current_one(tmp_path, served: list[int], previous) -> None:
+    reg, names = registry_with_history(tmp_path, served=served, count=3)
+    assert reg.previous() == (names[previous] if isinstance(previous, int) else previous)
+
+
+@pytest.mark.parametrize("keep", [0, 1, 3])
+def test_the_served_and_the_previous_version_are_kept_whatever_the_setting(tmp_path, keep: int) -> None:
+    reg, names = registry_with_history(tmp_path, served=[4, 5])
+    reg.prune(keep)
+    assert reg.get(names[5]).weights.is_file() and reg.get(names[4]).weights.is_file()
+    assert reg.current().version == names[5]
+
+
+def test_a_registry_from_before_the_served_log_keeps_what_was_served(tmp_path) -> None:
+    """Versions promoted before the served log existed: the pointer and the lineage (each version
+    was trained from the model served then) say which were served."""
+    reg = ModelRegistry(tmp_path / "models")
+    a = reg.add(weights(tmp_path, "best.pt", b"a"), parent="base")
+    b = reg.add(weights(tmp_path, "best.pt", b"b"), parent=a.version)
+    lost = reg.add(weights(tmp_path, "best.pt", b"c"), parent=b.version)  # kept back by promotion
+    d = reg.add(weights(tmp_path, "best.pt", b"d"), parent=b.version)
+    (tmp_path / "models" / "current").write_text(d.version)  # no served log
+    assert reg.previous() == b.version
+    assert reg.prune(0) == [lost.version]
+    assert all(reg.get(v.version).weights.is_file() for v in (a, b, d))
+
+
+def test_a_pruned_version_cannot_be_served_until_trained_again(tmp_path) -> None:
+    reg, names = registry_with_history(tmp_path, served=[2], count=3)
+    reg.prune(0)
+    with pytest.raises(KeyError, match="pruned"):
+        reg.promote(names[0])
+    again = reg.add(weights(tmp_path, "best.pt", bytes([0]) * 8))  # the same weights, trained again
+    assert again.version == names[0] and again.pruned is None and again.weights.read_bytes() == bytes([0]) * 8
+    assert reg.promote(names[0]).version == names[0]
+    (tmp_path / "models" / "current").write_text(names[1])  # a pointer to a pruned version (by hand): the base model serves
+    assert reg.current() is None
+
+
+def test_weights_left_behind_by_a_crash_during_a_prune_go_at_the_next(tmp_path) -> None:
+    reg, names = registry_with_history(tmp_path, served=[2], count=3)
+    reg.prune(0)
+    leftover = reg.get(names[0]).weights
+    leftover.write_bytes(b"the delete never happened")  # marked pruned, weights still there
+    assert reg.prune(0) == [] and not leftover.exists()

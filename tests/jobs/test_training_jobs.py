@@ -158,6 +158,24 @@ def test_a_worse_model_is_kept_but_not_served(make_jobs) -> None:
     assert status["state"] == "idle" and status["last_run"]["promoted"] is False and status["last_run"]["version"] == stored[0].version
 
 
+@pytest.mark.parametrize(("keep", "with_weights"), [("1", [0, 3]), ("0", [0]), ("", [0, 1, 2, 3])])
+def test_after_each_run_only_the_newest_never_served_versions_keep_their_weights(make_jobs, tmp_path, keep: str, with_weights) -> None:
+    kept_back = []
+    for i in range(3):  # three runs kept back by promotion, each with its own weights
+        w = tmp_path / f"kept-back-{i}.pt"
+        w.write_bytes(b"weights %d" % i)
+        kept_back.append(("worse", {"weights": str(w)}))
+    jobs, _ = make_jobs(FakeRunner(["better", *kept_back]), VERSIONS_KEEP=keep)
+    for _ in range(4):
+        jobs.request(5, "START_TRAINING")
+        assert jobs.idle(60)
+    stored = jobs.models.registry(5).list()
+    assert len(stored) == 4  # every run stays in the history (/versions)
+    assert stored[0].version == jobs.models.current(5).version  # the served one, always kept
+    assert [i for i, v in enumerate(stored) if v.pruned is None and v.weights.is_file()] == with_weights
+    assert jobs.models.get(5).version == stored[0].version and jobs.status(5)["last_run"]["version"] == stored[3].version
+
+
 @pytest.mark.parametrize(
     ("rule", "judged", "shown"),
     [

@@ -34,7 +34,7 @@ class FakePredictor:
         self.outputs = outputs
         self.calls = []
 
-    def run(self, tasks, served, with_scores=False, conf=None, tta=False):
+    def run(self, tasks, served, with_scores=False, conf=None, tta=False, cache=False):
         self.calls.append((with_scores, conf))
         for t in tasks:
             yield self.outputs[t["id"]]

@@ -57,7 +57,9 @@ def test_predict_bench_measures_a_real_backend_against_plain_ultralytics(tmp_pat
             assert row[f"ratio_{mode}"] == pytest.approx(ours["median_ms"] / plain["median_ms"])
     # images really fetched: the 2 images once (cached runs), then each task of the download runs
     # (1 warm-up request per size, then the measured ones) under a URL of its own
-    cached = [p for p in (tmp_path / "predict-state" / "cache" / "images").rglob("*") if p.is_file()]
+    cached = [
+        p for p in (tmp_path / "predict-state" / "cache" / "images").rglob("*") if p.is_file() and p.parent.name != "images"
+    ]  # not the prune lock
     assert len(cached) == 2 + (1 * 1 + 1 * 2) + (3 * 1 + 2 * 2)
 
     rows = markdown_table({"predict": r})
@@ -68,7 +70,7 @@ def test_predict_bench_measures_a_real_backend_against_plain_ultralytics(tmp_pat
 def test_rescoring_bench_scores_every_task_from_the_disk_cache(tmp_path, tiny_weights) -> None:
     r = bench_rescoring(tmp_path, repeat=1, n_tasks=4, image_size=(64, 48), imgsz=64, weights=tiny_weights("detect"))
     assert (r["tasks"], r["labeled"], r["scored"], r["errors"]) == (4, 1, 4, 0)
-    for key in ("first_scoring", "rescoring"):
+    for key in ("first_scoring", "rescoring", "rescoring_after_labels"):
         f = r[key]
         assert f["seconds"] > 0
         assert f["per_1000_tasks_s"] == pytest.approx(f["seconds"] * 250)
@@ -76,6 +78,7 @@ def test_rescoring_bench_scores_every_task_from_the_disk_cache(tmp_path, tiny_we
     assert len(r["rescoring"]["runs_s"]) == 1 and r["rescoring"]["seconds"] == r["rescoring"]["runs_s"][0]
     rows = markdown_table({"rescoring": r})
     assert any(x.startswith("| first scoring, 4 tasks") for x in rows) and any(x.startswith("| re-scoring, 4 tasks") for x in rows)
+    assert any(x.startswith("| re-scoring after labels alone, 4 tasks") for x in rows)
 
 
 def test_defaults_include_the_new_benchmarks_and_the_device_is_recorded() -> None:
