@@ -188,7 +188,9 @@ class LabelStudioAuth:
         # Exchanging the token changes nothing in Label Studio: safe to repeat while it is down.
         for k in range(self.retry.attempts):
             try:
-                resp = self.session.post(f"{self.url}/api/token/refresh/", json={"refresh": self._key}, timeout=self.timeout)
+                resp = self.session.post(
+                    f"{self.url}/api/token/refresh/", json={"refresh": self._key}, timeout=self.timeout, verify=self.session.verify
+                )
             except requests.RequestException as exc:
                 if k + 1 < self.retry.attempts:
                     self.sleep(self.retry.delay(k))
@@ -294,7 +296,10 @@ class LabelStudioClient:
         retries = self.retry.attempts - 1 if method.upper() in IDEMPOTENT_METHODS else 0
         for k in range(retries + 1):
             try:
-                resp = self.session.request(method, url, headers={**self.auth.headers(), **extra}, timeout=timeout, **kwargs)
+                # verify given explicitly: from the session, requests would let REQUESTS_CA_BUNDLE replace LABEL_STUDIO_CA_BUNDLE
+                resp = self.session.request(
+                    method, url, headers={**self.auth.headers(), **extra}, timeout=timeout, verify=self.session.verify, **kwargs
+                )
             except requests.RequestException as exc:
                 if k < retries:
                     log.warning("%s %s: Label Studio unreachable (%s); trying again", method, path, type(exc).__name__)

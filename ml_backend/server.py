@@ -15,7 +15,7 @@ phrase, because Label Studio shows the reason phrase (not the body) when a conne
 
 Production::
 
-    gunicorn 'ml_backend.server:create_app()' --bind 0.0.0.0:9090 --workers 1 --threads 8
+    python -m ml_backend serve --host 0.0.0.0     # HOST: what the access rule judges (ml_backend.access)
 """
 
 from __future__ import annotations

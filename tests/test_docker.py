@@ -122,10 +122,11 @@ def test_the_backend_in_compose_may_listen_on_the_network_without_auth_only_beca
     """HOST=0.0.0.0 inside the container is refused without basic auth unless ALLOW_UNAUTHENTICATED=on (ml_backend.access)."""
     from ml_backend.access import Exposure
 
-    env = _env(compose["services"]["backend"])
-    settings = Settings.from_env(env)
+    backend = compose["services"]["backend"]
+    settings = Settings.from_env({k: _interpolate(v, {}) for k, v in _env(backend).items()})
     assert Exposure.of(settings).refusal() is None and Exposure.of(settings).warnings()
-    assert Exposure.of(Settings.from_env({**env, "ALLOW_UNAUTHENTICATED": "off"})).refusal() is not None
+    closed = {k: _interpolate(v, {"BACKEND_ALLOW_UNAUTHENTICATED": "off"}) for k, v in _env(backend).items()}
+    assert Exposure.of(Settings.from_env(closed)).refusal() is not None  # the operator's choice in docker/.env reaches it
 
 
 def test_rq_worker_runs_the_same_image_with_its_own_volume(compose) -> None:

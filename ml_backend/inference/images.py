@@ -305,7 +305,8 @@ class ImageFetcher:
 
         A file pruned from the cache meanwhile (by this or another process) is downloaded again.
         """
-        key = cache_key(uri)
+        # A Label Studio path or cloud URI names a file of one Label Studio: keyed with it (projects may name their own).
+        key = cache_key(uri if _split(uri.strip()).scheme.lower() in ("http", "https") else f"{self.policy.label_studio_url}|{uri}")
         cached = self.cache.get(key)
         if cached is not None:
             return cached

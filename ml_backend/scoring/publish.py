@@ -137,9 +137,7 @@ def replace_predictions(
     stale = [stage] if stage in pushed or published == stage else []
     for old in retire:
         if old and old != version:
-            stale.append(old)
-            if published == staging_name(old):
-                stale.append(published)
+            stale += [old, staging_name(old)]  # its staged copy too: a crash may have left one
     for name in dict.fromkeys(stale):
         client.delete_model_version(project_id, name)
     return pushed

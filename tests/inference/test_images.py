@@ -416,3 +416,16 @@ def test_label_studio_under_a_path_prefix(tmp_path) -> None:
         f.policy.check("http://label-studio:8080/data/upload/1/a.jpg")  # outside the prefix
     with pytest.raises(ImageError, match="only its media paths"):
         f.policy.check(f"{base}/api/projects")
+
+
+def test_the_same_label_studio_path_from_two_label_studios_is_cached_apart(tmp_path) -> None:
+    """Projects may name their own Label Studio (/setup): one's ``/data/upload/1/a.png`` is not another's."""
+    fetchers = [ImageFetcher(UrlPolicy(label_studio_url=url), tmp_path) for url in ("http://ls-a:8080", "http://ls-b:8080")]
+    for f in fetchers:
+        f._download = lambda url: url.encode()  # type: ignore[method-assign]  # the bytes say where they came from
+    assert [f.fetch_bytes("/data/upload/1/a.png") for f in fetchers] == [
+        b"http://ls-a:8080/data/upload/1/a.png",
+        b"http://ls-b:8080/data/upload/1/a.png",
+    ]
+    fetchers[0]._download = lambda url: b"downloaded again"  # type: ignore[method-assign]
+    assert fetchers[0].fetch_bytes("/data/upload/1/a.png") == b"http://ls-a:8080/data/upload/1/a.png"  # a hit

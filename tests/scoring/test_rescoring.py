@@ -132,8 +132,17 @@ def test_deleting_first_would_empty_the_queue() -> None:
 def test_a_new_version_needs_no_staging_and_retires_the_old_one() -> None:
     ls = FakeLabelStudio(version="v0")
     assert replace_predictions(ls, 1, preds("v1"), "v1", SETTINGS, "v0", retire=["v0"]) == ["v1"]  # type: ignore[arg-type]
-    assert [c[0] for c in ls.calls] == ["delete", "import", "switch", "delete"]
+    assert [c[0] for c in ls.calls] == ["delete", "import", "switch", "delete", "delete"]  # v0, and v0's staged copy
     assert ls.model_version == "v1" and all(ls.versions(t) == ["v1"] for t in TASKS)
+    assert ls.calls[-2:] == [("delete", "v0"), ("delete", "v0~staged")]
+
+
+def test_a_staged_copy_left_by_a_crash_goes_with_its_version() -> None:
+    """A crash after a re-score in place switched back, before it deleted the staged copy; then a new version is served."""
+    ls = FakeLabelStudio(version="v0")
+    ls._add("import", preds("v0~staged"))
+    replace_predictions(ls, 1, preds("v1"), "v1", SETTINGS, "v0", retire=["v0"])  # type: ignore[arg-type]
+    assert sorted({p["model_version"] for p in ls.predictions}) == ["v1"]
 
 
 @pytest.mark.parametrize("published", ["v1", "v0"])
