@@ -230,6 +230,10 @@ class LabelStudioAPI(Protocol):
 
     def get_task(self, task_id: int) -> dict: ...
 
+    def tasks_as_stored(self, project_id: int, task_ids: Iterable[int]) -> dict[int, dict]: ...
+
+    def task_predictions(self, task_id: int) -> list[dict]: ...
+
     def delete_model_version(self, project_id: int, model_version: str) -> int: ...
 
     def list_ml_backends(self, project_id: int) -> list[dict]: ...
@@ -374,8 +378,25 @@ class LabelStudioClient:
         return out
 
     def get_task(self, task_id: int) -> dict:
-        """One task with its annotations."""
+        """One task with its annotations, its storage URIs resolved for reading (as annotators see
+        them): never write this ``data`` back (see :meth:`tasks_as_stored`)."""
         return self.get(f"/api/tasks/{int(task_id)}")
+
+    def tasks_as_stored(self, project_id: int, task_ids: Iterable[int]) -> dict[int, dict]:
+        """These tasks of a project, with their annotations and ``data`` exactly as Label Studio
+        stores it, in one request; ``{task id: task}``, a task deleted meanwhile absent.
+
+        Label Studio resolves storage URIs in what it returns by default (``s3://bucket/a.jpg``
+        becomes ``/tasks/1/resolve/?fileuri=...``): data read that way and written back would
+        replace the task's own URI. ``resolve_uri=false`` returns them untouched; the Data
+        Manager's ``selectedItems`` picks the tasks.
+        """
+        ids = sorted({int(t) for t in task_ids})
+        if not ids:
+            return {}
+        query = json.dumps({"selectedItems": {"all": False, "included": ids}})
+        params = {"project": int(project_id), "query": query, "resolve_uri": "false", "fields": "all", "page_size": len(ids)}
+        return {int(t["id"]): t for t in self.get("/api/tasks", params=params)["tasks"]}
 
     def task_predictions(self, task_id: int) -> list[dict]:
         return self.get("/api/predictions", params={"task": int(task_id)})

@@ -1,7 +1,9 @@
 """Hostile inputs against the real in-process app: one table, one row per case.
 
 Every case is a request sent to one app (``create_app(settings, warm_up=False)``, temp
-``MODEL_DIR``) that lives for the whole module, so damage from one case would show in the next.
+``MODEL_DIR``) that lives for the whole module, so damage from one case would show in the next;
+the ``exposed-*`` cases go to a second one, bound beyond loopback with basic auth and a webhook
+secret, without valid credentials.
 The app's Label Studio is a fake served from a thread here (``LABEL_STUDIO_URL`` points at it,
 ``ALLOWED_HOSTS`` is empty); a second loopback server stands for an internal service an attacker
 wants to reach. Both record every request they get.
@@ -26,6 +28,7 @@ After every case the module checks that nothing was lost or leaked:
 
 from __future__ import annotations
 
+import base64
 import http.server
 import io
 import json
@@ -93,6 +96,7 @@ class Req:
     path: str
     json: Any = None
     body: bytes | Callable[[], bytes] | None = None  # raw body (sent instead of ``json``); a callable is made when sent
+    headers: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class Case:
     kept: str = ""  # what is kept, for the doc (beyond the checks made after every case)
     label: str | None = None  # a label that must show up in the good tasks' regions
     absent: tuple[str, ...] = field(default=())  # strings the answer must not contain
+    exposed: bool = False  # sent to the app bound beyond loopback (basic auth and a webhook secret set)
 
     @property
     def per_task(self) -> bool:
@@ -151,6 +156,21 @@ def huge(prefix: bytes, suffix: bytes) -> Callable[[], bytes]:
 
 def label_event(**extra: Any) -> Req:
     return post("/webhook", {"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}, **extra})
+
+
+EXPOSED_AUTH = ("ls", "correct horse")  # the exposed app's BASIC_AUTH_USER / BASIC_AUTH_PASS
+EXPOSED_SECRET = "webhook-secret"  # its WEBHOOK_SECRET
+BASIC_AUTH = "basic auth required"
+WEBHOOK_REFUSED = "webhook refused"
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def exposed(name: str, what: str, req: Req, fragment: str = BASIC_AUTH, kept: str = "") -> Case:
+    """A request without valid credentials to the app bound on 0.0.0.0: refused before it does anything."""
+    return Case(name, what, req, 401, fragment, kept or "everything: nothing stored, started or run", exposed=True)
 
 
 def images(name: str, what: str, urls: list[str], fragment: str, kept: str = "the other tasks of the batch") -> Case:
@@ -289,6 +309,59 @@ CASES: list[Case] = [
         "where images come from: `LABEL_STUDIO_URL` is set, so `/setup` changes it for no project (the later cases' downloads "
         "reach no other server); without it, only for that project and never on an open port (docs/connecting.md)",
     ),
+    # -- beyond loopback: every route but /health needs credentials (ml_backend/access.py)
+    exposed(
+        "exposed-setup-no-auth",
+        "`/setup` without credentials to a backend on 0.0.0.0: `extra_params` lowering the retraining threshold, "
+        "`hostname` an internal service",
+        post(
+            "/setup",
+            {
+                "project": f"{PROJECT}.1",
+                "schema": CFG,
+                "extra_params": {"retrain_min_new_labels": 1},
+                "hostname": "http://127.0.0.1:{EVIL_PORT}",
+                "access_token": "stolen-token",
+            },
+        ),
+        kept=f"project {PROJECT}'s threshold, config and image source",
+    ),
+    exposed(
+        "exposed-setup-wrong-password",
+        "the same `/setup` with the right user and a wrong password",
+        Req("POST", "/setup", json={"project": f"{PROJECT}.1", "schema": CFG}, headers=basic(EXPOSED_AUTH[0], "guess")),
+        kept=f"project {PROJECT}'s config",
+    ),
+    exposed("exposed-predict-no-auth", "`/predict` without credentials", predict(batch())),
+    exposed("exposed-train-no-auth", f"`/train` for project {PROJECT} without credentials", post("/train", {"project": PROJECT})),
+    exposed(
+        "exposed-webhook-no-secret",
+        "a label event without the `X-Webhook-Secret` header",
+        label_event(annotation={"id": 99, "updated_at": "t9"}),
+        WEBHOOK_REFUSED,
+        NO_COUNT,
+    ),
+    exposed(
+        "exposed-webhook-wrong-secret",
+        "a label event with a wrong secret",
+        Req(
+            "POST",
+            "/webhook",
+            json={"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}, "annotation": {"id": 99, "updated_at": "t9"}},
+            headers={"X-Webhook-Secret": "guess"},
+        ),
+        WEBHOOK_REFUSED,
+        NO_COUNT,
+    ),
+    exposed(
+        "exposed-train-button-wrong-password",
+        "Label Studio's train button (`START_TRAINING` on `/webhook`) with a wrong basic-auth password and no secret",
+        Req("POST", "/webhook", json={"action": "START_TRAINING", "project": {"id": PROJECT}}, headers=basic(EXPOSED_AUTH[0], "guess")),
+        WEBHOOK_REFUSED,
+    ),
+    exposed("exposed-scores-no-auth", f"`GET /scores?project={PROJECT}` without credentials", Req("GET", f"/scores?project={PROJECT}")),
+    exposed("exposed-versions-no-auth", "`GET /versions` without credentials", Req("GET", "/versions")),
+    exposed("exposed-metrics-no-auth", "`GET /metrics` without credentials", Req("GET", "/metrics")),
     Case(
         "project-list-predict",
         "`/predict` with `project: [7]` and a config",
@@ -1029,6 +1102,40 @@ def backend(servers, tiny_weights, tmp_path_factory):
     app.extensions["ml_backend"].scoring.idle(10)
 
 
+@pytest.fixture(scope="module")
+def exposed_backend(servers, tiny_weights, tmp_path_factory):
+    """The app as it is bound beyond loopback: ``HOST=0.0.0.0`` with basic auth and a webhook
+    secret, no ``LABEL_STUDIO_URL`` (so ``/setup``'s ``hostname`` would choose where images come
+    from); project 7 set up and one label event counted, with credentials."""
+    from ml_backend.server import create_app
+    from ml_backend.settings import Settings
+
+    ls, evil = servers
+    env = {
+        "MODEL_PATH": str(tiny_weights("detect")),
+        "MODEL_DIR": str(tmp_path_factory.mktemp("hostile-exposed-state")),
+        "HOST": "0.0.0.0",
+        "BASIC_AUTH_USER": EXPOSED_AUTH[0],
+        "BASIC_AUTH_PASS": EXPOSED_AUTH[1],
+        "WEBHOOK_SECRET": EXPOSED_SECRET,
+        "ALLOWED_HOSTS": "",
+        "IMGSZ": "64",
+        "RETRAIN_MIN_NEW_LABELS": "0",
+        "RESCORE_MIN_NEW_LABELS": "100000",
+    }
+    app = create_app(Settings.from_env(env), warm_up=False)
+    client = app.test_client()
+    app.extensions["ml_backend"].holder.get()
+    auth = basic(*EXPOSED_AUTH)
+    assert client.post("/setup", json={"project": f"{PROJECT}.1700000000", "schema": CFG}, headers=auth).status_code == 200
+    event = {"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}, "annotation": {"id": 1, "updated_at": "t0"}}
+    r = client.post("/webhook", json=event, headers={"X-Webhook-Secret": EXPOSED_SECRET})
+    assert r.get_json()["labels_since_training"] == 1
+    ls.take()
+    yield app, client, ls, evil
+    app.extensions["ml_backend"].scoring.idle(10)
+
+
 def fill(obj: Any, subs: dict[str, str]) -> Any:
     if isinstance(obj, str):
         for k, v in subs.items():
@@ -1046,19 +1153,20 @@ def _peak_rss_mb() -> float:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_hostile_input(case: Case, backend) -> None:
-    app, client, ls, evil = backend
+def test_hostile_input(case: Case, request: pytest.FixtureRequest) -> None:
+    app, client, ls, evil = request.getfixturevalue("exposed_backend" if case.exposed else "backend")
+    creds = basic(*EXPOSED_AUTH) if case.exposed else {}  # for the checks after the case
     subs = {"{LS}": ls.base, "{LS_PORT}": str(ls.server_address[1]), "{EVIL_PORT}": str(evil.server_address[1])}
     req = case.request
     ls.take(), evil.take()
     rss_before = _peak_rss_mb()
     if req.body is not None:
         data = req.body() if callable(req.body) else req.body
-        resp = client.open(req.path, method=req.method, data=data, content_type="application/json")
+        resp = client.open(req.path, method=req.method, data=data, content_type="application/json", headers=req.headers)
     elif req.json is not None:
-        resp = client.open(req.path, method=req.method, json=fill(req.json, subs))
+        resp = client.open(req.path, method=req.method, json=fill(req.json, subs), headers=req.headers)
     else:
-        resp = client.open(req.path, method=req.method)
+        resp = client.open(req.path, method=req.method, headers=req.headers)
 
     body = resp.get_json(silent=True)
     text = resp.get_data(as_text=True)
@@ -1097,9 +1205,13 @@ def test_hostile_input(case: Case, backend) -> None:
 
     # -- nothing broken, lost or leaked
     assert client.get("/health").get_json()["status"] == "UP"
-    status = client.get(f"/training?project={PROJECT}").get_json()
+    status = client.get(f"/training?project={PROJECT}", headers=creds).get_json()
     assert status["labels_since_training"] == 1, f"project {PROJECT}'s label count changed: {status}"
     assert app.extensions["ml_backend"].project_configs.get(str(PROJECT)) == CFG
+    if case.exposed:  # refused before anything happened: threshold, image source and state as they were
+        assert (status["retrain_min_new_labels"], status["retrain_threshold_from"]) == (0, "RETRAIN_MIN_NEW_LABELS")
+        assert status["state"] == "idle" and status["runs"] == 0, status
+        assert PROJECT not in app.extensions["ml_backend"].predictor.project_fetchers
     grown = _peak_rss_mb() - rss_before
     assert grown < MAX_RSS_GROWTH_MB, f"peak memory grew by {grown:.0f} MiB"
 
@@ -1144,6 +1256,13 @@ def render_doc() -> str:
         "In `/predict`, a task whose image cannot be had fails alone: HTTP 200, its entry is",
         '`{"task": id, "error": "..."}` (Label Studio skips it and asks again later), and the other tasks of',
         "the batch are predicted.",
+        "",
+        "The `exposed-*` cases go to a second app as it runs beyond loopback (`HOST=0.0.0.0`, `BASIC_AUTH_USER`/`PASS`",
+        "and `WEBHOOK_SECRET` set, no `LABEL_STUDIO_URL`), without valid credentials: every route but `/health`",
+        "is refused before it does anything (ml_backend/access.py), and after each the test also checks that",
+        f"project {PROJECT}'s retraining threshold, image source and training state are as they were. (Serving beyond",
+        "loopback with neither refuses to start; `ALLOW_UNAUTHENTICATED=on` is tested in tests/test_access.py and",
+        "tests/test_server.py.)",
         "",
         "Notes name the gaps the cases found when they were written, and where each was fixed.",
         "",

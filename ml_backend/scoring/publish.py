@@ -143,38 +143,68 @@ def replace_predictions(
     return pushed
 
 
-def write_score_columns(client: LabelStudioAPI, columns: Mapping[int, Mapping[str, Any]], workers: int = 4) -> int:
+def earlier_predictions(client: LabelStudioAPI, task_ids: Sequence[int], version: str) -> list[dict]:
+    """The prediction of ``version`` (or of its staged copy) that Label Studio holds for each of
+    ``task_ids``, to push again: a task whose image failed in a re-score of the version in use
+    keeps its place in the queue instead of losing its only prediction of the project's version.
+    One request per task (only the failed ones); a task deleted meanwhile is left out."""
+    names = {version, staging_name(version)}
+    out: list[dict] = []
+    for tid in sorted({int(t) for t in task_ids}):
+        try:
+            held = client.task_predictions(tid)
+        except LabelStudioError as exc:
+            if exc.status == 404:
+                continue
+            raise
+        for p in held:
+            if p.get("model_version") in names:
+                kept = {"task": tid, "result": p.get("result") or [], "score": p.get("score"), "model_version": version}
+                if p.get("cluster") is not None:
+                    kept["cluster"] = p["cluster"]
+                out.append(kept)
+                break
+    return out
+
+
+COLUMN_CHUNK = 50  # tasks read in one request before their writes: the window an edit can be lost in
+
+
+def write_score_columns(
+    client: LabelStudioAPI, project_id: int, columns: Mapping[int, Mapping[str, Any]], workers: int = 4, chunk: int = COLUMN_CHUNK
+) -> int:
     """Write the score columns of ``columns`` (``{task: new data}``, as :func:`score_columns`
     gives) without overwriting a concurrent edit of the rest of the task's data; returns how many
     tasks were written.
 
     Label Studio 1.23.2's ``PATCH /api/tasks/<id>`` replaces ``data`` whole (its
     ``TaskSimpleSerializer`` is a plain model serializer, with no merge and no conditional write),
-    so each task is read just before its write and only the ``al_*`` keys are merged into what
-    Label Studio holds then; a task deleted meanwhile is skipped, one already up to date is not
-    written. An edit of the task's data that lands between that read and the write (a few
-    milliseconds, not the scoring's minutes) is still lost: Label Studio offers no narrower write.
+    so the tasks are read back ``chunk`` at a time, just before their writes, as Label Studio
+    stores them (storage URIs unresolved: :meth:`~integrations.label_studio.LabelStudioClient.tasks_as_stored`),
+    and only the ``al_*`` keys are merged into that; a task deleted meanwhile is skipped, one
+    already up to date is not written. An edit of a task's data that lands between the chunk's
+    read and that task's write (about a second for 50 tasks) is still lost: Label Studio offers no
+    narrower write.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     ours = set(SCORE_COLUMNS.values())
-
-    def one(item: tuple[int, Mapping[str, Any]]) -> int:
-        tid, data = item
-        new = {k: v for k, v in data.items() if k in ours}
-        try:
-            current = dict(client.get_task(int(tid)).get("data") or {})
-        except LabelStudioError as exc:
-            if exc.status == 404:  # deleted since it was listed
-                return 0
-            raise
-        if all(current.get(k) == v for k, v in new.items()):
-            return 0
-        client.update_task_data({int(tid): {**current, **new}})
-        return 1
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return sum(pool.map(one, columns.items()))
+    items = sorted((int(t), {k: v for k, v in d.items() if k in ours}) for t, d in columns.items())
+    step = max(1, chunk)
+    written = 0
+    for at in range(0, len(items), step):
+        part = items[at : at + step]
+        stored = client.tasks_as_stored(project_id, [t for t, _ in part])
+        updates = {}
+        for tid, new in part:
+            task = stored.get(tid)
+            if task is None:  # deleted since it was listed
+                continue
+            current = dict(task.get("data") or {})
+            if any(current.get(k) != v for k, v in new.items()):
+                updates[tid] = {**current, **new}
+        if updates:
+            client.update_task_data(updates, workers=workers)
+            written += len(updates)
+    return written
 
 
 def score_columns(tasks: Sequence[Mapping[str, Any]], scores: Sequence[TaskScore], review: set[int] | None = None) -> dict[int, dict]:
@@ -232,7 +262,7 @@ def score_new_tasks(
     push_predictions(client, project_id, _named(pooled.predictions, name) if name != served.model.version else pooled.predictions, settings)
     columns = score_columns(tasks, pooled.scores)
     if columns:
-        write_score_columns(client, columns)
+        write_score_columns(client, project_id, columns)
     store.append(project_id, pooled)
     return pooled
 
@@ -292,17 +322,11 @@ def refresh_labels(client: LabelStudioAPI, project_id: int, task_ids: Sequence[i
     never scored: its first scoring reads the labels anyway)."""
     if store.load(project_id) is None:
         return 0
-    tasks = {}
-    for tid in task_ids:
-        try:
-            tasks[int(tid)] = client.get_task(int(tid))
-        except LabelStudioError as exc:
-            if exc.status != 404:  # a deleted task has nothing left to update
-                raise
+    tasks = client.tasks_as_stored(project_id, task_ids)  # a deleted task has nothing left to update
     updated = store.mark_labeled(project_id, {tid: is_labeled(t) for tid, t in tasks.items()})
     columns = score_columns(list(tasks.values()), [TaskScore(**s) for s in updated])
     if columns:
-        client.update_task_data(columns)
+        write_score_columns(client, project_id, columns)
     return len(updated)
 
 
@@ -327,7 +351,10 @@ def score_project(
     pooled = score_tasks(tasks, served, predictor, settings, progress=progress)
     version = served.model.version
     if pooled.predictions:
-        replace_predictions(client, project_id, pooled.predictions, version, settings, project.get("model_version"), retire)
+        predictions = pooled.predictions
+        if pooled.errors and project.get("model_version") in (version, staging_name(version)):
+            predictions = predictions + earlier_predictions(client, sorted(pooled.errors), version)
+        replace_predictions(client, project_id, predictions, version, settings, project.get("model_version"), retire)
         ensure_queue_view(client, project_id)
         if settings.review_only:
             ensure_review_view(client, project_id)
@@ -335,7 +362,7 @@ def score_project(
     review = review_only_tasks(pooled, served_thresholds(predictor, project_id)) if settings.review_only else set()
     columns = score_columns(tasks, pooled.scores, review)
     if columns:
-        write_score_columns(client, columns)
+        write_score_columns(client, project_id, columns)
     ScoreStore(settings.paths).save(project_id, pooled.scores, pooled)
     for tid, err in pooled.errors.items():
         log.warning("task %s not scored: %s", tid, err)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -11,7 +13,8 @@ from PIL import Image
 
 from integrations.queue_view import QUEUE_VIEW_TITLE
 from ml_backend.inference.predictor import make_predictor
-from ml_backend.scoring.publish import score_project
+from ml_backend.scoring.pool import TaskScore
+from ml_backend.scoring.publish import score_columns, score_project, write_score_columns
 from ml_backend.server import create_app
 from ml_backend.settings import Settings
 from ml_backend.tools.synthetic import make_image
@@ -259,3 +262,51 @@ def test_a_rescore_keeps_a_prediction_on_every_task_throughout(
     assert all([p["model_version"] for p in ls_client.task_predictions(t)] == [version] for t in tasks)
     first = ls_client.get_task(tasks[0])["data"]
     assert first["note"] == "kept" and "al_priority" in first
+
+
+class _AnyBucket(BaseHTTPRequestHandler):
+    """A stand-in S3 endpoint that answers every request 200: Label Studio checks its S3 storage
+    with ``HeadBucket`` when it is added, and needs nothing more to resolve ``s3://`` URIs."""
+
+    def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD
+
+    def log_message(self, *args) -> None:  # noqa: ANN002
+        pass
+
+
+def test_score_columns_keep_a_cloud_storage_tasks_own_uris(ls_client) -> None:
+    """Label Studio returns a cloud storage task's ``s3://`` URI resolved (``/tasks/N/resolve/...``):
+    the score columns are merged into the data as Label Studio stores it, so the task keeps its URI."""
+    endpoint = ThreadingHTTPServer(("127.0.0.1", 0), _AnyBucket)
+    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+    pid = ls_client.create_project("e2e cloud storage", CONFIG)["id"]
+    try:
+        ls_client.post(
+            "/api/storages/s3",
+            json={
+                "project": pid,
+                "bucket": "bucket",
+                "s3_endpoint": f"http://127.0.0.1:{endpoint.server_port}",
+                "aws_access_key_id": "key",
+                "aws_secret_access_key": "secret",
+                "presign": True,
+            },
+        )
+    finally:
+        endpoint.shutdown()
+    ls_client.import_tasks(pid, [{"image": f"s3://bucket/{i}.jpg", "note": f"n{i}"} for i in range(3)])
+    tasks = ls_client.list_tasks(pid)
+    uris = {t["id"]: f"s3://bucket/{i}.jpg" for i, t in enumerate(sorted(tasks, key=lambda t: t["id"]))}
+    assert all(t["data"]["image"].startswith("/tasks/") for t in tasks)  # what Label Studio hands out: resolved
+
+    columns = score_columns(tasks, [TaskScore(t["id"], 0.2, 0.3, 0.4, 0, "easy", False, "v1") for t in tasks])
+    assert write_score_columns(ls_client, pid, columns, chunk=2) == 3
+    stored = ls_client.tasks_as_stored(pid, uris)
+    assert {tid: t["data"]["image"] for tid, t in stored.items()} == uris
+    assert all(t["data"]["al_priority"] == 0.4 and t["data"]["note"] for t in stored.values())
+    assert write_score_columns(ls_client, pid, columns) == 0  # up to date: nothing written

@@ -365,18 +365,18 @@ def test_refresh_labels_reads_the_tasks_back_and_rewrites_their_columns(tmp_path
     class Client:
         updates: dict = {}
 
-        def get_task(self, task_id):  # noqa: ANN001, ANN202
+        def tasks_as_stored(self, project_id, task_ids):  # noqa: ANN001, ANN202
             return {
-                "id": task_id,
-                "data": {"image": f"/data/upload/{task_id}.jpg"},
-                "annotations": [{"result": []}] if task_id == 3 else [],
+                t: {"id": t, "data": {"image": f"s3://bucket/{t}.jpg"}, "annotations": [{"result": []}] if t == 3 else []}
+                for t in task_ids
+                if project_id in (7, 8)
             }
 
-        def update_task_data(self, updates):  # noqa: ANN001, ANN202
+        def update_task_data(self, updates, workers=4):  # noqa: ANN001, ANN202
             self.updates = updates
 
     client = Client()
     assert refresh_labels(client, 7, [3], store) == 1  # type: ignore[arg-type]
-    assert client.updates[3]["al_priority"] == 0.0 and client.updates[3]["image"] == "/data/upload/3.jpg"
+    assert client.updates[3]["al_priority"] == 0.0 and client.updates[3]["image"] == "s3://bucket/3.jpg"
     assert {s["task"]: s["labeled"] for s in store.load(7)}[3] is True
     assert refresh_labels(client, 8, [3], store) == 0  # a project never scored: nothing to follow yet

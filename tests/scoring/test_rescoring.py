@@ -29,7 +29,7 @@ class FakeLabelStudio:
         self.ids = itertools.count(1)
         self.model_version = version
         self.predictions: list[dict] = [{"id": next(self.ids), "task": t, "model_version": version} for t in tasks] if version else []
-        self.data = {t: {"image": f"{t}.jpg"} for t in tasks}
+        self.data = {t: {"image": f"s3://bucket/{t}.jpg"} for t in tasks}
         self.calls: list[tuple] = []
         self.crash_after = crash_after
         self.guard = version is not None  # check the invariant from the start (a project already scored)
@@ -55,16 +55,29 @@ class FakeLabelStudio:
     def get_project(self, project_id):
         return {"id": project_id, "label_config": "<View/>", "model_version": self.model_version}
 
+    @staticmethod
+    def resolved(task: int, data: dict) -> dict:
+        """What Label Studio hands out by default: storage URIs resolved through itself."""
+        return {k: f"/tasks/{task}/resolve/?fileuri={v}" if str(v).startswith("s3://") else v for k, v in data.items()}
+
     def list_tasks(self, project_id, fields="all"):
-        return [{"id": t, "data": dict(d), "annotations": []} for t, d in self.data.items()]
+        return [{"id": t, "data": self.resolved(t, d), "annotations": []} for t, d in self.data.items()]
 
     def get_task(self, task_id):
         if task_id not in self.data:
             raise LabelStudioError("not found", 404)
-        out = {"id": task_id, "data": dict(self.data[task_id])}
+        return {"id": task_id, "data": self.resolved(task_id, self.data[task_id])}
+
+    def tasks_as_stored(self, project_id, task_ids):
+        out = {t: {"id": t, "data": dict(self.data[t]), "annotations": []} for t in task_ids if t in self.data}
+        self._done("read", sorted(out))
         if self.before_write:
-            self.before_write(task_id)
+            for t in out:
+                self.before_write(t)
         return out
+
+    def task_predictions(self, task_id):
+        return [{**p, "result": [{"kept": p["id"]}], "score": 0.25} for p in self.predictions if p["task"] == task_id]
 
     def delete_model_version(self, project_id, model_version):
         n = len(self.predictions)
@@ -185,7 +198,7 @@ def test_score_project_rescores_in_place_and_new_tasks_follow_the_published_name
     s = Settings.from_env({"AL_CLUSTERS": "1", "MODEL_DIR": str(tmp_path)})
     score_project(ls, 1, predictor, s, progress=False)  # type: ignore[arg-type]
     assert ls.model_version == "v1" and all(ls.versions(t) == ["v1"] for t in TASKS)
-    assert all(ls.data[t]["al_priority"] == 0.5 and ls.data[t]["image"] == f"{t}.jpg" for t in TASKS)
+    assert all(ls.data[t]["al_priority"] == 0.5 and ls.data[t]["image"] == f"s3://bucket/{t}.jpg" for t in TASKS)
 
     # an interrupted re-score left the project on the staging name: new tasks go under it
     ls.model_version = staging_name("v1")
@@ -200,12 +213,32 @@ def test_score_project_rescores_in_place_and_new_tasks_follow_the_published_name
     assert ls.versions(4) == [staging_name("v1")]
 
 
+def test_a_task_that_fails_a_rescore_in_place_keeps_its_earlier_prediction(tmp_path, monkeypatch) -> None:
+    """A broken image fails its own task: it keeps its place in the queue (its earlier prediction of
+    the version in use), and every other task gets its new one; the invariant holds at every step."""
+    ls = FakeLabelStudio(version="v1")
+    earlier = {p["task"]: p["id"] for p in ls.predictions}
+    served = SimpleNamespace(model=SimpleNamespace(version="v1"))
+    predictor = SimpleNamespace(serve=lambda cfg, project=None: served, models=SimpleNamespace(current=lambda pid: None))
+    scores = [TaskScore(t, 0.5, 0.5, 0.5, 0, "medium", False, "v1") for t in TASKS[:2]]
+    monkeypatch.setattr(publish, "score_tasks", lambda tasks, *a, **k: ScoredPool(scores, preds("v1", TASKS[:2]), {3: "broken image"}))
+    s = Settings.from_env({"AL_CLUSTERS": "1", "MODEL_DIR": str(tmp_path)})
+    pushed: list[list[dict]] = []
+    real = ls.import_predictions
+    monkeypatch.setattr(ls, "import_predictions", lambda pid, p, chunk=1000: pushed.append(p) or real(pid, p))
+    score_project(ls, 1, predictor, s, progress=False)  # type: ignore[arg-type]
+    assert ls.model_version == "v1" and all(ls.versions(t) == ["v1"] for t in TASKS)
+    again = [p for p in pushed[-1] if p["task"] == 3]
+    assert again == [{"task": 3, "result": [{"kept": earlier[3]}], "score": 0.25, "model_version": "v1"}]
+    assert sorted(p["task"] for p in pushed[-1]) == TASKS
+
+
 def test_score_columns_keep_an_edit_made_after_the_scoring_read_the_tasks() -> None:
     ls = FakeLabelStudio()
     tasks = ls.list_tasks(1)  # what the scoring read, minutes ago
     ls.data[1] = {"image": "1-fixed.jpg", "note": "edited by a person"}  # edited during the scoring
     columns = publish.score_columns(tasks, [TaskScore(1, 0.2, 0.3, 0.4, 0, "easy", False, "v1")])
-    assert write_score_columns(ls, columns) == 1  # type: ignore[arg-type]
+    assert write_score_columns(ls, 1, columns) == 1  # type: ignore[arg-type]
     assert ls.data[1] == {
         "image": "1-fixed.jpg",
         "note": "edited by a person",
@@ -214,14 +247,26 @@ def test_score_columns_keep_an_edit_made_after_the_scoring_read_the_tasks() -> N
         "al_diversity": 0.3,
         "al_difficulty": "easy",
     }
-    assert write_score_columns(ls, columns) == 0  # already up to date: not written again
+    assert write_score_columns(ls, 1, columns) == 0  # already up to date: not written again
+
+
+def test_score_columns_write_the_data_as_stored_a_chunk_at_a_time() -> None:
+    """Label Studio hands out a cloud task's URI resolved; what is written back is the stored one."""
+    ls = FakeLabelStudio(tasks=[1, 2, 3, 4, 5])
+    tasks = ls.list_tasks(1)
+    assert tasks[0]["data"]["image"] == "/tasks/1/resolve/?fileuri=s3://bucket/1.jpg"
+    columns = publish.score_columns(tasks, [TaskScore(t["id"], 0.2, 0.3, 0.4, 0, "easy", False, "v1") for t in tasks])
+    assert write_score_columns(ls, 1, columns, chunk=2) == 5  # type: ignore[arg-type]
+    assert [c for c in ls.calls if c[0] == "read"] == [("read", [1, 2]), ("read", [3, 4]), ("read", [5])]
+    assert {t: d["image"] for t, d in ls.data.items()} == {t: f"s3://bucket/{t}.jpg" for t in range(1, 6)}
+    assert all(d["al_priority"] == 0.4 for d in ls.data.values())
 
 
 def test_score_columns_skip_a_task_deleted_meanwhile() -> None:
     ls = FakeLabelStudio()
     columns = publish.score_columns(ls.list_tasks(1), [TaskScore(t, 0.2, 0.3, 0.4, 0, "easy", False, "v1") for t in TASKS])
     del ls.data[2]
-    assert write_score_columns(ls, columns) == 2 and 2 not in ls.data
+    assert write_score_columns(ls, 1, columns) == 2 and 2 not in ls.data
 
 
 def test_the_remaining_window_is_between_the_read_and_the_write() -> None:
@@ -230,5 +275,5 @@ def test_the_remaining_window_is_between_the_read_and_the_write() -> None:
     ls = FakeLabelStudio()
     columns = publish.score_columns(ls.list_tasks(1), [TaskScore(1, 0.2, 0.3, 0.4, 0, "easy", False, "v1")])
     ls.before_write = lambda t: ls.data[t].update(note="too late")
-    write_score_columns(ls, columns)  # type: ignore[arg-type]
+    write_score_columns(ls, 1, columns)  # type: ignore[arg-type]
     assert "note" not in ls.data[1] and ls.data[1]["al_priority"] == 0.4
