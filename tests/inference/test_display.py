@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
@@ -17,15 +15,7 @@ from ml_backend.inference.display import (
     cross_fitted_corrections,
     merge_across_classes,
 )
-
-
-@dataclass(frozen=True)
-class Image:
-    gt_boxes: np.ndarray
-    gt_classes: np.ndarray
-    boxes: np.ndarray
-    classes: np.ndarray
-    scores: np.ndarray
+from ml_backend.training.evaluate import Detections
 
 
 def box(i: int) -> list[float]:
@@ -34,7 +24,7 @@ def box(i: int) -> list[float]:
     return [x, y, x + 10, y + 10]
 
 
-def levels(cls: int, right_share, per_level: int = 20, start: int = 0) -> list[Image]:
+def levels(cls: int, right_share, per_level: int = 20, start: int = 0) -> list[Detections]:
     """One image per score level 0.05, 0.15, ..., 0.95 of class ``cls``: ``per_level`` boxes at that
     score, of which ``round(per_level * right_share(score))`` lie on a true box and the rest on nothing."""
     out = []
@@ -44,7 +34,7 @@ def levels(cls: int, right_share, per_level: int = 20, start: int = 0) -> list[I
         gt = [box(base + j) for j in range(right)]
         pred = gt + [box(base + 50 + j) for j in range(per_level - right)]
         out.append(
-            Image(
+            Detections(
                 np.array(gt, dtype=float).reshape(-1, 4),
                 np.full(right, cls),
                 np.array(pred, dtype=float).reshape(-1, 4),
@@ -79,7 +69,7 @@ def test_each_class_gets_the_threshold_where_shown_boxes_stop_paying(right_share
 
 def test_two_classes_are_set_apart_and_a_class_without_evidence_keeps_the_default() -> None:
     images = levels(0, lambda s: s) + levels(1, lambda s: s / 2, start=2000)
-    rare = Image(np.array([box(4000)], dtype=float), np.array([2]), np.array([box(4000)], dtype=float), np.array([2]), np.array([0.9]))
+    rare = Detections(np.array([box(4000)], dtype=float), np.array([2]), np.array([box(4000)], dtype=float), np.array([2]), np.array([0.9]))
     d = choose_display([*images, rare], DEFAULT_COSTS)
     assert d.thresholds == {0: pytest.approx(0.3), 1: pytest.approx(0.5)}  # class 2: 2 boxes of evidence, under 5
     assert d.threshold(2) == DEFAULT_THRESHOLD
@@ -95,7 +85,7 @@ def test_the_chosen_rule_never_costs_more_than_the_default_on_the_images_it_was_
         noise = np.array([box(10 * i + 5 + j) for j in range(int(rng.integers(0, 4)))], dtype=float).reshape(-1, 4)
         boxes = np.concatenate([gt[keep], noise])
         classes = np.concatenate([rng.integers(0, 3, n)[keep], rng.integers(0, 3, len(noise))])
-        images.append(Image(gt, rng.integers(0, 3, n), boxes, classes, rng.random(len(boxes))))
+        images.append(Detections(gt, rng.integers(0, 3, n), boxes, classes, rng.random(len(boxes))))
     chosen = choose_display(images, DEFAULT_COSTS)
     seconds = lambda d: DEFAULT_COSTS.seconds(corrections_under(images, d))  # noqa: E731
     assert seconds(chosen) <= seconds(Display())
@@ -106,7 +96,7 @@ def test_two_labels_on_one_object_are_merged_when_that_saves_a_deletion() -> Non
     # (class 1) is found at 0.6 too. No threshold on class 1 keeps B and drops A's second label.
     a, b = box(0), box(1)
     dup = [
-        Image(
+        Detections(
             np.array([a, b], dtype=float),
             np.array([0, 1]),
             np.array([a, a, b], dtype=float),
@@ -124,7 +114,7 @@ def test_two_labels_on_one_object_are_merged_when_that_saves_a_deletion() -> Non
 def test_two_objects_of_different_classes_on_one_spot_are_not_merged() -> None:
     # Two true objects, two classes, on nearly the same box: both found; merging would lose one.
     twin = [
-        Image(
+        Detections(
             np.array([box(i), box(i)], dtype=float),
             np.array([0, 1]),
             np.array([box(i), box(i)], dtype=float),

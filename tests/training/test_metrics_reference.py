@@ -32,7 +32,6 @@ two could decide them differently); the fixed cases have none. Scores are distin
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
@@ -40,6 +39,7 @@ import numpy as np
 import pytest
 
 from ml_backend.al.uncertainty import box_iou
+from ml_backend.training.evaluate import Detections
 from ml_backend.training.metrics import image_record, map50
 
 # h / 2 with h = 0.01, times the envelope's total drop (at most 1), plus float rounding. The bound
@@ -48,20 +48,9 @@ from ml_backend.training.metrics import image_record, map50
 TOLERANCE_101_POINTS = 0.005 + 1e-9
 
 
-@dataclass(frozen=True)
-class Image:
-    """One image's true boxes and detections (xyxy)."""
-
-    gt_boxes: np.ndarray
-    gt_classes: np.ndarray
-    boxes: np.ndarray
-    classes: np.ndarray
-    scores: np.ndarray
-
-
-def image(gt: list, gc: list, boxes: list, classes: list, scores: list) -> Image:
-    """An :class:`Image` from plain lists (boxes xyxy)."""
-    return Image(
+def image(gt: list, gc: list, boxes: list, classes: list, scores: list) -> Detections:
+    """A :class:`~ml_backend.training.evaluate.Detections` from plain lists (boxes xyxy)."""
+    return Detections(
         np.array(gt, dtype=float).reshape(-1, 4),
         np.array(gc, dtype=int),
         np.array(boxes, dtype=float).reshape(-1, 4),
@@ -70,13 +59,13 @@ def image(gt: list, gc: list, boxes: list, classes: list, scores: list) -> Image
     )
 
 
-def ours(images: list[Image], n_classes: int, counts: np.ndarray | None = None) -> float:
+def ours(images: list[Detections], n_classes: int, counts: np.ndarray | None = None) -> float:
     """Our mAP50 of ``images``: :func:`image_record` per image, then :func:`map50` (``counts``: draws per image)."""
     records = [image_record(im.gt_boxes, im.gt_classes, im.boxes, im.classes, im.scores, n_classes) for im in images]
     return map50(records, counts)
 
 
-def ultralytics_map50(images: list[Image], save_dir: Path, quadrature: str = "101-point") -> float:
+def ultralytics_map50(images: list[Detections], save_dir: Path, quadrature: str = "101-point") -> float:
     """Ultralytics' mAP50 of ``images`` through its detection validator's matching and metrics.
 
     Args:
@@ -146,14 +135,14 @@ FIXED = {
 
 
 @pytest.mark.parametrize(("images", "n_classes", "expected"), list(FIXED.values()), ids=list(FIXED))
-def test_fixed_cases_agree_with_ultralytics(images: list[Image], n_classes: int, expected: float, tmp_path: Path) -> None:
+def test_fixed_cases_agree_with_ultralytics(images: list[Detections], n_classes: int, expected: float, tmp_path: Path) -> None:
     got = ours(images, n_classes)
     assert got == pytest.approx(expected, abs=1e-12)
     assert got == pytest.approx(ultralytics_map50(images, tmp_path, "exact"), abs=1e-9)
     assert abs(got - ultralytics_map50(images, tmp_path)) <= TOLERANCE_101_POINTS
 
 
-def random_images(seed: int, n_images: int = 30, n_classes: int = 3) -> list[Image]:
+def random_images(seed: int, n_images: int = 30, n_classes: int = 3) -> list[Detections]:
     """Scenes of up to 5 true boxes; each box missed, found once or found twice (a duplicate), with
     jittered placement and sometimes the wrong class, plus background false positives; uniform scores.
     Detections within 1e-3 of IoU 0.5 with any true box are left out (module docstring)."""
@@ -178,7 +167,7 @@ def random_images(seed: int, n_images: int = 30, n_classes: int = 3) -> list[Ima
         boxes_a, classes_a = np.array(boxes, dtype=float).reshape(-1, 4), np.array(classes, dtype=int)
         clear = np.all(np.abs(box_iou(boxes_a, gt) - 0.5) > 1e-3, axis=1) if k else np.ones(len(boxes_a), dtype=bool)
         boxes_a, classes_a = boxes_a[clear], classes_a[clear]
-        images.append(Image(gt, gc, boxes_a, classes_a, rng.uniform(0.01, 1.0, len(boxes_a))))
+        images.append(Detections(gt, gc, boxes_a, classes_a, rng.uniform(0.01, 1.0, len(boxes_a))))
     return images
 
 
