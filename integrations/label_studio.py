@@ -232,8 +232,6 @@ class LabelStudioAPI(Protocol):
 
     def tasks_as_stored(self, project_id: int, task_ids: Iterable[int]) -> dict[int, dict]: ...
 
-    def task_predictions(self, task_id: int) -> list[dict]: ...
-
     def delete_model_version(self, project_id: int, model_version: str) -> int: ...
 
     def list_ml_backends(self, project_id: int) -> list[dict]: ...
@@ -382,21 +380,31 @@ class LabelStudioClient:
         them): never write this ``data`` back (see :meth:`tasks_as_stored`)."""
         return self.get(f"/api/tasks/{int(task_id)}")
 
-    def tasks_as_stored(self, project_id: int, task_ids: Iterable[int]) -> dict[int, dict]:
-        """These tasks of a project, with their annotations and ``data`` exactly as Label Studio
-        stores it, in one request; ``{task id: task}``, a task deleted meanwhile absent.
+    def tasks_as_stored(self, project_id: int, task_ids: Iterable[int], per_request: int = 100) -> dict[int, dict]:
+        """These tasks of a project, with their annotations and their ``data`` unresolved, ``per_request``
+        ids a request; ``{task id: task}``, a task deleted meanwhile (or of another project) absent.
 
         Label Studio resolves storage URIs in what it returns by default (``s3://bucket/a.jpg``
         becomes ``/tasks/1/resolve/?fileuri=...``): data read that way and written back would
         replace the task's own URI. ``resolve_uri=false`` returns them untouched; the Data
-        Manager's ``selectedItems`` picks the tasks.
+        Manager's ``selectedItems`` picks the tasks. (Label Studio still shows a file's
+        ``$undefined$`` key under the labeling config's variable, as it always does; a write of
+        this data keeps the URI, under that name.)
         """
         ids = sorted({int(t) for t in task_ids})
-        if not ids:
-            return {}
-        query = json.dumps({"selectedItems": {"all": False, "included": ids}})
-        params = {"project": int(project_id), "query": query, "resolve_uri": "false", "fields": "all", "page_size": len(ids)}
-        return {int(t["id"]): t for t in self.get("/api/tasks", params=params)["tasks"]}
+        out: dict[int, dict] = {}
+        step = max(1, per_request)
+        for at in range(0, len(ids), step):
+            part = ids[at : at + step]
+            query = json.dumps({"selectedItems": {"all": False, "included": part}}, separators=(",", ":"))
+            params = {"project": int(project_id), "query": query, "resolve_uri": "false", "fields": "all", "page_size": len(part)}
+            page = self.get("/api/tasks", params=params)
+            out.update({int(t["id"]): t for t in page["tasks"]})
+            if int(page.get("total") or 0) > len(page["tasks"]):  # a TASK_API_PAGE_SIZE_MAX below the page
+                log.warning(
+                    "Label Studio returned %d of the %d tasks asked for (TASK_API_PAGE_SIZE_MAX?)", len(page["tasks"]), page["total"]
+                )
+        return out
 
     def task_predictions(self, task_id: int) -> list[dict]:
         return self.get("/api/predictions", params={"task": int(task_id)})

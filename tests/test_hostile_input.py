@@ -359,6 +359,9 @@ CASES: list[Case] = [
         Req("POST", "/webhook", json={"action": "START_TRAINING", "project": {"id": PROJECT}}, headers=basic(EXPOSED_AUTH[0], "guess")),
         WEBHOOK_REFUSED,
     ),
+    exposed(
+        "exposed-training-no-auth", f"`GET /training?project={PROJECT}` without credentials", Req("GET", f"/training?project={PROJECT}")
+    ),
     exposed("exposed-scores-no-auth", f"`GET /scores?project={PROJECT}` without credentials", Req("GET", f"/scores?project={PROJECT}")),
     exposed("exposed-versions-no-auth", "`GET /versions` without credentials", Req("GET", "/versions")),
     exposed("exposed-metrics-no-auth", "`GET /metrics` without credentials", Req("GET", "/metrics")),

@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from integrations.connect import show_speedup
-from integrations.label_studio import LabelStudioAPI, LabelStudioError
+from integrations.label_studio import LabelStudioAPI
 from integrations.queue_view import REVIEW_MARK, SCORE_COLUMNS, ensure_queue_view, ensure_review_view
 from ml_backend.faults import crash_point
 from ml_backend.inference.predictor import Predictor
@@ -143,23 +143,26 @@ def replace_predictions(
     return pushed
 
 
-def earlier_predictions(client: LabelStudioAPI, task_ids: Sequence[int], version: str) -> list[dict]:
-    """The prediction of ``version`` (or of its staged copy) that Label Studio holds for each of
-    ``task_ids``, to push again: a task whose image failed in a re-score of the version in use
-    keeps its place in the queue instead of losing its only prediction of the project's version.
-    One request per task (only the failed ones); a task deleted meanwhile is left out."""
+def earlier_predictions(tasks: Sequence[Mapping[str, Any]], task_ids: Sequence[int], version: str) -> list[dict]:
+    """The prediction of ``version`` (or of its staged copy) each of ``task_ids`` carries in
+    ``tasks`` (as listed, with their predictions), to push again: a task whose image failed in a
+    re-score of the version in use keeps its place in the queue instead of losing its only
+    prediction of the project's version. No request: the listing has them.
+
+    Example:
+        >>> held = [{"id": 3, "predictions": [{"model_version": "v1~staged", "result": [], "score": 0.4, "cluster": 2}]}]
+        >>> earlier_predictions(held, [3], "v1")
+        [{'task': 3, 'result': [], 'score': 0.4, 'model_version': 'v1', 'cluster': 2}]
+    """
     names = {version, staging_name(version)}
+    wanted = {int(t) for t in task_ids}
     out: list[dict] = []
-    for tid in sorted({int(t) for t in task_ids}):
-        try:
-            held = client.task_predictions(tid)
-        except LabelStudioError as exc:
-            if exc.status == 404:
-                continue
-            raise
-        for p in held:
-            if p.get("model_version") in names:
-                kept = {"task": tid, "result": p.get("result") or [], "score": p.get("score"), "model_version": version}
+    for task in tasks:
+        if int(task["id"]) not in wanted:
+            continue
+        for p in task.get("predictions") or []:
+            if isinstance(p, Mapping) and p.get("model_version") in names:
+                kept = {"task": int(task["id"]), "result": p.get("result") or [], "score": p.get("score"), "model_version": version}
                 if p.get("cluster") is not None:
                     kept["cluster"] = p["cluster"]
                 out.append(kept)
@@ -183,7 +186,8 @@ def write_score_columns(
     stores them (storage URIs unresolved: :meth:`~integrations.label_studio.LabelStudioClient.tasks_as_stored`),
     and only the ``al_*`` keys are merged into that; a task deleted meanwhile is skipped, one
     already up to date is not written. An edit of a task's data that lands between the chunk's
-    read and that task's write (the time 16 writes take, a few seconds at most) is still lost: Label Studio offers no
+    read and that task's write (about four rounds of writes of the ``workers``; longer when Label Studio is slow or a
+    write is retried) is still lost: Label Studio offers no
     narrower write.
     """
     ours = set(SCORE_COLUMNS.values())
@@ -353,7 +357,7 @@ def score_project(
     if pooled.predictions:
         predictions = pooled.predictions
         if pooled.errors and project.get("model_version") in (version, staging_name(version)):
-            predictions = predictions + earlier_predictions(client, sorted(pooled.errors), version)
+            predictions = predictions + earlier_predictions(tasks, sorted(pooled.errors), version)
         replace_predictions(client, project_id, predictions, version, settings, project.get("model_version"), retire)
         ensure_queue_view(client, project_id)
         if settings.review_only:

@@ -310,3 +310,8 @@ def test_score_columns_keep_a_cloud_storage_tasks_own_uris(ls_client) -> None:
     assert {tid: t["data"]["image"] for tid, t in stored.items()} == uris
     assert all(t["data"]["al_priority"] == 0.4 and t["data"]["note"] for t in stored.values())
     assert write_score_columns(ls_client, pid, columns) == 0  # up to date: nothing written
+    first, second = sorted(uris)[:2]
+    ls_client.create_annotation(first, [])
+    picked = ls_client.tasks_as_stored(pid, [first, second], per_request=1)  # the Data Manager's selection filters
+    assert set(picked) == {first, second} and ls_client.tasks_as_stored(pid, [second]).keys() == {second}
+    assert [len(picked[t]["annotations"]) for t in (first, second)] == [1, 0]  # what a label change's refresh reads

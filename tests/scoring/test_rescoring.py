@@ -61,7 +61,8 @@ class FakeLabelStudio:
         return {k: f"/tasks/{task}/resolve/?fileuri={v}" if str(v).startswith("s3://") else v for k, v in data.items()}
 
     def list_tasks(self, project_id, fields="all"):
-        return [{"id": t, "data": self.resolved(t, d), "annotations": []} for t, d in self.data.items()]
+        held = {t: [{**p, "result": [{"kept": p["id"]}], "score": 0.25} for p in self.predictions if p["task"] == t] for t in self.data}
+        return [{"id": t, "data": self.resolved(t, d), "annotations": [], "predictions": held[t]} for t, d in self.data.items()]
 
     def get_task(self, task_id):
         if task_id not in self.data:
@@ -75,9 +76,6 @@ class FakeLabelStudio:
             for t in out:
                 self.before_write(t)
         return out
-
-    def task_predictions(self, task_id):
-        return [{**p, "result": [{"kept": p["id"]}], "score": 0.25} for p in self.predictions if p["task"] == task_id]
 
     def delete_model_version(self, project_id, model_version):
         n = len(self.predictions)
