@@ -328,9 +328,9 @@ def refresh_labels(client: LabelStudioAPI, project_id: int, task_ids: Sequence[i
         return 0
     tasks = client.tasks_as_stored(project_id, task_ids)  # a deleted task has nothing left to update
     updated = store.mark_labeled(project_id, {tid: is_labeled(t) for tid, t in tasks.items()})
-    columns = score_columns(list(tasks.values()), [TaskScore(**s) for s in updated])
+    columns = score_columns(list(tasks.values()), [TaskScore(**s) for s in updated])  # merged into the data just read, as stored
     if columns:
-        write_score_columns(client, project_id, columns)
+        client.update_task_data(columns)
     return len(updated)
 
 
