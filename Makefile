@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test lint serve system-deps study bench load screenshot-deps
+.PHONY: setup demo test lint serve system-deps study bench load screenshot-deps docker-check
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -77,3 +77,10 @@ load: setup
 screenshot-deps: setup
 	command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 	$(VENV)/bin/pip install -q --disable-pip-version-check playwright $(PIP_QUIET)
+
+# The docker deployment proved for real (docker/README.md): a docker engine (installed and started
+# when none runs), the base images (stand-ins where Docker Hub is out of reach), our image from
+# docker/Dockerfile and the stack from docker/docker-compose.yml, and the whole loop inside them.
+# Not part of `make test`: about 12 GB of disk and 15-25 minutes the first time. KEEP=1 leaves it up.
+docker-check: setup
+	bash docker/check.sh

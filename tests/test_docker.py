@@ -67,7 +67,8 @@ def test_compose_has_exactly_the_four_services_and_rq_ones_only_under_the_profil
 
 def test_label_studio_is_pinned_and_accepts_a_backend_on_the_docker_network(compose) -> None:
     ls = compose["services"]["label-studio"]
-    assert re.fullmatch(r"heartexlabs/label-studio:1\.23\.\d+", ls["image"])
+    assert re.fullmatch(r"heartexlabs/label-studio:1\.23\.\d+", _interpolate(ls["image"], {}))
+    assert _interpolate(ls["image"], {"LABEL_STUDIO_IMAGE": "mirror.example/ls:1.23.2"}) == "mirror.example/ls:1.23.2"
     env = _env(ls)
     assert env["USE_DEFAULT_BANNED_SUBNETS"].lower() == "false"
     assert env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"].lower() == "true"
@@ -85,7 +86,7 @@ def test_backend_reaches_label_studio_by_service_name_and_keeps_state_on_the_mod
     assert backend["ports"] == ["${BACKEND_BIND:-127.0.0.1}:${BACKEND_PORT:-9090}:9090"]
     assert (env["HOST"], env["PORT"]) == ("0.0.0.0", "9090")  # inside the container: Label Studio reaches it over the network
     assert _named_mounts(backend) == {"models": env["MODEL_DIR"]} and env["MODEL_DIR"] == "/data"
-    assert backend["env_file"] == ".env" and (DOCKER / ".env.example").is_file()
+    assert _interpolate(backend["env_file"], {}) == ".env" and (DOCKER / ".env.example").is_file()
     assert "label-studio" in backend["depends_on"]
     assert "REDIS_URL" not in env, "the backend gets REDIS_URL from .env, only when the rq profile is used"
     backend_url = urlparse(env["BACKEND_URL"])  # `connect`'s default: the backend as Label Studio reaches it
@@ -139,7 +140,8 @@ def test_rq_worker_runs_the_same_image_with_its_own_volume(compose) -> None:
     assert _named_mounts(worker) == {"worker-data": env["MODEL_DIR"]}
     assert worker["healthcheck"] == {"disable": True}, "the image's /health check cannot pass in a worker"
     assert "redis" in worker["depends_on"]
-    assert services["redis"]["image"] == "redis:7-alpine" and _named_mounts(services["redis"]) == {"redis-data": "/data"}
+    assert _interpolate(services["redis"]["image"], {}) == "redis:7-alpine" and _named_mounts(services["redis"]) == {"redis-data": "/data"}
+    assert worker["env_file"] == backend["env_file"], "the worker reads the same settings file as the backend"
 
 
 def test_every_named_volume_is_declared_and_used(compose) -> None:
@@ -150,7 +152,8 @@ def test_every_named_volume_is_declared_and_used(compose) -> None:
 
 
 def test_compose_variables_are_all_in_env_example() -> None:
-    names = set(re.findall(r"\$\{(\w+)", (DOCKER / "docker-compose.yml").read_text()))
+    # BACKEND_ENV_FILE names the settings file itself: it comes from the shell (a second stack's own file)
+    names = set(re.findall(r"\$\{(\w+)", (DOCKER / "docker-compose.yml").read_text())) - {"BACKEND_ENV_FILE"}
     assert names and names <= set(_env_example())
 
 
@@ -208,8 +211,7 @@ def _one(instructions: list[tuple[str, str]], word: str) -> str:
 
 def test_dockerfile_base_user_volume_ports_and_env(dockerfile) -> None:
     args = dict(a.split("=", 1) for w, a in dockerfile if w == "ARG" and "=" in a)
-    base = _one(dockerfile, "FROM").replace("${PYTHON_VERSION}", args.get("PYTHON_VERSION", ""))
-    assert base == "python:3.11-slim"
+    assert _one(dockerfile, "FROM") == "${PYTHON_IMAGE}" and args["PYTHON_IMAGE"] == "python:3.11-slim"
     assert args["TORCH_VARIANT"] == "cpu"
     user = _one(dockerfile, "USER").split(":")[0]
     assert user not in ("root", "0") and user == "1000"
@@ -221,6 +223,22 @@ def test_dockerfile_base_user_volume_ports_and_env(dockerfile) -> None:
     assert "chown -R 1000:1000 /data" in runs
     yolo_dir = re.search(r"YOLO_CONFIG_DIR=(\S+)", env)[1]
     assert yolo_dir.startswith("/home/app") and "/home/app" in runs.split("chown -R 1000:1000", 1)[1]
+
+
+def test_dockerfile_trusts_extra_ca_certificates_before_it_downloads_anything(dockerfile) -> None:
+    """docker/ca-certificates/*.crt join the system store before the first HTTPS download (pip), and every client uses that store."""
+    copy = next(i for i, (w, a) in enumerate(dockerfile) if w == "COPY" and a.startswith("docker/ca-certificates/ "))
+    first_pip = next(i for i, (w, a) in enumerate(dockerfile) if w == "RUN" and "pip install" in a)
+    update = next(i for i, (w, a) in enumerate(dockerfile) if w == "RUN" and "update-ca-certificates" in a)
+    assert copy < update < first_pip
+    env = " ".join(a for w, a in dockerfile if w == "ENV")
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT"):
+        assert f"{name}=/etc/ssl/certs/ca-certificates.crt" in env, name
+    assert (DOCKER / "ca-certificates" / "README.md").is_file()
+    ignored = subprocess.run(["git", "check-ignore", "-q", "docker/ca-certificates/corp.crt"], cwd=ROOT)
+    assert ignored.returncode == 0, "certificates dropped there must not be committed by accident"
+    dockerignore = [line.strip() for line in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines() if not line.startswith("#")]
+    assert not any(line.strip("/*") in ("docker", "docker/ca-certificates") or line.endswith(".crt") for line in dockerignore)
 
 
 def test_dockerfile_healthcheck_uses_python_on_health(dockerfile) -> None:
