@@ -26,6 +26,8 @@ check_model_dir() {
     probe="$dir/.entrypoint-write-test.$$"
     if mkdir -p "$dir" 2>/dev/null && [ -d "$dir" ] && (: >"$probe") 2>/dev/null; then
         rm -f "$probe"
+        # where your own weights go: `docker compose cp best.pt backend:/data/weights/best.pt` needs the folder
+        mkdir -p "$dir/weights"
         return 0
     fi
     {

@@ -29,7 +29,7 @@ Idempotent: every step compares first and changes only what differs; a second ru
 "already" for each and creates nothing.
 
 Example:
-    >>> report = connect_project(client, 12, "http://backend:9090", Access(webhook_secret="s3cret"))  # doctest: +SKIP
+    >>> report = connect_project(client, 12, "http://backend.internal:9090", Access(webhook_secret="s3cret"))  # doctest: +SKIP
     >>> print("\\n".join(report.actions))  # doctest: +SKIP
 """
 
@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -121,6 +123,38 @@ def project_settings() -> dict[str, Any]:
     }
 
 
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})*\.(?!-)([a-z-]{{2,63}}|xn--[a-z0-9]{{1,59}})(?<!-)\.?")
+
+
+def webhook_url_refusal(backend_url: str) -> str | None:
+    """Why Label Studio would refuse ``backend_url + "/webhook"`` as a webhook URL, or None.
+
+    Label Studio checks a webhook's URL with Django's URL validator: the host must be ``localhost``,
+    an IP address, or a domain name with a dot and a top-level label of letters. A bare host name,
+    such as a docker compose service name (``http://backend:9090``), is refused, and a webhook
+    Label Studio makes itself for such an ML backend is silently not made: labels would never
+    reach the backend. (The ML backend's own URL is not checked that way.)
+
+    Example:
+        >>> webhook_url_refusal("http://backend.internal:9090") is None, webhook_url_refusal("http://backend:9090") is None
+        (True, False)
+    """
+    host = (urlsplit(backend_url).hostname or "").lower()
+    try:
+        ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if host == "localhost" or _DOMAIN.fullmatch(host):
+        return None
+    return (
+        f"Label Studio refuses webhook URLs on the host {host!r} (its URL check wants localhost, an IP address or a name "
+        f"with a dot, like backend.internal): labels would never reach the backend. Use a name with a dot for this backend "
+        f"(docker/docker-compose.yml gives it backend.internal: --backend-url http://backend.internal:9090)"
+    )
+
+
 def connect_project(
     client: LabelStudioClient,
     project_id: int,
@@ -146,6 +180,8 @@ def connect_project(
     """
     if retrain_threshold is not None and (isinstance(retrain_threshold, bool) or int(retrain_threshold) < 0):
         raise ValueError(f"--retrain-threshold must be a whole number >= 0 (0: only the train button), not {retrain_threshold!r}")
+    if refusal := webhook_url_refusal(backend_url):
+        raise ValueError(refusal)
     report = ConnectReport(int(project_id))
     try:
         project = client.get_project(project_id)
@@ -166,7 +202,7 @@ def connect_project(
         except LabelStudioError as exc:
             raise LabelStudioError(
                 f"Label Studio could not connect {backend_url} to {name}: {exc}. The URL must be reachable from Label Studio "
-                f"(in docker compose: http://backend:9090), and Label Studio needs USE_DEFAULT_BANNED_SUBNETS=false for private addresses",
+                f"(in docker compose: http://backend.internal:9090), and Label Studio needs USE_DEFAULT_BANNED_SUBNETS=false for private addresses",
                 exc.status,
             ) from None
         report.actions.append(f"registered the ML backend {backend_url} on {name} (backend id {mine['id']})")

@@ -221,7 +221,7 @@ def _connect_arguments(p: argparse.ArgumentParser) -> None:
         "--backend-url",
         default=os.environ.get("BACKEND_URL", f"http://127.0.0.1:{os.environ.get('PORT', '9090')}"),
         help="this backend's URL as Label Studio reaches it (default: $BACKEND_URL, else http://127.0.0.1:$PORT; "
-        "in docker compose: http://backend:9090)",
+        "in docker compose: http://backend.internal:9090)",
     )
     p.add_argument(
         "--retrain-threshold",

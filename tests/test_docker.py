@@ -17,6 +17,7 @@ import pytest
 import requests
 import yaml
 
+from integrations.connect import webhook_url_refusal
 from integrations.local_label_studio import free_port
 from ml_backend.settings import SPECS, Settings
 
@@ -74,6 +75,18 @@ def test_label_studio_is_pinned_and_accepts_a_backend_on_the_docker_network(comp
     assert env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"].lower() == "true"
     assert 8080 in _container_ports(ls)
     assert _named_mounts(ls) == {"label-studio-data": "/label-studio/data"}
+    # tokens stay valid across restarts only with a fixed key: required from docker/.env, no default
+    assert env["SECRET_KEY"].startswith("${LABEL_STUDIO_SECRET_KEY:?") and _env_example()["LABEL_STUDIO_SECRET_KEY"] == ""
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docker/README.md", "docker/.env.example"])
+def test_the_documented_command_sets_label_studios_secret_key(tmp_path, doc) -> None:
+    (line,) = [line.strip().lstrip("#").strip() for line in (ROOT / doc).read_text().splitlines() if "LABEL_STUDIO_SECRET_KEY=$(" in line]
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / ".env").write_text((DOCKER / ".env.example").read_text())
+    subprocess.run(["bash", "-c", line], cwd=tmp_path, check=True, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    env = dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", (tmp_path / "docker" / ".env").read_text(), flags=re.M))
+    assert re.fullmatch(r"[0-9a-f]{64}", env["LABEL_STUDIO_SECRET_KEY"])
 
 
 def test_backend_reaches_label_studio_by_service_name_and_keeps_state_on_the_models_volume(compose) -> None:
@@ -90,7 +103,11 @@ def test_backend_reaches_label_studio_by_service_name_and_keeps_state_on_the_mod
     assert "label-studio" in backend["depends_on"]
     assert "REDIS_URL" not in env, "the backend gets REDIS_URL from .env, only when the rq profile is used"
     backend_url = urlparse(env["BACKEND_URL"])  # `connect`'s default: the backend as Label Studio reaches it
-    assert backend_url.hostname == "backend" and backend_url.port in _container_ports(backend)
+    assert backend_url.port in _container_ports(backend)
+    # Label Studio refuses a webhook URL whose host has no dot (Django's URL check), so Label Studio reaches the
+    # backend by a network alias with one; the service name alone would get no webhook
+    assert backend_url.hostname in backend["networks"]["default"]["aliases"] and "." in backend_url.hostname
+    assert webhook_url_refusal(env["BACKEND_URL"]) is None and webhook_url_refusal("http://backend:9090") is not None
     build = backend["build"]
     assert ((DOCKER / build["context"]) / build["dockerfile"]).resolve() == DOCKER / "Dockerfile"
 
@@ -148,7 +165,7 @@ def test_every_named_volume_is_declared_and_used(compose) -> None:
     assert set(compose["volumes"]) == VOLUMES
     used = {name for svc in compose["services"].values() for name in _named_mounts(svc)}
     assert used == VOLUMES
-    assert "networks" not in compose, "one default network: Label Studio reaches the backend as http://backend:9090"
+    assert "networks" not in compose, "one default network: Label Studio reaches the backend as http://backend.internal:9090"
 
 
 def test_compose_variables_are_all_in_env_example() -> None:
@@ -338,7 +355,7 @@ def test_entrypoint_serve_starts_the_real_server_and_health_answers(tmp_path) ->
         assert health is not None, f"no /health answer within 60 s (exit {proc.poll()}):\n{log_text}"
         assert health["status"] == "UP" and health["model_loaded"] is False
         assert "/nonexistent/weights/best.pt" in health["model_error"]
-        assert state.is_dir()
+        assert state.is_dir() and (state / "weights").is_dir()  # `docker compose cp best.pt backend:/data/weights/` needs it
         assert "warning: LABEL_STUDIO_URL is empty" in log_text and "warning: LABEL_STUDIO_API_KEY is empty" in log_text
         # `exec`: the shell became the server, so SIGTERM reaches gunicorn, which stops cleanly (0).
         proc.send_signal(signal.SIGTERM)
@@ -398,7 +415,7 @@ def test_what_the_readme_promises_about_the_stack_is_in_the_compose_file(compose
     services, volumes = compose["services"], compose["volumes"]
     for name in ("label-studio-data", "models", "redis-data", "worker-data"):
         assert f"`{name}`" in section and name in volumes
-    assert "`http://backend:9090`" in section and "`http://label-studio:8080`" in section
+    assert "`http://backend.internal:9090`" in section and "`http://label-studio:8080`" in section
     assert _env(services["backend"])["LABEL_STUDIO_URL"] == "http://label-studio:8080"
     assert ":8080" in section and 8080 in _container_ports(services["label-studio"])
     assert ":9090" in section and 9090 in _container_ports(services["backend"])

@@ -207,11 +207,11 @@ class Check:
         self.step("docker compose up -d (Label Studio and the backend, no token, no weights yet)")
         t0 = time.monotonic()
         self.stack.compose("up", "-d", "--no-build")
-        health = wait_for("the backend's /health", self.health, 180)
+        wait_for("the backend's /health", self.health, 180)
         self.report["up_to_health_seconds"] = round(time.monotonic() - t0, 1)
-        expect(
-            not health.get("model_loaded") and "starter.pt" in json.dumps(health), f"/health should say the weights are missing: {health}"
-        )
+        # it answers while it tries the weights, then says why it has none
+        health = wait_for("/health to say the weights could not be had", lambda: (h := self.health()).get("model_error") and h, 120)
+        expect(not health["model_loaded"] and "starter.pt" in health["model_error"], f"/health should name the missing weights: {health}")
         wait_for("Label Studio's /health", lambda: requests.get(f"{self.ls_url}/health", timeout=5).ok, 300)
         self.report["up_to_label_studio_seconds"] = round(time.monotonic() - t0, 1)
         wait_for(
@@ -281,9 +281,9 @@ class Check:
         )
         print("   " + out.strip().replace("\n", "\n   "), flush=True)
         ml = self.client.list_ml_backends(self.project)
-        expect(len(ml) == 1 and ml[0]["url"].rstrip("/") == "http://backend:9090", f"Label Studio's ML backends: {ml}")
+        expect(len(ml) == 1 and ml[0]["url"].rstrip("/") == "http://backend.internal:9090", f"Label Studio's ML backends: {ml}")
         hooks = self.client.get("/api/webhooks/", params={"project": self.project})
-        expect(any(h["url"].startswith("http://backend:9090/webhook") for h in hooks), f"webhooks: {hooks}")
+        expect(any(h["url"].startswith("http://backend.internal:9090/webhook") for h in hooks), f"webhooks: {hooks}")
         out = self.exec_backend("python", "-m", "ml_backend", "score", "--project", str(self.project))
         print("   " + out.strip().splitlines()[-1], flush=True)
         self.report["pre_annotations"] = self.queue_checked(self.report["base_version"])
@@ -382,6 +382,11 @@ class Check:
             "annotations": sorted((int(x["id"]), len(x.get("annotations") or [])) for x in tasks),
         }
 
+    def scores_settled(self) -> bool:
+        """The scores mark as labeled exactly the tasks labeled here (a label's refresh of them runs after its webhook)."""
+        scores = self.backend("/scores", project=self.project)["scores"]
+        return {s["task"] for s in scores if s["labeled"]} == set(self.labeled)
+
     def same_after(self, what: str, action: Callable[[], None]) -> float:
         before = self.snapshot()
         t0 = time.monotonic()
@@ -402,6 +407,7 @@ class Check:
         pending = self.training()["labels_since_training"]
         self.label(2)
         wait_for("2 more labels counted", lambda: self.training()["labels_since_training"] == pending + 2, 120)
+        wait_for("the scores to mark every labeled task", self.scores_settled, 120)
         times = {}
 
         def restart() -> None:
@@ -496,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     settings_file = workdir / "settings.env"
     settings_file.unlink(missing_ok=True)
     ls_port, backend_port = free_port(), free_port()
-    user, password, secret = "checker", secrets.token_urlsafe(16), secrets.token_urlsafe(24)
+    user, password, secret, ls_key = "checker", secrets.token_urlsafe(16), secrets.token_urlsafe(24), secrets.token_hex(32)
     variant = torch_variant(args.torch_variant)
     write_settings(
         settings_file,
@@ -508,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
             "BASIC_AUTH_USER": user,
             "BASIC_AUTH_PASS": password,
             "WEBHOOK_SECRET": secret,
+            "LABEL_STUDIO_SECRET_KEY": ls_key,
         },
     )
     env = _stack_env(settings_file)
@@ -518,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         f"http://127.0.0.1:{ls_port}",
         f"http://127.0.0.1:{backend_port}",
         (user, password),
-        {"basic auth password": password, "webhook secret": secret},
+        {"basic auth password": password, "webhook secret": secret, "Label Studio's SECRET_KEY": ls_key},
     )
     report = check.report
     report.update(

@@ -41,25 +41,25 @@ def test_only_this_backends_registration_on_the_project_is_retitled() -> None:
     ls = FakeLabelStudio(
         [
             {"id": 1, "project": 7, "url": "http://other:9090", "title": "someone else's"},
-            {"id": 2, "project": 7, "url": "http://backend:9090/", "title": "YOLO active learning"},
-            {"id": 3, "project": 8, "url": "http://backend:9090", "title": "YOLO active learning"},
+            {"id": 2, "project": 7, "url": "http://backend.internal:9090/", "title": "YOLO active learning"},
+            {"id": 3, "project": 8, "url": "http://backend.internal:9090", "title": "YOLO active learning"},
         ]
     )
     speedup = {"speedup": 1.8, "previous": 1.0, "heldout_images": 12}
-    assert show_speedup(ls, 7, "http://backend:9090", "project7-ab12", speedup) is True  # type: ignore[arg-type]
+    assert show_speedup(ls, 7, "http://backend.internal:9090", "project7-ab12", speedup) is True  # type: ignore[arg-type]
     assert ls.updates == [
         (
             2,
             {
                 "project": 7,
-                "url": "http://backend:9090/",
+                "url": "http://backend.internal:9090/",
                 "title": "YOLO active learning · pre-annotations 1.8x as fast as drawing",
                 "description": "correcting the pre-annotations of project7-ab12 is 1.8x as fast as drawing every box "
                 "(on its 12 held-out tasks; the model before it: 1.0x)",
             },
         )
     ]
-    assert show_speedup(ls, 9, "http://backend:9090", "project9-cd34", speedup) is False  # type: ignore[arg-type]
+    assert show_speedup(ls, 9, "http://backend.internal:9090", "project9-cd34", speedup) is False  # type: ignore[arg-type]
 
 
 class FakeProjectAPI:
@@ -104,22 +104,53 @@ class FakeProjectAPI:
 @pytest.mark.parametrize(
     ("registered", "action"),
     [
-        ([], "registered the ML backend http://backend:9090 on project 7 (fish) (backend id 1)"),
+        ([], "registered the ML backend http://backend.internal:9090 on project 7 (fish) (backend id 1)"),
         (  # an earlier connect turned it on
-            [{"id": 1, "project": 7, "url": "http://backend:9090", "is_interactive": True}],
-            "the ML backend http://backend:9090 was already registered (backend id 1); "
+            [{"id": 1, "project": 7, "url": "http://backend.internal:9090", "is_interactive": True}],
+            "the ML backend http://backend.internal:9090 was already registered (backend id 1); "
             "turned Label Studio's interactive pre-annotation off: this backend does not use it",
         ),
         (
-            [{"id": 1, "project": 7, "url": "http://backend:9090/", "is_interactive": False}],
-            "the ML backend http://backend:9090 is already registered on project 7 (fish) (backend id 1)",
+            [{"id": 1, "project": 7, "url": "http://backend.internal:9090/", "is_interactive": False}],
+            "the ML backend http://backend.internal:9090 is already registered on project 7 (fish) (backend id 1)",
         ),
     ],
 )
 def test_connect_leaves_interactive_pre_annotation_off(monkeypatch, registered: list[dict], action: str) -> None:
     monkeypatch.setattr(integrations.connect, "_backend_training_status", lambda *a: None)  # no backend to ask here
     ls = FakeProjectAPI(registered)
-    report = connect_project(ls, 7, "http://backend:9090", Access())  # type: ignore[arg-type]
+    report = connect_project(ls, 7, "http://backend.internal:9090", Access())  # type: ignore[arg-type]
     assert [b["is_interactive"] for b in ls.tables["/api/ml"]] == [False]
     assert report.actions[0] == action
     assert not any("interactive" in line for line in report.actions[1:])
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://backend:9090", True),  # a docker compose service name: Label Studio would make no webhook
+        ("http://ml_backend.internal:9090", True),  # an underscore is not allowed in a host name
+        ("http://backend.1:9090", True),  # the last label must be letters
+        ("http://-backend.internal:9090", True),
+        ("http://backend.internal:9090", False),
+        ("http://my-backend.example.com/ml/", False),
+        ("http://localhost:9090", False),
+        ("http://127.0.0.1:9090", False),
+        ("http://[::1]:9090", False),
+        ("http://10.0.3.7", False),
+    ],
+)
+def test_webhook_url_refusal_follows_label_studios_url_check(url: str, refused: bool) -> None:
+    from integrations.connect import webhook_url_refusal
+
+    reason = webhook_url_refusal(url)
+    assert (reason is not None) is refused
+    if refused:
+        assert "backend.internal" in reason and "labels would never reach the backend" in reason
+
+
+def test_connect_refuses_a_backend_url_label_studio_makes_no_webhook_for_before_changing_anything() -> None:
+    ls = FakeProjectAPI([])
+    with pytest.raises(ValueError, match="http://backend.internal:9090"):
+        connect_project(ls, 7, "http://backend:9090", Access())  # type: ignore[arg-type]
+    assert ls.calls == [] and ls.tables["/api/ml"] == []
