@@ -84,7 +84,9 @@ def test_the_documented_command_sets_label_studios_secret_key(tmp_path, doc) -> 
     (line,) = [line.strip().lstrip("#").strip() for line in (ROOT / doc).read_text().splitlines() if "LABEL_STUDIO_SECRET_KEY=$(" in line]
     (tmp_path / "docker").mkdir()
     (tmp_path / "docker" / ".env").write_text((DOCKER / ".env.example").read_text())
-    subprocess.run(["bash", "-c", line], cwd=tmp_path, check=True, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    subprocess.run(
+        ["bash", "-c", line], cwd=tmp_path, check=True, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    )
     env = dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", (tmp_path / "docker" / ".env").read_text(), flags=re.M))
     assert re.fullmatch(r"[0-9a-f]{64}", env["LABEL_STUDIO_SECRET_KEY"])
 
