@@ -324,13 +324,27 @@ class Check:
             self.client.create_annotation(tid, self.truth[tid])
             self.labeled.append(tid)
 
-    def retrain(self, where: str, rq: bool = False) -> dict:
+    def kill_backend(self) -> None:
+        """``kill -9`` of the backend container's main process (from the host), then Docker's restart policy brings it back."""
+        restarts = int(self.stack.inspect("backend", "{{.RestartCount}}"))
+        pid = self.stack.inspect("backend", "{{.State.Pid}}")
+        subprocess.run(["kill", "-9", pid], check=True)
+        wait_for("Docker to restart the killed backend", lambda: int(self.stack.inspect("backend", "{{.RestartCount}}")) > restarts, 120)
+
+    def retrain(self, where: str, rq: bool = False, kill_mid_run: bool = False) -> dict:
         before = self.training()
         runs, version = before["runs"], before["model_version"]
         self.step(f"{THRESHOLD} labels through Label Studio's API -> webhooks -> a run ({where}) -> promotion -> re-scored queue")
         t0 = time.monotonic()
         self.label(THRESHOLD)
         wait_for("the run to start", lambda: self.training()["state"] in ("queued", "training") or self.training()["runs"] > runs, 120)
+        if kill_mid_run:  # a crash mid-training: the served model stays, the run is done again after the restart
+            wait_for("the run to be training", lambda: self.training()["state"] == "training", 120, step=0.2)
+            self.kill_backend()
+            wait_for("the backend to serve again", lambda: self.health().get("model_loaded"), 300)
+            now = self.training()
+            expect(now["model_version"] == version, f"after kill -9 mid-run the project serves {now['model_version']}, not {version}")
+            print(f"   kill -9 of the backend mid-run: restarted, still serving {version}, the run is {now['state']}", flush=True)
         done = wait_for(
             "the run to end", lambda: (s := self.training())["state"] in ("idle", "failed") and s["runs"] > runs and s, 900, step=2
         )
@@ -419,15 +433,7 @@ class Check:
 
         times["restart"] = self.same_after("docker compose restart backend", restart)
 
-        def kill() -> None:
-            restarts = int(self.stack.inspect("backend", "{{.RestartCount}}"))
-            pid = self.stack.inspect("backend", "{{.State.Pid}}")
-            subprocess.run(["kill", "-9", pid], check=True)
-            wait_for(
-                "Docker to restart the killed backend", lambda: int(self.stack.inspect("backend", "{{.RestartCount}}")) > restarts, 120
-            )
-
-        times["kill_9"] = self.same_after("kill -9 of the backend container's main process", kill)
+        times["kill_9"] = self.same_after("kill -9 of the backend container's main process", self.kill_backend)
 
         def down_up() -> None:
             self.earlier_logs.append(self.stack.compose("logs", "--no-color", rq=True).stdout)
@@ -486,7 +492,6 @@ def torch_variant(asked: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ml_backend.tools.docker_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, default=ROOT / ".cache" / "docker-check")
-    p.add_argument("--weights", type=Path, help="weights to serve (default: a starter model of the check's classes, trained here once)")
     p.add_argument("--images", type=int, default=16, help="images in the check's project")
     p.add_argument("--torch-variant", default=os.environ.get("TORCH_VARIANT", "auto"), choices=("auto", "cpu", "cuda"))
     p.add_argument("--engine-seconds", type=float, default=None, help="(from docker/check.sh) seconds it took to ready the engine")
@@ -496,12 +501,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
-    weights = args.weights
-    if weights is None:
-        from ml_backend.tools.starter import train_starter_model
+    from ml_backend.tools.starter import train_starter_model
 
-        print("-- training a starter model of the check's classes on this machine (first run only)", flush=True)
-        weights = train_starter_model(workdir / "starter", kind="detect", epochs=60, imgsz=128, n_train=160, n_val=40)
+    print("-- a starter model of the check's classes (trained on this machine on the first run, as `make demo` does)", flush=True)
+    weights = train_starter_model(workdir / "starter", kind="detect", epochs=60, imgsz=128, n_train=160, n_val=40)
 
     settings_file = workdir / "settings.env"
     settings_file.unlink(missing_ok=True)
@@ -547,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         check.build_and_start()
         check.sign_up_and_serve_weights(Path(weights))
         check.project_connected_and_scored(args.images)
-        report["child_process_run"] = check.retrain("a child process of the backend")
+        report["child_process_run"] = check.retrain("a child process of the backend, killed mid-run", kill_mid_run=True)
         check.use_rq()
         report["rq_run"] = check.retrain("an RQ job on the worker service", rq=True)
         check.nothing_lost()
