@@ -14,8 +14,9 @@ touched) and checks, against the containerised Label Studio:
 3. A project with its own classes and uploaded images; ``connect`` and ``score`` run with
    ``docker compose exec backend``; every task gets pre-annotations and a queue position.
 4. Labels made through Label Studio's API reach ``/webhook`` (with basic auth and a webhook secret
-   set); the threshold starts a retraining run in a child process of the backend; the new model is
-   promoted and the queue re-scored.
+   set); the threshold starts a retraining run in a child process of the backend; ``kill -9`` of the
+   backend container mid-run: Docker restarts it, the project still serves its model, the run is
+   done again; the new model is promoted and the queue re-scored.
 5. ``REDIS_URL`` set and the ``rq`` profile started: the next run is an RQ job on the ``worker``
    service, promoted, re-scored.
 6. ``docker compose restart backend``, ``kill -9`` of the backend container's main process, and
