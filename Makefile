@@ -81,6 +81,6 @@ screenshot-deps: setup
 # The docker deployment proved for real (docker/README.md): a docker engine (installed and started
 # when none runs), the base images (stand-ins where Docker Hub is out of reach), our image from
 # docker/Dockerfile and the stack from docker/docker-compose.yml, and the whole loop inside them.
-# Not part of `make test`: about 12 GB of disk and 15-25 minutes the first time. KEEP=1 leaves it up.
+# Not part of `make test`: about 12 GB of disk and 10 minutes the first time (2 cores). KEEP=1 leaves it up.
 docker-check: setup
 	bash docker/check.sh

@@ -19,9 +19,10 @@
 # 4. The loop (ml_backend/tools/docker_check.py) on a compose project of its own (al-docker-check:
 #    its own volumes, settings and ports; a stack of yours is not touched), then `down -v`.
 #
-# Needs about 12 GB of disk (the CUDA image is ~7.5 GB) and, on 2 cores, 15-25 minutes the first
-# time (images are kept for later runs). TORCH_VARIANT=cpu (the image's default) needs
-# download.pytorch.org; where that is out of reach set TORCH_VARIANT=cuda (PyPI's torch, runs on CPU).
+# Needs about 12 GB of disk (the CUDA image is ~7.5 GB) and, on 2 cores, about 10 minutes the first
+# time (measured: 590 s; images are kept for later runs). The image's default TORCH_VARIANT=cpu needs
+# download.pytorch.org; where it does not answer the check builds TORCH_VARIANT=cuda (PyPI's torch,
+# which runs on a CPU too). TORCH_VARIANT=cpu or cuda in the environment forces one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${DOCKER_CHECK_DIR:-$PWD/.cache/docker-check}

@@ -29,6 +29,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from integrations.connect import webhook_url_refusal
 from integrations.connection import WEBHOOK_SECRET_HEADER, threshold_from_extra_params
 from integrations.label_studio import LabelStudioError
 from ml_backend.access import Exposure
@@ -144,6 +145,8 @@ def create_app(
         url = request.host_url.rstrip("/")
         if project_id is None or known_urls.get(project_id) == url:
             return
+        if refusal := webhook_url_refusal(url):  # connected by hand in Label Studio's UI with, e.g., http://backend:9090
+            log.warning("project %s: Label Studio reaches this backend at %s and makes no webhook for it. %s", project_id, url, refusal)
         try:
             path = settings.paths.backend_url(project_id)
             path.parent.mkdir(parents=True, exist_ok=True)

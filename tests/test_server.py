@@ -375,13 +375,18 @@ def test_configured_label_studio_url_is_not_overridden_by_setup(tmp_path, detect
     assert app.extensions["ml_backend"].predictor.fetcher.policy.label_studio_url == "http://ls.example:8080"
 
 
-def test_the_url_label_studio_reaches_the_backend_at_is_kept_per_project(tmp_path, detect_weights) -> None:
+def test_the_url_label_studio_reaches_the_backend_at_is_kept_per_project(tmp_path, detect_weights, caplog) -> None:
     settings = make_settings(tmp_path, detect_weights)
     client = new_app(settings).test_client()
     client.post("/setup", json={"project": "7.1", "schema": RECT_CFG}, base_url="http://backend:9090")
     assert settings.paths.backend_url(7).read_text() == "http://backend:9090"  # where its speed-up is shown (ML backend title)
+    # a host without a dot (a compose service name typed into Label Studio's UI): Label Studio makes no webhook for it
+    (warned,) = [r.getMessage() for r in caplog.records if "makes no webhook" in r.getMessage()]
+    assert "project 7" in warned and "http://backend:9090" in warned and "backend.internal" in warned
+    caplog.clear()
     client.post("/setup", json={"project": "7.1", "schema": RECT_CFG}, base_url="http://127.0.0.1:9091")
     assert settings.paths.backend_url(7).read_text() == "http://127.0.0.1:9091"  # the latest one
+    assert not [r for r in caplog.records if "makes no webhook" in r.getMessage()]
     client.post("/setup", json={"schema": RECT_CFG}, base_url="http://elsewhere:1")  # no project: nothing kept
     assert sorted(p.name for p in settings.paths.projects_dir.iterdir()) == ["7"]
 

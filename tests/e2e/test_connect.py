@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
+from integrations.connect import webhook_url_refusal
+from integrations.label_studio import LabelStudioError
 from integrations.queue_view import QUEUE_VIEW_TITLE
 from ml_backend.__main__ import main
 
@@ -67,6 +69,24 @@ def test_connect_errors_say_what_to_fix(ls_client, label_studio, pat, backend, m
     assert message in err and pat not in err
     if project is None:
         assert ls_client.list_ml_backends(pid) == []  # a failed connection leaves nothing behind
+
+
+@pytest.mark.parametrize(("host", "accepted"), [("backend", False), ("ml_backend", False), ("127.0.0.1", True), ("localhost", True)])
+def test_label_studio_refuses_the_webhook_hosts_connect_refuses(ls_client, host, accepted) -> None:
+    """Label Studio's webhook URL check (Django's) refuses a host without a dot, such as a docker compose service
+    name, and Label Studio then silently makes no webhook for such an ML backend: connect refuses those URLs first."""
+    pid = ls_client.create_project(f"e2e webhook host {host}", CONFIG)["id"]
+    url = f"http://{host}:9090"
+    try:
+        hook = ls_client.post("/api/webhooks", json={"project": pid, "url": f"{url}/webhook", "send_payload": True})
+    except LabelStudioError as exc:
+        assert exc.status == 400 and "Enter a valid URL" in str(exc), exc
+        made = False
+    else:
+        ls_client.request("DELETE", f"/api/webhooks/{hook['id']}")
+        made = True
+    assert made is accepted
+    assert (webhook_url_refusal(url) is None) is accepted
 
 
 def test_connect_sets_the_projects_retraining_threshold_and_the_nth_label_starts_a_run(
