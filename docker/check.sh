@@ -89,7 +89,17 @@ fi
 # -- 3. base images: the real ones, else stand-ins --------------------------------------------------
 T0=$(date +%s)
 have() { docker image inspect "$1" >/dev/null 2>&1; }
-pullable() { have "$1" || timeout 120 docker pull -q "$1" >/dev/null 2>&1; }
+hub_answers() {  # Docker Hub's registry answers at all (any HTTP status), within 15 s
+    if command -v curl >/dev/null 2>&1; then curl -s -o /dev/null -m 15 https://registry-1.docker.io/v2/; else return 0; fi
+}
+pullable() {  # present, or pulled (no time limit: a big image on a slow line is still reachable)
+    have "$1" && return 0
+    case "${1%%/*}" in
+        *.*|*:*) ;;                     # another registry (a mirror): just try it
+        *) hub_answers || return 1 ;;   # Docker Hub: not even asked when it does not answer
+    esac
+    docker pull -q "$1" >"$W/pull.log" 2>&1
+}
 standin_base() {
     have al-standin/debian:bookworm && return
     command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
@@ -110,9 +120,10 @@ standin() {  # name, real image, stand-in tag
     fi
     echo "$3"
 }
-PYTHON_IMAGE=$(standin python python:3.11-slim al-standin/python:3.11-slim)
-LABEL_STUDIO_IMAGE=$(standin label-studio heartexlabs/label-studio:1.23.2 al-standin/label-studio:1.23.2)
-REDIS_IMAGE=$(standin redis redis:7-alpine al-standin/redis:7)
+# PYTHON_IMAGE, LABEL_STUDIO_IMAGE, REDIS_IMAGE in the environment (a registry mirror) are tried first.
+PYTHON_IMAGE=$(standin python "${PYTHON_IMAGE:-python:3.11-slim}" al-standin/python:3.11-slim)
+LABEL_STUDIO_IMAGE=$(standin label-studio "${LABEL_STUDIO_IMAGE:-heartexlabs/label-studio:1.23.2}" al-standin/label-studio:1.23.2)
+REDIS_IMAGE=$(standin redis "${REDIS_IMAGE:-redis:7-alpine}" al-standin/redis:7)
 export PYTHON_IMAGE LABEL_STUDIO_IMAGE REDIS_IMAGE
 say "images: $PYTHON_IMAGE, $LABEL_STUDIO_IMAGE, $REDIS_IMAGE (base images ready after $(($(date +%s) - T0))s)"
 

@@ -27,7 +27,7 @@ check_model_dir() {
     if mkdir -p "$dir" 2>/dev/null && [ -d "$dir" ] && (: >"$probe") 2>/dev/null; then
         rm -f "$probe"
         # where your own weights go: `docker compose cp best.pt backend:/data/weights/best.pt` needs the folder
-        mkdir -p "$dir/weights"
+        mkdir -p "$dir/weights" 2>/dev/null || echo "warning: could not make $dir/weights (a file of that name?): copy your weights elsewhere in $dir" >&2
         return 0
     fi
     {

@@ -79,6 +79,19 @@ def _same_url(a: object, b: object) -> bool:
     return str(a or "").rstrip("/") == str(b or "").rstrip("/")
 
 
+def _dotless_form(old: object, new: str) -> bool:
+    """``old`` is ``new`` with its host cut at the first dot (``http://backend:9090`` for
+    ``http://backend.internal:9090``): a registration Label Studio made no webhook for, to move."""
+    a, b = urlsplit(str(old or "").rstrip("/")), urlsplit(new.rstrip("/"))
+    host = a.hostname or ""
+    return (
+        bool(host)
+        and webhook_url_refusal(str(old)) is not None
+        and (b.hostname or "").startswith(host + ".")
+        and (a.scheme, a.port, a.path) == (b.scheme, b.port, b.path)
+    )
+
+
 def _backend_fields(access: Access, existing: dict[str, Any] | None, retrain_threshold: int | None) -> dict[str, Any]:
     fields: dict[str, Any] = {"is_interactive": False}  # the backend ignores interactive context
     if access.basic_auth_user:
@@ -123,8 +136,8 @@ def project_settings() -> dict[str, Any]:
     }
 
 
-_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_DOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})*\.(?!-)([a-z-]{{2,63}}|xn--[a-z0-9]{{1,59}})(?<!-)\.?")
+_LABEL = r"(?!-)[a-z\u00a1-\uffff0-9-]{1,63}(?<!-)"
+_DOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})*\.(?!-)([a-z\u00a1-\uffff-]{{2,63}}|xn--[a-z0-9]{{1,59}})(?<!-)\.?")
 
 
 def webhook_url_refusal(backend_url: str) -> str | None:
@@ -195,6 +208,16 @@ def connect_project(
 
     backends = client.list_ml_backends(project_id)
     mine = next((b for b in backends if _same_url(b.get("url"), backend_url)), None)
+    old = None if mine else next((b for b in backends if _dotless_form(b.get("url"), backend_url)), None)
+    if old is not None:  # connected as http://backend:9090 before: no webhook was ever made for it
+        client.patch(f"/api/ml/{old['id']}", json={"project": int(project_id), "url": backend_url.rstrip("/")})
+        report.actions.append(
+            f"moved the ML backend {old['url']} to {backend_url} (backend id {old['id']}): Label Studio makes no webhook "
+            "for a host without a dot, so no label reached the backend"
+        )
+        report.changed = True
+        old["url"] = backend_url.rstrip("/")
+        mine = old
     wanted = _backend_fields(access, mine, retrain_threshold)
     if mine is None:
         try:

@@ -79,16 +79,33 @@ def test_label_studio_is_pinned_and_accepts_a_backend_on_the_docker_network(comp
     assert env["SECRET_KEY"].startswith("${LABEL_STUDIO_SECRET_KEY:?") and _env_example()["LABEL_STUDIO_SECRET_KEY"] == ""
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docker/README.md", "docker/.env.example"])
-def test_the_documented_command_sets_label_studios_secret_key(tmp_path, doc) -> None:
-    (line,) = [line.strip().lstrip("#").strip() for line in (ROOT / doc).read_text().splitlines() if "LABEL_STUDIO_SECRET_KEY=$(" in line]
-    (tmp_path / "docker").mkdir()
-    (tmp_path / "docker" / ".env").write_text((DOCKER / ".env.example").read_text())
-    subprocess.run(
-        ["bash", "-c", line], cwd=tmp_path, check=True, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
-    )
-    env = dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", (tmp_path / "docker" / ".env").read_text(), flags=re.M))
-    assert re.fullmatch(r"[0-9a-f]{64}", env["LABEL_STUDIO_SECRET_KEY"])
+@pytest.mark.parametrize(
+    ("existing", "kept"),
+    [
+        (None, None),  # no docker/.env yet: made from .env.example, with a key
+        ("LABEL_STUDIO_API_KEY=tok\nLABEL_STUDIO_SECRET_KEY=\n", None),  # the key line empty: filled
+        ("LABEL_STUDIO_API_KEY=tok\n", None),  # an .env of an earlier version, without the line: added
+        ("LABEL_STUDIO_API_KEY=tok\nLABEL_STUDIO_SECRET_KEY=mine\n", "mine"),  # set: never changed
+    ],
+)
+def test_init_env_gives_docker_env_a_secret_key_once(tmp_path, existing, kept) -> None:
+    for name in ("init-env.sh", ".env.example"):
+        (tmp_path / name).write_text((DOCKER / name).read_text())
+    if existing is not None:
+        (tmp_path / ".env").write_text(existing)
+    seen = []
+    for _ in range(2):  # a second run changes nothing
+        subprocess.run(["sh", str(tmp_path / "init-env.sh")], check=True, capture_output=True, timeout=30)
+        text = (tmp_path / ".env").read_text()
+        keys = re.findall(r"^LABEL_STUDIO_SECRET_KEY=(.*)$", text, flags=re.M)
+        assert len(keys) == 1 and (keys[0] == kept if kept else re.fullmatch(r"[0-9a-f]{64}", keys[0])), text
+        seen.append(keys[0])
+    assert seen[0] == seen[1]
+    assert (tmp_path / ".env").stat().st_mode & 0o077 == 0, "it holds secrets: its owner's only"
+    if existing:
+        assert "LABEL_STUDIO_API_KEY=tok" in text
+    else:
+        assert set(re.findall(r"^([A-Z][A-Z0-9_]*)=", text, flags=re.M)) == set(_env_example())
 
 
 def test_backend_reaches_label_studio_by_service_name_and_keeps_state_on_the_models_volume(compose) -> None:

@@ -29,6 +29,7 @@ import hashlib
 import io
 import ipaddress
 import logging
+import os
 import re
 import socket
 import warnings
@@ -240,7 +241,8 @@ class ImageFetcher:
         max_pixels: largest accepted decoded image.
         session: a ``requests.Session`` (injectable).
         ca_bundle: a PEM file of certificate authorities trusted for Label Studio's own host
-            (``LABEL_STUDIO_CA_BUNDLE``); other hosts are checked against the system's.
+            (``LABEL_STUDIO_CA_BUNDLE``); other hosts are checked against ``REQUESTS_CA_BUNDLE`` (or
+            ``CURL_CA_BUNDLE``) when set, else certifi's, as requests does.
     """
 
     def __init__(
@@ -267,6 +269,10 @@ class ImageFetcher:
         # Never through a proxy from the environment: the URL policy checks the address each download
         # connects to (no private, loopback or metadata addresses), which a proxy would hide.
         self.session.trust_env = False
+        # ... but the CA bundle the environment names still counts, as requests would read it (a network
+        # that inspects TLS; the docker image points it at its system store, docker/ca-certificates/).
+        if getattr(self.session, "verify", None) is True:
+            self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         if isinstance(self.session, requests.Session):
             mount_pinned(self.session)  # connect to the addresses UrlPolicy.check checked
 

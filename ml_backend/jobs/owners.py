@@ -49,7 +49,8 @@ def owner_alive(owner: str | None, heartbeat: float | None = None) -> bool:
     """Is the process that made a claim still there?
 
     Same host: a claim with its start is alive while that pid names a process that started then
-    (this very process included). A claim without it (an older ``host:pid``, or no ``/proc``): its
+    (this very process included); where that pid's start cannot be read (another user's process
+    under ``hidepid``), while the pid answers. A claim without it (an older ``host:pid``, or no ``/proc``): its
     pid answers, and this very process counts as gone (a claim of its pid at start-up is a previous
     life's). Another host (or a recreated container): a heartbeat within ``HEARTBEAT_STALE_S``.
     """
@@ -60,7 +61,17 @@ def owner_alive(owner: str | None, heartbeat: float | None = None) -> bool:
         return heartbeat is not None and time.time() - heartbeat < HEARTBEAT_STALE_S
     pid = int(m["pid"])
     if m["start"] is not None and process_start(os.getpid()) is not None:
-        return process_start(pid) == m["start"]
+        started = process_start(pid)
+        if started is not None:
+            return started == m["start"]
+        # unreadable (gone, or /proc mounted with hidepid for another user's process): kill(0) tells which
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return False  # our own user's process, yet its stat unreadable: not the one that claimed
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

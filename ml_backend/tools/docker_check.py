@@ -81,6 +81,17 @@ SETTINGS = {
 }
 
 T = TypeVar("T")
+# Run inside the backend container: SIGKILL to the children of its init (docker-init -> the server).
+KILL_MAIN_PROCESS = """
+import os
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    if stat.rpartition(")")[2].split()[1] == "1":
+        os.kill(int(pid), 9)
+"""
 
 
 class CheckFailed(AssertionError):
@@ -326,10 +337,14 @@ class Check:
             self.labeled.append(tid)
 
     def kill_backend(self) -> None:
-        """``kill -9`` of the backend container's main process (from the host), then Docker's restart policy brings it back."""
+        """``kill -9`` of the backend container's main process, then Docker's restart policy brings it back.
+
+        Sent from inside the container (as its user), to the process the init runs (the server): a pid
+        seen from the host may belong to another namespace (Docker Desktop, a rootless engine), and
+        ``docker kill`` counts as a stop by hand, which the restart policy leaves stopped.
+        """
         restarts = int(self.stack.inspect("backend", "{{.RestartCount}}"))
-        pid = self.stack.inspect("backend", "{{.State.Pid}}")
-        subprocess.run(["kill", "-9", pid], check=True)
+        self.stack.compose("exec", "-T", "backend", "python", "-c", KILL_MAIN_PROCESS, rq=True, check=False)
         wait_for("Docker to restart the killed backend", lambda: int(self.stack.inspect("backend", "{{.RestartCount}}")) > restarts, 120)
 
     def retrain(self, where: str, rq: bool = False, kill_mid_run: bool = False) -> dict:
@@ -473,7 +488,10 @@ class Check:
 def _stack_env(settings_file: Path) -> dict[str, str]:
     """The environment compose runs in: this process's (PYTHON_IMAGE, LABEL_STUDIO_IMAGE, REDIS_IMAGE from
     docker/check.sh), without backend settings that would override the settings file's."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "REDIS_URL", "TORCH_VARIANT")}
+    # the shell's values would win over the settings file's (compose's order): only the image names pass
+    names = {line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines() if "=" in line and not line.startswith("#")}
+    passed = {"PYTHON_IMAGE", "LABEL_STUDIO_IMAGE", "REDIS_IMAGE"}
+    env = {k: v for k, v in os.environ.items() if (k not in names or k in passed) and not k.startswith("COMPOSE_")}
     env.update(BACKEND_ENV_FILE=str(settings_file), COMPOSE_PROJECT_NAME=PROJECT)
     return env
 
@@ -557,9 +575,9 @@ def main(argv: list[str] | None = None) -> int:
         check.nothing_lost()
         check.users_and_logs()
         ok = True
-    except CheckFailed as exc:
-        report["failed"] = str(exc)
-        print(f"\nFAILED: {exc}", file=sys.stderr, flush=True)
+    except Exception as exc:  # a failed check, or anything else on the way: said, with the services' logs
+        report["failed"] = str(exc) if isinstance(exc, CheckFailed) else f"{type(exc).__name__}: {exc}"
+        print(f"\nFAILED: {report['failed']}", file=sys.stderr, flush=True)
         logs = stack.compose("logs", "--no-color", "--tail", "60", rq=True, check=False).stdout
         (workdir / "compose-logs.txt").write_text(logs)
         print(f"(the services' last log lines: {workdir / 'compose-logs.txt'})", file=sys.stderr)

@@ -429,3 +429,22 @@ def test_the_same_label_studio_path_from_two_label_studios_is_cached_apart(tmp_p
     ]
     fetchers[0]._download = lambda url: b"downloaded again"  # type: ignore[method-assign]
     assert fetchers[0].fetch_bytes("/data/upload/1/a.png") == b"http://ls-a:8080/data/upload/1/a.png"  # a hit
+
+
+@pytest.mark.parametrize(
+    ("env", "verify"),
+    [
+        ({}, True),
+        ({"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}, "/etc/ssl/certs/ca-certificates.crt"),
+        ({"CURL_CA_BUNDLE": "/corp/ca.pem"}, "/corp/ca.pem"),
+    ],
+)
+def test_image_downloads_trust_the_ca_bundle_the_environment_names_but_no_proxy(monkeypatch, tmp_path, env, verify) -> None:
+    """trust_env is off (no proxy may hide the address connected to), yet the environment's CA bundle counts, as in
+    requests: the docker image points REQUESTS_CA_BUNDLE at its store, which holds docker/ca-certificates/*.crt."""
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    f = ImageFetcher(UrlPolicy(), tmp_path)
+    assert f.session.trust_env is False and f.session.verify == verify

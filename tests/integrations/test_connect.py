@@ -154,3 +154,24 @@ def test_connect_refuses_a_backend_url_label_studio_makes_no_webhook_for_before_
     with pytest.raises(ValueError, match="http://backend.internal:9090"):
         connect_project(ls, 7, "http://backend:9090", Access())  # type: ignore[arg-type]
     assert ls.calls == [] and ls.tables["/api/ml"] == []
+
+
+def test_connect_moves_a_registration_made_at_the_bare_service_name(monkeypatch) -> None:
+    """Connected as http://backend:9090 before (Label Studio made no webhook): moved, not registered twice."""
+    monkeypatch.setattr(integrations.connect, "_backend_training_status", lambda *a: None)
+    ls = FakeProjectAPI([{"id": 4, "project": 7, "url": "http://backend:9090", "is_interactive": False}])
+    report = connect_project(ls, 7, "http://backend.internal:9090", Access())  # type: ignore[arg-type]
+    assert [(b["id"], b["url"]) for b in ls.tables["/api/ml"]] == [(4, "http://backend.internal:9090")]
+    assert report.actions[0].startswith("moved the ML backend http://backend:9090 to http://backend.internal:9090 (backend id 4)")
+    assert [h["url"] for h in ls.tables["/api/webhooks"]] == ["http://backend.internal:9090/webhook"]  # the webhook it never had
+
+
+@pytest.mark.parametrize(
+    "other",
+    ["http://backend:9091", "http://other:9090", "https://backend:9090", "http://backend:9090/ml"],
+)
+def test_connect_moves_only_the_dotless_form_of_its_own_url(monkeypatch, other) -> None:
+    monkeypatch.setattr(integrations.connect, "_backend_training_status", lambda *a: None)
+    ls = FakeProjectAPI([{"id": 4, "project": 7, "url": other, "is_interactive": False}])
+    connect_project(ls, 7, "http://backend.internal:9090", Access())  # type: ignore[arg-type]
+    assert sorted(b["url"] for b in ls.tables["/api/ml"]) == sorted([other, "http://backend.internal:9090"])

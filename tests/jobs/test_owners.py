@@ -80,3 +80,20 @@ def test_a_dead_workers_pid_that_now_names_a_thread_of_this_process_is_gone(thre
 def test_owner_alive(owner, heartbeat_age, alive) -> None:
     heartbeat = None if heartbeat_age is None else time.time() - heartbeat_age
     assert owner_alive(owner, heartbeat) is alive
+
+
+@pytest.mark.parametrize(("kill_says", "alive"), [(PermissionError, True), (ProcessLookupError, False), (None, False)])
+def test_a_claim_whose_process_start_cannot_be_read_asks_kill(monkeypatch, kill_says, alive) -> None:
+    """/proc mounted with hidepid hides another user's process: a live one must not be taken over (a second run)."""
+    import ml_backend.jobs.owners as owners
+
+    real = owners.process_start
+    monkeypatch.setattr(owners, "process_start", lambda pid: None if pid == 4242 else real(pid))
+
+    def kill(pid: int, sig: int) -> None:
+        assert (pid, sig) == (4242, 0)
+        if kill_says is not None:
+            raise kill_says()
+
+    monkeypatch.setattr(owners.os, "kill", kill)
+    assert owner_alive(f"{HOST}:4242:777") is alive

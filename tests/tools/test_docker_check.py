@@ -1,6 +1,6 @@
 """The docker check's own pieces that need no docker: its settings file and its shell script.
 
-The check itself (``make docker-check``) needs a docker engine, about 12 GB and 15-25 minutes, so it
+The check itself (``make docker-check``) needs a docker engine, about 12 GB and 10 minutes, so it
 is not part of this suite; docker/README.md reports its runs.
 """
 
