@@ -444,3 +444,13 @@ def test_what_the_readme_promises_about_the_stack_is_in_the_compose_file(compose
     for cmd in re.findall(r"^docker compose .*$", section, flags=re.M):
         assert "-f docker/docker-compose.yml" in cmd
     assert all(s.get("restart") == "unless-stopped" for s in services.values())
+
+
+def test_init_env_also_makes_another_settings_file(tmp_path) -> None:
+    """`sh docker/init-env.sh FILE`: a second stack's settings (make docker-check's), docker/.env untouched."""
+    target = tmp_path / "second.env"
+    before = (DOCKER / ".env").read_text() if (DOCKER / ".env").exists() else None
+    subprocess.run(["sh", str(DOCKER / "init-env.sh"), str(target)], check=True, capture_output=True, timeout=30)
+    keys = re.findall(r"^LABEL_STUDIO_SECRET_KEY=([0-9a-f]{64})$", target.read_text(), flags=re.M)
+    assert len(keys) == 1
+    assert ((DOCKER / ".env").read_text() if (DOCKER / ".env").exists() else None) == before

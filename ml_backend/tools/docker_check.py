@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     settings_file = workdir / "settings.env"
     settings_file.unlink(missing_ok=True)
     ls_port, backend_port = free_port(), free_port()
-    user, password, secret, ls_key = "checker", secrets.token_urlsafe(16), secrets.token_urlsafe(24), secrets.token_hex(32)
+    user, password, secret = "checker", secrets.token_urlsafe(16), secrets.token_urlsafe(24)
     variant = torch_variant(args.torch_variant)
     write_settings(
         settings_file,
@@ -540,9 +540,11 @@ def main(argv: list[str] | None = None) -> int:
             "BASIC_AUTH_USER": user,
             "BASIC_AUTH_PASS": password,
             "WEBHOOK_SECRET": secret,
-            "LABEL_STUDIO_SECRET_KEY": ls_key,
         },
     )
+    # Label Studio's SECRET_KEY as the docs make it: docker/init-env.sh
+    subprocess.run(["sh", str(ROOT / "docker" / "init-env.sh"), str(settings_file)], check=True, capture_output=True)
+    ls_key = next(line.split("=", 1)[1] for line in settings_file.read_text().splitlines() if line.startswith("LABEL_STUDIO_SECRET_KEY="))
     env = _stack_env(settings_file)
     stack = Stack(workdir, env, settings_file, image=f"label-studio-al-backend:{variant}")
     check = Check(
