@@ -172,7 +172,11 @@ class _HeadCapture:
         self.raw: list[Any] = []
         self.idxs: list[Any] = []
         self.recording = False
+        self.warned = False
         layers: Any = getattr(getattr(yolo, "model", None), "model", None)
+        # channels of the decoded output besides 4 box + nc class rows: mask coefficients, angle, keypoints
+        head = layers[-1] if hasattr(layers, "__getitem__") else None
+        self.extra = sum(int(getattr(head, a, 0) or 0) for a in ("nm", "ne", "nk"))
         self.active = hasattr(layers, "__getitem__") and hasattr(layers[-1], "register_forward_hook")
         self.predictor_class = self._predictor_class() if self.active else None
         if self.active:
@@ -227,16 +231,32 @@ class _HeadCapture:
         for b in range(n):
             emb = _pooled(self.feats[-1], b) if self.feats else None
             scores = objects = None
-            if self.raw and self.idxs and b < len(self.idxs[-1]):
-                raw = self.raw[-1]
-                if raw.ndim == 3 and raw.shape[1] >= 4 + nc:
-                    idx = self.idxs[-1][b].long().reshape(-1)
-                    scores = raw[b, 4 : 4 + nc, :][:, idx].T.detach().float().cpu().numpy().astype(np.float64)
-                    maps = self.feats[-1] if self.feats else None
-                    if maps is not None and strides is not None and isinstance(maps, (list, tuple)) and len(maps) == len(strides):
-                        objects = _box_pooled(maps, b, raw[b, :4, :][:, idx].T, [float(x) for x in strides])
+            raw = self.raw[-1] if self.raw else None
+            idx = self.idxs[-1][b].long().reshape(-1) if self.idxs and b < len(self.idxs[-1]) else None
+            if raw is not None and idx is not None and _per_class_layout(raw, 4 + nc + self.extra, idx):
+                scores = raw[b, 4 : 4 + nc, :][:, idx].T.detach().float().cpu().numpy().astype(np.float64)
+                maps = self.feats[-1] if self.feats else None
+                if maps is not None and strides is not None and isinstance(maps, (list, tuple)) and len(maps) == len(strides):
+                    objects = _box_pooled(maps, b, raw[b, :4, :][:, idx].T, [float(x) for x in strides])
+            elif raw is not None and getattr(self.yolo, "task", None) != "classify" and not self.warned:
+                # e.g. a head in end-to-end (NMS-free) mode: (batch, max_det, 6) boxes, no per-class scores
+                self.warned = True
+                log.warning(
+                    "this model's head returns %s, not per-class scores (batch, 4 + %d classes, anchors) with the objects "
+                    "NMS kept: uncertainty uses each object's confidence alone, and objects get no features for diversity",
+                    tuple(raw.shape),
+                    nc,
+                )
             out.append((scores, emb, objects))
         return out
+
+
+def _per_class_layout(raw: Any, channels: int, idx: Any) -> bool:
+    """``raw`` is a head's decoded pre-NMS output, (batch, channels = 4 + nc + extra, anchors), that the kept
+    indices ``idx`` index (an end-to-end head's (batch, max_det, 6) boxes are not)."""
+    if raw.ndim != 3 or raw.shape[1] != channels:
+        return False
+    return not idx.numel() or int(idx.max()) < raw.shape[2]
 
 
 def _first_tensor(out: Any) -> Any:

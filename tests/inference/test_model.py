@@ -70,3 +70,37 @@ def test_object_features_are_the_feature_maps_averaged_inside_each_box() -> None
     np.testing.assert_allclose(out[0, :4], expected(3.5), rtol=1e-5)
     np.testing.assert_allclose(out[1, :4], expected(0.5), rtol=1e-5)
     np.testing.assert_allclose(out[:, 4:], np.full((2, 4), 0.5), rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_yaml", ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml"])
+def test_every_current_detector_family_serves_and_scores(tmp_path, images, model_yaml, caplog) -> None:
+    """Models built from Ultralytics' own yaml files (random weights: the code path is what counts): per-class
+    scores of the kept objects and object features, never silently empty; YOLO26 (NMS-free head) included."""
+    from ultralytics import YOLO
+
+    path = tmp_path / model_yaml.replace(".yaml", ".pt")
+    YOLO(model_yaml).save(str(path))
+    model = load_weights(str(path))
+    preds = model.predict(images, conf=0.0001, imgsz=160, device="cpu", with_scores=True)
+    assert any(len(p.class_ids) for p in preds)
+    for p in preds:
+        assert p.class_scores is not None and p.class_scores.shape == (len(p.class_ids), 80)
+        assert np.all((p.class_scores >= 0) & (p.class_scores <= 1))
+        assert p.object_embeddings is not None and len(p.object_embeddings) == len(p.class_ids)
+        assert p.embedding is not None
+    assert "not per-class scores" not in caplog.text
+
+
+def test_a_head_without_per_class_scores_is_said_not_read_as_scores(caplog) -> None:
+    """An end-to-end head's (batch, 300, 6) boxes in the raw output's place: no scores made of them, and a warning."""
+    import types
+
+    import torch
+
+    from ml_backend.inference.model import _HeadCapture
+
+    capture = _HeadCapture(types.SimpleNamespace(task="detect"))
+    for _ in range(2):
+        capture.raw, capture.idxs, capture.feats = [torch.rand(1, 300, 6)], [[torch.arange(3)]], []
+        assert capture.finish(1, 80) == [(None, None, None)]
+    assert caplog.text.count("not per-class scores") == 1
