@@ -254,7 +254,12 @@ def create_app(
         if project:
             project_plans[project] = plan
         log.info("setup project=%s model=%s: %s", project or "?", checked.version, plan)
-        return jsonify({"model_version": checked.version, "classes": checked.coverage.to_json(), "pre_annotations": plan})
+        for warning in checked.warnings:
+            log.warning("setup project=%s: %s", project or "?", warning)
+        answer = {"model_version": checked.version, "classes": checked.coverage.to_json(), "pre_annotations": plan}
+        if checked.warnings:
+            answer["warnings"] = list(checked.warnings)
+        return jsonify(answer)
 
     @app.post("/predict")
     def predict() -> Response:

@@ -555,3 +555,25 @@ def test_huge_payload_is_refused(tmp_path, detect_weights) -> None:
     client = new_app(make_settings(tmp_path, detect_weights)).test_client()
     resp = client.post("/predict", data=b"{" + b" " * (33 * 1024 * 1024) + b"}", content_type="application/json")
     assert resp.status_code == 413
+
+
+def test_a_controls_model_score_threshold_decides_what_is_shown_and_setup_warns_of_the_rest(tmp_path, detect_weights, shapes) -> None:
+    """model_score_threshold overrides SCORE_THRESHOLD for its control; model_* attributes not applied are said in /setup."""
+    _, items = shapes
+    client = new_app(make_settings(tmp_path, detect_weights, SCORE_THRESHOLD=0.05)).test_client()
+    tasks = tasks_for([u for u, _ in items])
+    confidences = {}
+    for threshold in ("", "0.9"):
+        cfg = RECT_CFG.replace('toName="image">', f'toName="image" model_score_threshold="{threshold}" model_path="x.pt">')
+        body = client.post("/setup", json={"project": f"5{len(threshold)}.1", "schema": cfg}).get_json()
+        assert body["warnings"] == [f'<RectangleLabels name="label"> model_path: not applied; {_NOT_YET_MODEL_PATH}']
+        results = client.post("/predict", json={"tasks": tasks, "project": f"5{len(threshold)}.1"}).get_json()["results"]
+        confidences[threshold] = [r["score"] for res in results for r in res["result"]]
+    assert confidences[""] and min(confidences[""]) < 0.9  # SCORE_THRESHOLD=0.05 shows low ones
+    assert all(c >= 0.9 for c in confidences["0.9"]) and len(confidences["0.9"]) < len(confidences[""])
+    assert "warnings" not in client.post("/setup", json={"project": "53.1", "schema": RECT_CFG}).get_json()
+
+
+_NOT_YET_MODEL_PATH = (
+    "a model per control is not supported yet: the project's served model (MODEL_PATH, then its retrained versions) fills this control"
+)

@@ -22,8 +22,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from label_studio_sdk.label_interface import LabelInterface
 
@@ -52,6 +53,8 @@ class Target:
     kind: str  # rectangle | obb | polygon | choices
     labels: tuple[str, ...]
     predicted_values: Mapping[str, tuple[str, ...]]  # label -> model class names
+    score_threshold: float | None = None  # the control's model_score_threshold: shown from this confidence on
+    warnings: tuple[str, ...] = ()  # the config's model_* attributes this backend does not apply, and why
 
     @property
     def result_type(self) -> str:
@@ -78,9 +81,14 @@ def select_target(label_config: str, model_task: str) -> Target:
         found = sorted({o.tag for o in li.objects}) or ["no data tags"]
         raise LabelConfigError(f"This backend labels images: the labeling config needs an <Image> tag (it has {', '.join(found)}).")
     wanted = _CONTROLS_FOR_TASK[model_task]
+    warnings = _attribute_warnings(li.controls)
+    skipped = []
     for tag, kind in wanted:
         for control in li.controls:
             if control.tag != tag:
+                continue
+            if _is_true(control.attr.get("model_skip")):
+                skipped.append(control.name)
                 continue
             to = [n for n in control.to_name if n in images]
             if not to:
@@ -107,13 +115,61 @@ def select_target(label_config: str, model_task: str) -> Target:
                 kind=kind,
                 labels=labels,
                 predicted_values=predicted,
+                score_threshold=_score_threshold(control),
+                warnings=warnings,
             )
+    if skipped:
+        raise LabelConfigError(
+            f'Every control a YOLO {model_task} model can fill has model_skip="true" ({", ".join(skipped)}): '
+            "remove it from the one to pre-annotate, or disconnect the model."
+        )
     have = sorted({c.tag for c in li.controls}) or ["no controls"]
     need = " or ".join(f"<{t}>" for t, _ in wanted)
     raise LabelConfigError(
         f"A YOLO {model_task} model needs {need} on an <Image> in the labeling config; it has {', '.join(have)}. "
         "Change the labeling config or MODEL_PATH."
     )
+
+
+# The per-control attributes of Label Studio's own YOLO example backend, and what this backend does with each.
+_APPLIED = ("model_score_threshold", "model_skip")
+_NOT_YET = {
+    "model_path": "a model per control is not supported yet: the project's served model (MODEL_PATH, then its retrained "
+    "versions) fills this control",
+    "model_obb": "the served model's own task decides oriented boxes (an OBB model fills <RectangleLabels> with rotation)",
+}
+
+
+def _is_true(value: object) -> bool:
+    return str(value or "").strip().lower() in ("true", "1", "yes")
+
+
+def _score_threshold(control: Any) -> float | None:
+    raw = control.attr.get("model_score_threshold")
+    if raw is None or str(raw).strip() == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise LabelConfigError(
+            f'<{control.tag} name="{control.name}"> has model_score_threshold="{raw}": use a confidence between 0 and 1, e.g. 0.5.'
+        )
+    return value
+
+
+def _attribute_warnings(controls: Iterable[Any]) -> tuple[str, ...]:
+    """What the config asks of a model through ``model_*`` attributes that this backend does not apply."""
+    out = []
+    for control in controls:
+        for key in sorted(k for k in control.attr if str(k).startswith("model_")):
+            where = f'<{control.tag} name="{control.name}"> {key}'
+            if key in _NOT_YET:
+                out.append(f"{where}: not applied; {_NOT_YET[key]}")
+            elif key not in _APPLIED:
+                out.append(f"{where}: unknown, ignored (this backend reads {', '.join(_APPLIED)})")
+    return tuple(out)
 
 
 def build_label_map(model_names: Mapping[int, str], target: Target) -> dict[int, str]:

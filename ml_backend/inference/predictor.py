@@ -94,6 +94,7 @@ class Check:
     coverage: Coverage
     own_model: bool
     proposals: bool = False
+    warnings: tuple[str, ...] = ()  # model_* attributes of the config not applied (label_config.Target.warnings)
 
     def plan(self, threshold: int, order: str) -> str:
         """:meth:`Coverage.plan` for this project, whose queue is in ``order`` until its model knows every label."""
@@ -152,7 +153,8 @@ class Predictor:
             return Served(
                 model, target, dict.fromkeys(model.names, label), proposals=True, display=default_display(self.settings), project=project
             )
-        return Served(model, target, build_label_map(model.names, target), display=self.display_for(project, model), project=project)
+        display = Display(target.score_threshold) if target.score_threshold is not None else self.display_for(project, model)
+        return Served(model, target, build_label_map(model.names, target), display=display, project=project)
 
     def display_for(self, project: int | None, model: LoadedModel) -> Display:
         """What ``model`` shows for ``project``: ``SCORE_THRESHOLD`` for every class when it is set;
@@ -175,7 +177,9 @@ class Predictor:
         model = self.models.describe(project, wait)
         target = _target_for(label_config, model.task)
         own = project is not None and self.models.model_dir is not None and self.models.current(project) is not None
-        return Check(model.version, coverage(model.names, target), own, proposal_label(model.names, target, model.task) is not None)
+        return Check(
+            model.version, coverage(model.names, target), own, proposal_label(model.names, target, model.task) is not None, target.warnings
+        )
 
     def fetcher_for(self, project: int | None) -> ImageSource:
         """Where ``project``'s images come from: the Label Studio its ``/setup`` named, else ``LABEL_STUDIO_URL``'s fetcher."""

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from ml_backend.inference.label_config import Coverage, LabelConfigError, Target, build_label_map, coverage, proposal_label, select_target
@@ -166,3 +168,44 @@ def test_odd_label_characters_survive() -> None:
     t = select_target(config, "detect")
     assert t.labels == ('Ünïcødé & <x> "q"',)
     assert build_label_map({0: 'ünïcødé & <x> "q"'}, t) == {0: 'Ünïcødé & <x> "q"'}
+
+
+def _two_boxes(first: str = "", second: str = "") -> str:
+    return (
+        '<View><Image name="image" value="$image"/>'
+        f'<RectangleLabels name="a" toName="image" {first}><Label value="Car"/></RectangleLabels>'
+        f'<RectangleLabels name="b" toName="image" {second}><Label value="Car"/></RectangleLabels></View>'
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "from_name", "threshold", "warned"),
+    [
+        (_two_boxes(), "a", None, ()),
+        (_two_boxes('model_score_threshold="0.6"'), "a", 0.6, ()),
+        (_two_boxes('model_skip="true"', 'model_score_threshold="0.3"'), "b", 0.3, ()),  # the official backend's spelling
+        (_two_boxes('model_skip="True"'), "b", None, ()),
+        (_two_boxes('model_skip="false"'), "a", None, ()),
+        (_two_boxes('model_score_threshold=""'), "a", None, ()),
+        (_two_boxes('model_path="other.pt"'), "a", None, ('<RectangleLabels name="a"> model_path: not applied',)),
+        (_two_boxes("", 'model_obb="true"'), "a", None, ('<RectangleLabels name="b"> model_obb: not applied',)),
+        (_two_boxes('model_treshold="0.5"'), "a", None, ('<RectangleLabels name="a"> model_treshold: unknown, ignored',)),
+    ],
+)
+def test_per_control_attributes_as_the_official_backend_spells_them(config, from_name, threshold, warned) -> None:
+    target = select_target(config, "detect")
+    assert (target.from_name, target.score_threshold) == (from_name, threshold)
+    assert len(target.warnings) == len(warned) and all(w.startswith(p) for w, p in zip(target.warnings, warned, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        (_two_boxes('model_skip="true"', 'model_skip="true"'), 'Every control a YOLO detect model can fill has model_skip="true" (a, b)'),
+        (_two_boxes('model_score_threshold="high"'), '<RectangleLabels name="a"> has model_score_threshold="high"'),
+        (_two_boxes('model_score_threshold="1.5"'), "between 0 and 1"),
+    ],
+)
+def test_per_control_attributes_that_cannot_be_served_say_what_to_change(config, fragment) -> None:
+    with pytest.raises(LabelConfigError, match=re.escape(fragment)):
+        select_target(config, "detect")
