@@ -150,6 +150,11 @@ _SCHEMAS: dict[str, Any] = {
             "model_version": {"type": "string"},
             "classes": _ref("Classes"),
             "pre_annotations": {"type": "string", "description": "what is pre-annotated now, and when the rest will be"},
+            "warnings": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "model_* attributes of the labeling config this backend does not apply, and why (absent: none)",
+            },
         },
     },
     "PredictRequest": {
