@@ -284,6 +284,16 @@ CASES: list[Case] = [
         CONFIG_KEPT,
     ),
     Case(
+        "setup-score-threshold-word",
+        '`/setup` with `model_score_threshold="high"` on the control',
+        post(
+            "/setup", {"project": f"{PROJECT}.1", "schema": CFG.replace('toName="image">', 'toName="image" model_score_threshold="high">')}
+        ),
+        422,
+        'has model_score_threshold="high": use a confidence between 0 and 1',
+        CONFIG_KEPT,
+    ),
+    Case(
         "setup-extra-params-string",
         '`/setup` with `extra_params: "20"`',
         post("/setup", {"project": "8.1", "schema": CFG, "extra_params": "20"}),
