@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ import requests
 
 from integrations.label_studio import LabelStudioClient
 from integrations.local_label_studio import free_port
+from integrations.queue_view import serving_order
 from ml_backend.tools.synthetic import ls_box_result, make_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,6 +259,9 @@ class Check:
         expect(r.status_code == 201, f"could not create a personal access token ({r.status_code}): {r.text[:300]}")
         token = r.json()["token"]
         self.secret_values["token"] = token
+        login = self.workdir / "label-studio-login"  # to look at it in a browser (--keep)
+        login.write_text(f"{email}\n{password}\n")
+        login.chmod(0o600)
         write_settings(self.stack.settings_file, {"LABEL_STUDIO_API_KEY": token})
         self.client = LabelStudioClient(self.ls_url, token)
 
@@ -318,9 +323,13 @@ class Check:
         expect(len(scores) == len(tasks), f"{len(scores)} scores for {len(tasks)} tasks")
         columns = [k for k in tasks[0]["data"] if k != "image"]
         expect(bool(columns), f"no score columns in the task data: {tasks[0]['data']}")
+        # Label Studio serves, from the cluster this annotator labeled least, the highest priority (docs/queue.md)
         head = self.client.next_task(self.project)["id"]
-        unlabeled = {s["task"] for s in scores if not s["labeled"]}
-        expect(head in unlabeled, f"Label Studio serves task {head}, which is not an unlabeled scored task")
+        queue = serving_order(
+            [(s["task"], s["cluster"], s["priority"]) for s in scores if not s["labeled"]],
+            solved=Counter(s["cluster"] for s in scores if s["labeled"]),
+        )
+        expect(bool(queue) and head == queue[0], f"Label Studio serves task {head}, the scores' order starts {queue[:5]}")
         print(
             f"   {len(tasks)} tasks, {regions} pre-annotated boxes of {version}; columns {columns}; Label Studio serves task {head}",
             flush=True,
@@ -591,6 +600,13 @@ def main(argv: list[str] | None = None) -> int:
             stack.compose("down", "-v", rq=True, check=False)
         shutil.rmtree(workdir / "images", ignore_errors=True)
     print(f"\n{'PASSED' if ok else 'FAILED'} in {report['total_seconds']} s; report: {workdir / 'report.json'}", flush=True)
+    if args.keep:
+        print(
+            f"The stack is up (--keep): Label Studio {check.ls_url}/projects/{check.project}/data, log in with "
+            f"{workdir / 'label-studio-login'}; remove it with: BACKEND_ENV_FILE={settings_file} docker compose -p {PROJECT} "
+            f"-f {COMPOSE_FILE} --env-file {settings_file} --profile rq down -v",
+            flush=True,
+        )
     return 0 if ok else 1
 
 
