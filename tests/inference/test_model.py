@@ -72,8 +72,12 @@ def test_object_features_are_the_feature_maps_averaged_inside_each_box() -> None
     np.testing.assert_allclose(out[:, 4:], np.full((2, 4), 0.5), rtol=1e-5)
 
 
-@pytest.mark.parametrize("model_yaml", ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml"])
-def test_every_current_detector_family_serves_and_scores(tmp_path, images, model_yaml, caplog) -> None:
+@pytest.mark.parametrize(
+    "model_yaml",
+    ["yolov8n.yaml", "yolo11n.yaml", "yolo11n-seg.yaml", "yolo11n-obb.yaml", "yolo11n-cls.yaml"]
+    + ["yolo26n.yaml", "yolo26n-seg.yaml", "yolo26n-obb.yaml", "yolo26n-cls.yaml"],
+)
+def test_every_current_model_family_serves_and_scores(tmp_path, images, model_yaml, caplog) -> None:
     """Models built from Ultralytics' own yaml files (random weights: the code path is what counts): per-class
     scores of the kept objects and object features, never silently empty; YOLO26 (NMS-free head) included."""
     from ultralytics import YOLO
@@ -81,13 +85,17 @@ def test_every_current_detector_family_serves_and_scores(tmp_path, images, model
     path = tmp_path / model_yaml.replace(".yaml", ".pt")
     YOLO(model_yaml).save(str(path))
     model = load_weights(str(path))
-    preds = model.predict(images, conf=0.0001, imgsz=160, device="cpu", with_scores=True)
-    assert any(len(p.class_ids) for p in preds)
+    nc = len(model.names)
+    preds = model.predict(images, conf=0.0001, imgsz=96, device="cpu", with_scores=True)
     for p in preds:
-        assert p.class_scores is not None and p.class_scores.shape == (len(p.class_ids), 80)
+        assert p.embedding is not None
+        if model.task == "classify":
+            assert p.class_scores is not None and p.class_scores.shape == (1, nc)
+            continue
+        assert p.class_scores is not None and p.class_scores.shape == (len(p.class_ids), nc)
         assert np.all((p.class_scores >= 0) & (p.class_scores <= 1))
         assert p.object_embeddings is not None and len(p.object_embeddings) == len(p.class_ids)
-        assert p.embedding is not None
+    assert model.task == "classify" or any(len(p.class_ids) for p in preds)
     assert "not per-class scores" not in caplog.text
 
 
