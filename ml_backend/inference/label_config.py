@@ -108,6 +108,11 @@ def select_target(label_config: str, model_task: str) -> Target:
                 if names:
                     predicted[value] = names
             image = images[to[0]]
+            unfilled = tuple(
+                f'<{c.tag} name="{c.name}">: not filled; {_UNFILLED.get(c.tag, "one control is filled, the first the model fits (model_skip on the others picks it)")}'
+                for c in li.controls
+                if c is not control and c.tag in _FILLABLE and not _is_true(c.attr.get("model_skip"))
+            )
             return Target(
                 from_name=control.name,
                 to_name=image.name,
@@ -116,7 +121,7 @@ def select_target(label_config: str, model_task: str) -> Target:
                 labels=labels,
                 predicted_values=predicted,
                 score_threshold=_score_threshold(control),
-                warnings=warnings,
+                warnings=warnings + unfilled,
             )
     if skipped:
         raise LabelConfigError(
@@ -138,6 +143,16 @@ _NOT_YET = {
     "versions) fills this control",
     "model_obb": "the served model's own task decides oriented boxes (an OBB model fills <RectangleLabels> with rotation)",
 }
+
+
+# Controls a model of Label Studio's YOLO example backend fills; the ones this backend never fills, and why.
+_UNFILLED = {
+    "KeyPointLabels": "keypoints (pose models) are not supported yet",
+    "BrushLabels": "brush masks are not supported yet (a segment model fills <PolygonLabels>)",
+    "VideoRectangle": "video is not supported yet",
+    "TimelineLabels": "video is not supported yet",
+}
+_FILLABLE = {"RectangleLabels", "PolygonLabels", "Choices", *_UNFILLED}
 
 
 def _is_true(value: object) -> bool:

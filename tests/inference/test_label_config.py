@@ -195,7 +195,33 @@ def _two_boxes(first: str = "", second: str = "") -> str:
 def test_per_control_attributes_as_the_official_backend_spells_them(config, from_name, threshold, warned) -> None:
     target = select_target(config, "detect")
     assert (target.from_name, target.score_threshold) == (from_name, threshold)
-    assert len(target.warnings) == len(warned) and all(w.startswith(p) for w, p in zip(target.warnings, warned, strict=True))
+    said = [w for w in target.warnings if ": not filled;" not in w]  # the other control: test_controls_not_filled_are_said
+    assert len(said) == len(warned) and all(w.startswith(p) for w, p in zip(said, warned, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("config", "task", "unfilled"),
+    [
+        (_two_boxes(), "detect", ['<RectangleLabels name="b">: not filled; one control is filled']),
+        (_two_boxes("", 'model_skip="true"'), "detect", []),
+        (
+            '<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image"><Label value="person"/>'
+            '</RectangleLabels><KeyPointLabels name="kp" toName="image"><Label value="nose"/></KeyPointLabels>'
+            '<BrushLabels name="mask" toName="image"><Label value="person"/></BrushLabels></View>',
+            "detect",
+            ['<KeyPointLabels name="kp">: not filled; keypoints', '<BrushLabels name="mask">: not filled; brush masks'],
+        ),
+        (
+            '<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image"><Label value="cat"/>'
+            '</RectangleLabels><Choices name="kind" toName="image"><Choice value="cat"/></Choices></View>',
+            "classify",
+            ['<RectangleLabels name="box">: not filled; one control is filled'],
+        ),
+    ],
+)
+def test_controls_not_filled_are_said(config, task, unfilled) -> None:
+    said = [w for w in select_target(config, task).warnings if ": not filled;" in w]
+    assert len(said) == len(unfilled) and all(w.startswith(p) for w, p in zip(said, unfilled, strict=True))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,94 @@
+"""The semantic cases of Label Studio's YOLO example backend's tests, rebuilt with our own fixtures: what each
+of its labeling configs gets here (docs/official-yolo-backend.md says the same, case by case)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ml_backend.inference.images import ImageError
+from ml_backend.inference.label_config import LabelConfigError, build_label_map, coverage, select_target
+from ml_backend.inference.predictor import task_image_uri
+
+COCO = {0: "person", 2: "car", 9: "traffic light", 11: "stop sign", 15: "cat", 16: "dog"}
+
+
+def view(*controls: str, images: tuple[str, ...] = ("image",)) -> str:
+    return "<View>" + "".join(f'<Image name="{i}" value="${i}"/>' for i in images) + "".join(controls) + "</View>"
+
+
+def rect(name: str = "label", to: str = "image", attrs: str = "", labels: str = '<Label value="person"/><Label value="car"/>') -> str:
+    return f'<RectangleLabels name="{name}" toName="{to}" {attrs}>{labels}</RectangleLabels>'
+
+
+def test_a_wrong_data_key_fails_that_task_and_names_the_keys_it_has() -> None:
+    target = select_target(view(rect()).replace('value="$image"', 'value="$img"'), "detect")
+    with pytest.raises(ImageError, match=re.escape("the task has no image under data.img (its data keys: image)")):
+        task_image_uri({"id": 1, "data": {"image": "http://example.com/a.jpg"}}, target.value_key)
+
+
+def test_model_skip_leaves_a_control_alone() -> None:
+    target = select_target(view(rect("skipped", attrs='model_skip="true"'), rect("used")), "detect")
+    assert target.from_name == "used" and not target.warnings
+
+
+def test_a_control_without_to_name_is_not_one_we_can_fill() -> None:
+    with pytest.raises(LabelConfigError, match=re.escape("needs <RectangleLabels> on an <Image>")):
+        select_target(view('<RectangleLabels name="label"><Label value="person"/></RectangleLabels>'), "detect")
+
+
+def test_a_control_whose_labels_match_nothing_is_served_and_learned() -> None:
+    target = select_target(view(rect(labels='<Label value="Fish"/><Label value="Starfish"/>')), "detect")
+    assert build_label_map(COCO, target) == {}
+    got = coverage(COCO, target)
+    assert (got.known, got.missing) == ((), ("Fish", "Starfish"))  # the project's own model learns them
+
+
+def test_two_images_with_two_rectangle_labels_and_their_thresholds() -> None:
+    """The first control is filled, at its own threshold; the other is said not to be (several controls: not yet)."""
+    config = view(
+        rect("a", "image1", 'model_score_threshold="0.3"'), rect("b", "image2", 'model_score_threshold="0.9"'), images=("image1", "image2")
+    )
+    target = select_target(config, "detect")
+    assert (target.from_name, target.to_name, target.value_key, target.score_threshold) == ("a", "image1", "image1", 0.3)
+    assert target.warnings == (
+        '<RectangleLabels name="b">: not filled; one control is filled, the first the model fits (model_skip on the others picks it)',
+    )
+
+
+@pytest.mark.parametrize("choice", ["single", "multiple"])
+def test_choices_get_the_top_class(choice) -> None:
+    config = view(f'<Choices name="kind" toName="image" choice="{choice}"><Choice value="cat"/><Choice value="dog"/></Choices>')
+    target = select_target(config, "classify")
+    assert (target.kind, target.result_type, target.labels) == ("choices", "choices", ("cat", "dog"))
+    assert build_label_map(COCO, target) == {15: "cat", 16: "dog"}
+
+
+def test_predicted_values_with_spaces() -> None:
+    labels = '<Label value="Signs" predicted_values="traffic light, stop sign"/><Label value="Vehicle" predicted_values=" car "/>'
+    target = select_target(view(rect(labels=labels)), "detect")
+    assert build_label_map(COCO, target) == {2: "Vehicle", 9: "Signs", 11: "Signs"}
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        view('<KeyPointLabels name="kp" toName="image"><Label value="nose"/></KeyPointLabels>'),  # keypoints without a parent box
+        view(rect(labels='<Label value="person"/>'), '<KeyPointLabels name="kp" toName="image"><Label value="nose"/></KeyPointLabels>'),
+    ],
+)
+def test_keypoints_are_not_served_yet_and_a_pose_model_says_so(config) -> None:
+    with pytest.raises(LabelConfigError, match=re.escape("Model task 'pose' is not supported")):
+        select_target(config, "pose")
+
+
+def test_video_controls_are_said_not_filled() -> None:
+    config = (
+        '<View><Image name="image" value="$image"/>' + rect() + '<Video name="video" value="$video"/>'
+        '<VideoRectangle name="box" toName="video" model_tracker="botsort"/></View>'
+    )
+    target = select_target(config, "detect")
+    assert target.from_name == "label"
+    assert '<VideoRectangle name="box">: not filled; video is not supported yet' in target.warnings
+    assert any(w.startswith('<VideoRectangle name="box"> model_tracker: unknown, ignored') for w in target.warnings)
