@@ -64,18 +64,19 @@ def owner_alive(owner: str | None, heartbeat: float | None = None) -> bool:
         started = process_start(pid)
         if started is not None:
             return started == m["start"]
-        # unreadable (gone, or /proc mounted with hidepid for another user's process): kill(0) tells which
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return False  # our own user's process, yet its stat unreadable: not the one that claimed
+        # unreadable (gone, or /proc mounted with hidepid for another user's process): kill(0) tells which;
+        # our own user's process with an unreadable stat is not the one that claimed
+        return _pid_answers(pid) is None
+    answers = _pid_answers(pid)
+    return (pid != os.getpid()) if answers is True else answers is None
+
+
+def _pid_answers(pid: int) -> bool | None:
+    """``kill(pid, 0)``: True when it succeeds, None when the pid is another user's (PermissionError), False when gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return pid != os.getpid()
+        return None
+    return True

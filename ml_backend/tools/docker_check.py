@@ -362,7 +362,7 @@ class Check:
         self.step(f"{THRESHOLD} labels through Label Studio's API -> webhooks -> a run ({where}) -> promotion -> re-scored queue")
         t0 = time.monotonic()
         self.label(THRESHOLD)
-        wait_for("the run to start", lambda: self.training()["state"] in ("queued", "training") or self.training()["runs"] > runs, 120)
+        wait_for("the run to start", lambda: (s := self.training())["state"] in ("queued", "training") or s["runs"] > runs, 120)
         if kill_mid_run:  # a crash mid-training: the served model stays, the run is done again after the restart
             wait_for("the run to be training", lambda: self.training()["state"] == "training", 120, step=0.2)
             self.kill_backend()
