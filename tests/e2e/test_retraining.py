@@ -302,6 +302,27 @@ def _worker(tmp_path: Path, name: str, redis_url: str, label_studio, pat: str, *
     return proc, log
 
 
+def _kill_worker(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """``sig`` to an RQ worker's process group and to its work horse, which RQ puts in a session of its own
+    (a signal to the worker's group alone leaves the horse training on, an orphan)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "stat").read_text().rpartition(")")[2].split()[1] == str(proc.pid):
+                children.append(int(entry.name))
+        except OSError:
+            continue
+    for pid in children:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def _job(redis_url: str, job_id: str):  # noqa: ANN202 - an rq Job
     import redis
     from rq.job import Job
@@ -361,7 +382,7 @@ def test_a_worker_killed_mid_run_is_found_and_its_run_retried_once(
     second = None
     try:
         pid, job_id = _labelled_run_on_a_worker(ls_client, tmp_path, backend, redis_server, "e2e rq killed", seed=47)
-        os.killpg(first.pid, signal.SIGKILL)  # the worker and its work horse, mid-run
+        _kill_worker(first)  # the worker and its work horse, mid-run
         first.wait(timeout=30)
         second, wlog = _worker(tmp_path, "worker2", redis_server, label_studio, pat)
         done = wait_for(lambda: (s := training_status(backend, pid))["state"] in ("idle", "failed") and s, 420, "the retried run")
@@ -370,6 +391,6 @@ def test_a_worker_killed_mid_run_is_found_and_its_run_retried_once(
     finally:
         for w in (first, second):
             if w is not None and w.poll() is None:
-                os.killpg(w.pid, signal.SIGTERM)
+                _kill_worker(w, signal.SIGTERM)
                 w.wait(timeout=30)
         stop_backend(backend)
