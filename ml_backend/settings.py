@@ -259,6 +259,13 @@ class Settings:
         "Weights to serve: a local `.pt`/`.onnx` file, or an Ultralytics name such as `yolo11n.pt` (downloads when online).",
         local=True,
     )
+    model_root: Path | None = setting(
+        "",
+        lambda raw: Path(raw).expanduser().absolute() if raw else None,
+        "a folder path, or empty",
+        'The folder a labeling config\'s `model_path="..."` attributes name weights in (a control filled by a model of its own, docs/official-yolo-backend.md); a path outside it is refused. Empty: the folder of `MODEL_PATH`.',
+        local=True,
+    )
     model_dir: Path = setting(
         "./ml_state",
         _folder,
@@ -696,6 +703,11 @@ class Settings:
     def paths(self) -> StatePaths:
         """Every path under ``MODEL_DIR``."""
         return StatePaths(self.model_dir)
+
+    @property
+    def control_models_root(self) -> Path:
+        """Where ``model_path`` attributes point into: ``MODEL_ROOT``, else the folder of ``MODEL_PATH``."""
+        return self.model_root or Path(self.model_path).expanduser().absolute().parent
 
     @property
     def ultralytics_device(self) -> str | None:

@@ -22,8 +22,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from label_studio_sdk.label_interface import LabelInterface
@@ -31,12 +31,22 @@ from label_studio_sdk.label_interface import LabelInterface
 # Control tag -> the geometry kind it holds, per model task, in order of preference.
 _CONTROLS_FOR_TASK: dict[str, tuple[tuple[str, str], ...]] = {
     "detect": (("RectangleLabels", "rectangle"),),
-    "segment": (("PolygonLabels", "polygon"), ("RectangleLabels", "rectangle")),
+    "segment": (("PolygonLabels", "polygon"), ("BrushLabels", "brush"), ("RectangleLabels", "rectangle")),
     "obb": (("RectangleLabels", "obb"),),
     "classify": (("Choices", "choices"),),
+    "pose": (("KeyPointLabels", "keypoints"),),
 }
 
-RESULT_TYPES = {"rectangle": "rectanglelabels", "obb": "rectanglelabels", "polygon": "polygonlabels", "choices": "choices"}
+RESULT_TYPES = {
+    "rectangle": "rectanglelabels",
+    "obb": "rectanglelabels",
+    "polygon": "polygonlabels",
+    "choices": "choices",
+    "brush": "brushlabels",
+    "keypoints": "keypointlabels",
+}
+
+DEFAULT_POINT_THRESHOLD = 0.5  # a keypoint is shown from this confidence on (its model_point_threshold overrides it)
 
 
 class LabelConfigError(ValueError):
@@ -45,30 +55,76 @@ class LabelConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Target:
-    """The control this backend writes predictions into."""
+    """A control this backend writes predictions into."""
 
     from_name: str
     to_name: str
     value_key: str  # key in task["data"] that holds the image URL
-    kind: str  # rectangle | obb | polygon | choices
+    kind: str  # rectangle | obb | polygon | choices | brush | keypoints
     labels: tuple[str, ...]
     predicted_values: Mapping[str, tuple[str, ...]]  # label -> model class names
     score_threshold: float | None = None  # the control's model_score_threshold: shown from this confidence on
     warnings: tuple[str, ...] = ()  # the config's model_* attributes this backend does not apply, and why
+    model_path: str | None = None  # the control's own weights (model_path, under MODEL_ROOT); None: the project's model
+    label_indexes: Mapping[str, int] = field(default_factory=dict)  # keypoints: label -> the model's keypoint index (model_index)
+    parent: Target | None = None  # keypoints: the <RectangleLabels> of the same image that holds each object's box
+    point_threshold: float = DEFAULT_POINT_THRESHOLD  # keypoints: shown from this confidence on (model_point_threshold)
 
     @property
     def result_type(self) -> str:
         return RESULT_TYPES[self.kind]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Every control a labeling config gets predictions for, and from which model.
+
+    ``primary`` is filled by the project's model (``MODEL_PATH``, then its retrained versions),
+    which is trained on that control's labels; ``others`` are filled in the same prediction: the
+    project's model fills the other controls of the primary's tag, a control with ``model_path``
+    is filled by that model.
+    """
+
+    primary: Target
+    others: tuple[Target, ...] = ()
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        return (self.primary, *self.others)
+
+
 def select_target(label_config: str, model_task: str) -> Target:
-    """Find the control of ``label_config`` that a ``model_task`` model can fill.
+    """Find the control of ``label_config`` that a ``model_task`` model fills first (:attr:`Plan.primary`).
 
     Raises:
         LabelConfigError: the config is not XML, has no ``<Image>``, or no control that fits.
     """
+    return plan_targets(label_config, model_task).primary
+
+
+def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], str] | None = None) -> Plan:
+    """Every control of ``label_config`` that gets predictions, the project's model being a ``model_task`` one.
+
+    Args:
+        label_config: the project's labeling config.
+        model_task: the project's model's Ultralytics task.
+        task_of: a control's ``model_path`` -> that model's task (it raises a ``LabelConfigError``
+            when the weights cannot be had). None: controls with ``model_path`` are left out of
+            :attr:`Plan.others` (what the project's model fills is all that is asked).
+
+    Example:
+        >>> cfg = \'\'\'<View><Image name="img" value="$image"/>
+        ...   <RectangleLabels name="box" toName="img"><Label value="cat"/></RectangleLabels>
+        ...   <Choices name="scene" toName="img" model_path="scenes.pt"><Choice value="indoor"/></Choices></View>\'\'\'
+        >>> p = plan_targets(cfg, "detect", task_of=lambda path: "classify")
+        >>> [(t.from_name, t.kind, t.model_path) for t in p.targets]
+        [('box', 'rectangle', None), ('scene', 'choices', 'scenes.pt')]
+
+    Raises:
+        LabelConfigError: as :func:`select_target`; or a ``model_path`` model that cannot fill its control.
+    """
     if model_task not in _CONTROLS_FOR_TASK:
-        raise LabelConfigError(f"Model task {model_task!r} is not supported; use a detect, segment, obb or classify YOLO model.")
+        raise LabelConfigError(f"Model task {model_task!r} is not supported; use a detect, segment, obb, classify or pose YOLO model.")
     if not label_config or not label_config.strip():
         raise LabelConfigError("The project has no labeling config.")
     try:
@@ -78,89 +134,152 @@ def select_target(label_config: str, model_task: str) -> Target:
 
     images = {o.name: o for o in li.objects if o.tag == "Image"}
     if not images:
-        found = sorted({o.tag for o in li.objects}) or ["no data tags"]
-        raise LabelConfigError(f"This backend labels images: the labeling config needs an <Image> tag (it has {', '.join(found)}).")
+        tags = sorted({o.tag for o in li.objects}) or ["no data tags"]
+        raise LabelConfigError(f"This backend labels images: the labeling config needs an <Image> tag (it has {', '.join(tags)}).")
     wanted = _CONTROLS_FOR_TASK[model_task]
-    warnings = _attribute_warnings(li.controls)
-    skipped = []
-    for tag, kind in wanted:
-        for control in li.controls:
-            if control.tag != tag:
-                continue
-            if _is_true(control.attr.get("model_skip")):
-                skipped.append(control.name)
-                continue
-            to = [n for n in control.to_name if n in images]
-            if not to:
-                continue
-            if kind == "obb" and str(control.attr.get("canRotate", "true")).lower() == "false":
-                raise LabelConfigError(
-                    f'<RectangleLabels name="{control.name}"> has canRotate="false", but an oriented-box (OBB) '
-                    'model predicts rotated boxes: remove canRotate="false" or serve a detect model.'
-                )
-            labels = tuple(control.labels)
-            if not labels:
-                raise LabelConfigError(f'<{tag} name="{control.name}"> has no labels: add <Label>/<Choice> values.')
-            predicted = {}
-            for value, label_tag in (control.labels_attrs or {}).items():
-                raw = label_tag.attr.get("predicted_values") or ""
-                names = tuple(x.strip() for x in raw.split(",") if x.strip())
-                if names:
-                    predicted[value] = names
-            image = images[to[0]]
-            unfilled = tuple(
-                f'<{c.tag} name="{c.name}">: not filled; {_UNFILLED.get(c.tag, "one control is filled, the first the model fits (model_skip on the others picks it)")}'
-                for c in li.controls
-                if c is not control and c.tag in _FILLABLE and not _is_true(c.attr.get("model_skip"))
+    controls = [c for c in li.controls if not _is_true(c.attr.get("model_skip"))]
+    skipped = [c.name for c in li.controls if _is_true(c.attr.get("model_skip")) and c.tag in dict(wanted)]
+    found: tuple[Any, str] | None = next(
+        ((c, kind) for tag, kind in wanted for c in controls if c.tag == tag and not _model_path(c) and _image_of(c, images)), None
+    )
+    if found is None:
+        if skipped:
+            raise LabelConfigError(
+                f'Every control a YOLO {model_task} model can fill has model_skip="true" ({", ".join(skipped)}): '
+                "remove it from the one to pre-annotate, or disconnect the model."
             )
-            return Target(
-                from_name=control.name,
-                to_name=image.name,
-                value_key=image.value_name,
-                kind=kind,
-                labels=labels,
-                predicted_values=predicted,
-                score_threshold=_score_threshold(control),
-                warnings=warnings + unfilled,
-            )
-    if skipped:
+        have = sorted({c.tag for c in li.controls}) or ["no controls"]
+        need = " or ".join(f"<{t}>" for t, _ in wanted)
         raise LabelConfigError(
-            f'Every control a YOLO {model_task} model can fill has model_skip="true" ({", ".join(skipped)}): '
-            "remove it from the one to pre-annotate, or disconnect the model."
+            f"A YOLO {model_task} model needs {need} on an <Image> in the labeling config; it has {', '.join(have)}. "
+            "Change the labeling config or MODEL_PATH."
         )
-    have = sorted({c.tag for c in li.controls}) or ["no controls"]
-    need = " or ".join(f"<{t}>" for t, _ in wanted)
-    raise LabelConfigError(
-        f"A YOLO {model_task} model needs {need} on an <Image> in the labeling config; it has {', '.join(have)}. "
-        "Change the labeling config or MODEL_PATH."
+    primary, kind = found
+    used = {primary.name}
+    parent = None
+    if kind == "keypoints":  # each object's box goes to a <RectangleLabels> of the same image, the keypoints' parent
+        box = next(
+            (
+                c
+                for c in controls
+                if c.tag == "RectangleLabels" and not _model_path(c) and _image_of(c, images) == _image_of(primary, images)
+            ),
+            None,
+        )
+        if box is not None:
+            parent = _target(box, images, "rectangle")
+            used.add(box.name)
+    others = []
+    for control in controls:
+        if control.name in used or not _image_of(control, images):
+            continue
+        path = _model_path(control)
+        if path is None and control.tag == primary.tag:
+            others.append(_target(control, images, kind))
+        elif path is not None and task_of is not None:
+            task = task_of(path)
+            fits = [k for t, k in _CONTROLS_FOR_TASK.get(task, ()) if t == control.tag]
+            if not fits:
+                raise LabelConfigError(
+                    f'<{control.tag} name="{control.name}"> has model_path="{path}", a YOLO {task} model, which cannot fill '
+                    f"<{control.tag}>: name a {' or '.join(_TASKS_FOR_TAG.get(control.tag, ('supported',)))} model there."
+                )
+            others.append(_target(control, images, fits[0], path))
+        else:
+            continue
+        used.add(control.name)
+    unfilled = tuple(
+        f'<{c.tag} name="{c.name}">: not filled; {_UNFILLED.get(c.tag) or _unfilled_reason(c.tag, model_task)}'
+        for c in controls
+        if c.name not in used and c.tag in _FILLABLE and not (task_of is None and _model_path(c))
+    )
+    main = _target(primary, images, kind, warnings=_attribute_warnings(li.controls) + unfilled, parent=parent)
+    return Plan(main, tuple(others))
+
+
+def _model_path(control: Any) -> str | None:
+    raw = str(control.attr.get("model_path") or "").strip()
+    return raw or None
+
+
+def _image_of(control: Any, images: Mapping[str, Any]) -> str | None:
+    return next((n for n in control.to_name if n in images), None)
+
+
+def _target(control: Any, images: Mapping[str, Any], kind: str, model_path: str | None = None, **extra: Any) -> Target:
+    if kind == "obb" and str(control.attr.get("canRotate", "true")).lower() == "false":
+        raise LabelConfigError(
+            f'<RectangleLabels name="{control.name}"> has canRotate="false", but an oriented-box (OBB) '
+            'model predicts rotated boxes: remove canRotate="false" or serve a detect model.'
+        )
+    labels = tuple(control.labels)
+    if not labels:
+        raise LabelConfigError(f'<{control.tag} name="{control.name}"> has no labels: add <Label>/<Choice> values.')
+    predicted, indexes = {}, {}
+    for value, label_tag in (control.labels_attrs or {}).items():
+        raw = label_tag.attr.get("predicted_values") or ""
+        names = tuple(x.strip() for x in raw.split(",") if x.strip())
+        if names:
+            predicted[value] = names
+        index = str(label_tag.attr.get("model_index") or "").strip()
+        if index:
+            if not index.isdigit():
+                raise LabelConfigError(
+                    f'<Label value="{value}"> of <{control.tag} name="{control.name}"> has model_index="{index}": '
+                    "use the keypoint's index in the model's output (0, 1, ...)."
+                )
+            indexes[value] = int(index)
+    image = images[str(_image_of(control, images))]
+    point = _threshold(control, "model_point_threshold")
+    return Target(
+        from_name=control.name,
+        to_name=image.name,
+        value_key=image.value_name,
+        kind=kind,
+        labels=labels,
+        predicted_values=predicted,
+        score_threshold=_threshold(control, "model_score_threshold"),
+        model_path=model_path,
+        label_indexes=indexes,
+        point_threshold=DEFAULT_POINT_THRESHOLD if point is None else point,
+        **extra,
     )
 
 
 # The per-control attributes of Label Studio's own YOLO example backend, and what this backend does with each.
-_APPLIED = ("model_score_threshold", "model_skip")
+_APPLIED = ("model_score_threshold", "model_skip", "model_path", "model_point_threshold")
 _NOT_YET = {
-    "model_path": "a model per control is not supported yet: the project's served model (MODEL_PATH, then its retrained "
-    "versions) fills this control",
-    "model_obb": "the served model's own task decides oriented boxes (an OBB model fills <RectangleLabels> with rotation)",
+    "model_obb": "the model's own task decides oriented boxes (an OBB model fills <RectangleLabels> with rotation)",
 }
 
+# The model tasks that fill each control (for messages).
+_TASKS_FOR_TAG = {
+    "RectangleLabels": ("detect", "obb", "segment"),
+    "PolygonLabels": ("segment",),
+    "BrushLabels": ("segment",),
+    "Choices": ("classify",),
+    "KeyPointLabels": ("pose",),
+}
 
-# Controls a model of Label Studio's YOLO example backend fills; the ones this backend never fills, and why.
+# Controls of Label Studio's YOLO example backend that this backend never fills, and why.
 _UNFILLED = {
-    "KeyPointLabels": "keypoints (pose models) are not supported yet",
-    "BrushLabels": "brush masks are not supported yet (a segment model fills <PolygonLabels>)",
     "VideoRectangle": "video is not supported yet",
     "TimelineLabels": "video is not supported yet",
 }
-_FILLABLE = {"RectangleLabels", "PolygonLabels", "Choices", *_UNFILLED}
+_FILLABLE = {"RectangleLabels", "PolygonLabels", "Choices", "KeyPointLabels", "BrushLabels", *_UNFILLED}
+
+
+def _unfilled_reason(tag: str, model_task: str) -> str:
+    tasks = " or ".join(_TASKS_FOR_TAG.get(tag, ()))
+    return f'the project\'s model is a {model_task} model; a {tasks} model fills it: name one in its model_path="..." (under MODEL_ROOT)'
 
 
 def _is_true(value: object) -> bool:
     return str(value or "").strip().lower() in ("true", "1", "yes")
 
 
-def _score_threshold(control: Any) -> float | None:
-    raw = control.attr.get("model_score_threshold")
+def _threshold(control: Any, key: str) -> float | None:
+    raw = control.attr.get(key)
     if raw is None or str(raw).strip() == "":
         return None
     try:
@@ -168,9 +287,7 @@ def _score_threshold(control: Any) -> float | None:
     except ValueError:
         value = -1.0
     if not 0.0 <= value <= 1.0:
-        raise LabelConfigError(
-            f'<{control.tag} name="{control.name}"> has model_score_threshold="{raw}": use a confidence between 0 and 1, e.g. 0.5.'
-        )
+        raise LabelConfigError(f'<{control.tag} name="{control.name}"> has {key}="{raw}": use a confidence between 0 and 1, e.g. 0.5.')
     return value
 
 
@@ -282,7 +399,35 @@ def proposal_label(model_names: Mapping[int, str], target: Target, model_task: s
     return target.labels[0]
 
 
-def coverage(model_names: Mapping[int, str], target: Target) -> Coverage:
-    """Which of ``target``'s labels the model with ``model_names`` can predict."""
+def keypoint_map(kpt_names: Mapping[int, Sequence[str]], n_keypoints: int, target: Target) -> dict[int, str]:
+    """Map a pose model's keypoint indexes to a ``<KeyPointLabels>``'s labels: by the label's
+    ``model_index``, then by the model's keypoint names (exact, then case-insensitive).
+
+    Example:
+        >>> t = Target("kp", "image", "image", "keypoints", ("Nose", "tail", "fin"), {}, label_indexes={"fin": 4})
+        >>> keypoint_map({0: ["nose", "left_eye", "right_eye", "left_ear", "right_ear"]}, 5, t)
+        {4: 'fin', 0: 'Nose'}
+    """
+    names = [str(n) for n in next(iter(kpt_names.values()), [])] if kpt_names else []
+    exact = {n: i for i, n in reversed(list(enumerate(names)))}
+    folded = {n.casefold(): i for i, n in reversed(list(enumerate(names)))}
+    out: dict[int, str] = {}
+    for label, given in target.label_indexes.items():
+        if 0 <= given < n_keypoints:
+            out.setdefault(given, label)
+    for label in target.labels:
+        if label in target.label_indexes:
+            continue
+        index: int | None = exact.get(label, folded.get(label.casefold()))
+        if index is not None and index < n_keypoints:
+            out.setdefault(index, label)
+    return out
+
+
+def coverage(model_names: Mapping[int, str], target: Target, keypoints: Mapping[int, str] | None = None) -> Coverage:
+    """Which of ``target``'s labels the model with ``model_names`` can predict (for keypoints: ``keypoints``, from :func:`keypoint_map`)."""
+    if target.kind == "keypoints":
+        known = set((keypoints or {}).values())
+        return Coverage(tuple(target.labels), tuple(label for label in target.labels if label in known))
     mapped = set(build_label_map(model_names, target).values())
     return Coverage(tuple(target.labels), tuple(label for label in target.labels if label in mapped))

@@ -71,22 +71,28 @@ def polygon_percent(points: np.ndarray, width: int, height: int) -> list[list[fl
     return [[_clip(float(x) / width * 100), _clip(float(y) / height * 100)] for x, y in points]
 
 
-def to_ls_results(
-    pred: ImagePrediction,
-    target: Target,
-    label_map: Mapping[int, str],
-    display: Display | None = None,
-    region_ids: Iterator[str] | None = None,
-) -> tuple[list[dict], float]:
-    """Label Studio ``result`` regions for one image, and the task-level score.
+POINT_SIZE = 1.0  # a predicted keypoint's size, percent of the image width (Label Studio's value.width)
 
-    Objects whose class maps to no label, or that ``display`` does not show (per-class thresholds,
-    boxes of several classes on one object merged: :func:`shown_objects`), are dropped; no
-    ``display``: every object of a mapped class. The task score is the mean confidence of the
-    regions kept (0 when none).
+
+def brush_rle(points: np.ndarray, width: int, height: int) -> list[int]:
+    """A pixel polygon (n, 2) filled as a mask of the image, in Label Studio's brush RLE.
+
+    Example:
+        >>> from label_studio_sdk.converter.brush import decode_rle
+        >>> rle = brush_rle(np.array([[1., 1.], [6., 1.], [6., 4.], [1., 4.]]), 8, 6)
+        >>> int((decode_rle(rle).reshape(6, 8, 4)[:, :, 3] > 0).sum())  # rows 1-4, columns 1-6
+        24
     """
-    ids = region_ids or _ids()
-    base = {
+    from label_studio_sdk.converter.brush import mask2rle
+    from PIL import Image, ImageDraw
+
+    mask = Image.new("L", (int(width), int(height)), 0)
+    ImageDraw.Draw(mask).polygon([(float(x), float(y)) for x, y in points], fill=255)
+    return [int(v) for v in mask2rle(np.asarray(mask, dtype=np.uint8))]
+
+
+def _base(target: Target, pred: ImagePrediction) -> dict[str, Any]:
+    return {
         "from_name": target.from_name,
         "to_name": target.to_name,
         "type": target.result_type,
@@ -94,7 +100,33 @@ def to_ls_results(
         "original_height": pred.height,
         "image_rotation": 0,
     }
+
+
+def to_ls_results(
+    pred: ImagePrediction,
+    target: Target,
+    label_map: Mapping[int, str],
+    display: Display | None = None,
+    region_ids: Iterator[str] | None = None,
+    keypoint_labels: Mapping[int, str] | None = None,
+) -> tuple[list[dict], float]:
+    """Label Studio ``result`` regions for one image, and the task-level score.
+
+    Objects whose class maps to no label, or that ``display`` does not show (per-class thresholds,
+    boxes of several classes on one object merged: :func:`shown_objects`), are dropped; no
+    ``display``: every object of a mapped class. The task score is the mean confidence of the
+    regions kept (0 when none).
+
+    Keypoints (``target.kind == "keypoints"``): each shown object's keypoints that
+    ``keypoint_labels`` (keypoint index -> label, :func:`~ml_backend.inference.label_config.keypoint_map`)
+    names and whose confidence reaches ``target.point_threshold``; with a ``target.parent``, the
+    object's box goes there too (labelled by ``label_map``) and its keypoints name it as ``parentID``.
+    """
+    ids = region_ids or _ids()
+    base = _base(target, pred)
     regions: list[dict] = []
+    if target.kind == "keypoints":
+        return _keypoint_results(pred, target, label_map, keypoint_labels or {}, display, ids)
     if target.kind == "choices":
         if pred.probs is None:
             return [], 0.0
@@ -126,6 +158,10 @@ def to_ls_results(
             if i >= len(pred.polygons) or len(pred.polygons[i]) < 3:
                 continue  # a mask too small to outline
             value = {"points": polygon_percent(pred.polygons[i], pred.width, pred.height), "closed": True}
+        elif target.kind == "brush":
+            if i >= len(pred.polygons) or len(pred.polygons[i]) < 3:
+                continue
+            value = {"format": "rle", "rle": brush_rle(pred.polygons[i], pred.width, pred.height)}
         else:
             if len(pred.boxes_xyxy) > i:
                 xyxy = pred.boxes_xyxy[i]
@@ -135,6 +171,42 @@ def to_ls_results(
             if value["width"] <= 0 or value["height"] <= 0:
                 continue
         regions.append({**base, "id": next(ids), "value": {**value, target.result_type: [label]}, "score": conf})
+    score = float(np.mean([r["score"] for r in regions])) if regions else 0.0
+    return regions, score
+
+
+def _keypoint_results(
+    pred: ImagePrediction,
+    target: Target,
+    label_map: Mapping[int, str],
+    keypoint_labels: Mapping[int, str],
+    display: Display | None,
+    ids: Iterator[str],
+) -> tuple[list[dict], float]:
+    regions: list[dict] = []
+    keep = shown_objects(pred, label_map, display)
+    conf = pred.keypoint_conf if pred.keypoint_conf is not None else np.ones(pred.keypoints.shape[:2])
+    for i in np.flatnonzero(keep):
+        parent_id = None
+        if target.parent is not None and i < len(pred.boxes_xyxy):
+            box = rect_percent(pred.boxes_xyxy[i], pred.width, pred.height)
+            if box["width"] > 0 and box["height"] > 0:
+                parent_id = next(ids)
+                value = {**box, "rectanglelabels": [label_map[int(pred.class_ids[i])]]}
+                regions.append({**_base(target.parent, pred), "id": parent_id, "value": value, "score": float(pred.scores[i])})
+        if i >= len(pred.keypoints):
+            continue
+        for k, label in sorted(keypoint_labels.items()):
+            if k >= pred.keypoints.shape[1] or float(conf[i, k]) < target.point_threshold:
+                continue
+            x, y = (float(v) for v in pred.keypoints[i, k])
+            if not (0 <= x <= pred.width and 0 <= y <= pred.height):
+                continue
+            value = {"x": _clip(x / pred.width * 100), "y": _clip(y / pred.height * 100), "width": POINT_SIZE, "keypointlabels": [label]}
+            region = {**_base(target, pred), "id": next(ids), "value": value, "score": float(conf[i, k])}
+            if parent_id is not None:
+                region["parentID"] = parent_id
+            regions.append(region)
     score = float(np.mean([r["score"] for r in regions])) if regions else 0.0
     return regions, score
 

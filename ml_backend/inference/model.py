@@ -53,7 +53,7 @@ class ImagePrediction:
     """What the model said about one image, in pixels of the (EXIF-corrected) image.
 
     Detection-like models fill ``boxes_xyxy``, ``class_ids`` and ``scores`` (one row per object);
-    segmentation adds ``polygons``; oriented boxes fill ``obb_xywhr`` (centre, size, radians);
+    segmentation adds ``polygons``; pose adds ``keypoints`` and ``keypoint_conf``; oriented boxes fill ``obb_xywhr`` (centre, size, radians);
     classifiers fill ``probs`` (one per class). With scoring on, ``class_scores`` holds every
     kept object's score for each class (n, C), read from the head's output before NMS kept only
     the top class, ``embedding`` a pooled feature vector of the image, and ``object_embeddings``
@@ -69,6 +69,8 @@ class ImagePrediction:
     polygons: list[np.ndarray] = field(default_factory=list)
     obb_xywhr: np.ndarray = field(default_factory=lambda: np.zeros((0, 5), dtype=float))
     probs: np.ndarray | None = None
+    keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 2), dtype=float))  # pose: (n, k, 2) pixels
+    keypoint_conf: np.ndarray | None = None  # pose: (n, k) each keypoint's confidence (visibility)
     class_scores: np.ndarray | None = None
     embedding: np.ndarray | None = None
     object_embeddings: np.ndarray | None = None
@@ -100,6 +102,16 @@ class LoadedModel:
         overrides = getattr(yolo, "overrides", None) or {}
         size = overrides.get("imgsz") if isinstance(overrides, dict) else None
         self.imgsz: int = int(size[0] if isinstance(size, (list, tuple)) else size) if size else 640  # the size it was trained at
+        inner = getattr(yolo, "model", None)
+        kpt_names = getattr(inner, "kpt_names", None)
+        # pose: each class's keypoint names, in the model's keypoint order (weights trained by Ultralytics 8.4 carry them)
+        self.kpt_names: dict[int, list[str]] = (
+            {int(k): [str(n) for n in v] for k, v in kpt_names.items()} if isinstance(kpt_names, dict) else {}
+        )
+        layers: Any = getattr(inner, "model", None)
+        head = layers[-1] if hasattr(layers, "__getitem__") else None
+        shape: Any = getattr(head, "kpt_shape", None) or (getattr(inner, "yaml", None) or {}).get("kpt_shape")
+        self.n_keypoints: int = int(shape[0]) if shape else 0  # pose: keypoints per object
         self._lock = threading.Lock()
         self._capture = _HeadCapture(yolo)
 
@@ -321,6 +333,11 @@ def _to_prediction(r: Any) -> ImagePrediction:
         pred.scores = r.boxes.conf.detach().cpu().numpy().astype(float)
     if r.masks is not None:
         pred.polygons = [np.asarray(p, dtype=float) for p in r.masks.xy]
+    keypoints = getattr(r, "keypoints", None)
+    if keypoints is not None and len(pred.scores):
+        pred.keypoints = keypoints.xy.detach().cpu().numpy().astype(float)
+        conf = keypoints.conf
+        pred.keypoint_conf = conf.detach().cpu().numpy().astype(float) if conf is not None else np.ones(pred.keypoints.shape[:2])
     return pred
 
 

@@ -13,10 +13,12 @@ Example:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,9 +27,19 @@ from integrations.label_studio import LabelStudioAuth, LabelStudioClient, api_se
 from ml_backend.al.uncertainty import tta_disagreement
 from ml_backend.inference.display import Display, default_display
 from ml_backend.inference.images import ImageError, ImageFetcher, UrlPolicy
-from ml_backend.inference.label_config import Coverage, LabelConfigError, Target, build_label_map, coverage, proposal_label, select_target
+from ml_backend.inference.label_config import (
+    Coverage,
+    LabelConfigError,
+    Plan,
+    Target,
+    build_label_map,
+    coverage,
+    keypoint_map,
+    plan_targets,
+    proposal_label,
+)
 from ml_backend.inference.ls_results import to_ls_results
-from ml_backend.inference.model import ImagePrediction, LoadedModel, ModelHolder
+from ml_backend.inference.model import ImagePrediction, LoadedModel, ModelHolder, ModelMeta, ModelNotReadyError, ModelUnavailableError
 from ml_backend.inference.output_cache import OutputCache
 from ml_backend.inference.served_models import ServedModels
 from ml_backend.settings import Settings
@@ -62,8 +74,34 @@ def task_image_uri(task: Mapping[str, Any], value_key: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def _target_for(label_config: str, model_task: str) -> Target:
-    return select_target(label_config, model_task)
+def _plan_for(label_config: str, model_task: str) -> Plan:
+    return plan_targets(label_config, model_task)
+
+
+def _object_labels(model: LoadedModel | ModelMeta, target: Target) -> dict[int, str]:
+    """Class id -> label of the objects a model shows in ``target`` (keypoints: their parent box's labels,
+    or every class when there is no parent box)."""
+    if target.kind == "keypoints":
+        return build_label_map(model.names, target.parent) if target.parent is not None else dict(model.names)
+    return build_label_map(model.names, target)
+
+
+def _keypoint_labels(model: LoadedModel | ModelMeta, target: Target) -> dict[int, str]:
+    if target.kind != "keypoints":
+        return {}
+    return keypoint_map(getattr(model, "kpt_names", {}), getattr(model, "n_keypoints", 0), target)
+
+
+@dataclass(frozen=True)
+class Fill:
+    """A further control of the project's labeling config, filled in the same prediction: by the
+    project's model (another control of the primary's tag) or by the model its ``model_path`` names."""
+
+    model: LoadedModel
+    target: Target
+    label_map: dict[int, str]
+    display: Display
+    keypoint_labels: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,13 +114,22 @@ class Served:
     proposals: bool = False  # every class maps to the project's one label, boxes suppressed across classes
     display: Display = field(default_factory=Display)  # what is shown of the model's objects
     project: int | None = None  # the Label Studio project it serves (its images may come from its own Label Studio)
+    keypoint_labels: dict[int, str] = field(default_factory=dict)  # pose: keypoint index -> label of target
+    extras: tuple[Fill, ...] = ()  # the config's other controls, filled in the same prediction
 
     @property
     def coverage(self) -> Coverage:
         """Which of the project's labels the model predicts (the others wait for the project's own model)."""
         if self.proposals:
             return Coverage(self.target.labels, ())
-        return Coverage(self.target.labels, tuple(label for label in self.target.labels if label in set(self.label_map.values())))
+        known = set(self.keypoint_labels.values()) if self.target.kind == "keypoints" else set(self.label_map.values())
+        return Coverage(self.target.labels, tuple(label for label in self.target.labels if label in known))
+
+    def fill_served(self, fill: Fill) -> Served:
+        """``fill`` as a :class:`Served` of its own (its model, control, labels; this project)."""
+        return Served(
+            fill.model, fill.target, fill.label_map, display=fill.display, project=self.project, keypoint_labels=fill.keypoint_labels
+        )
 
 
 @dataclass(frozen=True)
@@ -130,6 +177,49 @@ class Predictor:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="image-fetch")
         limit = settings.output_cache_mb * 2**20 if output_cache_bytes is None else output_cache_bytes
         self.outputs = OutputCache(limit)  # the model's outputs of earlier scorings
+        self.control_models: dict[Path, ModelHolder] = {}  # a control's own weights (model_path), by file
+        self._control_lock = threading.Lock()
+
+    def control_model(self, model_path: str, wait: float | None = None, describe: bool = False) -> LoadedModel | ModelMeta:
+        """The weights a control's ``model_path`` names, under ``MODEL_ROOT`` (loaded once, reloaded when the file changes).
+
+        Args:
+            describe: what the checkpoint says it is will do (``/setup``: no need to wait for the load).
+
+        Raises:
+            LabelConfigError: the path leaves ``MODEL_ROOT``, or no such file, or it is not YOLO weights.
+        """
+        root = self.settings.control_models_root
+        path = (root / model_path).resolve()
+        if Path(model_path).is_absolute() or not path.is_relative_to(root.resolve()):
+            raise LabelConfigError(f'model_path="{model_path}" is outside MODEL_ROOT ({root}): name a file inside that folder.')
+        if not path.is_file():
+            raise LabelConfigError(f'model_path="{model_path}": there is no such file in MODEL_ROOT ({root}); put the weights there.')
+        with self._control_lock:
+            holder = self.control_models.get(path)
+            if holder is None:
+                holder = self.control_models[path] = ModelHolder(str(path), self.settings.ultralytics_device)
+        try:
+            return holder.describe(wait) if describe else holder.get(wait)
+        except ModelNotReadyError:
+            raise
+        except ModelUnavailableError as exc:
+            raise LabelConfigError(f'model_path="{model_path}": {exc}') from None
+
+    def plan(self, label_config: str, model_task: str, wait: float | None = None, describe: bool = False) -> Plan:
+        """Which controls of ``label_config`` get predictions, and from which model (:func:`plan_targets`)."""
+        plan = _plan_for(label_config, model_task)
+        if "model_path" not in label_config:
+            return plan
+        return plan_targets(label_config, model_task, task_of=lambda path: self.control_model(path, wait, describe).task)
+
+    def _fill(self, target: Target, model: LoadedModel, display: Display, wait: float | None) -> Fill:
+        if target.model_path is not None:
+            model = self.control_model(target.model_path, wait)  # type: ignore[assignment]  # describe=False: loaded
+            display = default_display(self.settings)
+        if target.score_threshold is not None:
+            display = Display(target.score_threshold)
+        return Fill(model, target, _object_labels(model, target), display, _keypoint_labels(model, target))
 
     def serve(self, label_config: str, wait: float | None = None, project: int | None = None) -> Served:
         """Check that the model can serve ``label_config``.
@@ -147,14 +237,26 @@ class Predictor:
             LabelConfigError: the config has no control this kind of model can fill.
         """
         model = self.models.get(project, wait)
-        target = _target_for(label_config, model.task)
+        plan = self.plan(label_config, model.task, wait)
+        target = plan.primary
+        own_display = self.display_for(project, model)
+        extras = tuple(self._fill(t, model, own_display, wait) for t in plan.others)
         label = proposal_label(model.names, target, model.task)
         if label is not None:  # class-agnostic proposals, for one-label projects the model does not know
             return Served(
-                model, target, dict.fromkeys(model.names, label), proposals=True, display=default_display(self.settings), project=project
+                model,
+                target,
+                dict.fromkeys(model.names, label),
+                proposals=True,
+                display=default_display(self.settings),
+                project=project,
+                extras=extras,
             )
-        display = Display(target.score_threshold) if target.score_threshold is not None else self.display_for(project, model)
-        return Served(model, target, build_label_map(model.names, target), display=display, project=project)
+        display = Display(target.score_threshold) if target.score_threshold is not None else own_display
+        return Served(
+            model, target, _object_labels(model, target), display=display, project=project,
+            keypoint_labels=_keypoint_labels(model, target), extras=extras,
+        )  # fmt: skip
 
     def display_for(self, project: int | None, model: LoadedModel) -> Display:
         """What ``model`` shows for ``project``: ``SCORE_THRESHOLD`` for every class when it is set;
@@ -175,10 +277,15 @@ class Predictor:
             LabelConfigError: the config has no control this kind of model can fill.
         """
         model = self.models.describe(project, wait)
-        target = _target_for(label_config, model.task)
+        plan = self.plan(label_config, model.task, wait, describe=True)
+        target = plan.primary
         own = project is not None and self.models.model_dir is not None and self.models.current(project) is not None
         return Check(
-            model.version, coverage(model.names, target), own, proposal_label(model.names, target, model.task) is not None, target.warnings
+            model.version,
+            coverage(model.names, target, _keypoint_labels(model, target)),
+            own,
+            proposal_label(model.names, target, model.task) is not None,
+            target.warnings,
         )
 
     def fetcher_for(self, project: int | None) -> ImageSource:
@@ -194,13 +301,32 @@ class Predictor:
         if not isinstance(tasks, Sequence) or isinstance(tasks, (str, bytes)) or not tasks:
             raise BadRequest("'tasks' must be a non-empty list of Label Studio tasks")
         served = self.serve(label_config, project=project)
+        fills = self.fill_outputs(tasks, served)
         out: list[dict] = []
-        for task, pred in zip(tasks, self.run(tasks, served)):
-            if isinstance(pred, str):
-                out.append(self._error(task, pred, served.model.version))
-            else:
-                regions, score = to_ls_results(pred, served.target, served.label_map, served.display)
-                out.append({"result": regions, "score": score, "model_version": served.model.version})
+        for task, pred, more in zip(tasks, self.run(tasks, served), fills, strict=True):
+            if isinstance(pred, str) or isinstance(more, str):
+                out.append(self._error(task, pred if isinstance(pred, str) else str(more), served.model.version))
+                continue
+            regions = to_ls_results(pred, served.target, served.label_map, served.display, keypoint_labels=served.keypoint_labels)[0]
+            for fill, other in zip(served.extras, more, strict=True):
+                regions += to_ls_results(other, fill.target, fill.label_map, fill.display, keypoint_labels=fill.keypoint_labels)[0]
+            score = float(np.mean([r["score"] for r in regions])) if regions else 0.0
+            out.append({"result": regions, "score": score, "model_version": served.model.version})
+        return out
+
+    def fill_outputs(self, tasks: Sequence[Mapping[str, Any]], served: Served) -> list[list[ImagePrediction] | str]:
+        """Per task: each of ``served.extras``' model outputs, in order (an empty list when there are
+        none), or why the task fails (an image of another control could not be had)."""
+        out: list[list[ImagePrediction] | str] = [[] for _ in tasks]
+        for fill in served.extras:
+            for i, pred in enumerate(self.run(tasks, served.fill_served(fill), with_scores=True)):
+                current = out[i]
+                if isinstance(current, str):
+                    continue
+                if isinstance(pred, str):
+                    out[i] = f"{fill.target.to_name}: {pred}"
+                else:
+                    current.append(pred)
         return out
 
     def run(

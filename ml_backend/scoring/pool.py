@@ -23,6 +23,7 @@ its queue by prediction score, lowest first. Nothing here talks to Label Studio
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ import numpy as np
 from ml_backend.al.diversity import ObjectSet, diversity_scores, kmeans_clusters, normalize
 from ml_backend.al.effort import class_difficulty, class_recall, expected_seconds
 from ml_backend.al.strategies import Pool, StrategyParams, StrategySpec, capped_rank, resolve
-from ml_backend.al.uncertainty import AGGREGATIONS, MEASURES, entropy_nms, image_uncertainty
+from ml_backend.al.uncertainty import AGGREGATIONS, MEASURES, entropy_nms, existence, image_uncertainty
 from ml_backend.inference.display import default_display
 from ml_backend.inference.ls_results import shown_objects, to_ls_results
 from ml_backend.inference.model import ImagePrediction
@@ -106,6 +107,10 @@ def _uncertainty(pred: ImagePrediction, settings: Settings) -> tuple[float, Cand
     boxes = _xyxy(pred)
     P_kept = P[keep]
     u = MEASURES[measure](P_kept) if len(P_kept) else np.zeros(0)
+    if pred.keypoint_conf is not None and len(pred.keypoint_conf) == len(keep) and len(u):
+        # pose: an object is as uncertain as the mean of its class's and its keypoints' (is each one there?)
+        points = existence(pred.keypoint_conf[keep].reshape(-1, 1)).reshape(len(u), -1)
+        u = (u + points.mean(axis=1)) / 2 if points.shape[1] else u
     nms = entropy_nms(boxes[keep], u) if boxes is not None and len(u) > 1 else np.arange(len(u))
     cands = Candidates(u[nms], pred.scores[keep][nms].astype(np.float64), pred.class_ids[keep][nms].astype(int))
     if settings.uncertainty_measure == "tta":
@@ -113,6 +118,18 @@ def _uncertainty(pred: ImagePrediction, settings: Settings) -> tuple[float, Cand
     if settings.uncertainty_aggregation == "calibrated":
         return cands.calibrated(None), cands
     return AGGREGATIONS[settings.uncertainty_aggregation](cands.uncertainty), cands
+
+
+def control_uncertainty(pred: ImagePrediction, settings: Settings) -> float:
+    """One other control's uncertainty on an image, in [0, 1]: its most uncertain object (or its
+    classifier's), by ``UNCERTAINTY_MEASURE`` after entropy-NMS (keypoints averaged in as for the primary)."""
+    if settings.uncertainty_measure == "tta" or settings.uncertainty_aggregation != "max":
+        settings = dataclasses.replace(
+            settings,
+            uncertainty_measure="entropy" if settings.uncertainty_measure == "tta" else settings.uncertainty_measure,
+            uncertainty_aggregation="max",
+        )
+    return float(np.clip(_uncertainty(pred, settings)[0], 0.0, 1.0))
 
 
 def is_labeled(task: Mapping[str, Any]) -> bool:
@@ -189,6 +206,11 @@ class Observed:
     candidates: list[Candidates | None] = field(default_factory=list)  # per task, for the calibrated uncertainty
     objects: ObjectSet | None = None  # the shown objects' features, None when the weights give none
     expected_cost: np.ndarray | None = None  # (n,) expected annotator seconds (ANNOTATION_COSTS)
+    other_controls: np.ndarray | None = None  # (n,) the largest uncertainty of the config's other controls, in [0, 1]
+
+    def combined(self, normalized: np.ndarray) -> np.ndarray:
+        """A task's uncertainty: the largest of its controls' (the primary's ``normalized``, each other's in [0, 1])."""
+        return normalized if self.other_controls is None else np.maximum(normalized, self.other_controls)
 
     def uncertainty_with(self, class_weights: np.ndarray | None, settings: Settings) -> np.ndarray:
         """The per-task uncertainty, class-calibrated with ``class_weights`` when that is the aggregation."""
@@ -215,9 +237,11 @@ def observe(
         iterator = tqdm(iterator, total=len(tasks), desc="scoring", unit="task")
     ids, unc, counts, embs, regions, cands, costs, errors = [], [], [], [], [], [], [], {}
     objs: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
-    for task, pred in zip(tasks, iterator, strict=True):
-        if isinstance(pred, str):
-            errors[int(task["id"])] = pred
+    fills = predictor.fill_outputs(tasks, served) if served.extras else [[] for _ in tasks]
+    others: list[float] = []
+    for task, pred, more in zip(tasks, iterator, fills, strict=True):
+        if isinstance(pred, str) or isinstance(more, str):
+            errors[int(task["id"])] = pred if isinstance(pred, str) else str(more)
             continue
         u, cand = _uncertainty(pred, settings)
         c = np.zeros(n_classes)
@@ -231,7 +255,11 @@ def observe(
         counts.append(c)
         embs.append(pred.embedding)
         cands.append(cand)
-        regions.append(to_ls_results(pred, served.target, served.label_map, served.display)[0])
+        result = to_ls_results(pred, served.target, served.label_map, served.display, keypoint_labels=served.keypoint_labels)[0]
+        for fill, other in zip(served.extras, more, strict=True):
+            result += to_ls_results(other, fill.target, fill.label_map, fill.display, keypoint_labels=fill.keypoint_labels)[0]
+        regions.append(result)
+        others.append(max((control_uncertainty(other, settings) for other in more), default=0.0))
         hidden = (pred.scores >= settings.candidate_threshold) & ~shown
         costs.append(expected_seconds(pred.scores[shown], pred.scores[hidden], settings.annotation_costs))
         if pred.object_embeddings is not None:
@@ -251,6 +279,7 @@ def observe(
         candidates=cands,
         objects=ObjectSet.from_items([o for o in objs if o is not None]) if has_objs else None,
         expected_cost=np.array(costs, dtype=np.float64),
+        other_controls=np.array(others, dtype=np.float64) if served.extras else None,
     )
 
 
@@ -297,7 +326,7 @@ def score_tasks(
         return ScoredPool([], [], obs.errors)
     weights = class_weights_from_labels(tasks, obs, served) if settings.uncertainty_aggregation == "calibrated" else None
     raw = obs.uncertainty_with(weights, settings)
-    u = normalized_uncertainty(raw, settings)
+    u = obs.combined(normalized_uncertainty(raw, settings))
     labeled_ids = {int(t["id"]) for t in tasks if is_labeled(t)}
     lab = np.array([i in labeled_ids for i in obs.ids])
     E = obs.embeddings
@@ -398,7 +427,7 @@ def score_stream(
         return ScoredPool([], [], obs.errors)
     ids, E = obs.ids, obs.embeddings
     weights = state["class_weights"] if "class_weights" in state and len(state["class_weights"]) else None
-    u = normalized_uncertainty(obs.uncertainty_with(weights, settings), settings, scale=float(state["max_uncertainty"]))
+    u = obs.combined(normalized_uncertainty(obs.uncertainty_with(weights, settings), settings, scale=float(state["max_uncertainty"])))
     labeled_emb = state["embeddings"][state["labeled"]] if state["labeled"].any() else None
     d = diversity_scores(E, labeled_emb) if E is not None else np.ones(len(ids))
     pool = Pool(

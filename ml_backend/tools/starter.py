@@ -23,6 +23,7 @@ MODEL_YAMLS = {
     "segment": "yolov8n-seg.yaml",
     "obb": "yolov8n-obb.yaml",
     "classify": "yolov8n-cls.yaml",
+    "pose": "yolov8n-pose.yaml",
 }
 
 
@@ -74,7 +75,7 @@ def train_starter_model(
 
     Args:
         workdir: folder for the dataset, the Ultralytics run and the final ``<kind>.pt``.
-        kind: ``detect``, ``segment``, ``obb`` or ``classify``.
+        kind: ``detect``, ``segment``, ``obb``, ``classify`` or ``pose``.
         epochs: training epochs.
         imgsz: training image size.
         n_train: synthetic training images.

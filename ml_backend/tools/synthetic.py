@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 from ml_backend.training.dataset import write_data_yaml
 
 CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle")
+KEYPOINT_NAMES: tuple[str, ...] = ("top", "left", "right")  # pose: each shape's top-most, left-most and right-most points
 _COLORS = ((220, 60, 60), (60, 160, 220), (80, 200, 90), (230, 200, 40), (170, 90, 200))
 
 
@@ -38,6 +39,12 @@ class Shape:
     def xyxy(self) -> tuple[float, float, float, float]:
         xs, ys = self.polygon[:, 0], self.polygon[:, 1]
         return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+
+    @property
+    def keypoints(self) -> np.ndarray:
+        """(3, 2) pixels: the top-most, left-most and right-most points of the outline (:data:`KEYPOINT_NAMES`)."""
+        p = self.polygon
+        return np.stack([p[np.argmin(p[:, 1])], p[np.argmin(p[:, 0])], p[np.argmax(p[:, 0])]])
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,10 @@ def _label_lines(s: SyntheticImage, kind: str) -> list[str]:
                 corners = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
             pts = " ".join(f"{x / w:.6f} {y / h:.6f}" for x, y in corners)
             lines.append(f"{sh.cls} {pts}")
+        elif kind == "pose":
+            x1, y1, x2, y2 = sh.xyxy
+            pts = " ".join(f"{x / w:.6f} {y / h:.6f} 2" for x, y in sh.keypoints)
+            lines.append(f"{sh.cls} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f} {pts}")
     return lines
 
 
@@ -169,14 +180,14 @@ def make_shapes_dataset(
         n_val: validation images.
         imgsz: longest image side in pixels; the other side varies so images are not square.
         seed: random seed; the same seed writes the same files.
-        kind: ``detect``, ``segment``, ``obb`` or ``classify``.
+        kind: ``detect``, ``segment``, ``obb``, ``classify`` or ``pose`` (three keypoints per shape, :data:`KEYPOINT_NAMES`).
 
     Returns:
         A DatasetInfo whose ``yaml_path`` is what ``YOLO.train(data=...)`` takes (for
         ``classify``, the dataset folder itself).
     """
-    if kind not in {"detect", "segment", "obb", "classify"}:
-        raise ValueError(f"kind must be detect, segment, obb or classify, got {kind!r}")
+    if kind not in {"detect", "segment", "obb", "classify", "pose"}:
+        raise ValueError(f"kind must be detect, segment, obb, classify or pose, got {kind!r}")
     root = Path(root)
     rng = np.random.default_rng(seed)
     names = dict(enumerate(CLASS_NAMES))
@@ -205,6 +216,8 @@ def make_shapes_dataset(
             for cls_name in CLASS_NAMES:
                 (root / split / cls_name).mkdir(parents=True, exist_ok=True)
         yaml_path = root
+    elif kind == "pose":
+        yaml_path = write_data_yaml(root, names, keypoints={c: list(KEYPOINT_NAMES) for c in names})
     else:
         yaml_path = write_data_yaml(root, names)
     return DatasetInfo(root=root, yaml_path=yaml_path, names=names, images=images)

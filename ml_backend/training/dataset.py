@@ -42,12 +42,47 @@ def dataloader_workers() -> int:
     return 0 if cpus <= 2 else min(8, cpus // 2)
 
 
-def write_data_yaml(root: Path, names: dict[int, str]) -> Path:
-    """Ultralytics' ``data.yaml`` for ``images/{train,val}`` under ``root`` (JSON is valid YAML)."""
+def write_data_yaml(root: Path, names: Mapping[int, str], keypoints: Mapping[int, Sequence[str]] | None = None) -> Path:
+    """Ultralytics' ``data.yaml`` for ``images/{train,val}`` under ``root`` (JSON is valid YAML).
+
+    Args:
+        keypoints: pose datasets: class id -> its keypoint names, in the label lines' order (every
+            class has as many); left/right names swap when an image is flipped.
+    """
     path = root / "data.yaml"
-    body = {"path": str(root.resolve()), "train": "images/train", "val": "images/val", "names": {int(i): str(n) for i, n in names.items()}}
+    body: dict[str, Any] = {
+        "path": str(root.resolve()),
+        "train": "images/train",
+        "val": "images/val",
+        "names": {int(i): str(n) for i, n in names.items()},
+    }
+    if keypoints:
+        first = list(next(iter(keypoints.values())))
+        body["kpt_shape"] = [len(first), 3]
+        body["kpt_names"] = {int(c): list(map(str, k)) for c, k in keypoints.items()}
+        body["flip_idx"] = flip_index(first)
     path.write_text(json.dumps(body, indent=2))
     return path
+
+
+def flip_index(names: Sequence[str]) -> list[int]:
+    """Each keypoint's index after a horizontal flip: ``left_x`` and ``right_x`` swap, the others stay.
+
+    Example:
+        >>> flip_index(["nose", "left_eye", "right_eye", "tail"])
+        [0, 2, 1, 3]
+    """
+    where = {str(n).casefold(): i for i, n in enumerate(names)}
+    out = []
+    for i, name in enumerate(names):
+        n = str(name).casefold()
+        for a, b in (("left", "right"), ("right", "left")):
+            if a in n and n.replace(a, b) in where:
+                out.append(where[n.replace(a, b)])
+                break
+        else:
+            out.append(i)
+    return out
 
 
 def split_score(task_id: int, salt: str = "al-split-v1") -> float:

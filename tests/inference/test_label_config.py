@@ -2,7 +2,16 @@ import re
 
 import pytest
 
-from ml_backend.inference.label_config import Coverage, LabelConfigError, Target, build_label_map, coverage, proposal_label, select_target
+from ml_backend.inference.label_config import (
+    Coverage,
+    LabelConfigError,
+    Target,
+    build_label_map,
+    coverage,
+    plan_targets,
+    proposal_label,
+    select_target,
+)
 
 IMG = '<Image name="image" value="$img"/>'
 
@@ -48,7 +57,6 @@ def test_select_target(config: str, task: str, expected: tuple) -> None:
         (cfg(RECT), "classify", "needs <Choices>"),
         (cfg(POLY), "detect", "needs <RectangleLabels>"),
         (cfg('<RectangleLabels name="b" toName="image" canRotate="false"><Label value="a"/></RectangleLabels>'), "obb", "canRotate"),
-        (cfg(RECT), "pose", "not supported"),
     ],
 )
 def test_unservable_configs_say_what_to_change(config: str, task: str, fragment: str) -> None:
@@ -187,7 +195,7 @@ def _two_boxes(first: str = "", second: str = "") -> str:
         (_two_boxes('model_skip="True"'), "b", None, ()),
         (_two_boxes('model_skip="false"'), "a", None, ()),
         (_two_boxes('model_score_threshold=""'), "a", None, ()),
-        (_two_boxes('model_path="other.pt"'), "a", None, ('<RectangleLabels name="a"> model_path: not applied',)),
+        (_two_boxes('model_path="other.pt"'), "b", None, ()),  # "a" has a model of its own: the project's model fills "b"
         (_two_boxes("", 'model_obb="true"'), "a", None, ('<RectangleLabels name="b"> model_obb: not applied',)),
         (_two_boxes('model_treshold="0.5"'), "a", None, ('<RectangleLabels name="a"> model_treshold: unknown, ignored',)),
     ],
@@ -202,20 +210,23 @@ def test_per_control_attributes_as_the_official_backend_spells_them(config, from
 @pytest.mark.parametrize(
     ("config", "task", "unfilled"),
     [
-        (_two_boxes(), "detect", ['<RectangleLabels name="b">: not filled; one control is filled']),
+        (_two_boxes(), "detect", []),  # both filled by the project's model
         (_two_boxes("", 'model_skip="true"'), "detect", []),
         (
             '<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image"><Label value="person"/>'
             '</RectangleLabels><KeyPointLabels name="kp" toName="image"><Label value="nose"/></KeyPointLabels>'
             '<BrushLabels name="mask" toName="image"><Label value="person"/></BrushLabels></View>',
             "detect",
-            ['<KeyPointLabels name="kp">: not filled; keypoints', '<BrushLabels name="mask">: not filled; brush masks'],
+            [
+                '<KeyPointLabels name="kp">: not filled; the project\'s model is a detect model; a pose model fills it: name one in its model_path',
+                '<BrushLabels name="mask">: not filled; the project\'s model is a detect model; a segment model fills it',
+            ],
         ),
         (
             '<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image"><Label value="cat"/>'
             '</RectangleLabels><Choices name="kind" toName="image"><Choice value="cat"/></Choices></View>',
             "classify",
-            ['<RectangleLabels name="box">: not filled; one control is filled'],
+            ['<RectangleLabels name="box">: not filled; the project\'s model is a classify model; a detect or obb or segment model'],
         ),
     ],
 )
@@ -235,3 +246,78 @@ def test_controls_not_filled_are_said(config, task, unfilled) -> None:
 def test_per_control_attributes_that_cannot_be_served_say_what_to_change(config, fragment) -> None:
     with pytest.raises(LabelConfigError, match=re.escape(fragment)):
         select_target(config, "detect")
+
+
+BOXES_AND_SCENE = (
+    '<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image"><Label value="cat"/></RectangleLabels>'
+    '<Choices name="scene" toName="image" model_path="{path}" model_score_threshold="0.4"><Choice value="indoor"/></Choices></View>'
+)
+POSE = (
+    '<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image"><Label value="person"/></RectangleLabels>'
+    '<KeyPointLabels name="kp" toName="image" model_point_threshold="0.3"><Label value="nose" model_index="0"/>'
+    '<Label value="tail"/></KeyPointLabels></View>'
+)
+
+
+@pytest.mark.parametrize(
+    ("config", "task", "tasks", "expected"),
+    [
+        # boxes from the project's model, image-level choices from the control's own classifier
+        (
+            BOXES_AND_SCENE.format(path="scenes.pt"),
+            "detect",
+            {"scenes.pt": "classify"},
+            [("box", "rectangle", None), ("scene", "choices", "scenes.pt")],
+        ),
+        # two images, two RectangleLabels: both filled by the project's model, each at its own threshold
+        (
+            '<View><Image name="i1" value="$i1"/><Image name="i2" value="$i2"/>'
+            '<RectangleLabels name="a" toName="i1" model_score_threshold="0.3"><Label value="cat"/></RectangleLabels>'
+            '<RectangleLabels name="b" toName="i2" model_score_threshold="0.9"><Label value="cat"/></RectangleLabels></View>',
+            "detect",
+            {},
+            [("a", "rectangle", None), ("b", "rectangle", None)],
+        ),
+        # a pose model fills the keypoints, their boxes go to the RectangleLabels of the same image (their parent)
+        (POSE, "pose", {}, [("kp", "keypoints", None)]),
+        # a segment model fills a BrushLabels as masks
+        (cfg('<BrushLabels name="m" toName="image"><Label value="a"/></BrushLabels>'), "segment", {}, [("m", "brush", None)]),
+    ],
+)
+def test_every_control_a_model_fits_is_planned(config, task, tasks, expected) -> None:
+    plan = plan_targets(config, task, task_of=tasks.__getitem__)
+    assert [(t.from_name, t.kind, t.model_path) for t in plan.targets] == expected
+    assert not [w for w in plan.primary.warnings if "not filled" in w]
+
+
+def test_keypoints_know_their_parent_box_and_indexes() -> None:
+    kp = plan_targets(POSE, "pose").primary
+    assert kp.parent is not None and (kp.parent.from_name, kp.parent.kind) == ("box", "rectangle")
+    assert (dict(kp.label_indexes), kp.point_threshold) == ({"nose": 0}, 0.3)
+
+
+def test_thresholds_are_per_control() -> None:
+    plan = plan_targets(BOXES_AND_SCENE.format(path="scenes.pt"), "detect", task_of=lambda _: "classify")
+    assert [t.score_threshold for t in plan.targets] == [None, 0.4]
+
+
+@pytest.mark.parametrize(
+    ("config", "tasks", "fragment"),
+    [
+        (
+            BOXES_AND_SCENE.format(path="boxes.pt"),
+            {"boxes.pt": "detect"},
+            '<Choices name="scene"> has model_path="boxes.pt", a YOLO detect model',
+        ),
+        (POSE.replace('model_index="0"', 'model_index="first"'), {}, 'model_index="first"'),
+        (POSE.replace('model_point_threshold="0.3"', 'model_point_threshold="2"'), {}, 'model_point_threshold="2": use a confidence'),
+    ],
+)
+def test_controls_with_a_model_that_cannot_fill_them_say_what_to_change(config, tasks, fragment) -> None:
+    with pytest.raises(LabelConfigError, match=re.escape(fragment)):
+        plan_targets(config, "pose" if "KeyPoint" in config else "detect", task_of=tasks.__getitem__)
+
+
+def test_without_task_of_model_path_controls_are_neither_planned_nor_said_unfilled() -> None:
+    plan = plan_targets(BOXES_AND_SCENE.format(path="scenes.pt"), "detect")
+    assert plan.others == () and not [w for w in plan.primary.warnings if "not filled" in w]

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from ml_backend.inference.images import ImageError
-from ml_backend.inference.label_config import LabelConfigError, build_label_map, coverage, select_target
+from ml_backend.inference.label_config import LabelConfigError, build_label_map, coverage, keypoint_map, plan_targets, select_target
 from ml_backend.inference.predictor import task_image_uri
 
 COCO = {0: "person", 2: "car", 9: "traffic light", 11: "stop sign", 15: "cat", 16: "dog"}
@@ -46,15 +46,14 @@ def test_a_control_whose_labels_match_nothing_is_served_and_learned() -> None:
 
 
 def test_two_images_with_two_rectangle_labels_and_their_thresholds() -> None:
-    """The first control is filled, at its own threshold; the other is said not to be (several controls: not yet)."""
+    """Both are filled by the project's model, each from its own image at its own threshold."""
     config = view(
         rect("a", "image1", 'model_score_threshold="0.3"'), rect("b", "image2", 'model_score_threshold="0.9"'), images=("image1", "image2")
     )
-    target = select_target(config, "detect")
-    assert (target.from_name, target.to_name, target.value_key, target.score_threshold) == ("a", "image1", "image1", 0.3)
-    assert target.warnings == (
-        '<RectangleLabels name="b">: not filled; one control is filled, the first the model fits (model_skip on the others picks it)',
-    )
+    plan = plan_targets(config, "detect")
+    got = [(t.from_name, t.to_name, t.value_key, t.score_threshold) for t in plan.targets]
+    assert got == [("a", "image1", "image1", 0.3), ("b", "image2", "image2", 0.9)]
+    assert plan.primary.warnings == ()
 
 
 @pytest.mark.parametrize("choice", ["single", "multiple"])
@@ -72,15 +71,20 @@ def test_predicted_values_with_spaces() -> None:
 
 
 @pytest.mark.parametrize(
-    "config",
+    ("config", "parent"),
     [
-        view('<KeyPointLabels name="kp" toName="image"><Label value="nose"/></KeyPointLabels>'),  # keypoints without a parent box
-        view(rect(labels='<Label value="person"/>'), '<KeyPointLabels name="kp" toName="image"><Label value="nose"/></KeyPointLabels>'),
+        (view('<KeyPointLabels name="kp" toName="image"><Label value="nose"/></KeyPointLabels>'), None),  # without a parent box
+        (
+            view(rect(labels='<Label value="person"/>'), '<KeyPointLabels name="kp" toName="image"><Label value="nose"/></KeyPointLabels>'),
+            "label",
+        ),
     ],
 )
-def test_keypoints_are_not_served_yet_and_a_pose_model_says_so(config) -> None:
-    with pytest.raises(LabelConfigError, match=re.escape("Model task 'pose' is not supported")):
-        select_target(config, "pose")
+def test_keypoints_from_a_pose_model_with_and_without_a_parent_box(config, parent) -> None:
+    target = plan_targets(config, "pose").primary
+    assert (target.kind, target.result_type) == ("keypoints", "keypointlabels")
+    assert (target.parent.from_name if target.parent else None) == parent
+    assert keypoint_map({0: ["nose", "left_eye"]}, 2, target) == {0: "nose"}
 
 
 def test_video_controls_are_said_not_filled() -> None:
@@ -90,5 +94,5 @@ def test_video_controls_are_said_not_filled() -> None:
     )
     target = select_target(config, "detect")
     assert target.from_name == "label"
-    assert '<VideoRectangle name="box">: not filled; video is not supported yet' in target.warnings
+    assert '<VideoRectangle name="box">: not filled; video is not supported yet' in target.warnings  # a tracker override too
     assert any(w.startswith('<VideoRectangle name="box"> model_tracker: unknown, ignored') for w in target.warnings)
