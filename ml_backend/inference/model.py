@@ -102,16 +102,8 @@ class LoadedModel:
         overrides = getattr(yolo, "overrides", None) or {}
         size = overrides.get("imgsz") if isinstance(overrides, dict) else None
         self.imgsz: int = int(size[0] if isinstance(size, (list, tuple)) else size) if size else 640  # the size it was trained at
-        inner = getattr(yolo, "model", None)
-        kpt_names = getattr(inner, "kpt_names", None)
-        # pose: each class's keypoint names, in the model's keypoint order (weights trained by Ultralytics 8.4 carry them)
-        self.kpt_names: dict[int, list[str]] = (
-            {int(k): [str(n) for n in v] for k, v in kpt_names.items()} if isinstance(kpt_names, dict) else {}
-        )
-        layers: Any = getattr(inner, "model", None)
-        head = layers[-1] if hasattr(layers, "__getitem__") else None
-        shape: Any = getattr(head, "kpt_shape", None) or (getattr(inner, "yaml", None) or {}).get("kpt_shape")
-        self.n_keypoints: int = int(shape[0]) if shape else 0  # pose: keypoints per object
+        # pose: each class's keypoint names in the model's order (weights trained by Ultralytics 8.4 carry them), keypoints per object
+        self.kpt_names, self.n_keypoints = pose_layout(yolo)
         self._lock = threading.Lock()
         self._capture = _HeadCapture(yolo)
 
@@ -167,6 +159,17 @@ class LoadedModel:
                 if capture is not None:
                     capture.detach()
         return out
+
+
+def pose_layout(yolo: Any) -> tuple[dict[int, list[str]], int]:
+    """A pose model's keypoint names per class (empty when its weights do not carry them) and its keypoints per object (0: not pose)."""
+    inner = getattr(yolo, "model", None)
+    kpt_names = getattr(inner, "kpt_names", None)
+    names = {int(k): [str(n) for n in v] for k, v in kpt_names.items()} if isinstance(kpt_names, dict) else {}
+    layers: Any = getattr(inner, "model", None)
+    head = layers[-1] if hasattr(layers, "__getitem__") else None
+    shape: Any = getattr(head, "kpt_shape", None) or (getattr(inner, "yaml", None) or {}).get("kpt_shape")
+    return names, int(shape[0]) if shape else 0
 
 
 class _HeadCapture:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-LABEL_KEYS = ("rectanglelabels", "polygonlabels", "choices", "labels")
+LABEL_KEYS = ("rectanglelabels", "polygonlabels", "brushlabels", "keypointlabels", "choices", "labels")
 
 
 def dataloader_workers() -> int:
@@ -160,6 +160,11 @@ def region_to_line(region: Mapping[str, Any], class_ids: Mapping[str, int], kind
         pts = [(float(px) / 100, float(py) / 100) for px, py in value["points"]]
         if len(pts) < 3:
             return None
+    elif value.get("rle"):
+        outline = brush_outline(value["rle"], int(width), int(height))
+        if outline is None:
+            return None
+        pts = outline
     elif {"x", "y", "width", "height"} <= set(value):
         pts = [(px / width, py / height) for px, py in _corners_px(value, width, height)]
     else:
@@ -180,7 +185,95 @@ def region_to_line(region: Mapping[str, Any], class_ids: Mapping[str, int], kind
     raise ValueError(f"kind must be detect, obb or segment, got {kind!r}")
 
 
-def task_label_lines(task: Mapping[str, Any], class_ids: Mapping[str, int], kind: str, from_name: str | None = None) -> list[str] | None:
+def brush_outline(rle: Sequence[int], width: int, height: int) -> list[tuple[float, float]] | None:
+    """The outline of a Label Studio brush mask (RLE) as a polygon in 0-1 coordinates: its largest
+    connected part (None when the mask is empty or does not fit the image's size).
+
+    Example:
+        >>> from ml_backend.inference.ls_results import brush_rle
+        >>> rle = brush_rle(np.array([[2., 2.], [7., 2.], [7., 5.], [2., 5.]]), 10, 8)
+        >>> sorted(brush_outline(rle, 10, 8))
+        [(0.2, 0.25), (0.2, 0.625), (0.7, 0.25), (0.7, 0.625)]
+    """
+    import cv2
+    from label_studio_sdk.converter.brush import decode_rle
+
+    try:
+        flat = decode_rle(list(rle))
+        mask = (np.asarray(flat).reshape(height, width, 4)[:, :, 3] > 0).astype(np.uint8)
+    except Exception:  # a damaged RLE or one of another image size: nothing to learn from
+        return None
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    largest = max(contours, key=cv2.contourArea).reshape(-1, 2)
+    if len(largest) < 3:
+        return None
+    return [(float(x) / width, float(y) / height) for x, y in largest]
+
+
+@dataclass(frozen=True)
+class PoseLayout:
+    """How a ``<KeyPointLabels>`` maps onto a pose model: label -> keypoint index, keypoints per
+    object, and the ``<RectangleLabels>`` holding the objects' boxes (None: each image one object)."""
+
+    keypoint_ids: Mapping[str, int]
+    n_keypoints: int
+    box_from_name: str | None = None
+
+
+def pose_lines(result: Sequence[Mapping[str, Any]], class_ids: Mapping[str, int], layout: PoseLayout, from_name: str) -> list[str]:
+    """Ultralytics pose label lines (``cls cx cy w h`` then ``x y v`` per keypoint) of one annotation.
+
+    A keypoint belongs to the box its ``parentID`` names, else to the smallest box holding it;
+    keypoints outside every box are left out. Without a boxes control every keypoint is one object
+    (class 0) whose box is their extent. Keypoints nobody placed are ``0 0 0`` (not visible).
+
+    Example:
+        >>> box = {"id": "b", "from_name": "box", "value": {"x": 10, "y": 10, "width": 40, "height": 40, "rectanglelabels": ["cat"]}}
+        >>> nose = {"from_name": "kp", "value": {"x": 20, "y": 30, "keypointlabels": ["nose"]}}
+        >>> pose_lines([box, nose], {"cat": 0}, PoseLayout({"nose": 1}, 2, "box"), "kp")
+        ['0 0.300000 0.300000 0.400000 0.400000 0 0 0 0.200000 0.300000 2']
+    """
+    boxes: list[tuple[str, int, tuple[float, float, float, float]]] = []
+    points: list[tuple[int, float, float, str | None]] = []
+    for region in result:
+        value = region.get("value") or {}
+        label = _label_of(value)
+        if layout.box_from_name and region.get("from_name") == layout.box_from_name and label in class_ids:
+            if {"x", "y", "width", "height"} <= set(value):
+                corners = _corners_px(value, 1.0, 1.0)
+                xs, ys = [_clip01(p[0]) for p in corners], [_clip01(p[1]) for p in corners]
+                if max(xs) > min(xs) and max(ys) > min(ys):
+                    boxes.append((str(region.get("id")), class_ids[str(label)], (min(xs), min(ys), max(xs), max(ys))))
+        elif region.get("from_name") == from_name and label in layout.keypoint_ids and {"x", "y"} <= set(value):
+            x, y = _clip01(float(value["x"]) / 100), _clip01(float(value["y"]) / 100)
+            points.append((layout.keypoint_ids[str(label)], x, y, region.get("parentID")))
+    if not layout.box_from_name:
+        if not points:
+            return []
+        xs, ys = [p[1] for p in points], [p[2] for p in points]
+        pad = 0.02
+        boxes = [("", 0, (max(0.0, min(xs) - pad), max(0.0, min(ys) - pad), min(1.0, max(xs) + pad), min(1.0, max(ys) + pad)))]
+    owned: dict[int, dict[int, tuple[float, float]]] = {i: {} for i in range(len(boxes))}
+    for k, x, y, parent in points:
+        home = next((i for i, b in enumerate(boxes) if parent and b[0] == parent), None)
+        if home is None:
+            e = 1e-3  # a point placed on the box's edge is in it
+            inside = [i for i, (_, _, (x1, y1, x2, y2)) in enumerate(boxes) if x1 - e <= x <= x2 + e and y1 - e <= y <= y2 + e]
+            home = min(inside, key=lambda i: (boxes[i][2][2] - boxes[i][2][0]) * (boxes[i][2][3] - boxes[i][2][1]), default=None)
+        if home is not None:
+            owned[home].setdefault(k, (x, y))
+    lines = []
+    for i, (_, cls, (x1, y1, x2, y2)) in enumerate(boxes):
+        kps = " ".join(f"{owned[i][k][0]:.6f} {owned[i][k][1]:.6f} 2" if k in owned[i] else "0 0 0" for k in range(layout.n_keypoints))
+        lines.append(f"{cls} {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f} {kps}")
+    return lines
+
+
+def task_label_lines(
+    task: Mapping[str, Any], class_ids: Mapping[str, int], kind: str, from_name: str | None = None, pose: PoseLayout | None = None
+) -> list[str] | None:
     """Label lines of a task's current annotation (an empty list is a labeled background image).
 
     None when the task has no annotation to learn from.
@@ -188,6 +281,10 @@ def task_label_lines(task: Mapping[str, Any], class_ids: Mapping[str, int], kind
     ann = current_annotation(task)
     if ann is None:
         return None
+    if kind == "pose":
+        if pose is None or from_name is None:
+            raise ValueError("pose label lines need the keypoints' layout and control (pose, from_name)")
+        return pose_lines(ann.get("result") or [], class_ids, pose, from_name)
     lines = []
     for region in ann.get("result") or []:
         if from_name and region.get("from_name") != from_name:
@@ -268,6 +365,8 @@ def write_dataset(
     val_fraction: float = 0.2,
     label_ids: Mapping[str, int] | None = None,
     splits: Mapping[int, str] | None = None,
+    pose: PoseLayout | None = None,
+    keypoint_names: Sequence[str] = (),
 ) -> DatasetSummary:
     """Write the labeled tasks as an Ultralytics dataset.
 
@@ -283,6 +382,8 @@ def write_dataset(
             class names (``predicted_values`` mappings); default: matched by name.
         splits: task id -> ``train`` or ``val``, instead of the split by task id (the simulation
             holds out a fixed test set); labeled tasks it does not name are left out.
+        pose: ``kind == "pose"``: how the keypoints control maps onto the model (:class:`PoseLayout`).
+        keypoint_names: ``kind == "pose"``: the model's keypoint names, in its order (the dataset's ``kpt_names``).
     """
     from PIL import Image
 
@@ -304,7 +405,7 @@ def write_dataset(
                 continue
             usable.append((tid, task, cls))
         else:
-            lines = task_label_lines(task, class_ids, kind, from_name)
+            lines = task_label_lines(task, class_ids, kind, from_name, pose)
             if lines is not None:
                 usable.append((tid, task, lines))
     if splits is None:
@@ -337,5 +438,9 @@ def write_dataset(
     else:
         for split in ("train", "val"):
             (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        data = write_data_yaml(root, dict(names))
+        keypoints = None
+        if kind == "pose" and pose is not None:
+            kpt = list(keypoint_names) or [f"kpt{i}" for i in range(pose.n_keypoints)]
+            keypoints = dict.fromkeys(names, kpt)
+        data = write_data_yaml(root, dict(names), keypoints=keypoints)
     return DatasetSummary(root, data, counts, skipped)

@@ -19,7 +19,7 @@ from ml_backend.settings import Settings
 from ml_backend.training.dataset import dataloader_workers
 from ml_backend.training.metrics import ImageRecord, image_record
 
-PRIMARY_METRIC = {"detect": "mAP50-95", "obb": "mAP50-95", "segment": "mask mAP50-95", "classify": "top1"}
+PRIMARY_METRIC = {"detect": "mAP50-95", "obb": "mAP50-95", "segment": "mask mAP50-95", "classify": "top1", "pose": "pose mAP50-95"}
 
 
 def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Settings, workdir: Path, split: str = "val") -> dict[str, Any]:
@@ -29,7 +29,7 @@ def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Setting
         ``{"metric": name, "primary": value, ...}``: for detection-like models ``map50_95``,
         ``map50`` and ``per_class`` (class name -> ``ap50_95``, ``ap50``; only classes present
         in the held-out labels; with precision, recall and F1 at the confidence that maximizes the
-        mean F1); for segmentation the mask metrics (box ones under ``box_*``);
+        mean F1); for segmentation the mask metrics and for pose the keypoint ones (box ones under ``box_*``);
         for classifiers ``top1`` and ``top5``.
     """
     from ml_backend.inference.model import import_yolo
@@ -52,7 +52,7 @@ def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Setting
     if kind == "classify":
         return {"metric": "top1", "primary": float(r.top1), "top1": float(r.top1), "top5": float(r.top5)}
     names = {int(k): str(v) for k, v in dict(r.names).items()}
-    part = r.seg if kind == "segment" else r.box
+    part = r.seg if kind == "segment" else r.pose if kind == "pose" else r.box
     per_class = {
         names.get(int(c), str(c)): {
             "ap50_95": float(part.ap[i]),
@@ -70,7 +70,7 @@ def evaluate(weights: str | Path, data: str | Path, kind: str, settings: Setting
         "map50": float(part.map50),
         "per_class": per_class,
     }
-    if kind == "segment":
+    if kind in ("segment", "pose"):
         out.update(box_map50_95=float(r.box.map), box_map50=float(r.box.map50))
     return out
 
@@ -85,7 +85,7 @@ def nothing_found(kind: str) -> dict[str, Any]:
     if kind == "classify":
         return {"metric": "top1", "primary": 0.0, "top1": 0.0, "top5": 0.0}
     out: dict[str, Any] = {"metric": PRIMARY_METRIC[kind], "primary": 0.0, "map50_95": 0.0, "map50": 0.0, "per_class": {}}
-    if kind == "segment":
+    if kind in ("segment", "pose"):
         out.update(box_map50_95=0.0, box_map50=0.0)
     return out
 

@@ -29,7 +29,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,11 @@ import numpy as np
 from integrations.label_studio import LabelStudioAPI
 from ml_backend.faults import slow_train
 from ml_backend.inference.display import Display
-from ml_backend.inference.label_config import select_target
+from ml_backend.inference.label_config import keypoint_map, select_target
+from ml_backend.inference.model import pose_layout
 from ml_backend.inference.predictor import task_image_uri
 from ml_backend.settings import Settings
-from ml_backend.training.dataset import current_annotation, dataloader_workers, split_score, unknown_labels, write_dataset
+from ml_backend.training.dataset import PoseLayout, current_annotation, dataloader_workers, split_score, unknown_labels, write_dataset
 from ml_backend.training.evaluate import (
     annotation_cost,
     chosen_display,
@@ -383,7 +384,16 @@ def train_project(
     report("fetching labels")
     project = client.get_project(req.project_id)
     target = select_target(project["label_config"], kind)
-    start, previous, plan = project_start(req.base_weights, served_names, target, kind, workdir)
+    pose: PoseLayout | None = None
+    keypoint_names: list[str] = []
+    classes = target
+    if kind == "pose":  # the objects' classes are their boxes' labels (every class of the model without a boxes control)
+        kpt_names, n_keypoints = pose_layout(model)
+        ids = {label: k for k, label in keypoint_map(kpt_names, n_keypoints, target).items()}
+        pose = PoseLayout(ids, n_keypoints, target.parent.from_name if target.parent else None)
+        keypoint_names = next(iter(kpt_names.values()), []) or [f"kpt{k}" for k in range(n_keypoints)]
+        classes = target.parent or replace(target, labels=tuple(served_names.values()), predicted_values={})
+    start, previous, plan = project_start(req.base_weights, served_names, classes, kind, workdir)
     names = plan.names
     label_ids = {label: cid for cid, label in names.items()}
     tasks = client.list_tasks(req.project_id)
@@ -398,8 +408,10 @@ def train_project(
         from_name=target.from_name,
         val_fraction=settings.train_val_fraction,
         label_ids=label_ids,
+        pose=pose,
+        keypoint_names=keypoint_names,
     )
-    unknown = unknown_labels(tasks, label_ids, target.from_name)
+    unknown = unknown_labels(tasks, pose.keypoint_ids if pose else label_ids, target.from_name)
     dataset = {
         "train": summary.counts["train"],
         "val": summary.counts["val"],

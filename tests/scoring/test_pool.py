@@ -380,3 +380,48 @@ def test_refresh_labels_reads_the_tasks_back_and_rewrites_their_columns(tmp_path
     assert client.updates[3]["al_priority"] == 0.0 and client.updates[3]["image"] == "s3://bucket/3.jpg"
     assert {s["task"]: s["labeled"] for s in store.load(7)}[3] is True
     assert refresh_labels(client, 8, [3], store) == 0  # a project never scored: nothing to follow yet
+
+
+@pytest.mark.parametrize(
+    ("keypoint_conf", "expected"),
+    [
+        ([[1.0, 1.0]], (0.1 + 0.0) / 2),  # sure of every keypoint: half the class's uncertainty
+        ([[0.5, 0.5]], (0.1 + 1.0) / 2),  # is any keypoint there? as unsure as can be
+        ([[0.5, 1.0]], (0.1 + 0.5) / 2),
+    ],
+)
+def test_a_pose_objects_uncertainty_averages_its_class_and_its_keypoints(keypoint_conf, expected) -> None:
+    pred = det([[0.9, 0.1]], [[0, 0, 10, 10]], [1, 0])
+    pred.keypoint_conf = np.array(keypoint_conf)
+    assert image_scores(pred, settings(), 2)[0] == pytest.approx(expected, abs=1e-6)
+
+
+class Fill:
+    """What :class:`ml_backend.inference.predictor.Fill` holds that scoring reads: a second control, its classifier."""
+
+    def __init__(self):
+        cfg = '<View><Image name="image" value="$image"/><Choices name="scene" toName="image"><Choice value="x"/><Choice value="y"/></Choices></View>'
+        self.model = FakeModel()
+        self.target = select_target(cfg, "classify")
+        self.label_map = {0: "x", 1: "y"}
+        self.display = Display(0.0)
+        self.keypoint_labels = {}
+
+
+def test_a_task_is_as_uncertain_as_its_most_uncertain_control() -> None:
+    """Task 2's boxes are sure, its classifier is torn: the task ranks first; both controls' regions are published."""
+    outputs = {1: det([[0.6, 0.4]], [[0, 0, 10, 10]], [1, 0]), 2: det([[0.95, 0.05]], [[0, 0, 10, 10]], [0, 1])}
+    choices = {1: np.array([0.9, 0.1]), 2: np.array([0.55, 0.45])}
+
+    class WithFills(FakePredictor):
+        def fill_outputs(self, tasks, served):
+            return [[ImagePrediction(10, 10, probs=choices[t["id"]])] for t in tasks]
+
+    served = Served(FakeModel(), SERVED.target, SERVED.label_map, display=Display(0.5), extras=(Fill(),))  # type: ignore[arg-type]
+    tasks = [{"id": i, "data": {"image": f"/u/{i}.jpg"}, "annotations": []} for i in outputs]
+    pooled = score_tasks(tasks, served, WithFills(outputs), settings())  # type: ignore[arg-type]
+    by = {s.task: s.uncertainty for s in pooled.scores}
+    assert by == pytest.approx({1: max(0.4, 0.1), 2: max(0.05, 0.45)})  # least confidence of each control, the larger
+    assert [s.task for s in sorted(pooled.scores, key=lambda s: -s.priority)] == [2, 1]
+    for p in pooled.predictions:
+        assert [r["from_name"] for r in p["result"]] == ["label", "scene"]

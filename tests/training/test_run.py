@@ -441,3 +441,82 @@ def test_a_run_with_a_tiny_time_budget_ends_after_its_first_epoch(tmp_path, tiny
     settings = settings_for(tmp_path, TRAIN_TIME_BUDGET="0.0001")  # 6 ms
     fine_tune(tiny_weights("detect"), summary.data, settings, tmp_path, 4, lambda stage, **kw: stages.append(kw.get("epoch")))
     assert stages == [0, 1]  # one epoch of the four planned
+
+
+POSE_CONFIG = (
+    '<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
+    '<Label value="circle"/><Label value="square"/><Label value="triangle"/></RectangleLabels>'
+    '<KeyPointLabels name="kp" toName="image"><Label value="top"/><Label value="left"/><Label value="right"/></KeyPointLabels></View>'
+)
+BRUSH_CONFIG = (
+    '<View><Image name="image" value="$image"/><BrushLabels name="mask" toName="image">'
+    '<Label value="circle"/><Label value="square"/><Label value="triangle"/></BrushLabels></View>'
+)
+
+
+def _shape_tasks(n: int, regions) -> tuple[list[dict], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(5)
+    tasks, images = [], {}
+    for tid in range(1, n + 1):
+        s = make_image(rng, 64, 64)
+        uri = f"/data/upload/1/{tid}.jpg"
+        images[uri] = np.asarray(s.image)
+        tasks.append({"id": tid, "data": {"image": uri}, "annotations": [{"id": tid, "result": regions(tid, s), "was_cancelled": False}]})
+    return tasks, images
+
+
+def test_a_pose_run_learns_keypoints_grouped_under_their_boxes(tmp_path, tiny_weights) -> None:
+    names = ("circle", "square", "triangle")
+
+    def regions(tid, s):
+        out = []
+        for i, (sh, box) in enumerate(zip(s.shapes, ls_box_result(s, dict(enumerate(names)), "box"), strict=True)):
+            box["id"] = f"b{i}"
+            out.append(box)
+            for label, (x, y) in zip(("top", "left", "right"), sh.keypoints, strict=True):
+                point = {
+                    "from_name": "kp",
+                    "to_name": "image",
+                    "type": "keypointlabels",
+                    "value": {"x": x / 64 * 100, "y": y / 64 * 100, "width": 1, "keypointlabels": [label]},
+                }
+                if tid % 2:
+                    point["parentID"] = f"b{i}"  # accepted from a prediction; the others by their box
+                out.append(point)
+        return out
+
+    tasks, images = _shape_tasks(16, regions)
+    client = FakeClient(tasks)
+    client.get_project = lambda project_id: {"id": project_id, "label_config": POSE_CONFIG}  # type: ignore[method-assign]
+    req = TrainRequest(5, str(tiny_weights("pose")), "pose-base", str(tmp_path / "run"))
+    out = train_project(req, settings_for(tmp_path, TRAIN_EPOCHS="1"), client, lambda uri, tid: images[uri])
+    assert out.status == "trained" and out.metrics_new["metric"] == "pose mAP50-95" and "box_map50_95" in out.metrics_new
+    lines = [line.split() for p in (tmp_path / "run" / "dataset" / "labels").rglob("*.txt") for line in p.read_text().splitlines()]
+    assert len(lines) == sum(len(t["annotations"][0]["result"]) // 4 for t in tasks)  # every object, with its three keypoints
+    assert all(len(line) == 5 + 3 * 3 and line[7] == line[10] == line[13] == "2" for line in lines)
+    from ultralytics import YOLO
+
+    from ml_backend.inference.model import pose_layout
+
+    assert pose_layout(YOLO(out.weights)) == ({c: ["top", "left", "right"] for c in range(3)}, 3)
+
+
+def test_a_segment_run_learns_from_brush_masks(tmp_path, tiny_weights) -> None:
+    from ml_backend.inference.ls_results import brush_rle
+
+    def regions(tid, s):
+        return [
+            {"from_name": "mask", "to_name": "image", "type": "brushlabels", "original_width": 64, "original_height": 64,
+             "value": {"format": "rle", "rle": brush_rle(sh.polygon, 64, 64), "brushlabels": [("circle", "square", "triangle")[sh.cls]]}}
+            for sh in s.shapes
+        ]  # fmt: skip
+
+    tasks, images = _shape_tasks(12, regions)
+    client = FakeClient(tasks)
+    client.get_project = lambda project_id: {"id": project_id, "label_config": BRUSH_CONFIG}  # type: ignore[method-assign]
+    req = TrainRequest(5, str(tiny_weights("segment")), "seg-base", str(tmp_path / "run"))
+    out = train_project(req, settings_for(tmp_path, TRAIN_EPOCHS="1"), client, lambda uri, tid: images[uri])
+    assert out.status == "trained" and out.metrics_new["metric"] == "mask mAP50-95"
+    lines = [line.split() for p in (tmp_path / "run" / "dataset" / "labels").rglob("*.txt") for line in p.read_text().splitlines()]
+    assert len(lines) == sum(len(t["annotations"][0]["result"]) for t in tasks)
+    assert all(len(line) >= 1 + 2 * 3 and len(line) % 2 == 1 for line in lines)  # a class and at least three points
