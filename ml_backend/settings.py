@@ -355,6 +355,12 @@ class Settings:
         "Seconds to wait for one image download.",
         local=True,
     )
+    video_max_frames: int = setting(
+        "1800",
+        _positive_int,
+        "a positive integer",
+        "Video tasks (`<VideoRectangle>`, `<TimelineLabels>`): predictions cover at most this many frames from the start (1800: a minute at 30 fps). A video is downloaded whole, up to `MAX_IMAGE_BYTES`.",
+    )
     max_image_bytes: int = setting(
         "52428800",
         _positive_int,

@@ -30,10 +30,10 @@ from label_studio_sdk.label_interface import LabelInterface
 
 # Control tag -> the geometry kind it holds, per model task, in order of preference.
 _CONTROLS_FOR_TASK: dict[str, tuple[tuple[str, str], ...]] = {
-    "detect": (("RectangleLabels", "rectangle"),),
+    "detect": (("RectangleLabels", "rectangle"), ("VideoRectangle", "video_rectangle")),
     "segment": (("PolygonLabels", "polygon"), ("BrushLabels", "brush"), ("RectangleLabels", "rectangle")),
     "obb": (("RectangleLabels", "obb"),),
-    "classify": (("Choices", "choices"),),
+    "classify": (("Choices", "choices"), ("TimelineLabels", "timeline")),
     "pose": (("KeyPointLabels", "keypoints"),),
 }
 
@@ -44,7 +44,11 @@ RESULT_TYPES = {
     "choices": "choices",
     "brush": "brushlabels",
     "keypoints": "keypointlabels",
+    "video_rectangle": "videorectangle",
+    "timeline": "timelinelabels",
 }
+VIDEO_KINDS = frozenset({"video_rectangle", "timeline"})  # predicted on a <Video>, frame by frame
+_VIDEO_CONTROLS = {"VideoRectangle", "TimelineLabels"}
 
 DEFAULT_POINT_THRESHOLD = 0.5  # a keypoint is shown from this confidence on (its model_point_threshold overrides it)
 
@@ -60,7 +64,7 @@ class Target:
     from_name: str
     to_name: str
     value_key: str  # key in task["data"] that holds the image URL
-    kind: str  # rectangle | obb | polygon | choices | brush | keypoints
+    kind: str  # rectangle | obb | polygon | choices | brush | keypoints | video_rectangle | timeline
     labels: tuple[str, ...]
     predicted_values: Mapping[str, tuple[str, ...]]  # label -> model class names
     score_threshold: float | None = None  # the control's model_score_threshold: shown from this confidence on
@@ -69,6 +73,12 @@ class Target:
     label_indexes: Mapping[str, int] = field(default_factory=dict)  # keypoints: label -> the model's keypoint index (model_index)
     parent: Target | None = None  # keypoints: the <RectangleLabels> of the same image that holds each object's box
     point_threshold: float = DEFAULT_POINT_THRESHOLD  # keypoints: shown from this confidence on (model_point_threshold)
+    tracker: str = "botsort"  # video_rectangle: Ultralytics' tracker (model_tracker: botsort or bytetrack)
+
+    @property
+    def video(self) -> bool:
+        """Predicted on a ``<Video>`` (:data:`VIDEO_KINDS`), not on an image."""
+        return self.kind in VIDEO_KINDS
 
     @property
     def result_type(self) -> str:
@@ -132,12 +142,16 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
     except Exception as exc:  # the SDK raises several exception types on bad XML
         raise LabelConfigError(f"The labeling config could not be parsed: {exc}") from None
 
-    images = {o.name: o for o in li.objects if o.tag == "Image"}
+    images = {o.name: o for o in li.objects if o.tag in ("Image", "Video")}
     if not images:
         tags = sorted({o.tag for o in li.objects}) or ["no data tags"]
-        raise LabelConfigError(f"This backend labels images: the labeling config needs an <Image> tag (it has {', '.join(tags)}).")
+        raise LabelConfigError(
+            f"This backend labels images (and videos): the labeling config needs an <Image> tag (it has {', '.join(tags)})."
+        )
     wanted = _CONTROLS_FOR_TASK[model_task]
     controls = [c for c in li.controls if not _is_true(c.attr.get("model_skip"))]
+    # A <VideoRectangle> holds no labels: they are those of the <Labels> on the same video.
+    labels_of = {c.name: next((o for o in li.controls if o.tag == "Labels" and o.to_name == c.to_name), c) for c in controls}
     skipped = [c.name for c in li.controls if _is_true(c.attr.get("model_skip")) and c.tag in dict(wanted)]
     found: tuple[Any, str] | None = next(
         ((c, kind) for tag, kind in wanted for c in controls if c.tag == tag and not _model_path(c) and _image_of(c, images)), None
@@ -175,7 +189,7 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
             continue
         path = _model_path(control)
         if path is None and control.tag == primary.tag:
-            others.append(_target(control, images, kind))
+            others.append(_target(control, images, kind, labels_from=labels_of[control.name]))
         elif path is not None and task_of is not None:
             task = task_of(path)
             fits = [k for t, k in _CONTROLS_FOR_TASK.get(task, ()) if t == control.tag]
@@ -184,7 +198,7 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
                     f'<{control.tag} name="{control.name}"> has model_path="{path}", a YOLO {task} model, which cannot fill '
                     f"<{control.tag}>: name a {' or '.join(_TASKS_FOR_TAG.get(control.tag, ('supported',)))} model there."
                 )
-            others.append(_target(control, images, fits[0], path))
+            others.append(_target(control, images, fits[0], path, labels_from=labels_of[control.name]))
         else:
             continue
         used.add(control.name)
@@ -193,7 +207,9 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
         for c in controls
         if c.name not in used and c.tag in _FILLABLE and not (task_of is None and _model_path(c))
     )
-    main = _target(primary, images, kind, warnings=_attribute_warnings(li.controls) + unfilled, parent=parent)
+    main = _target(
+        primary, images, kind, warnings=_attribute_warnings(li.controls) + unfilled, parent=parent, labels_from=labels_of[primary.name]
+    )
     return Plan(main, tuple(others))
 
 
@@ -203,20 +219,33 @@ def _model_path(control: Any) -> str | None:
 
 
 def _image_of(control: Any, images: Mapping[str, Any]) -> str | None:
-    return next((n for n in control.to_name if n in images), None)
+    """The control's ``<Image>`` (``<Video>`` for the video controls), or None."""
+    tag = "Video" if control.tag in _VIDEO_CONTROLS else "Image"
+    return next((n for n in control.to_name if n in images and images[n].tag == tag), None)
 
 
-def _target(control: Any, images: Mapping[str, Any], kind: str, model_path: str | None = None, **extra: Any) -> Target:
+def _target(
+    control: Any, images: Mapping[str, Any], kind: str, model_path: str | None = None, labels_from: Any = None, **extra: Any
+) -> Target:
     if kind == "obb" and str(control.attr.get("canRotate", "true")).lower() == "false":
         raise LabelConfigError(
             f'<RectangleLabels name="{control.name}"> has canRotate="false", but an oriented-box (OBB) '
             'model predicts rotated boxes: remove canRotate="false" or serve a detect model.'
         )
-    labels = tuple(control.labels)
+    source = labels_from if labels_from is not None else control
+    labels = tuple(source.labels)
     if not labels:
+        if control.tag == "VideoRectangle":
+            raise LabelConfigError(
+                f'<VideoRectangle name="{control.name}"> takes its labels from a <Labels toName="{control.to_name[0]}"> '
+                "on the same video: add one with a <Label> per class."
+            )
         raise LabelConfigError(f'<{control.tag} name="{control.name}"> has no labels: add <Label>/<Choice> values.')
+    tracker = str(control.attr.get("model_tracker") or "botsort").strip().lower()
+    if control.tag == "VideoRectangle" and tracker not in ("botsort", "bytetrack"):
+        raise LabelConfigError(f'<VideoRectangle name="{control.name}"> has model_tracker="{tracker}": use botsort or bytetrack.')
     predicted, indexes = {}, {}
-    for value, label_tag in (control.labels_attrs or {}).items():
+    for value, label_tag in (source.labels_attrs or {}).items():
         raw = label_tag.attr.get("predicted_values") or ""
         names = tuple(x.strip() for x in raw.split(",") if x.strip())
         if names:
@@ -242,12 +271,13 @@ def _target(control: Any, images: Mapping[str, Any], kind: str, model_path: str 
         model_path=model_path,
         label_indexes=indexes,
         point_threshold=DEFAULT_POINT_THRESHOLD if point is None else point,
+        tracker=tracker,
         **extra,
     )
 
 
 # The per-control attributes of Label Studio's own YOLO example backend, and what this backend does with each.
-_APPLIED = ("model_score_threshold", "model_skip", "model_path", "model_point_threshold")
+_APPLIED = ("model_score_threshold", "model_skip", "model_path", "model_point_threshold", "model_tracker")
 _NOT_YET = {
     "model_obb": "the model's own task decides oriented boxes (an OBB model fills <RectangleLabels> with rotation)",
 }
@@ -259,14 +289,13 @@ _TASKS_FOR_TAG = {
     "BrushLabels": ("segment",),
     "Choices": ("classify",),
     "KeyPointLabels": ("pose",),
+    "VideoRectangle": ("detect",),
+    "TimelineLabels": ("classify",),
 }
 
 # Controls of Label Studio's YOLO example backend that this backend never fills, and why.
-_UNFILLED = {
-    "VideoRectangle": "video is not supported yet",
-    "TimelineLabels": "video is not supported yet",
-}
-_FILLABLE = {"RectangleLabels", "PolygonLabels", "Choices", "KeyPointLabels", "BrushLabels", *_UNFILLED}
+_UNFILLED: dict[str, str] = {}
+_FILLABLE = {"RectangleLabels", "PolygonLabels", "Choices", "KeyPointLabels", "BrushLabels", *_VIDEO_CONTROLS}
 
 
 def _unfilled_reason(tag: str, model_task: str) -> str:

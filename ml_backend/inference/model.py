@@ -106,6 +106,19 @@ class LoadedModel:
         self.kpt_names, self.n_keypoints = pose_layout(yolo)
         self._lock = threading.Lock()
         self._capture = _HeadCapture(yolo)
+        self._video: Any = None
+        self._video_lock = threading.Lock()
+
+    def on_video(self) -> tuple[Any, threading.Lock]:
+        """A second Ultralytics model of the same weights for videos, and the lock to hold while using it.
+
+        Tracking registers callbacks on the model it runs on; a model of their own keeps them away
+        from image predictions. Loaded on first use.
+        """
+        with self._video_lock:
+            if self._video is None:
+                self._video = import_yolo()(str(self.path), task=self.task)
+        return self._video, self._video_lock
 
     def predict(
         self,

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ from ml_backend.inference.ls_results import to_ls_results
 from ml_backend.inference.model import ImagePrediction, LoadedModel, ModelHolder, ModelMeta, ModelNotReadyError, ModelUnavailableError
 from ml_backend.inference.output_cache import OutputCache
 from ml_backend.inference.served_models import ServedModels
+from ml_backend.inference.video import frame_labels, run_classifier, run_tracker, timeline_regions, track_regions, video_file
 from ml_backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -301,6 +303,8 @@ class Predictor:
         if not isinstance(tasks, Sequence) or isinstance(tasks, (str, bytes)) or not tasks:
             raise BadRequest("'tasks' must be a non-empty list of Label Studio tasks")
         served = self.serve(label_config, project=project)
+        if served.target.video or any(f.target.video for f in served.extras):
+            return [self._predict_one(task, served) for task in tasks]
         fills = self.fill_outputs(tasks, served)
         out: list[dict] = []
         for task, pred, more in zip(tasks, self.run(tasks, served), fills, strict=True):
@@ -313,6 +317,53 @@ class Predictor:
             score = float(np.mean([r["score"] for r in regions])) if regions else 0.0
             out.append({"result": regions, "score": score, "model_version": served.model.version})
         return out
+
+    def _predict_one(self, task: Mapping[str, Any], served: Served) -> dict:
+        """One task's prediction, control by control (a config with a video: frame by frame, not batched)."""
+        fetcher = self.fetcher_for(served.project)
+        ids = iter(lambda: secrets.token_hex(5), None)
+        own = Fill(served.model, served.target, served.label_map, served.display, served.keypoint_labels)
+        regions: list[dict] = []
+        try:
+            for fill in (own, *served.extras):
+                if fill.target.video:
+                    regions += self._video_regions(task, fill, fetcher, ids)
+                    continue
+                image = self._load(task, fill.target, fetcher)
+                pred = fill.model.predict(
+                    [image], conf=fill.display.lowest, imgsz=self.settings.imgsz, device=self.settings.ultralytics_device
+                )[0]
+                regions += to_ls_results(pred, fill.target, fill.label_map, fill.display, ids, fill.keypoint_labels)[0]
+        except ImageError as exc:
+            return self._error(task, str(exc), served.model.version)
+        except Exception as exc:  # a bug or an odd library error: still only this task fails
+            log.exception("task %s: unexpected error while predicting", _task_id(task))
+            return self._error(task, f"unexpected error while predicting: {type(exc).__name__}", served.model.version)
+        scored = [r["score"] for r in regions if "score" in r]
+        return {"result": regions, "score": float(np.mean(scored)) if scored else 0.0, "model_version": served.model.version}
+
+    def _video_regions(self, task: Mapping[str, Any], fill: Fill, fetcher: ImageSource, ids: Iterator[str]) -> list[dict]:
+        uri = task_image_uri(task, fill.target.value_key)
+        fetch = getattr(fetcher, "fetch_bytes", None)
+        if fetch is None:
+            raise ImageError("videos cannot be read from this image source")
+        settings = self.settings
+        with video_file(fetch(uri, task.get("id"))) as (path, info):
+            yolo, lock = fill.model.on_video()
+            with lock:
+                if fill.target.kind == "video_rectangle":
+                    frames = run_tracker(
+                        yolo,
+                        path,
+                        fill.target.tracker,
+                        fill.display.lowest,
+                        settings.imgsz,
+                        settings.ultralytics_device,
+                        settings.video_max_frames,
+                    )
+                    return track_regions(frames, info, fill.target, fill.label_map, fill.display.lowest, ids)
+                probs = run_classifier(yolo, path, settings.imgsz, settings.ultralytics_device, settings.video_max_frames)
+        return timeline_regions(frame_labels(probs, fill.label_map, fill.display.lowest), fill.target, ids)
 
     def fill_outputs(self, tasks: Sequence[Mapping[str, Any]], served: Served) -> list[list[ImagePrediction] | str]:
         """Per task: each of ``served.extras``' model outputs, in order (an empty list when there are

@@ -229,6 +229,9 @@ def observe(
     The model's outputs are kept by the predictor (:class:`ml_backend.inference.output_cache.OutputCache`):
     tasks the same model version already saw with the same image are not run again."""
     n_classes = len(served.model.names)
+    if served.target.video:  # videos are predicted (``/predict``), not scored: nothing to order
+        log.info("the project's model fills a video control: its tasks are predicted, not scored")
+        return Observed(np.zeros(0, dtype=int), np.zeros(0), np.zeros((0, n_classes)), None, [], {})
     conf = min(settings.candidate_threshold, served.display.lowest)
     iterator = predictor.run(tasks, served, with_scores=True, conf=conf, tta=settings.uncertainty_measure == "tta", cache=True)
     if progress:

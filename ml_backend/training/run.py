@@ -384,6 +384,9 @@ def train_project(
     report("fetching labels")
     project = client.get_project(req.project_id)
     target = select_target(project["label_config"], kind)
+    if target.video:
+        why = "the project's model fills a video control: video tasks get predictions, the model is not retrained on them"
+        return TrainOutcome(req.project_id, "skipped", req.base_version, why, seconds=time.monotonic() - started)
     pose: PoseLayout | None = None
     keypoint_names: list[str] = []
     classes = target

@@ -90,3 +90,25 @@ def test_keypoints_of_a_pose_model_under_their_boxes(ls_client, label_studio, pa
         assert objects > 0
     finally:
         stop_backend(b)
+
+
+def test_a_video_gets_tracked_boxes(ls_client, label_studio, pat, tmp_path, detect_weights) -> None:
+    from tests.inference.test_video import TRACK, write_video
+
+    video = tmp_path / "shapes.mp4"
+    write_video(video)
+    env = {
+        "MODEL_PATH": str(detect_weights), "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
+        "IMGSZ": "96", "SCORE_THRESHOLD": "0.25",
+    }  # fmt: skip
+    b = start_backend(tmp_path, env)
+    try:
+        pid = ls_client.create_project("e2e video", TRACK)["id"]
+        ls_client.upload_files(pid, [str(video)])
+        assert ls_client.add_ml_backend(pid, b.url, title="tracking")["state"] == "CO"
+        version = requests.get(f"{b.url}/health", timeout=10).json()["model_version"]
+        [result] = _predictions(ls_client, pid, version)
+        assert result and all(r["type"] == "videorectangle" and r["value"]["framesCount"] == 12 for r in result)
+        assert all(r["value"]["sequence"][0]["frame"] >= 1 for r in result)
+    finally:
+        stop_backend(b)
