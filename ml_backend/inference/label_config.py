@@ -97,6 +97,7 @@ class Plan:
 
     primary: Target
     others: tuple[Target, ...] = ()
+    unavailable: tuple[tuple[str, str], ...] = ()  # (control, model_path) whose model ``task_of`` could not tell
 
     @property
     def targets(self) -> tuple[Target, ...]:
@@ -112,14 +113,15 @@ def select_target(label_config: str, model_task: str) -> Target:
     return plan_targets(label_config, model_task).primary
 
 
-def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], str] | None = None) -> Plan:
+def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], str | None] | None = None) -> Plan:
     """Every control of ``label_config`` that gets predictions, the project's model being a ``model_task`` one.
 
     Args:
         label_config: the project's labeling config.
         model_task: the project's model's Ultralytics task.
         task_of: a control's ``model_path`` -> that model's task (it raises a ``LabelConfigError``
-            when the weights cannot be had). None: controls with ``model_path`` are left out of
+            when the weights cannot be had, or returns None: the control is left out, named in
+            :attr:`Plan.unavailable`). None: controls with ``model_path`` are left out of
             :attr:`Plan.others` (what the project's model fills is all that is asked).
 
     Example:
@@ -183,7 +185,7 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
         if box is not None:
             parent = _target(box, images, "rectangle")
             used.add(box.name)
-    others = []
+    others, unavailable = [], []
     for control in controls:
         if control.name in used or not _image_of(control, images):
             continue
@@ -192,6 +194,10 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
             others.append(_target(control, images, kind, labels_from=labels_of[control.name]))
         elif path is not None and task_of is not None:
             task = task_of(path)
+            if task is None:
+                unavailable.append((control.name, path))
+                used.add(control.name)
+                continue
             fits = [k for t, k in _CONTROLS_FOR_TASK.get(task, ()) if t == control.tag]
             if not fits:
                 raise LabelConfigError(
@@ -210,7 +216,7 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
     main = _target(
         primary, images, kind, warnings=_attribute_warnings(li.controls) + unfilled, parent=parent, labels_from=labels_of[primary.name]
     )
-    return Plan(main, tuple(others))
+    return Plan(main, tuple(others), tuple(unavailable))
 
 
 def _model_path(control: Any) -> str | None:

@@ -42,7 +42,7 @@ from ml_backend.inference.label_config import (
 from ml_backend.inference.ls_results import to_ls_results
 from ml_backend.inference.model import ImagePrediction, LoadedModel, ModelHolder, ModelMeta, ModelNotReadyError, ModelUnavailableError
 from ml_backend.inference.output_cache import OutputCache
-from ml_backend.inference.served_models import ServedModels
+from ml_backend.inference.served_models import ServedModels, control_version, control_weights
 from ml_backend.inference.video import frame_labels, run_classifier, run_tracker, timeline_regions, track_regions, video_file
 from ml_backend.settings import Settings
 
@@ -182,8 +182,11 @@ class Predictor:
         self.control_models: dict[Path, ModelHolder] = {}  # a control's own weights (model_path), by file
         self._control_lock = threading.Lock()
 
-    def control_model(self, model_path: str, wait: float | None = None, describe: bool = False) -> LoadedModel | ModelMeta:
-        """The weights a control's ``model_path`` names, under ``MODEL_ROOT`` (loaded once, reloaded when the file changes).
+    def control_model(
+        self, model_path: str, wait: float | None = None, describe: bool = False, project: int | None = None, control: str | None = None
+    ) -> LoadedModel | ModelMeta:
+        """The weights a control's ``model_path`` names, under ``MODEL_ROOT`` (loaded once, reloaded when
+        the file changes); for ``project``'s ``control``, its promoted version trained on that control's labels.
 
         Args:
             describe: what the checkpoint says it is will do (``/setup``: no need to wait for the load).
@@ -191,16 +194,16 @@ class Predictor:
         Raises:
             LabelConfigError: the path leaves ``MODEL_ROOT``, or no such file, or it is not YOLO weights.
         """
-        root = self.settings.control_models_root
-        path = (root / model_path).resolve()
-        if Path(model_path).is_absolute() or not path.is_relative_to(root.resolve()):
-            raise LabelConfigError(f'model_path="{model_path}" is outside MODEL_ROOT ({root}): name a file inside that folder.')
-        if not path.is_file():
-            raise LabelConfigError(f'model_path="{model_path}": there is no such file in MODEL_ROOT ({root}); put the weights there.')
+        path = control_weights(self.settings.control_models_root, model_path)
+        version = None
+        if project is not None and control is not None and self.models.paths is not None:
+            info = control_version(self.models.paths, project, control, model_path)
+            if info is not None:
+                path, version = Path(info.weights), info.version
         with self._control_lock:
             holder = self.control_models.get(path)
             if holder is None:
-                holder = self.control_models[path] = ModelHolder(str(path), self.settings.ultralytics_device)
+                holder = self.control_models[path] = ModelHolder(str(path), self.settings.ultralytics_device, version=version)
         try:
             return holder.describe(wait) if describe else holder.get(wait)
         except ModelNotReadyError:
@@ -215,9 +218,9 @@ class Predictor:
             return plan
         return plan_targets(label_config, model_task, task_of=lambda path: self.control_model(path, wait, describe).task)
 
-    def _fill(self, target: Target, model: LoadedModel, display: Display, wait: float | None) -> Fill:
+    def _fill(self, target: Target, model: LoadedModel, display: Display, wait: float | None, project: int | None) -> Fill:
         if target.model_path is not None:
-            model = self.control_model(target.model_path, wait)  # type: ignore[assignment]  # describe=False: loaded
+            model = self.control_model(target.model_path, wait, project=project, control=target.from_name)  # type: ignore[assignment]
             display = default_display(self.settings)
         if target.score_threshold is not None:
             display = Display(target.score_threshold)
@@ -242,7 +245,7 @@ class Predictor:
         plan = self.plan(label_config, model.task, wait)
         target = plan.primary
         own_display = self.display_for(project, model)
-        extras = tuple(self._fill(t, model, own_display, wait) for t in plan.others)
+        extras = tuple(self._fill(t, model, own_display, wait, project) for t in plan.others)
         label = proposal_label(model.names, target, model.task)
         if label is not None:  # class-agnostic proposals, for one-label projects the model does not know
             return Served(

@@ -23,11 +23,33 @@ import threading
 import time
 from pathlib import Path
 
+from ml_backend.inference.label_config import LabelConfigError
 from ml_backend.inference.model import LoadedModel, ModelHolder, ModelMeta
 from ml_backend.inference.versions import ModelRegistry, VersionInfo
 from ml_backend.state import StatePaths
 
 log = logging.getLogger(__name__)
+
+
+def control_weights(root: Path, model_path: str) -> Path:
+    """The file a control's ``model_path`` names under ``root`` (``MODEL_ROOT``).
+
+    Raises:
+        LabelConfigError: the path leaves ``root``, or there is no such file.
+    """
+    path = (root / model_path).resolve()
+    if Path(model_path).is_absolute() or not path.is_relative_to(root.resolve()):
+        raise LabelConfigError(f'model_path="{model_path}" is outside MODEL_ROOT ({root}): name a file inside that folder.')
+    if not path.is_file():
+        raise LabelConfigError(f'model_path="{model_path}": there is no such file in MODEL_ROOT ({root}); put the weights there.')
+    return path
+
+
+def control_version(paths: StatePaths, project_id: int, control: str, model_path: str) -> VersionInfo | None:
+    """The promoted version of a control's own model for a project, trained from ``model_path``
+    (None: the control is served the file itself; a version trained from another file is not served)."""
+    info = ModelRegistry(paths.control_models(project_id, control)).current()
+    return info if info is not None and info.metrics.get("model_path") == model_path else None
 
 
 class ServedModels:
@@ -50,6 +72,12 @@ class ServedModels:
         if self.paths is None:
             raise ValueError("no MODEL_DIR: per-project model versions are off")
         return ModelRegistry(self.paths.project_models(project_id))
+
+    def control_registry(self, project_id: int, control: str) -> ModelRegistry:
+        """The versions of a control's own model trained on ``project_id``'s labels."""
+        if self.paths is None:
+            raise ValueError("no MODEL_DIR: per-project model versions are off")
+        return ModelRegistry(self.paths.control_models(project_id, control))
 
     def projects(self) -> list[int]:
         """The projects with a model folder (trained versions)."""

@@ -251,7 +251,8 @@ def rq_train(request: Mapping[str, Any], base_weights: bytes, policy_env: Mappin
         except (LabelStudioError, TrainingError) as exc:
             return _error_json(exc)  # a reason, not a crashed job: the backend decides whether to try again
         weights = Path(outcome.weights).read_bytes() if outcome.weights else None
-        return {"outcome": outcome.to_json(), "weights": weights}
+        controls = {name: Path(c["weights"]).read_bytes() for name, c in outcome.controls.items() if c.get("weights")}
+        return {"outcome": outcome.to_json(), "weights": weights, "controls": controls}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the image cache lives elsewhere and stays
 
@@ -308,6 +309,11 @@ class RQHandle:
                 path = self.workdir / f"project{outcome.project_id}.pt"
                 path.write_bytes(result["weights"])
                 outcome.weights = str(path)
+            for i, (name, data) in enumerate((result.get("controls") or {}).items()):  # each control's new weights
+                self.workdir.mkdir(parents=True, exist_ok=True)
+                path = self.workdir / f"control{i}.pt"
+                path.write_bytes(data)
+                outcome.controls[name]["weights"] = str(path)
             try:
                 self.job.delete()  # the weights it carries need not stay in Redis
             except Exception:

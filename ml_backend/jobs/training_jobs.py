@@ -476,7 +476,43 @@ class TrainingJobs:
             self.request(project_id, "follow-up: new labels or a train request arrived during the previous run")
 
     def _finish(self, project_id: int, outcome: TrainOutcome) -> dict[str, Any]:
-        """Store the trained model, promote it if it won, and say what happened."""
+        """Store the trained models (the project's, each own-model control's), promote those that won, and say what happened."""
+        last = self._finish_project_model(project_id, outcome)
+        if outcome.controls:
+            last["controls"] = {name: self._finish_control(project_id, name, run) for name, run in outcome.controls.items()}
+            if not last["promoted"] and any(c.get("promoted") for c in last["controls"].values()) and self.on_promoted is not None:
+                current = self.models.current(project_id)  # the project's model is unchanged: its predictions are refreshed
+                self.on_promoted(project_id, current.version if current else outcome.base_version, None)
+        return last
+
+    def _finish_control(self, project_id: int, name: str, run: dict[str, Any]) -> dict[str, Any]:
+        """Store a control's own retrained model and serve it if it won (its next predictions use it)."""
+        said = {k: run.get(k) for k in ("status", "decision", "base_version", "model_path")}
+        said.update(version=None, promoted=False)
+        if run.get("status") != "trained" or not run.get("weights"):
+            log.info("project %s: control %s not trained: %s", project_id, name, run.get("decision"))
+            return said
+        registry = self.models.control_registry(project_id, name)
+        metrics = {"new": run.get("metrics_new") or {}, "previous": run.get("metrics_old") or {}, "model_path": run.get("model_path")}
+        info = registry.add(run["weights"], parent=run.get("base_version"), metrics=metrics, note=str(run.get("decision") or ""))
+        said.update(version=info.version, metrics_new=metrics["new"], metrics_previous=metrics["previous"])
+        if run.get("promote"):
+            try:
+                ModelHolder(str(info.weights), self.models.base.device, version=info.version).get()  # loads, or no promotion
+            except Exception as exc:
+                said["decision"] = f"not served: the trained weights could not be loaded here ({exc})"
+                return said
+            registry.promote(info.version)
+            said["promoted"] = True
+            log.info("project %s: control %s: %s promoted (%s)", project_id, name, info.version, run.get("decision"))
+        try:
+            registry.prune(self.settings.versions_keep)
+        except OSError as exc:
+            log.warning("project %s: control %s: could not prune old versions: %s", project_id, name, exc)
+        return said
+
+    def _finish_project_model(self, project_id: int, outcome: TrainOutcome) -> dict[str, Any]:
+        """Store the project's trained model, promote it if it won, and say what happened."""
         last: dict[str, Any] = {
             "status": outcome.status,
             "decision": outcome.decision,

@@ -28,7 +28,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,8 @@ import numpy as np
 from integrations.label_studio import LabelStudioAPI
 from ml_backend.faults import slow_train
 from ml_backend.inference.display import Display
-from ml_backend.inference.label_config import keypoint_map, select_target
-from ml_backend.inference.model import pose_layout
+from ml_backend.inference.label_config import LabelConfigError, Target, keypoint_map, plan_targets, select_target
+from ml_backend.inference.model import file_digest, pose_layout
 from ml_backend.inference.predictor import task_image_uri
 from ml_backend.settings import Settings
 from ml_backend.training.dataset import PoseLayout, current_annotation, dataloader_workers, split_score, unknown_labels, write_dataset
@@ -126,6 +126,7 @@ class TrainOutcome:
     epochs: int = 0
     seconds: float = 0.0
     judgement: dict[str, Any] = field(default_factory=dict)
+    controls: dict[str, dict[str, Any]] = field(default_factory=dict)  # each own-model control's run (:func:`train_controls`)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -379,11 +380,29 @@ def train_project(
         )
     YOLO = import_yolo()
     model = YOLO(req.base_weights)
-    kind, served_names = model.task, {int(k): str(v) for k, v in dict(model.names).items()}
-
     report("fetching labels")
     project = client.get_project(req.project_id)
-    target = select_target(project["label_config"], kind)
+    target = select_target(project["label_config"], model.task)
+    tasks = client.list_tasks(req.project_id)
+    outcome = train_target(req, settings, model, target, tasks, load_image, report, started)
+    outcome.controls = train_controls(req, settings, project["label_config"], model.task, tasks, load_image, report)
+    return outcome
+
+
+def train_target(
+    req: TrainRequest,
+    settings: Settings,
+    model: Any,
+    target: Target,
+    tasks: Sequence[Mapping[str, Any]],
+    load_image: Callable[[str, int | None], Any],
+    report: Progress,
+    started: float,
+) -> TrainOutcome:
+    """Fine-tune ``model`` (Ultralytics, loaded from ``req.base_weights``) on ``target``'s labels in ``tasks`` and judge it."""
+    workdir = Path(req.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    kind, served_names = model.task, {int(k): str(v) for k, v in dict(model.names).items()}
     if target.video:
         why = "the project's model fills a video control: video tasks get predictions, the model is not retrained on them"
         return TrainOutcome(req.project_id, "skipped", req.base_version, why, seconds=time.monotonic() - started)
@@ -399,7 +418,6 @@ def train_project(
     start, previous, plan = project_start(req.base_weights, served_names, classes, kind, workdir)
     names = plan.names
     label_ids = {label: cid for cid, label in names.items()}
-    tasks = client.list_tasks(req.project_id)
 
     report("writing dataset")
     summary = write_dataset(
@@ -499,3 +517,72 @@ def train_project(
         time.monotonic() - started,
         judgement,
     )
+
+
+def train_controls(
+    req: TrainRequest,
+    settings: Settings,
+    label_config: str,
+    model_task: str,
+    tasks: Sequence[Mapping[str, Any]],
+    load_image: Callable[[str, int | None], Any],
+    report: Progress,
+) -> dict[str, dict[str, Any]]:
+    """Fine-tune each control's own model (``model_path``) on that control's labels, as the project's
+    model is on its control's: from the control's promoted version for this project (else the file
+    under ``MODEL_ROOT``), judged on the same held-out tasks. A control that cannot be trained says why
+    and never fails the run.
+
+    Returns:
+        control name -> :meth:`TrainOutcome.to_json` of its run, with the ``model_path`` it was trained from.
+    """
+    from ml_backend.inference.model import import_yolo, read_checkpoint_meta
+    from ml_backend.inference.served_models import control_version, control_weights
+
+    root = settings.control_models_root
+
+    why_not: dict[str, str] = {}
+
+    def task_of(model_path: str) -> str | None:
+        try:
+            meta = read_checkpoint_meta(control_weights(root, model_path))
+        except LabelConfigError as exc:
+            why_not[model_path] = str(exc)
+            return None
+        if meta is None:
+            why_not[model_path] = f'model_path="{model_path}" is not an Ultralytics .pt checkpoint: it cannot be fine-tuned'
+        return meta.task if meta is not None else None
+
+    try:
+        plan = plan_targets(label_config, model_task, task_of)
+    except LabelConfigError as exc:
+        log.warning("training: the controls with a model of their own are not trained: %s", exc)
+        return {}
+    out: dict[str, dict[str, Any]] = {
+        name: {"status": "failed", "decision": why_not.get(path, "its model cannot be read"), "promote": False, "model_path": path}
+        for name, path in plan.unavailable
+    }
+    others = plan.others
+    for target in others:
+        if target.model_path is None or target.video:
+            continue
+        started = time.monotonic()
+        try:
+            info = control_version(settings.paths, req.project_id, target.from_name, target.model_path)
+            if info is not None:
+                base, version = Path(info.weights), info.version
+            else:
+                base = control_weights(root, target.model_path)
+                version = f"{base.stem}-{file_digest(base)[:12]}"
+            safe = settings.paths.control_models(req.project_id, target.from_name).name
+            sub = replace(
+                req, base_weights=str(base), base_version=version, workdir=str(Path(req.workdir) / "controls" / safe), base_display={}
+            )
+            report("training control", control=target.from_name)
+            outcome = train_target(sub, settings, import_yolo()(str(base)), target, tasks, load_image, report, started)
+            out[target.from_name] = {**outcome.to_json(), "model_path": target.model_path}
+        except Exception as exc:  # one control's failure never sinks the run (nor the project's model)
+            log.exception("training: control %s could not be trained", target.from_name)
+            why = str(exc) if isinstance(exc, (TrainingError, LabelConfigError)) else f"{type(exc).__name__}: {exc}"
+            out[target.from_name] = {"status": "failed", "decision": why, "promote": False, "model_path": target.model_path}
+    return out

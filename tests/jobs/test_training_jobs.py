@@ -448,3 +448,41 @@ def test_weights_that_do_not_load_are_never_served(make_jobs) -> None:
     status = jobs.status(5)
     assert jobs.models.current(5) is None and promoted == []
     assert status["last_run"]["promoted"] is False and "could not be loaded" in status["message"]
+
+
+def test_a_controls_own_model_is_stored_served_for_its_project_and_its_predictions_refreshed(make_jobs, tmp_path, tiny_weights) -> None:
+    from ml_backend.inference.predictor import Predictor
+
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copy(tiny_weights("classify"), root / "scenes.pt")
+    trained = tmp_path / "trained-scene.pt"
+    shutil.copy(tiny_weights("classify"), trained)
+    with open(trained, "ab") as f:
+        f.write(b"\0")  # other bytes, another version (a zip tolerates trailing bytes)
+    runs = {
+        "scene": {"status": "trained", "promote": True, "decision": "better", "weights": str(trained), "base_version": "scenes-1",
+                  "model_path": "scenes.pt", "metrics_new": {"metric": "top1", "primary": 0.9}, "metrics_old": {"metric": "top1", "primary": 0.5}},
+        "kind": {"status": "trained", "promote": False, "decision": "worse", "weights": str(trained), "base_version": "kinds-1",
+                 "model_path": "kinds.pt", "metrics_new": {}, "metrics_old": {}},
+        "gone": {"status": "failed", "promote": False, "decision": 'model_path="gone.pt": there is no such file', "model_path": "gone.pt"},
+    }  # fmt: skip
+    jobs, promoted = make_jobs(FakeRunner([("skipped", {"controls": runs})]), MODEL_ROOT=str(root))
+    base = jobs.models.base.get().version
+    assert jobs.request(5, "START_TRAINING") == "queued" and jobs.idle(60)
+    said = jobs.status(5)["last_run"]["controls"]
+    assert (said["scene"]["promoted"], said["kind"]["promoted"], said["gone"]["promoted"]) == (True, False, False)
+    assert said["gone"]["decision"].startswith('model_path="gone.pt"') and said["kind"]["version"] is not None
+    assert jobs.models.control_registry(5, "kind").current() is None  # stored, not served
+    assert promoted == [(5, base, None)]  # the project's model is unchanged: its predictions are refreshed
+    config = (
+        '<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image"><Label value="circle"/></RectangleLabels>'
+        '<Choices name="scene" toName="image" model_path="scenes.pt"><Choice value="circle"/></Choices></View>'
+    )
+    predictor = Predictor(jobs.settings, jobs.models.base, object(), jobs.models)  # type: ignore[arg-type]
+    version = jobs.models.control_registry(5, "scene").current().version
+    assert predictor.serve(config, project=5).extras[0].model.version == version  # its project gets the retrained one
+    assert predictor.serve(config, project=6).extras[0].model.version.startswith("scenes-")  # another project: the file
+    other = config.replace('model_path="scenes.pt"', 'model_path="other.pt"')
+    shutil.copy(root / "scenes.pt", root / "other.pt")
+    assert predictor.serve(other, project=5).extras[0].model.version.startswith("other-")  # trained from another file: not served

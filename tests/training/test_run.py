@@ -520,3 +520,36 @@ def test_a_segment_run_learns_from_brush_masks(tmp_path, tiny_weights) -> None:
     lines = [line.split() for p in (tmp_path / "run" / "dataset" / "labels").rglob("*.txt") for line in p.read_text().splitlines()]
     assert len(lines) == sum(len(t["annotations"][0]["result"]) for t in tasks)
     assert all(len(line) >= 1 + 2 * 3 and len(line) % 2 == 1 for line in lines)  # a class and at least three points
+
+
+def test_a_control_with_a_model_of_its_own_is_trained_on_its_own_labels(tmp_path, tiny_weights) -> None:
+    """Boxes train the project's model, the image-level choice trains the classifier its model_path names."""
+    import shutil
+
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copy(tiny_weights("classify"), root / "scenes.pt")
+    config = CONFIG.replace(
+        "</View>",
+        '<Choices name="scene" toName="image" model_path="scenes.pt"><Choice value="circle"/><Choice value="square"/>'
+        '<Choice value="triangle"/></Choices><Choices name="broken" toName="image" model_path="gone.pt"><Choice value="x"/></Choices></View>',
+    )
+    tasks, images = labeled_tasks(list(range(1, 17)))
+    for t in tasks:  # the shape of the first box, as the image's class
+        first = t["annotations"][0]["result"][0]["value"]["rectanglelabels"][0]
+        t["annotations"][0]["result"].append(
+            {"from_name": "scene", "to_name": "image", "type": "choices", "value": {"choices": [first.replace("Round", "circle")]}}
+        )
+    client = FakeClient(tasks)
+    client.get_project = lambda project_id: {"id": project_id, "label_config": config}  # type: ignore[method-assign]
+    req = TrainRequest(5, str(tiny_weights("detect")), "detect-base", str(tmp_path / "run"))
+    out = train_project(req, settings_for(tmp_path, TRAIN_EPOCHS="1", MODEL_ROOT=str(root)), client, lambda uri, tid: images[uri])
+    assert out.status == "trained" and out.metrics_new["metric"] == "mAP50-95"  # the project's model, on the boxes
+    scene = out.controls["scene"]
+    assert scene["status"] == "trained" and scene["model_path"] == "scenes.pt" and scene["metrics_new"]["metric"] == "top1"
+    assert scene["base_version"].startswith("scenes-") and scene["weights"].endswith(".pt") and isinstance(scene["promote"], bool)
+    assert scene["dataset"]["train"] + scene["dataset"]["val"] == 16
+    class_dirs = sorted(p.name for p in (tmp_path / "run" / "controls").glob("*/dataset/*/*") if any(p.iterdir()))
+    assert set(class_dirs) <= {"circle", "square", "triangle"} and class_dirs
+    # A control whose weights are gone says so; the run and the other control are not affected.
+    assert out.controls["broken"]["status"] == "failed" and 'model_path="gone.pt"' in out.controls["broken"]["decision"]
