@@ -564,9 +564,9 @@ def test_a_controls_model_score_threshold_decides_what_is_shown_and_setup_warns_
     tasks = tasks_for([u for u, _ in items])
     confidences = {}
     for threshold in ("", "0.9"):
-        cfg = RECT_CFG.replace('toName="image">', f'toName="image" model_score_threshold="{threshold}" model_path="x.pt">')
+        cfg = RECT_CFG.replace('toName="image">', f'toName="image" model_score_threshold="{threshold}" model_obb="true">')
         body = client.post("/setup", json={"project": f"5{len(threshold)}.1", "schema": cfg}).get_json()
-        assert body["warnings"] == [f'<RectangleLabels name="label"> model_path: not applied; {_NOT_YET_MODEL_PATH}']
+        assert body["warnings"] == [f'<RectangleLabels name="label"> model_obb: not applied; {_NOT_APPLIED_MODEL_OBB}']
         results = client.post("/predict", json={"tasks": tasks, "project": f"5{len(threshold)}.1"}).get_json()["results"]
         confidences[threshold] = [r["score"] for res in results for r in res["result"]]
     assert confidences[""] and min(confidences[""]) < 0.9  # SCORE_THRESHOLD=0.05 shows low ones
@@ -574,6 +574,4 @@ def test_a_controls_model_score_threshold_decides_what_is_shown_and_setup_warns_
     assert "warnings" not in client.post("/setup", json={"project": "53.1", "schema": RECT_CFG}).get_json()
 
 
-_NOT_YET_MODEL_PATH = (
-    "a model per control is not supported yet: the project's served model (MODEL_PATH, then its retrained versions) fills this control"
-)
+_NOT_APPLIED_MODEL_OBB = "the model's own task decides oriented boxes (an OBB model fills <RectangleLabels> with rotation)"

@@ -26,6 +26,8 @@ EVERY_SETTING = {
     "LABEL_STUDIO_API_KEY": "secret",
     "MODEL_PATH": "/w/best.pt",
     "MODEL_DIR": "/state",
+    "MODEL_ROOT": "/models",
+    "VIDEO_MAX_FRAMES": "90",
     "SCORE_THRESHOLD": "0.5",
     "DEVICE": "CPU",
     "IMGSZ": "320",
@@ -99,6 +101,7 @@ def test_reads_every_value() -> None:
     assert s.ultralytics_device == "cpu"
     assert s.allowed_hosts == ("images.local", "10.0.0.0/8")
     assert (s.imgsz, s.predict_batch, s.max_image_bytes, s.max_image_pixels) == (320, 4, 1000, 2000)
+    assert (s.model_root, s.control_models_root, s.video_max_frames) == (Path("/models"), Path("/models"), 90)
     assert (s.image_cache_max_mb, s.versions_keep) == (0, None)  # no limit, keep every version
     assert s.log_level == "DEBUG"
     assert (s.rescore_min_new_labels, s.embedder, s.al_cluster_push_max) == (5, "my_pkg.embed:images", 0)
@@ -225,3 +228,7 @@ def test_the_machines_own_settings_and_secrets_stay_out_of_a_training_job(name: 
 @pytest.mark.parametrize("name", ["TRAIN_LR0", "TRAIN_STEPS", "PROMOTION_MIN_HELDOUT", "ANNOTATION_COSTS", "SCORE_THRESHOLD", "AL_SEED"])
 def test_training_settings_travel_with_a_training_job(name: str) -> None:
     assert name in Settings.from_env(EVERY_SETTING).run_env()
+
+
+def test_model_path_attributes_name_files_next_to_model_path_by_default() -> None:
+    assert Settings.from_env({"MODEL_PATH": "/weights/best.pt"}).control_models_root == Path("/weights")

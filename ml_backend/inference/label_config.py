@@ -91,8 +91,8 @@ class Plan:
 
     ``primary`` is filled by the project's model (``MODEL_PATH``, then its retrained versions),
     which is trained on that control's labels; ``others`` are filled in the same prediction: the
-    project's model fills the other controls of the primary's tag, a control with ``model_path``
-    is filled by that model.
+    project's model fills every other control its task fits (a second image's boxes, a video's
+    tracks), a control with ``model_path`` is filled by that model (trained on its own labels).
     """
 
     primary: Target
@@ -165,9 +165,11 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
                 "remove it from the one to pre-annotate, or disconnect the model."
             )
         have = sorted({c.tag for c in li.controls}) or ["no controls"]
-        need = " or ".join(f"<{t}>" for t, _ in wanted)
+        on_images = " or ".join(f"<{t}>" for t, _ in wanted if t not in _VIDEO_CONTROLS)
+        on_videos = " or ".join(f"<{t}>" for t, _ in wanted if t in _VIDEO_CONTROLS)
+        need = f"{on_images} on an <Image>" + (f" (or {on_videos} on a <Video>)" if on_videos else "")
         raise LabelConfigError(
-            f"A YOLO {model_task} model needs {need} on an <Image> in the labeling config; it has {', '.join(have)}. "
+            f"A YOLO {model_task} model needs {need} in the labeling config; it has {', '.join(have)}. "
             "Change the labeling config or MODEL_PATH."
         )
     primary, kind = found
@@ -190,8 +192,8 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
         if control.name in used or not _image_of(control, images):
             continue
         path = _model_path(control)
-        if path is None and control.tag == primary.tag:
-            others.append(_target(control, images, kind, labels_from=labels_of[control.name]))
+        if path is None and control.tag in dict(wanted):  # the project's model fills every control its task fits
+            others.append(_target(control, images, dict(wanted)[control.tag], labels_from=labels_of[control.name]))
         elif path is not None and task_of is not None:
             task = task_of(path)
             if task is None:

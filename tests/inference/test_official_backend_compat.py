@@ -87,12 +87,16 @@ def test_keypoints_from_a_pose_model_with_and_without_a_parent_box(config, paren
     assert keypoint_map({0: ["nose", "left_eye"]}, 2, target) == {0: "nose"}
 
 
-def test_video_controls_are_said_not_filled() -> None:
+def test_a_video_tracker_override() -> None:
+    """Boxes on the image and tracks on the video, from the same detector; model_tracker picks the tracker."""
     config = (
         '<View><Image name="image" value="$image"/>' + rect() + '<Video name="video" value="$video"/>'
-        '<VideoRectangle name="box" toName="video" model_tracker="botsort"/></View>'
+        '<Labels name="kinds" toName="video"><Label value="person"/></Labels>'
+        '<VideoRectangle name="box" toName="video" model_tracker="bytetrack"/></View>'
     )
-    target = select_target(config, "detect")
-    assert target.from_name == "label"
-    assert '<VideoRectangle name="box">: not filled; video is not supported yet' in target.warnings  # a tracker override too
-    assert any(w.startswith('<VideoRectangle name="box"> model_tracker: unknown, ignored') for w in target.warnings)
+    plan = plan_targets(config, "detect")
+    assert [(t.from_name, t.kind, t.tracker, t.labels) for t in plan.targets] == [
+        ("label", "rectangle", "botsort", ("person", "car")),
+        ("box", "video_rectangle", "bytetrack", ("person",)),
+    ]
+    assert plan.primary.warnings == ()
