@@ -145,8 +145,23 @@ class Check:
     proposals: bool = False
     warnings: tuple[str, ...] = ()  # model_* attributes of the config not applied (label_config.Target.warnings)
 
+    keypoints: bool = False  # the project's model fills a <KeyPointLabels>: its labels are the model's keypoints
+
     def plan(self, threshold: int, order: str) -> str:
-        """:meth:`Coverage.plan` for this project, whose queue is in ``order`` until its model knows every label."""
+        """:meth:`Coverage.plan` for this project, whose queue is in ``order`` until its model knows every label.
+
+        Keypoints are the model's own: a label that names none of them is never predicted nor learned.
+
+        Example:
+            >>> Check("v1", Coverage(("nose", "tail"), ("nose",)), False, keypoints=True).plan(50, "random")
+            'keypoints tail match none of the keypoints of the model: not predicted nor learned (name them with model_index="N" or as the model names them); nose predicted'
+        """
+        if self.keypoints and not self.coverage.complete:
+            known = f"; {', '.join(self.coverage.known)} predicted" if self.coverage.known else ""
+            return (
+                f"keypoints {', '.join(self.coverage.missing)} match none of the keypoints of the model: not predicted nor learned "
+                f'(name them with model_index="N" or as the model names them){known}'
+            )
         return self.coverage.plan(threshold, self.own_model, self.proposals, order)
 
 
@@ -291,6 +306,7 @@ class Predictor:
             own,
             proposal_label(model.names, target, model.task) is not None,
             target.warnings,
+            keypoints=target.kind == "keypoints",
         )
 
     def fetcher_for(self, project: int | None) -> ImageSource:

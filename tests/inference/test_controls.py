@@ -130,6 +130,8 @@ def test_keypoints_are_grouped_under_their_objects_box(tmp_path, tiny_weights, i
     served = p.serve(POSE_CONFIG.format(shapes=SHAPES))
     assert served.keypoint_labels == {0: "apex", 1: "Left", 2: "right"}  # model_index, then the model's names; "tail" it lacks
     assert (served.coverage.known, served.coverage.missing) == (("apex", "Left", "right"), ("tail",))
+    said = p.check(POSE_CONFIG.format(shapes=SHAPES)).plan(50, "random")  # what /setup and /health say
+    assert said.startswith("keypoints tail match none of the keypoints of the model: not predicted nor learned")
     [pred] = p.predict([{"id": 1, "data": {"image": "/u/0.jpg"}}], POSE_CONFIG.format(shapes=SHAPES))
     raw = load_weights(str(weights)).predict([images["/u/0.jpg"]], conf=0.0, imgsz=64, device="cpu")[0]
     boxes = [r for r in pred["result"] if r["type"] == "rectanglelabels"]
