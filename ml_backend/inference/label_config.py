@@ -74,6 +74,7 @@ class Target:
     parent: Target | None = None  # keypoints: the <RectangleLabels> of the same image that holds each object's box
     point_threshold: float = DEFAULT_POINT_THRESHOLD  # keypoints: shown from this confidence on (model_point_threshold)
     tracker: str = "botsort"  # video_rectangle: Ultralytics' tracker (model_tracker: botsort or bytetrack)
+    frame_rate: float = 24.0  # video: the <Video>'s frameRate, which Label Studio numbers frames by (its default 24)
 
     @property
     def video(self) -> bool:
@@ -153,7 +154,10 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
     wanted = _CONTROLS_FOR_TASK[model_task]
     controls = [c for c in li.controls if not _is_true(c.attr.get("model_skip"))]
     # A <VideoRectangle> holds no labels: they are those of the <Labels> on the same video.
-    labels_of = {c.name: next((o for o in li.controls if o.tag == "Labels" and o.to_name == c.to_name), c) for c in controls}
+    labels_of = {
+        c.name: next((o for o in li.controls if o.tag == "Labels" and o.to_name == c.to_name), c) if c.tag == "VideoRectangle" else c
+        for c in controls
+    }
     skipped = [c.name for c in li.controls if _is_true(c.attr.get("model_skip")) and c.tag in dict(wanted)]
     found: tuple[Any, str] | None = next(
         ((c, kind) for tag, kind in wanted for c in controls if c.tag == tag and not _model_path(c) and _image_of(c, images)), None
@@ -163,6 +167,13 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
             raise LabelConfigError(
                 f'Every control a YOLO {model_task} model can fill has model_skip="true" ({", ".join(skipped)}): '
                 "remove it from the one to pre-annotate, or disconnect the model."
+            )
+        own = [c.name for tag, _ in wanted for c in controls if c.tag == tag and _model_path(c) and _image_of(c, images)]
+        if own:
+            raise LabelConfigError(
+                f"Every control a YOLO {model_task} model can fill names a model of its own (model_path on {', '.join(own)}), "
+                "but the project's model (MODEL_PATH, then its versions retrained on the project's labels) must fill one: "
+                "remove model_path from that control and set MODEL_PATH to its weights."
             )
         have = sorted({c.tag for c in li.controls}) or ["no controls"]
         on_images = " or ".join(f"<{t}>" for t, _ in wanted if t not in _VIDEO_CONTROLS)
@@ -268,6 +279,13 @@ def _target(
             indexes[value] = int(index)
     image = images[str(_image_of(control, images))]
     point = _threshold(control, "model_point_threshold")
+    rate_attr = next((v for k, v in image.attr.items() if str(k).lower() == "framerate"), None) if image.tag == "Video" else None
+    try:
+        frame_rate = float(rate_attr) if rate_attr not in (None, "") else 24.0
+    except ValueError:
+        frame_rate = -1.0
+    if not frame_rate > 0:
+        raise LabelConfigError(f'<Video name="{image.name}"> has frameRate="{rate_attr}": use the video\'s frames per second, e.g. 25.')
     return Target(
         from_name=control.name,
         to_name=image.name,
@@ -280,6 +298,7 @@ def _target(
         label_indexes=indexes,
         point_threshold=DEFAULT_POINT_THRESHOLD if point is None else point,
         tracker=tracker,
+        frame_rate=frame_rate,
         **extra,
     )
 

@@ -388,7 +388,7 @@ _PLAIN = {
 } | {("collections", "OrderedDict"), ("copyreg", "_reconstructor"), ("_codecs", "encode")}
 
 
-def read_checkpoint_meta(path: str | Path) -> ModelMeta | None:
+def read_checkpoint_meta(path: str | Path, digest: bool = True) -> ModelMeta | None:
     """The classes, task and version of an Ultralytics ``.pt`` checkpoint, read from its pickle without
     torch and without running anything in it (every object but plain data becomes an inert stub).
 
@@ -420,7 +420,8 @@ def read_checkpoint_meta(path: str | Path) -> ModelMeta | None:
         task = (ckpt.get("train_args") or {}).get("task") or "detect"
         if not isinstance(names, dict) or not names:
             return None
-        return ModelMeta(f"{p.stem}-{file_digest(p)[:12]}", str(task), {int(k): str(v) for k, v in names.items()})
+        version = f"{p.stem}-{file_digest(p)[:12]}" if digest else p.stem  # digest=False: no read of the whole file
+        return ModelMeta(version, str(task), {int(k): str(v) for k, v in names.items()})
     except Exception:  # not a zip, not a checkpoint, an odd pickle: the model load will say what is wrong
         return None
 

@@ -40,7 +40,15 @@ from ml_backend.inference.label_config import (
     proposal_label,
 )
 from ml_backend.inference.ls_results import to_ls_results
-from ml_backend.inference.model import ImagePrediction, LoadedModel, ModelHolder, ModelMeta, ModelNotReadyError, ModelUnavailableError
+from ml_backend.inference.model import (
+    ImagePrediction,
+    LoadedModel,
+    ModelHolder,
+    ModelMeta,
+    ModelNotReadyError,
+    ModelUnavailableError,
+    read_checkpoint_meta,
+)
 from ml_backend.inference.output_cache import OutputCache
 from ml_backend.inference.served_models import ServedModels, control_version, control_weights
 from ml_backend.inference.video import frame_labels, run_classifier, run_tracker, timeline_regions, track_regions, video_file
@@ -127,6 +135,11 @@ class Served:
         known = set(self.keypoint_labels.values()) if self.target.kind == "keypoints" else set(self.label_map.values())
         return Coverage(self.target.labels, tuple(label for label in self.target.labels if label in known))
 
+    @property
+    def image_extras(self) -> tuple[Fill, ...]:
+        """The other controls on images (scored with the task; video controls are predicted only)."""
+        return tuple(f for f in self.extras if not f.target.video)
+
     def fill_served(self, fill: Fill) -> Served:
         """``fill`` as a :class:`Served` of its own (its model, control, labels; this project)."""
         return Served(
@@ -195,6 +208,8 @@ class Predictor:
         limit = settings.output_cache_mb * 2**20 if output_cache_bytes is None else output_cache_bytes
         self.outputs = OutputCache(limit)  # the model's outputs of earlier scorings
         self.control_models: dict[Path, ModelHolder] = {}  # a control's own weights (model_path), by file
+        self._control_users: dict[tuple[int | None, str | None], Path] = {}  # (project, control) -> the file it is served
+        self._control_tasks: dict[tuple[Path, int, int], str] = {}  # a checkpoint's task, by file and its stat
         self._control_lock = threading.Lock()
 
     def control_model(
@@ -209,29 +224,63 @@ class Predictor:
         Raises:
             LabelConfigError: the path leaves ``MODEL_ROOT``, or no such file, or it is not YOLO weights.
         """
-        path = control_weights(self.settings.control_models_root, model_path)
-        version = None
+        base = control_weights(self.settings.control_models_root, model_path)
+        path, version = base, None
         if project is not None and control is not None and self.models.paths is not None:
             info = control_version(self.models.paths, project, control, model_path)
             if info is not None:
                 path, version = Path(info.weights), info.version
-        with self._control_lock:
-            holder = self.control_models.get(path)
-            if holder is None:
-                holder = self.control_models[path] = ModelHolder(str(path), self.settings.ultralytics_device, version=version)
+        holder = self._control_holder(path, version, (project, control))
         try:
             return holder.describe(wait) if describe else holder.get(wait)
         except ModelNotReadyError:
             raise
         except ModelUnavailableError as exc:
+            if path != base:  # a retrained version that does not load: the file it was trained from serves
+                log.error("project %s: control %s: its model %s could not be loaded (%s); serving %s", project, control, path, exc, base)
+                return self.control_model(model_path, wait, describe)
             raise LabelConfigError(f'model_path="{model_path}": {exc}') from None
+
+    def _control_holder(self, path: Path, version: str | None, user: tuple[int | None, str | None]) -> ModelHolder:
+        """The holder of ``path``, made once; a holder no control serves any more (its project's control now
+        serves a newer version) is dropped, so its model can be freed."""
+        with self._control_lock:
+            if user[0] is not None:
+                old = self._control_users.get(user)
+                self._control_users[user] = path
+                if old is not None and old != path and old not in self._control_users.values():
+                    self.control_models.pop(old, None)
+            holder = self.control_models.get(path)
+            if holder is None:
+                holder = self.control_models[path] = ModelHolder(str(path), self.settings.ultralytics_device, version=version)
+            return holder
+
+    def control_task(self, model_path: str, wait: float | None = None) -> str:
+        """The task of the weights a control's ``model_path`` names, read from the checkpoint (nothing
+        loaded, no hash of the file) when it is a ``.pt``; else from the loaded model.
+
+        Raises:
+            LabelConfigError: as :meth:`control_model`.
+        """
+        path = control_weights(self.settings.control_models_root, model_path)
+        if path.suffix == ".pt":
+            st = path.stat()
+            key = (path, st.st_mtime_ns, st.st_size)
+            task = self._control_tasks.get(key)
+            if task is None:
+                meta = read_checkpoint_meta(path, digest=False)
+                if meta is not None:
+                    task = self._control_tasks[key] = meta.task
+            if task is not None:
+                return task
+        return self.control_model(model_path, wait).task
 
     def plan(self, label_config: str, model_task: str, wait: float | None = None, describe: bool = False) -> Plan:
         """Which controls of ``label_config`` get predictions, and from which model (:func:`plan_targets`)."""
         plan = _plan_for(label_config, model_task)
         if "model_path" not in label_config:
             return plan
-        return plan_targets(label_config, model_task, task_of=lambda path: self.control_model(path, wait, describe).task)
+        return plan_targets(label_config, model_task, task_of=lambda path: self.control_task(path, wait))
 
     def _fill(self, target: Target, model: LoadedModel, display: Display, wait: float | None, project: int | None) -> Fill:
         if target.model_path is not None:
@@ -331,7 +380,7 @@ class Predictor:
                 out.append(self._error(task, pred if isinstance(pred, str) else str(more), served.model.version))
                 continue
             regions = to_ls_results(pred, served.target, served.label_map, served.display, keypoint_labels=served.keypoint_labels)[0]
-            for fill, other in zip(served.extras, more, strict=True):
+            for fill, other in zip(served.image_extras, more, strict=True):
                 regions += to_ls_results(other, fill.target, fill.label_map, fill.display, keypoint_labels=fill.keypoint_labels)[0]
             score = float(np.mean([r["score"] for r in regions])) if regions else 0.0
             out.append({"result": regions, "score": score, "model_version": served.model.version})
@@ -382,13 +431,13 @@ class Predictor:
                     )
                     return track_regions(frames, info, fill.target, fill.label_map, fill.display.lowest, ids)
                 probs = run_classifier(yolo, path, settings.imgsz, settings.ultralytics_device, settings.video_max_frames)
-        return timeline_regions(frame_labels(probs, fill.label_map, fill.display.lowest), fill.target, ids)
+        return timeline_regions(frame_labels(probs, fill.label_map, fill.display.lowest), fill.target, ids, info.fps)
 
     def fill_outputs(self, tasks: Sequence[Mapping[str, Any]], served: Served) -> list[list[ImagePrediction] | str]:
-        """Per task: each of ``served.extras``' model outputs, in order (an empty list when there are
-        none), or why the task fails (an image of another control could not be had)."""
+        """Per task: the model outputs of ``served.image_extras`` (the other controls on images), in order
+        (an empty list when there are none), or why the task fails (an image of another control could not be had)."""
         out: list[list[ImagePrediction] | str] = [[] for _ in tasks]
-        for fill in served.extras:
+        for fill in served.image_extras:
             for i, pred in enumerate(self.run(tasks, served.fill_served(fill), with_scores=True)):
                 current = out[i]
                 if isinstance(current, str):

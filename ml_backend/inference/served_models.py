@@ -79,6 +79,20 @@ class ServedModels:
             raise ValueError("no MODEL_DIR: per-project model versions are off")
         return ModelRegistry(self.paths.control_models(project_id, control))
 
+    def control_versions(self, project_id: int) -> dict[str, dict[str, str]]:
+        """The project's served versions of its controls' own models: control -> weights, version, model_path."""
+        if self.paths is None:
+            return {}
+        folder = self.paths.control_models(project_id, "x").parent
+        out: dict[str, dict[str, str]] = {}
+        for sub in sorted(folder.iterdir()) if folder.is_dir() else []:
+            info = ModelRegistry(sub).current()
+            if info is not None and info.metrics.get("control") and info.metrics.get("model_path"):
+                out[str(info.metrics["control"])] = {
+                    "weights": str(info.weights), "version": info.version, "model_path": str(info.metrics["model_path"])
+                }  # fmt: skip
+        return out
+
     def projects(self) -> list[int]:
         """The projects with a model folder (trained versions)."""
         if self.paths is None or not self.paths.projects_dir.is_dir():

@@ -7,11 +7,12 @@ are predicted, not scored: active learning orders image tasks.
 Label Studio numbers video frames from 1. A ``videorectangle`` region is one tracked object: its
 ``sequence`` holds a keyframe per frame it was seen in (percent of the frame), ``enabled: false``
 on the last frame before a gap or the end (Label Studio interpolates between enabled keyframes).
-A ``timelinelabels`` region is one run of consecutive frames with the same class.
+A ``timelinelabels`` region is one run of consecutive frames with the same class. Frames are
+numbered at the ``<Video>``'s ``frameRate`` (Label Studio's default 24), whatever the file's rate.
 
 Example:
     >>> from ml_backend.inference.label_config import Target
-    >>> t = Target("tl", "video", "video", "timeline", ("walk", "run"), {})
+    >>> t = Target("tl", "video", "video", "timeline", ("walk", "run"), {}, frame_rate=10.0)
     >>> [r["value"] for r in timeline_regions(["walk", "walk", None, "run"], t, iter(["a", "b"]))]
     [{'ranges': [{'start': 1, 'end': 2}], 'timelinelabels': ['walk']}, {'ranges': [{'start': 4, 'end': 4}], 'timelinelabels': ['run']}]
 """
@@ -19,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from collections import Counter
@@ -97,7 +99,7 @@ def track_regions(
     Keyframes below ``threshold`` are dropped; the region's score is the mean of its keyframes'.
 
     Example:
-        >>> t = Target("box", "video", "video", "video_rectangle", ("car",), {})
+        >>> t = Target("box", "video", "video", "video_rectangle", ("car",), {}, frame_rate=10.0)
         >>> f = [FrameObjects(i, np.array([7]), np.array([0]), np.array([0.9]), np.array([[10., 10., 30., 20.]])) for i in (0, 1, 3)]
         >>> [r] = track_regions(f, VideoInfo(100, 50, 10.0, 4), t, {0: "car"}, 0.5, iter(["t7"]))
         >>> [(k["frame"], k["enabled"], k["x"], k["height"]) for k in r["value"]["sequence"]]
@@ -114,16 +116,21 @@ def track_regions(
         label = label_map.get(cls)
         if label is None:
             continue
-        sequence = []
+        by_frame: dict[int, dict[str, Any]] = {}  # Label Studio's frame -> its keyframe (the first file frame in it)
         for k, (index, _, _, box) in enumerate(keyframes):
+            last = k + 1 == len(keyframes) or keyframes[k + 1][0] != index + 1  # the object is not in the next file frame
+            frame = ls_frame(index, info.fps, target.frame_rate)
+            if frame in by_frame:
+                by_frame[frame]["enabled"] = not last
+                continue
             x1, y1, x2, y2 = (float(v) for v in box)
             x1, x2 = max(0.0, x1) / info.width * 100, min(float(info.width), x2) / info.width * 100
             y1, y2 = max(0.0, y1) / info.height * 100, min(float(info.height), y2) / info.height * 100
-            last = k + 1 == len(keyframes) or keyframes[k + 1][0] != index + 1  # the object is not in the next frame
-            sequence.append(
-                {"frame": index + 1, "enabled": not last, "rotation": 0, "x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1,
-                 "time": index / info.fps}
-            )  # fmt: skip
+            by_frame[frame] = {
+                "frame": frame, "enabled": not last, "rotation": 0, "x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1,
+                "time": index / info.fps,
+            }  # fmt: skip
+        duration = info.frames / info.fps
         regions.append(
             {
                 "id": next(ids),
@@ -131,15 +138,32 @@ def track_regions(
                 "to_name": target.to_name,
                 "type": "videorectangle",
                 "origin": "prediction",
-                "value": {"framesCount": info.frames, "duration": info.frames / info.fps, "sequence": sequence, "labels": [label]},
+                "value": {
+                    "framesCount": max(1, round(duration * target.frame_rate)),
+                    "duration": duration,
+                    "sequence": list(by_frame.values()),
+                    "labels": [label],
+                },
                 "score": float(np.mean([s for _, _, s, _ in keyframes])),
             }
         )
     return regions
 
 
-def timeline_regions(frame_labels: Sequence[str | None], target: Target, ids: Iterator[str]) -> list[dict]:
-    """One ``timelinelabels`` region per run of consecutive frames with the same label (None: no label shown)."""
+def ls_frame(index: int, fps: float, frame_rate: float) -> int:
+    """Label Studio's number (from 1, at the ``<Video>``'s ``frame_rate``) of the file's frame ``index`` (from 0, at ``fps``).
+
+    Example:
+        >>> ls_frame(0, 30.0, 30.0), ls_frame(29, 30.0, 30.0), ls_frame(30, 30.0, 24.0)
+        (1, 30, 25)
+    """
+    return int(math.floor(index / fps * frame_rate + 1e-6)) + 1
+
+
+def timeline_regions(frame_labels: Sequence[str | None], target: Target, ids: Iterator[str], fps: float | None = None) -> list[dict]:
+    """One ``timelinelabels`` region per run of consecutive frames with the same label (None: no label shown);
+    frames numbered as Label Studio numbers them (:func:`ls_frame`; ``fps``: the file's, default the ``<Video>``'s rate)."""
+    fps = fps or target.frame_rate
     regions: list[dict] = []
     start = 0
     for i in range(1, len(frame_labels) + 1):
@@ -154,7 +178,10 @@ def timeline_regions(frame_labels: Sequence[str | None], target: Target, ids: It
                     "to_name": target.to_name,
                     "type": "timelinelabels",
                     "origin": "prediction",
-                    "value": {"ranges": [{"start": start + 1, "end": i}], "timelinelabels": [label]},
+                    "value": {
+                        "ranges": [{"start": ls_frame(start, fps, target.frame_rate), "end": ls_frame(i - 1, fps, target.frame_rate)}],
+                        "timelinelabels": [label],
+                    },
                 }
             )
         start = i

@@ -225,8 +225,13 @@ def _error_json(exc: Exception) -> dict[str, Any]:
 # --- an RQ worker ---------------------------------------------------------------------------
 
 
-def rq_train(request: Mapping[str, Any], base_weights: bytes, policy_env: Mapping[str, str]) -> dict[str, Any]:
-    """The RQ job (runs in the worker's work horse process): returns the outcome and new weights."""
+def rq_train(
+    request: Mapping[str, Any], base_weights: bytes, policy_env: Mapping[str, str], control_weights: Mapping[str, bytes] | None = None
+) -> dict[str, Any]:
+    """The RQ job (runs in the worker's work horse process): returns the outcome and new weights.
+
+    ``control_weights``: the served versions of the project's controls' own models (``request["controls"]``),
+    as bytes like ``base_weights``; a control's file under ``MODEL_ROOT`` comes from the worker's own ``MODEL_ROOT``."""
     import shutil
 
     from rq import get_current_job
@@ -238,7 +243,13 @@ def rq_train(request: Mapping[str, Any], base_weights: bytes, policy_env: Mappin
     workdir.mkdir(parents=True, exist_ok=True)
     base = workdir / "base.pt"
     base.write_bytes(base_weights)
-    req = TrainRequest.from_json({**request, "base_weights": str(base), "workdir": str(workdir)})
+    controls = {name: dict(c) for name, c in (request.get("controls") or {}).items() if name in (control_weights or {})}
+    for i, (name, data) in enumerate((control_weights or {}).items()):
+        if name in controls:
+            path = workdir / f"control-base{i}.pt"
+            path.write_bytes(data)
+            controls[name]["weights"] = str(path)
+    req = TrainRequest.from_json({**request, "base_weights": str(base), "workdir": str(workdir), "controls": controls})
 
     def progress(stage: str, **fields: Any) -> None:
         if job is not None:
@@ -251,8 +262,8 @@ def rq_train(request: Mapping[str, Any], base_weights: bytes, policy_env: Mappin
         except (LabelStudioError, TrainingError) as exc:
             return _error_json(exc)  # a reason, not a crashed job: the backend decides whether to try again
         weights = Path(outcome.weights).read_bytes() if outcome.weights else None
-        controls = {name: Path(c["weights"]).read_bytes() for name, c in outcome.controls.items() if c.get("weights")}
-        return {"outcome": outcome.to_json(), "weights": weights, "controls": controls}
+        trained = {name: Path(c["weights"]).read_bytes() for name, c in outcome.controls.items() if c.get("weights")}
+        return {"outcome": outcome.to_json(), "weights": weights, "controls": trained}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the image cache lives elsewhere and stays
 
@@ -358,6 +369,7 @@ class RQRunner:
         policy = self.settings.run_env()  # every setting but the machine's own
         request = {k: v for k, v in req.to_json().items() if k not in ("base_weights", "workdir")}
         request.update(base_weights="", workdir="")
+        controls = {name: Path(c["weights"]).read_bytes() for name, c in req.controls.items() if Path(c.get("weights", "")).is_file()}
         from rq import Retry
 
         job = self.queue.enqueue(
@@ -365,6 +377,7 @@ class RQRunner:
             request,
             Path(req.base_weights).read_bytes(),
             policy,
+            controls,
             retry=Retry(max=1),  # a worker killed mid-run: RQ runs it once more
             job_timeout=int(self.settings.train_timeout),
             result_ttl=7 * 86400,

@@ -420,7 +420,10 @@ class TrainingJobs:
                 raise TrainingError(f"the served model {model.version} has no local weights file to fine-tune")
             info = self.models.current(project_id)
             shown = (info.metrics.get("new") or {}).get("display") if info is not None and info.version == model.version else None
-            req = TrainRequest(project_id, str(base_weights), model.version, str(workdir), row["reason"] or "", dict(shown or {}))
+            req = TrainRequest(
+                project_id, str(base_weights), model.version, str(workdir), row["reason"] or "", dict(shown or {}),
+                self.models.control_versions(project_id),
+            )  # fmt: skip
             attached = self.runner.attach(row["job"], req) if row["job"] else None
             handle = attached or self.runner.start(req)  # a run still going on a worker is not started twice
             self.state.update(project_id, job=handle.job_id)
@@ -477,10 +480,11 @@ class TrainingJobs:
 
     def _finish(self, project_id: int, outcome: TrainOutcome) -> dict[str, Any]:
         """Store the trained models (the project's, each own-model control's), promote those that won, and say what happened."""
-        last = self._finish_project_model(project_id, outcome)
-        if outcome.controls:
-            last["controls"] = {name: self._finish_control(project_id, name, run) for name, run in outcome.controls.items()}
-            if not last["promoted"] and any(c.get("promoted") for c in last["controls"].values()) and self.on_promoted is not None:
+        controls = {name: self._finish_control(project_id, name, run) for name, run in outcome.controls.items()}
+        last = self._finish_project_model(project_id, outcome)  # its promotion's re-score sees the controls' new models
+        if controls:
+            last["controls"] = controls
+            if not last["promoted"] and any(c.get("promoted") for c in controls.values()) and self.on_promoted is not None:
                 current = self.models.current(project_id)  # the project's model is unchanged: its predictions are refreshed
                 self.on_promoted(project_id, current.version if current else outcome.base_version, None)
         return last
@@ -493,7 +497,9 @@ class TrainingJobs:
             log.info("project %s: control %s not trained: %s", project_id, name, run.get("decision"))
             return said
         registry = self.models.control_registry(project_id, name)
-        metrics = {"new": run.get("metrics_new") or {}, "previous": run.get("metrics_old") or {}, "model_path": run.get("model_path")}
+        metrics = {
+            "new": run.get("metrics_new") or {}, "previous": run.get("metrics_old") or {}, "model_path": run.get("model_path"), "control": name
+        }  # fmt: skip
         info = registry.add(run["weights"], parent=run.get("base_version"), metrics=metrics, note=str(run.get("decision") or ""))
         said.update(version=info.version, metrics_new=metrics["new"], metrics_previous=metrics["previous"])
         if run.get("promote"):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +118,17 @@ def _uncertainty(pred: ImagePrediction, settings: Settings) -> tuple[float, Cand
     if settings.uncertainty_aggregation == "calibrated":
         return cands.calibrated(None), cands
     return AGGREGATIONS[settings.uncertainty_aggregation](cands.uncertainty), cands
+
+
+def _fill_outputs(
+    tasks: Sequence[Mapping[str, Any]], served: Served, predictor: Predictor, chunk: int = 256
+) -> Iterator[list[ImagePrediction] | str]:
+    """The other image controls' outputs per task (:meth:`Predictor.fill_outputs`), ``chunk`` tasks at a time."""
+    for start in range(0, len(tasks), chunk):
+        if served.image_extras:
+            yield from predictor.fill_outputs(tasks[start : start + chunk], served)
+        else:
+            yield from ([] for _ in tasks[start : start + chunk])
 
 
 def control_uncertainty(pred: ImagePrediction, settings: Settings) -> float:
@@ -240,7 +251,7 @@ def observe(
         iterator = tqdm(iterator, total=len(tasks), desc="scoring", unit="task")
     ids, unc, counts, embs, regions, cands, costs, errors = [], [], [], [], [], [], [], {}
     objs: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
-    fills = predictor.fill_outputs(tasks, served) if served.extras else [[] for _ in tasks]
+    fills = _fill_outputs(tasks, served, predictor)
     others: list[float] = []
     for task, pred, more in zip(tasks, iterator, fills, strict=True):
         if isinstance(pred, str) or isinstance(more, str):
@@ -259,7 +270,7 @@ def observe(
         embs.append(pred.embedding)
         cands.append(cand)
         result = to_ls_results(pred, served.target, served.label_map, served.display, keypoint_labels=served.keypoint_labels)[0]
-        for fill, other in zip(served.extras, more, strict=True):
+        for fill, other in zip(served.image_extras, more, strict=True):
             result += to_ls_results(other, fill.target, fill.label_map, fill.display, keypoint_labels=fill.keypoint_labels)[0]
         regions.append(result)
         others.append(max((control_uncertainty(other, settings) for other in more), default=0.0))
@@ -282,7 +293,7 @@ def observe(
         candidates=cands,
         objects=ObjectSet.from_items([o for o in objs if o is not None]) if has_objs else None,
         expected_cost=np.array(costs, dtype=np.float64),
-        other_controls=np.array(others, dtype=np.float64) if served.extras else None,
+        other_controls=np.array(others, dtype=np.float64) if served.image_extras else None,
     )
 
 

@@ -86,6 +86,8 @@ class TrainRequest:
         reason: why the run was started (shown in the status).
         base_display: what the served model shows (:meth:`ml_backend.inference.display.Display.to_json`;
             empty: ``SCORE_THRESHOLD``'s default), to price its pre-annotations as served.
+        controls: the project's served versions of its controls' own models (``model_path``), each
+            ``{"weights", "version", "model_path"}``: a control's run starts from and is judged against it.
     """
 
     project_id: int
@@ -94,6 +96,7 @@ class TrainRequest:
     workdir: str
     reason: str = ""
     base_display: dict[str, Any] = field(default_factory=dict)
+    controls: dict[str, dict[str, str]] = field(default_factory=dict)  # control -> its served version: weights, version, model_path
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,6 +106,7 @@ class TrainRequest:
         return cls(
             int(data["project_id"]), str(data["base_weights"]), str(data["base_version"]), str(data["workdir"]),
             str(data.get("reason", "")), dict(data.get("base_display") or {}),
+            {str(k): dict(v) for k, v in (data.get("controls") or {}).items()},
         )  # fmt: skip
 
 
@@ -385,7 +389,9 @@ def train_project(
     target = select_target(project["label_config"], model.task)
     tasks = client.list_tasks(req.project_id)
     outcome = train_target(req, settings, model, target, tasks, load_image, report, started)
-    outcome.controls = train_controls(req, settings, project["label_config"], model.task, tasks, load_image, report)
+    # The controls' own models next, while TRAIN_TIMEOUT leaves time for one more run as long as this one.
+    deadline = started + 0.9 * settings.train_timeout
+    outcome.controls = train_controls(req, settings, project["label_config"], model.task, tasks, load_image, report, deadline, started)
     return outcome
 
 
@@ -527,25 +533,29 @@ def train_controls(
     tasks: Sequence[Mapping[str, Any]],
     load_image: Callable[[str, int | None], Any],
     report: Progress,
+    deadline: float | None = None,
+    started_all: float | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Fine-tune each control's own model (``model_path``) on that control's labels, as the project's
-    model is on its control's: from the control's promoted version for this project (else the file
-    under ``MODEL_ROOT``), judged on the same held-out tasks. A control that cannot be trained says why
-    and never fails the run.
+    model is on its control's: from the control's served version for this project (``req.controls``;
+    else the file under ``MODEL_ROOT``), judged on the same held-out tasks. A control that cannot be
+    trained says why and never fails the run; one that would likely end past ``deadline`` (a
+    ``time.monotonic()``, judged by the longest run so far) is left for the next run.
 
     Returns:
         control name -> :meth:`TrainOutcome.to_json` of its run, with the ``model_path`` it was trained from.
     """
     from ml_backend.inference.model import import_yolo, read_checkpoint_meta
-    from ml_backend.inference.served_models import control_version, control_weights
+    from ml_backend.inference.served_models import control_weights
 
     root = settings.control_models_root
 
     why_not: dict[str, str] = {}
 
     def task_of(model_path: str) -> str | None:
+        served = next((Path(c["weights"]) for c in req.controls.values() if c.get("model_path") == model_path and c.get("weights")), None)
         try:
-            meta = read_checkpoint_meta(control_weights(root, model_path))
+            meta = read_checkpoint_meta(served if served is not None else control_weights(root, model_path), digest=False)
         except LabelConfigError as exc:
             why_not[model_path] = str(exc)
             return None
@@ -563,14 +573,21 @@ def train_controls(
         for name, path in plan.unavailable
     }
     others = plan.others
+    longest = time.monotonic() - started_all if started_all is not None else 0.0
     for target in others:
         if target.model_path is None or target.video:
             continue
         started = time.monotonic()
+        if deadline is not None and started + longest > deadline:
+            out[target.from_name] = {
+                "status": "skipped", "promote": False, "model_path": target.model_path,
+                "decision": "not trained in this run: TRAIN_TIMEOUT leaves too little time after the models trained before it",
+            }  # fmt: skip
+            continue
         try:
-            info = control_version(settings.paths, req.project_id, target.from_name, target.model_path)
-            if info is not None:
-                base, version = Path(info.weights), info.version
+            served = req.controls.get(target.from_name) or {}
+            if served.get("model_path") == target.model_path and served.get("weights"):
+                base, version = Path(served["weights"]), str(served["version"])
             else:
                 base = control_weights(root, target.model_path)
                 version = f"{base.stem}-{file_digest(base)[:12]}"
@@ -581,6 +598,7 @@ def train_controls(
             report("training control", control=target.from_name)
             outcome = train_target(sub, settings, import_yolo()(str(base)), target, tasks, load_image, report, started)
             out[target.from_name] = {**outcome.to_json(), "model_path": target.model_path}
+            longest = max(longest, time.monotonic() - started)
         except Exception as exc:  # one control's failure never sinks the run (nor the project's model)
             log.exception("training: control %s could not be trained", target.from_name)
             why = str(exc) if isinstance(exc, (TrainingError, LabelConfigError)) else f"{type(exc).__name__}: {exc}"

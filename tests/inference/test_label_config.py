@@ -318,6 +318,11 @@ def test_controls_with_a_model_that_cannot_fill_them_say_what_to_change(config, 
         plan_targets(config, "pose" if "KeyPoint" in config else "detect", task_of=tasks.__getitem__)
 
 
+def test_a_control_whose_model_cannot_be_read_is_named_not_planned() -> None:
+    plan = plan_targets(BOXES_AND_SCENE.format(path="gone.pt"), "detect", task_of=lambda path: None)
+    assert plan.others == () and plan.unavailable == (("scene", "gone.pt"),)
+
+
 def test_without_task_of_model_path_controls_are_neither_planned_nor_said_unfilled() -> None:
     plan = plan_targets(BOXES_AND_SCENE.format(path="scenes.pt"), "detect")
     assert plan.others == () and not [w for w in plan.primary.warnings if "not filled" in w]

@@ -19,7 +19,7 @@ from ml_backend.tools.synthetic import _polygon_for
 LABELS = '<Labels name="kind" toName="video"><Label value="circle"/><Label value="square"/><Label value="triangle"/></Labels>'
 TRACK = f'<View>{LABELS}<Video name="video" value="$video" framerate="10"/><VideoRectangle name="box" toName="video" model_tracker="bytetrack"/></View>'
 TIMELINE = (
-    '<View><Video name="video" value="$video"/><TimelineLabels name="tl" toName="video">'
+    '<View><Video name="video" value="$video" frameRate="10"/><TimelineLabels name="tl" toName="video">'
     '<Label value="circle"/><Label value="square"/><Label value="triangle"/></TimelineLabels></View>'
 )
 
@@ -157,3 +157,37 @@ def test_the_moving_square_is_tracked_across_frames(tmp_path, detect_weights, vi
         t = next(iter(first))
         moved = (box[0] + box[2]) / 2 - (first[t][0] + first[t][2]) / 2
         assert math.isclose(moved, 3 * index, abs_tol=4)
+
+
+def test_frames_are_numbered_at_the_videos_frame_rate_as_label_studio_numbers_them(tmp_path, tiny_weights, video) -> None:
+    """A 10 fps file in a <Video> without frameRate (Label Studio's 24): frame i of the file is Label Studio's floor(i * 2.4) + 1."""
+    p = predictor(tmp_path, tiny_weights("classify"), video, SCORE_THRESHOLD="0.0")
+    [pred] = p.predict([{"id": 1, "data": {"video": "/data/upload/1/shapes.mp4"}}], TIMELINE.replace(' frameRate="10"', ""))
+    ends = sorted(r["value"]["ranges"][0]["end"] for r in pred["result"])
+    starts = sorted(r["value"]["ranges"][0]["start"] for r in pred["result"])
+    assert starts[0] == 1 and ends[-1] == 27  # the 12th frame (index 11): floor(11 * 2.4) + 1
+    assert set(starts) | set(ends) <= {int(i * 2.4) + 1 for i in range(12)}
+
+
+def test_a_timeline_keeps_its_own_labels_beside_a_labels_tag() -> None:
+    config = (
+        '<View><Video name="video" value="$video"/><Labels name="objects" toName="video"><Label value="car"/></Labels>'
+        '<TimelineLabels name="tl" toName="video"><Label value="walk"/><Label value="run"/></TimelineLabels></View>'
+    )
+    assert plan_targets(config, "classify").primary.labels == ("walk", "run")
+
+
+def test_images_and_a_video_in_one_config_are_predicted_and_only_the_image_scored(tmp_path, detect_weights, video) -> None:
+    from ml_backend.scoring.pool import score_tasks
+
+    config = TRACK.replace("<View>", '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+                           '<Label value="circle"/><Label value="square"/><Label value="triangle"/></RectangleLabels>')  # fmt: skip
+    p = predictor(tmp_path, detect_weights, video)
+    frame = np.asarray(__import__("PIL.Image", fromlist=["Image"]).new("RGB", (96, 80), (20, 20, 30)))
+    p.fetcher.load = lambda uri, task_id=None: frame  # type: ignore[attr-defined, method-assign]
+    task = {"id": 1, "data": {"image": "/data/upload/1/a.jpg", "video": "/data/upload/1/shapes.mp4"}}
+    [pred] = p.predict([task], config)
+    assert {r["type"] for r in pred["result"]} == {"videorectangle"}  # an empty frame has no box; the video has tracks
+    pooled = score_tasks([task], p.serve(config), p, p.settings)
+    assert pooled.errors == {} and [s.task for s in pooled.scores] == [1]
+    assert all(r["type"] == "rectanglelabels" for r in pooled.predictions[0]["result"])  # scoring publishes the image's

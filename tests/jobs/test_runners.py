@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,44 @@ def test_a_failed_run_says_whether_label_studio_was_unavailable(exc, transient: 
 
     data = _error_json(exc)
     assert data["transient"] is transient and data["error"]
+
+
+def test_an_rq_job_carries_the_controls_served_models_both_ways(tmp_path, monkeypatch) -> None:
+    """The worker trains each control from the project's served version (sent as bytes, as the base weights are),
+    and its new weights come back to the backend, which writes them beside the run."""
+    from ml_backend.jobs import runners
+    from ml_backend.training.run import TrainOutcome
+
+    seen = {}
+
+    def fake_run(req, settings, progress):
+        seen["controls"] = {name: (c["version"], open(c["weights"], "rb").read()) for name, c in req.controls.items()}
+        new = Path(req.workdir) / "scene-new.pt"
+        new.write_bytes(b"trained scene")
+        run = {"status": "trained", "promote": True, "weights": str(new), "model_path": "scenes.pt", "decision": "better"}
+        return TrainOutcome(req.project_id, "skipped", req.base_version, "no held-out labels yet", controls={"scene": run})
+
+    monkeypatch.setattr(runners, "run_request", fake_run)
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "worker"))
+    request = {"project_id": 3, "base_version": "v0", "reason": "test", "base_weights": "", "workdir": "",
+               "controls": {"scene": {"weights": "", "version": "scenes-v2", "model_path": "scenes.pt"}}}  # fmt: skip
+    result = runners.rq_train(request, b"base", {}, {"scene": b"served scene"})
+    assert seen["controls"] == {"scene": ("scenes-v2", b"served scene")}
+    assert result["controls"] == {"scene": b"trained scene"}
+
+    class Job:
+        id = "job-1"
+
+        def get_status(self, refresh=True):
+            return "finished"
+
+        def return_value(self, refresh=True):
+            return result
+
+        def delete(self):
+            pass
+
+    handle = runners.RQHandle(Job(), tmp_path / "backend-run", 60)
+    monkeypatch.setattr(handle, "_status", lambda: "finished")
+    outcome = handle.outcome()
+    assert Path(outcome.controls["scene"]["weights"]).read_bytes() == b"trained scene"

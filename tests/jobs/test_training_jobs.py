@@ -467,7 +467,8 @@ def test_a_controls_own_model_is_stored_served_for_its_project_and_its_predictio
                  "model_path": "kinds.pt", "metrics_new": {}, "metrics_old": {}},
         "gone": {"status": "failed", "promote": False, "decision": 'model_path="gone.pt": there is no such file', "model_path": "gone.pt"},
     }  # fmt: skip
-    jobs, promoted = make_jobs(FakeRunner([("skipped", {"controls": runs})]), MODEL_ROOT=str(root))
+    runner = FakeRunner([("skipped", {"controls": runs}), "skipped"])
+    jobs, promoted = make_jobs(runner, MODEL_ROOT=str(root))
     base = jobs.models.base.get().version
     assert jobs.request(5, "START_TRAINING") == "queued" and jobs.idle(60)
     said = jobs.status(5)["last_run"]["controls"]
@@ -486,3 +487,11 @@ def test_a_controls_own_model_is_stored_served_for_its_project_and_its_predictio
     other = config.replace('model_path="scenes.pt"', 'model_path="other.pt"')
     shutil.copy(root / "scenes.pt", root / "other.pt")
     assert predictor.serve(other, project=5).extras[0].model.version.startswith("other-")  # trained from another file: not served
+    # The next run starts each control from its served version (sent along to an RQ worker too).
+    served = jobs.models.control_versions(5)
+    assert served == {
+        "scene": {"weights": str(jobs.models.control_registry(5, "scene").current().weights), "version": version, "model_path": "scenes.pt"}
+    }
+    assert runner.requests[0].controls == {}
+    assert jobs.request(5, "START_TRAINING") == "queued" and jobs.idle(60)
+    assert runner.requests[1].controls == served

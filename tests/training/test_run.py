@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -551,5 +553,28 @@ def test_a_control_with_a_model_of_its_own_is_trained_on_its_own_labels(tmp_path
     assert scene["dataset"]["train"] + scene["dataset"]["val"] == 16
     class_dirs = sorted(p.name for p in (tmp_path / "run" / "controls").glob("*/dataset/*/*") if any(p.iterdir()))
     assert set(class_dirs) <= {"circle", "square", "triangle"} and class_dirs
+    # The next run starts the control from its served version, whatever MODEL_ROOT holds (a worker's may differ).
+    served = {"scene": {"weights": scene["weights"], "version": "scene-v7", "model_path": "scenes.pt"}}
+    again = train_project(
+        dataclasses.replace(req, workdir=str(tmp_path / "run2"), controls=served),
+        settings_for(tmp_path, TRAIN_EPOCHS="1", MODEL_ROOT=str(tmp_path / "elsewhere")), client, lambda uri, tid: images[uri],
+    )  # fmt: skip
+    assert again.controls["scene"]["base_version"] == "scene-v7" and again.controls["scene"]["status"] == "trained"
+    # Too little of TRAIN_TIMEOUT left after the project's model: the control waits for the next run.
+    import time
+
+    from ml_backend.training.run import train_controls
+
+    late = train_controls(
+        req,
+        settings_for(tmp_path, MODEL_ROOT=str(root)),
+        config,
+        "detect",
+        tasks,
+        lambda u, t: images[u],
+        lambda *a, **k: None,
+        time.monotonic() - 1,
+    )
+    assert late["scene"]["status"] == "skipped" and "TRAIN_TIMEOUT" in late["scene"]["decision"]
     # A control whose weights are gone says so; the run and the other control are not affected.
     assert out.controls["broken"]["status"] == "failed" and 'model_path="gone.pt"' in out.controls["broken"]["decision"]
