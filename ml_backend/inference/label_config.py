@@ -75,6 +75,7 @@ class Target:
     point_threshold: float = DEFAULT_POINT_THRESHOLD  # keypoints: shown from this confidence on (model_point_threshold)
     tracker: str = "botsort"  # video_rectangle: Ultralytics' tracker (model_tracker: botsort or bytetrack)
     frame_rate: float = 24.0  # video: the <Video>'s frameRate, which Label Studio numbers frames by (its default 24)
+    frame_rate_key: str | None = None  # video: frameRate="$fps" names the task's data field holding it
 
     @property
     def video(self) -> bool:
@@ -280,8 +281,9 @@ def _target(
     image = images[str(_image_of(control, images))]
     point = _threshold(control, "model_point_threshold")
     rate_attr = next((v for k, v in image.attr.items() if str(k).lower() == "framerate"), None) if image.tag == "Video" else None
+    rate_key = str(rate_attr).strip()[1:] if str(rate_attr or "").strip().startswith("$") else None  # frameRate="$fps": per task
     try:
-        frame_rate = float(rate_attr) if rate_attr not in (None, "") else 24.0
+        frame_rate = float(rate_attr) if rate_attr not in (None, "") and rate_key is None else 24.0
     except ValueError:
         frame_rate = -1.0
     if not frame_rate > 0:
@@ -299,6 +301,7 @@ def _target(
         point_threshold=DEFAULT_POINT_THRESHOLD if point is None else point,
         tracker=tracker,
         frame_rate=frame_rate,
+        frame_rate_key=rate_key,
         **extra,
     )
 

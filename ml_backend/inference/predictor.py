@@ -17,7 +17,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -210,6 +210,7 @@ class Predictor:
         self.control_models: dict[Path, ModelHolder] = {}  # a control's own weights (model_path), by file
         self._control_users: dict[tuple[int | None, str | None], Path] = {}  # (project, control) -> the file it is served
         self._control_tasks: dict[tuple[Path, int, int], str] = {}  # a checkpoint's task, by file and its stat
+        self._control_broken: set[Path] = set()  # retrained control versions that did not load (each version is a new file)
         self._control_lock = threading.Lock()
 
     def control_model(
@@ -228,7 +229,7 @@ class Predictor:
         path, version = base, None
         if project is not None and control is not None and self.models.paths is not None:
             info = control_version(self.models.paths, project, control, model_path)
-            if info is not None:
+            if info is not None and Path(info.weights) not in self._control_broken:
                 path, version = Path(info.weights), info.version
         holder = self._control_holder(path, version, (project, control))
         try:
@@ -238,7 +239,9 @@ class Predictor:
         except ModelUnavailableError as exc:
             if path != base:  # a retrained version that does not load: the file it was trained from serves
                 log.error("project %s: control %s: its model %s could not be loaded (%s); serving %s", project, control, path, exc, base)
-                return self.control_model(model_path, wait, describe)
+                with self._control_lock:
+                    self._control_broken.add(path)
+                return self.control_model(model_path, wait, describe, project, control)
             raise LabelConfigError(f'model_path="{model_path}": {exc}') from None
 
     def _control_holder(self, path: Path, version: str | None, user: tuple[int | None, str | None]) -> ModelHolder:
@@ -417,6 +420,8 @@ class Predictor:
             raise ImageError("videos cannot be read from this image source")
         settings = self.settings
         with video_file(fetch(uri, task.get("id"))) as (path, info):
+            if fill.target.frame_rate_key is not None:  # frameRate="$fps": the task's own (else the file's)
+                fill = replace(fill, target=replace(fill.target, frame_rate=_task_rate(task, fill.target.frame_rate_key, info.fps)))
             yolo, lock = fill.model.on_video()
             with lock:
                 if fill.target.kind == "video_rectangle":
@@ -560,6 +565,16 @@ class Predictor:
         task_id = _task_id(task)
         log.warning("task %s: %s", task_id, message)
         return {"task": task_id, "error": message, "model_version": version}
+
+
+def _task_rate(task: Mapping[str, Any], key: str, default: float) -> float:
+    """The frame rate a task's data holds under ``key`` (``<Video frameRate="$key">``), else ``default``."""
+    data = task.get("data")
+    try:
+        rate = float(data.get(key) or 0.0) if isinstance(data, Mapping) else 0.0
+    except (TypeError, ValueError):
+        rate = 0.0
+    return rate if rate > 0 else default
 
 
 def _mirror_disagreement(pred: ImagePrediction, mirrored: ImagePrediction) -> float:

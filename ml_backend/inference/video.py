@@ -170,7 +170,8 @@ def timeline_regions(frame_labels: Sequence[str | None], target: Target, ids: It
         if i < len(frame_labels) and frame_labels[i] == frame_labels[start]:
             continue
         label = frame_labels[start]
-        if label is not None:
+        first = ls_frame(start, fps, target.frame_rate)
+        if label is not None:  # up to the frame before the next run's (a slower file's frame spans several)
             regions.append(
                 {
                     "id": next(ids),
@@ -179,7 +180,7 @@ def timeline_regions(frame_labels: Sequence[str | None], target: Target, ids: It
                     "type": "timelinelabels",
                     "origin": "prediction",
                     "value": {
-                        "ranges": [{"start": ls_frame(start, fps, target.frame_rate), "end": ls_frame(i - 1, fps, target.frame_rate)}],
+                        "ranges": [{"start": first, "end": max(first, ls_frame(i, fps, target.frame_rate) - 1)}],
                         "timelinelabels": [label],
                     },
                 }

@@ -377,7 +377,7 @@ class RQRunner:
             request,
             Path(req.base_weights).read_bytes(),
             policy,
-            controls,
+            *((controls,) if controls else ()),  # a worker not yet upgraded takes jobs without controls
             retry=Retry(max=1),  # a worker killed mid-run: RQ runs it once more
             job_timeout=int(self.settings.train_timeout),
             result_ttl=7 * 86400,

@@ -480,7 +480,13 @@ class TrainingJobs:
 
     def _finish(self, project_id: int, outcome: TrainOutcome) -> dict[str, Any]:
         """Store the trained models (the project's, each own-model control's), promote those that won, and say what happened."""
-        controls = {name: self._finish_control(project_id, name, run) for name, run in outcome.controls.items()}
+        controls = {}
+        for name, run in outcome.controls.items():
+            try:
+                controls[name] = self._finish_control(project_id, name, run)
+            except Exception as exc:  # one control's storage never costs the project's model
+                log.exception("project %s: control %s: its trained model could not be stored", project_id, name)
+                controls[name] = {"status": "failed", "decision": f"not stored: {type(exc).__name__}: {exc}", "promoted": False}
         last = self._finish_project_model(project_id, outcome)  # its promotion's re-score sees the controls' new models
         if controls:
             last["controls"] = controls

@@ -165,8 +165,22 @@ def test_frames_are_numbered_at_the_videos_frame_rate_as_label_studio_numbers_th
     [pred] = p.predict([{"id": 1, "data": {"video": "/data/upload/1/shapes.mp4"}}], TIMELINE.replace(' frameRate="10"', ""))
     ends = sorted(r["value"]["ranges"][0]["end"] for r in pred["result"])
     starts = sorted(r["value"]["ranges"][0]["start"] for r in pred["result"])
-    assert starts[0] == 1 and ends[-1] == 27  # the 12th frame (index 11): floor(11 * 2.4) + 1
-    assert set(starts) | set(ends) <= {int(i * 2.4) + 1 for i in range(12)}
+    assert starts[0] == 1 and ends[-1] == 28  # the video's 1.2 s at 24 frames a second: Label Studio's frames 1-28 (framesCount 29)
+    assert set(starts) <= {int(i * 2.4) + 1 for i in range(12)}
+    covered = sorted(f for r in pred["result"] for f in range(r["value"]["ranges"][0]["start"], r["value"]["ranges"][0]["end"] + 1))
+    assert covered == list(range(1, 29))  # no frame left unlabeled between runs
+
+
+def test_a_frame_rate_from_the_tasks_data(tmp_path, tiny_weights, video) -> None:
+    """<Video frameRate="$fps">: each task's own rate (here 20: file frame i is Label Studio's 2i + 1); without it, the file's."""
+    p = predictor(tmp_path, tiny_weights("classify"), video, SCORE_THRESHOLD="0.0")
+    config = TIMELINE.replace('frameRate="10"', 'frameRate="$fps"')
+    with_rate, without = p.predict(
+        [{"id": 1, "data": {"video": "/data/upload/1/shapes.mp4", "fps": "20"}}, {"id": 2, "data": {"video": "/data/upload/1/shapes.mp4"}}],
+        config,
+    )
+    assert max(r["value"]["ranges"][0]["end"] for r in with_rate["result"]) == 24
+    assert max(r["value"]["ranges"][0]["end"] for r in without["result"]) == 12
 
 
 def test_a_timeline_keeps_its_own_labels_beside_a_labels_tag() -> None:
