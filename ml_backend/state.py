@@ -73,12 +73,16 @@ class StatePaths:
     def project_models(self, project_id: int) -> Path:
         return self.projects_dir / str(int(project_id)) / "models"
 
+    def project_controls(self, project_id: int) -> Path:
+        """The folder of the project's controls' own models (one :meth:`control_models` each)."""
+        return self.projects_dir / str(int(project_id)) / "controls"
+
     def control_models(self, project_id: int, control: str) -> Path:
         """The versions of a control's own model (``model_path``) trained on the project's labels of that control."""
         import hashlib
 
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in control)[:40]
-        return self.projects_dir / str(int(project_id)) / "controls" / f"{safe}-{hashlib.sha256(control.encode()).hexdigest()[:8]}"
+        return self.project_controls(project_id) / f"{safe}-{hashlib.sha256(control.encode()).hexdigest()[:8]}"
 
     def backend_url(self, project_id: int) -> Path:
         """The URL Label Studio reaches this backend at for the project (from its requests)."""

@@ -154,11 +154,12 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
         )
     wanted = _CONTROLS_FOR_TASK[model_task]
     controls = [c for c in li.controls if not _is_true(c.attr.get("model_skip"))]
-    # A <VideoRectangle> holds no labels: they are those of the <Labels> on the same video.
-    labels_of = {
-        c.name: next((o for o in li.controls if o.tag == "Labels" and o.to_name == c.to_name), c) if c.tag == "VideoRectangle" else c
-        for c in controls
-    }
+
+    def target(control: Any, kind: str, model_path: str | None = None, **extra: Any) -> Target:
+        # A <VideoRectangle> holds no labels: they are those of the <Labels> on the same video.
+        labels = next((o for o in li.controls if o.tag == "Labels" and o.to_name == control.to_name), None)
+        return _target(control, images, kind, model_path, labels if control.tag == "VideoRectangle" else None, **extra)
+
     skipped = [c.name for c in li.controls if _is_true(c.attr.get("model_skip")) and c.tag in dict(wanted)]
     found: tuple[Any, str] | None = next(
         ((c, kind) for tag, kind in wanted for c in controls if c.tag == tag and not _model_path(c) and _image_of(c, images)), None
@@ -197,7 +198,7 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
             None,
         )
         if box is not None:
-            parent = _target(box, images, "rectangle")
+            parent = target(box, "rectangle")
             used.add(box.name)
     others, unavailable = [], []
     for control in controls:
@@ -205,7 +206,7 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
             continue
         path = _model_path(control)
         if path is None and control.tag in dict(wanted):  # the project's model fills every control its task fits
-            others.append(_target(control, images, dict(wanted)[control.tag], labels_from=labels_of[control.name]))
+            others.append(target(control, dict(wanted)[control.tag]))
         elif path is not None and task_of is not None:
             task = task_of(path)
             if task is None:
@@ -218,7 +219,7 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
                     f'<{control.tag} name="{control.name}"> has model_path="{path}", a YOLO {task} model, which cannot fill '
                     f"<{control.tag}>: name a {' or '.join(_TASKS_FOR_TAG.get(control.tag, ('supported',)))} model there."
                 )
-            others.append(_target(control, images, fits[0], path, labels_from=labels_of[control.name]))
+            others.append(target(control, fits[0], path))
         else:
             continue
         used.add(control.name)
@@ -227,9 +228,7 @@ def plan_targets(label_config: str, model_task: str, task_of: Callable[[str], st
         for c in controls
         if c.name not in used and c.tag in _FILLABLE and not (task_of is None and _model_path(c))
     )
-    main = _target(
-        primary, images, kind, warnings=_attribute_warnings(li.controls) + unfilled, parent=parent, labels_from=labels_of[primary.name]
-    )
+    main = target(primary, kind, warnings=_attribute_warnings(li.controls) + unfilled, parent=parent)
     return Plan(main, tuple(others), tuple(unavailable))
 
 

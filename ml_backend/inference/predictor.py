@@ -50,7 +50,7 @@ from ml_backend.inference.model import (
     read_checkpoint_meta,
 )
 from ml_backend.inference.output_cache import OutputCache
-from ml_backend.inference.served_models import ServedModels, control_version, control_weights
+from ml_backend.inference.served_models import ServedModels, control_weights
 from ml_backend.inference.video import frame_labels, run_classifier, run_tracker, timeline_regions, track_regions, video_file
 from ml_backend.settings import Settings
 
@@ -134,6 +134,13 @@ class Served:
             return Coverage(self.target.labels, ())
         known = set(self.keypoint_labels.values()) if self.target.kind == "keypoints" else set(self.label_map.values())
         return Coverage(self.target.labels, tuple(label for label in self.target.labels if label in known))
+
+    def regions(self, pred: ImagePrediction, others: Sequence[ImagePrediction] = ()) -> list[dict]:
+        """Label Studio regions of a task: ``pred`` in the primary control, ``others`` (one per :attr:`image_extras`) in theirs."""
+        out = to_ls_results(pred, self.target, self.label_map, self.display, keypoint_labels=self.keypoint_labels)[0]
+        for fill, other in zip(self.image_extras, others, strict=True):
+            out += to_ls_results(other, fill.target, fill.label_map, fill.display, keypoint_labels=fill.keypoint_labels)[0]
+        return out
 
     @property
     def image_extras(self) -> tuple[Fill, ...]:
@@ -227,8 +234,8 @@ class Predictor:
         """
         base = control_weights(self.settings.control_models_root, model_path)
         path, version = base, None
-        if project is not None and control is not None and self.models.paths is not None:
-            info = control_version(self.models.paths, project, control, model_path)
+        if project is not None and control is not None:
+            info = self.models.control_current(project, control, model_path)
             if info is not None and Path(info.weights) not in self._control_broken:
                 path, version = Path(info.weights), info.version
         holder = self._control_holder(path, version, (project, control))
@@ -382,9 +389,7 @@ class Predictor:
             if isinstance(pred, str) or isinstance(more, str):
                 out.append(self._error(task, pred if isinstance(pred, str) else str(more), served.model.version))
                 continue
-            regions = to_ls_results(pred, served.target, served.label_map, served.display, keypoint_labels=served.keypoint_labels)[0]
-            for fill, other in zip(served.image_extras, more, strict=True):
-                regions += to_ls_results(other, fill.target, fill.label_map, fill.display, keypoint_labels=fill.keypoint_labels)[0]
+            regions = served.regions(pred, more)
             score = float(np.mean([r["score"] for r in regions])) if regions else 0.0
             out.append({"result": regions, "score": score, "model_version": served.model.version})
         return out

@@ -45,13 +45,6 @@ def control_weights(root: Path, model_path: str) -> Path:
     return path
 
 
-def control_version(paths: StatePaths, project_id: int, control: str, model_path: str) -> VersionInfo | None:
-    """The promoted version of a control's own model for a project, trained from ``model_path``
-    (None: the control is served the file itself; a version trained from another file is not served)."""
-    info = ModelRegistry(paths.control_models(project_id, control)).current()
-    return info if info is not None and info.metrics.get("model_path") == model_path else None
-
-
 class ServedModels:
     """The base model and each project's promoted model.
 
@@ -65,7 +58,7 @@ class ServedModels:
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.paths = StatePaths(self.model_dir) if self.model_dir is not None else None
         self._holders: dict[int, tuple[str, ModelHolder]] = {}
-        self._current: dict[int, tuple[tuple[int, int, int] | None, VersionInfo | None]] = {}
+        self._current: dict[int | tuple[int, str], tuple[tuple[int, int, int] | None, VersionInfo | None]] = {}
         self._lock = threading.Lock()
 
     def registry(self, project_id: int) -> ModelRegistry:
@@ -83,7 +76,7 @@ class ServedModels:
         """The project's served versions of its controls' own models: control -> weights, version, model_path."""
         if self.paths is None:
             return {}
-        folder = self.paths.control_models(project_id, "x").parent
+        folder = self.paths.project_controls(project_id)
         out: dict[str, dict[str, str]] = {}
         for sub in sorted(folder.iterdir()) if folder.is_dir() else []:
             info = ModelRegistry(sub).current()
@@ -105,17 +98,28 @@ class ServedModels:
         """The project's promoted version (None: it is served the base model)."""
         if project_id is None or self.model_dir is None:
             return None
-        registry = self.registry(project_id)
+        return self._current_in(int(project_id), self.registry(project_id))
+
+    def control_current(self, project_id: int, control: str, model_path: str) -> VersionInfo | None:
+        """The promoted version of a control's own model for a project, trained from ``model_path``
+        (None: the control is served the file itself; a version trained from another file is not served)."""
+        if self.paths is None:
+            return None
+        info = self._current_in((int(project_id), control), self.control_registry(project_id, control))
+        return info if info is not None and info.metrics.get("model_path") == model_path else None
+
+    def _current_in(self, key: int | tuple[int, str], registry: ModelRegistry) -> VersionInfo | None:
+        """``registry``'s promoted version, read again only when its pointer file changed (one ``stat`` a call)."""
         try:
             st = registry.pointer.stat()
             stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)  # os.replace gives a new inode
         except OSError:
             stamp = None
-        cached = self._current.get(int(project_id))
+        cached = self._current.get(key)
         if cached is not None and cached[0] == stamp:
             return cached[1]
         info = registry.current() if stamp is not None else None
-        self._current[int(project_id)] = (stamp, info)
+        self._current[key] = (stamp, info)
         return info
 
     def holder(self, project_id: int | None) -> ModelHolder:

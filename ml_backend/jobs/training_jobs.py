@@ -41,7 +41,7 @@ from ml_backend.faults import crash_point
 from ml_backend.inference.display import default_display
 from ml_backend.inference.model import ModelHolder
 from ml_backend.inference.served_models import ServedModels
-from ml_backend.inference.versions import speedup_of
+from ml_backend.inference.versions import ModelRegistry, VersionInfo, speedup_of
 from ml_backend.jobs.label_events import LabelEventStore
 from ml_backend.jobs.owners import owner_alive, owner_id
 from ml_backend.jobs.runners import Runner, make_runner
@@ -509,19 +509,23 @@ class TrainingJobs:
         info = registry.add(run["weights"], parent=run.get("base_version"), metrics=metrics, note=str(run.get("decision") or ""))
         said.update(version=info.version, metrics_new=metrics["new"], metrics_previous=metrics["previous"])
         if run.get("promote"):
-            try:
-                ModelHolder(str(info.weights), self.models.base.device, version=info.version).get()  # loads, or no promotion
-            except Exception as exc:
-                said["decision"] = f"not served: the trained weights could not be loaded here ({exc})"
+            unloadable = self._unloadable(info)
+            if unloadable is not None:
+                said["decision"] = unloadable
                 return said
             registry.promote(info.version)
             said["promoted"] = True
             log.info("project %s: control %s: %s promoted (%s)", project_id, name, info.version, run.get("decision"))
-        try:
-            registry.prune(self.settings.versions_keep)
-        except OSError as exc:
-            log.warning("project %s: control %s: could not prune old versions: %s", project_id, name, exc)
+        self._prune_versions(registry, f"project {project_id}: control {name}")
         return said
+
+    def _unloadable(self, info: VersionInfo) -> str | None:
+        """Why a stored version's weights cannot be served here (they do not load), or None: they load."""
+        try:
+            ModelHolder(str(info.weights), self.models.base.device, version=info.version).get()
+        except Exception as exc:
+            return f"not served: the trained weights could not be loaded here ({exc})"
+        return None
 
     def _finish_project_model(self, project_id: int, outcome: TrainOutcome) -> dict[str, Any]:
         """Store the project's trained model, promote it if it won, and say what happened."""
@@ -552,13 +556,10 @@ class TrainingJobs:
         if cost is not None:
             last["speedup"] = cost
         crash_point("promotion:stored")
-        if outcome.promote:
-            try:
-                ModelHolder(str(info.weights), self.models.base.device, version=info.version).get()  # loads, or no promotion
-            except Exception as exc:
-                outcome.promote = False
-                outcome.decision = f"not served: the trained weights could not be loaded here ({exc})"
-                last["decision"] = outcome.decision
+        unloadable = self._unloadable(info) if outcome.promote else None  # loads, or no promotion
+        if unloadable is not None:
+            outcome.promote = False
+            outcome.decision = last["decision"] = unloadable
         if outcome.promote:
             registry.promote(info.version)
             crash_point("promotion:switched")
@@ -569,19 +570,19 @@ class TrainingJobs:
                 self.on_promoted(project_id, info.version, outcome.base_version)
         else:
             log.info("project %s: %s stored, not served (%s)", project_id, info.version, outcome.decision)
-        self._prune_versions(project_id)
+        self._prune_versions(registry, f"project {project_id}")
         return last
 
-    def _prune_versions(self, project_id: int) -> None:
-        """Delete the weights of the project's versions never served beyond the ``VERSIONS_KEEP`` newest
+    def _prune_versions(self, registry: ModelRegistry, whose: str) -> None:
+        """Delete the weights of ``registry``'s versions never served beyond the ``VERSIONS_KEEP`` newest
         (:meth:`ml_backend.inference.versions.ModelRegistry.prune`); a failure is logged, never fails the run."""
         try:
-            pruned = self.models.registry(project_id).prune(self.settings.versions_keep)
+            pruned = registry.prune(self.settings.versions_keep)
         except OSError as exc:
-            log.warning("project %s: could not prune old model versions: %s", project_id, exc)
+            log.warning("%s: could not prune old model versions: %s", whose, exc)
             return
         if pruned:
             log.info(
-                "project %s: deleted the weights of %d never-served version(s) (VERSIONS_KEEP=%s): %s",
-                project_id, len(pruned), self.settings.versions_keep, ", ".join(pruned),
+                "%s: deleted the weights of %d never-served version(s) (VERSIONS_KEEP=%s): %s",
+                whose, len(pruned), self.settings.versions_keep, ", ".join(pruned),
             )  # fmt: skip

@@ -36,7 +36,7 @@ from ml_backend.al.effort import class_difficulty, class_recall, expected_second
 from ml_backend.al.strategies import Pool, StrategyParams, StrategySpec, capped_rank, resolve
 from ml_backend.al.uncertainty import AGGREGATIONS, MEASURES, entropy_nms, existence, image_uncertainty
 from ml_backend.inference.display import default_display
-from ml_backend.inference.ls_results import shown_objects, to_ls_results
+from ml_backend.inference.ls_results import shown_objects
 from ml_backend.inference.model import ImagePrediction
 from ml_backend.inference.predictor import Predictor, Served
 from ml_backend.settings import Settings
@@ -269,10 +269,7 @@ def observe(
         counts.append(c)
         embs.append(pred.embedding)
         cands.append(cand)
-        result = to_ls_results(pred, served.target, served.label_map, served.display, keypoint_labels=served.keypoint_labels)[0]
-        for fill, other in zip(served.image_extras, more, strict=True):
-            result += to_ls_results(other, fill.target, fill.label_map, fill.display, keypoint_labels=fill.keypoint_labels)[0]
-        regions.append(result)
+        regions.append(served.regions(pred, more))
         others.append(max((control_uncertainty(other, settings) for other in more), default=0.0))
         hidden = (pred.scores >= settings.candidate_threshold) & ~shown
         costs.append(expected_seconds(pred.scores[shown], pred.scores[hidden], settings.annotation_costs))

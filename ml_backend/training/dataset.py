@@ -154,6 +154,33 @@ def region_to_line(region: Mapping[str, Any], class_ids: Mapping[str, int], kind
     if label is None or label not in class_ids:
         return None
     cls = class_ids[label]
+    pts = region_points(region)
+    if pts is None:
+        return None
+    if kind == "detect":
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        w, h = max(xs) - min(xs), max(ys) - min(ys)
+        if w <= 0 or h <= 0:
+            return None
+        return f"{cls} {(min(xs) + max(xs)) / 2:.6f} {(min(ys) + max(ys)) / 2:.6f} {w:.6f} {h:.6f}"
+    if kind == "obb":
+        if len(pts) != 4:
+            return None
+        return f"{cls} " + " ".join(f"{px:.6f} {py:.6f}" for px, py in pts)
+    if kind == "segment":
+        return f"{cls} " + " ".join(f"{px:.6f} {py:.6f}" for px, py in pts)
+    raise ValueError(f"kind must be detect, obb or segment, got {kind!r}")
+
+
+def region_points(region: Mapping[str, Any]) -> list[tuple[float, float]] | None:
+    """A region's outline in 0-1 image coordinates, clipped to the image: a polygon's points, a brush
+    mask's outline, a (rotated) rectangle's four corners; None for anything else.
+
+    Example:
+        >>> region_points({"value": {"x": 10, "y": 20, "width": 30, "height": 40, "rotation": 0}})
+        [(0.1, 0.2), (0.4, 0.2), (0.4, 0.6), (0.1, 0.6)]
+    """
+    value = region.get("value") or {}
     width = float(region.get("original_width") or 100.0)
     height = float(region.get("original_height") or 100.0)
     if "points" in value:
@@ -169,20 +196,7 @@ def region_to_line(region: Mapping[str, Any], class_ids: Mapping[str, int], kind
         pts = [(px / width, py / height) for px, py in _corners_px(value, width, height)]
     else:
         return None
-    pts = [(_clip01(px), _clip01(py)) for px, py in pts]
-    if kind == "detect":
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        w, h = max(xs) - min(xs), max(ys) - min(ys)
-        if w <= 0 or h <= 0:
-            return None
-        return f"{cls} {(min(xs) + max(xs)) / 2:.6f} {(min(ys) + max(ys)) / 2:.6f} {w:.6f} {h:.6f}"
-    if kind == "obb":
-        if len(pts) != 4:
-            return None
-        return f"{cls} " + " ".join(f"{px:.6f} {py:.6f}" for px, py in pts)
-    if kind == "segment":
-        return f"{cls} " + " ".join(f"{px:.6f} {py:.6f}" for px, py in pts)
-    raise ValueError(f"kind must be detect, obb or segment, got {kind!r}")
+    return [(_clip01(px), _clip01(py)) for px, py in pts]
 
 
 def brush_outline(rle: Sequence[int], width: int, height: int) -> list[tuple[float, float]] | None:
@@ -241,11 +255,10 @@ def pose_lines(result: Sequence[Mapping[str, Any]], class_ids: Mapping[str, int]
         value = region.get("value") or {}
         label = _label_of(value)
         if layout.box_from_name and region.get("from_name") == layout.box_from_name and label in class_ids:
-            if {"x", "y", "width", "height"} <= set(value):
-                corners = _corners_px(value, 1.0, 1.0)
-                xs, ys = [_clip01(p[0]) for p in corners], [_clip01(p[1]) for p in corners]
-                if max(xs) > min(xs) and max(ys) > min(ys):
-                    boxes.append((str(region.get("id")), class_ids[str(label)], (min(xs), min(ys), max(xs), max(ys))))
+            corners = region_points(region)
+            xs, ys = [p[0] for p in corners or ()], [p[1] for p in corners or ()]
+            if corners and max(xs) > min(xs) and max(ys) > min(ys):
+                boxes.append((str(region.get("id")), class_ids[str(label)], (min(xs), min(ys), max(xs), max(ys))))
         elif region.get("from_name") == from_name and label in layout.keypoint_ids and {"x", "y"} <= set(value):
             x, y = _clip01(float(value["x"]) / 100), _clip01(float(value["y"]) / 100)
             points.append((layout.keypoint_ids[str(label)], x, y, region.get("parentID")))
